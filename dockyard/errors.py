@@ -1,0 +1,56 @@
+"""The three kinds of error dockyard tells apart (STYLE.md rule 4).
+
+- JobSpecError: the user's to fix; raised before anything is created, never
+  retried, exit code 2.
+- TransientInfraError: a hiccup of the infrastructure (throttling, 5xx, a
+  lost connection); retried with backoff and jitter.
+- AlgorithmError: the user's code failed (non-zero exit); not retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One problem with one field of a spec: where, what, and how to fix it."""
+
+    path: str
+    problem: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.problem}" if self.path else self.problem
+        return f"{text} — {self.fix}" if self.fix else text
+
+
+class DockyardError(Exception):
+    """Base of every error dockyard raises on purpose."""
+
+
+class JobSpecError(DockyardError):
+    """The job spec cannot run as written; one line per field problem."""
+
+    def __init__(self, problems: Sequence[FieldProblem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [FieldProblem("", problems)]
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class TransientInfraError(DockyardError):
+    """An infrastructure hiccup worth retrying (throttling, 5xx, lost connection)."""
+
+
+class InfraError(DockyardError):
+    """An infrastructure failure that retrying will not fix (e.g. no such image)."""
+
+
+class AlgorithmError(DockyardError):
+    """The training container exited non-zero: the user's code failed."""
+
+
+class StatusTransitionError(DockyardError):
+    """A status change that the transition table does not allow."""

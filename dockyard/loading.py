@@ -1,0 +1,187 @@
+"""Turning a job document (YAML, JSON, or a SageMaker request) into a spec.
+
+Pure: takes text and values, returns a validated TrainingJobSpec or raises
+JobSpecError with one line per field problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import datetime
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from dockyard.algorithms import suggest
+from dockyard.errors import FieldProblem, JobSpecError
+from dockyard.spec import TrainingJobSpec
+
+# CreateTrainingJob keys whose snake_case is not the mechanical one.
+_SAGEMAKER_KEYS = {
+    "HyperParameters": "hyperparameters",
+    "RoleArn": "role",
+    "VolumeSizeInGB": "volume_size_in_gb",
+    "EnableSageMakerMetricsTimeSeries": "enable_sage_maker_metrics_time_series",
+}
+# Maps whose keys are the user's own names, not field names: left as they are.
+_USER_MAPS = {"HyperParameters", "Environment"}
+# CreateTrainingJob fields that have no meaning on a host you own: accepted
+# from a SageMaker request and dropped, so a request runs as it is.
+SAGEMAKER_IGNORED = {
+    "VpcConfig", "EnableInterContainerTrafficEncryption", "DebugHookConfig",
+    "DebugRuleConfigurations", "ProfilerConfig", "ProfilerRuleConfigurations",
+    "TensorBoardOutputConfig", "ExperimentConfig", "InfraCheckConfig", "RemoteDebugConfig",
+    "SessionChainingConfig",
+}
+_ENV_REF = re.compile(r"\$\{DOCKYARD_HOME\}")
+
+
+def _snake(name: str) -> str:
+    if name in _SAGEMAKER_KEYS:
+        return _SAGEMAKER_KEYS[name]
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def from_sagemaker_request(body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Convert a CreateTrainingJob body (PascalCase) to spec keys.
+
+    Returns the converted document and the top-level keys that were dropped.
+    """
+    dropped = sorted(k for k in body if k in SAGEMAKER_IGNORED)
+
+    def convert(value: Any, key: str | None = None) -> Any:
+        if isinstance(value, dict):
+            if key in _USER_MAPS:
+                return dict(value)
+            return {_snake(k): convert(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        return value
+
+    kept = {k: v for k, v in body.items() if k not in SAGEMAKER_IGNORED}
+    return convert(kept), dropped
+
+
+def looks_like_sagemaker_request(doc: dict[str, Any]) -> bool:
+    return any(k[:1].isupper() for k in doc)
+
+
+def generate_job_name(prefix: str, now: datetime) -> str:
+    """`prefix-YYYYmmdd-HHMMSS-xxxx`, trimmed to SageMaker's 63 characters."""
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    suffix = f"-{stamp}-{secrets.token_hex(2)}"
+    clean = re.sub(r"[^a-zA-Z0-9-]+", "-", prefix).strip("-") or "job"
+    return clean[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def _default_prefix(doc: dict[str, Any]) -> str:
+    algo = doc.get("algorithm_specification") or {}
+    if not isinstance(algo, dict):
+        return "job"
+    if algo.get("algorithm_name"):
+        return str(algo["algorithm_name"])
+    image = str(algo.get("training_image") or "job")
+    return image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
+
+
+def _expand(value: Any, home: str) -> Any:
+    if isinstance(value, str):
+        return _ENV_REF.sub(home, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, home) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, home) for v in value]
+    return value
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc`, for did-you-mean hints."""
+    model: Any = TrainingJobSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        for candidate in getattr(ann, "__args__", ()) + (ann,):
+            inner = getattr(candidate, "__args__", (candidate,))
+            found = next((c for c in inner if isinstance(c, type) and issubclass(c, BaseModel)), None)
+            if found:
+                model = found
+                break
+        else:
+            return None
+    return model if isinstance(model, type) else None
+
+
+def _problem(err: Any) -> FieldProblem:
+    loc = tuple(err["loc"])
+    path = _path(loc)
+    kind = err["type"]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        owner = _model_at(loc)
+        hint = suggest(str(loc[-1]), list(owner.model_fields)) if owner else ""
+        return FieldProblem(path, "unknown field", hint or "remove it (see the spec reference in README.md)")
+    if kind == "missing":
+        return FieldProblem(path, "required", "add it (see the spec reference in README.md)")
+    if kind == "string_pattern_mismatch" and path == "training_job_name":
+        return FieldProblem(path, f"'{err['input']}' is not a valid job name",
+                            "use 1-63 letters, digits and hyphens, starting with a letter or digit")
+    if kind == "string_pattern_mismatch" and path.endswith("channel_name"):
+        return FieldProblem(path, f"'{err['input']}' is not a safe directory name",
+                            "use 1-64 letters, digits, '.', '-' or '_'")
+    if kind == "enum":
+        return FieldProblem(path, f"got '{err['input']}'", msg[0].lower() + msg[1:])
+    return FieldProblem(path, msg, "fix the value")
+
+
+def parse_job(text: str, *, home: str, now: datetime, source: str = "job spec") -> TrainingJobSpec:
+    """Parse a job document (YAML or JSON; snake_case or a SageMaker request).
+
+    `${DOCKYARD_HOME}` in any string becomes `home`. A missing
+    training_job_name is generated from `base_job_name` or the algorithm.
+
+    Raises:
+        JobSpecError: the document does not parse or does not validate.
+    """
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobSpecError(f"{source}: not valid YAML or JSON ({exc}) — fix the syntax") from None
+    if not isinstance(doc, dict):
+        raise JobSpecError(f"{source}: must be a mapping of fields — see the spec reference in README.md")
+    return build_job(doc, home=home, now=now)
+
+
+def build_job(doc: dict[str, Any], *, home: str, now: datetime) -> TrainingJobSpec:
+    """Validate an already-parsed job document (see parse_job)."""
+    if looks_like_sagemaker_request(doc):
+        doc, _ = from_sagemaker_request(doc)
+    doc = _expand(dict(doc), home)
+    prefix = doc.pop("base_job_name", None)
+    if not doc.get("training_job_name"):
+        doc["training_job_name"] = generate_job_name(str(prefix or _default_prefix(doc)), now)
+    try:
+        return TrainingJobSpec.model_validate(doc)
+    except ValidationError as exc:
+        raise JobSpecError([_problem(e) for e in exc.errors()]) from None
+
+
+def dump_job(spec: TrainingJobSpec) -> str:
+    return json.dumps(spec.model_dump(mode="json", exclude_none=True), indent=2)

@@ -1,0 +1,133 @@
+"""The job record: what DescribeTrainingJob says about a job.
+
+Kept as one pydantic model; `describe` renders it in SageMaker's shape for
+job.json and `dockyard jobs describe`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from dockyard.contract import job_arn
+from dockyard.instances import INSTANCE_TYPES
+from dockyard.spec import TrainingJobSpec
+from dockyard.status import JobStatus, SecondaryStatus, apply_transition
+
+
+class MetricValue(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    metric_name: str
+    value: float
+    timestamp: datetime
+    host: str = "algo-1"
+
+
+class JobRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    spec: TrainingJobSpec
+    creation_time: datetime
+    status: JobStatus = JobStatus()
+    last_modified_time: datetime | None = None
+    training_start_time: datetime | None = None
+    training_end_time: datetime | None = None
+    failure_reason: str | None = None
+    final_metrics: tuple[MetricValue, ...] = ()
+    model_artifacts: str | None = None
+    output_artifacts: str | None = None
+    training_image: str | None = None
+    training_image_digest: str | None = None
+    flow_run_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.training_job_name
+
+    def moved(self, to: SecondaryStatus, message: str, at: datetime) -> JobRecord:
+        """This record with its status moved by the one status writer."""
+        return self.model_copy(update={
+            "status": apply_transition(self.status, to, message, at),
+            "last_modified_time": at,
+        })
+
+    def training_seconds(self) -> int | None:
+        if self.training_start_time is None or self.training_end_time is None:
+            return None
+        return max(1, math.ceil((self.training_end_time - self.training_start_time).total_seconds()))
+
+    def cost_usd(self) -> float | None:
+        """What the billable time would cost on demand, for all instances."""
+        seconds = self.training_seconds()
+        itype = INSTANCE_TYPES.get(self.spec.resource_config.instance_type)
+        if seconds is None or itype is None:
+            return None
+        return round(seconds / 3600 * itype.price_per_hour * self.spec.resource_config.instance_count, 6)
+
+
+_SPECIAL = {"hyperparameters": "HyperParameters", "role": "RoleArn",
+            "volume_size_in_gb": "VolumeSizeInGB",
+            "enable_sage_maker_metrics_time_series": "EnableSageMakerMetricsTimeSeries"}
+_USER_MAPS = {"hyperparameters", "environment"}
+
+
+def _pascal(key: str) -> str:
+    if key in _SPECIAL:
+        return _SPECIAL[key]
+    return "".join(part[:1].upper() + part[1:] for part in key.split("_"))
+
+
+def to_sagemaker(value: Any, key: str | None = None) -> Any:
+    """snake_case spec data in CreateTrainingJob's PascalCase."""
+    if isinstance(value, dict):
+        if key in _USER_MAPS:
+            return dict(value)
+        return {_pascal(k): to_sagemaker(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_sagemaker(v) for v in value]
+    return value
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def describe(record: JobRecord) -> dict[str, Any]:
+    """The record as a DescribeTrainingJob response body."""
+    spec = to_sagemaker(record.spec.model_dump(mode="json", exclude_none=True))
+    seconds = record.training_seconds()
+    body: dict[str, Any] = {
+        **spec,
+        "TrainingJobArn": job_arn(record.name),
+        "TrainingJobStatus": record.status.primary.value,
+        "SecondaryStatus": record.status.secondary.value if record.status.secondary else None,
+        "CreationTime": _iso(record.creation_time),
+        "LastModifiedTime": _iso(record.last_modified_time),
+        "TrainingStartTime": _iso(record.training_start_time),
+        "TrainingEndTime": _iso(record.training_end_time),
+        "SecondaryStatusTransitions": [
+            {"Status": t.status.value, "StartTime": _iso(t.start_time), "EndTime": _iso(t.end_time),
+             "StatusMessage": t.status_message}
+            for t in record.status.transitions
+        ],
+        "FinalMetricDataList": [
+            {"MetricName": m.metric_name, "Value": m.value, "Timestamp": _iso(m.timestamp)}
+            for m in record.final_metrics
+        ],
+        "ModelArtifacts": {"S3ModelArtifacts": record.model_artifacts} if record.model_artifacts else None,
+        "OutputArtifacts": record.output_artifacts,
+        "TrainingImageDigest": record.training_image_digest,
+        "TrainingTimeInSeconds": seconds,
+        "BillableTimeInSeconds": seconds,
+        "OnDemandCostUSD": record.cost_usd(),
+        "FailureReason": record.failure_reason,
+        "PrefectFlowRunId": record.flow_run_id,
+    }
+    algo = body.setdefault("AlgorithmSpecification", {})
+    if record.training_image:
+        algo.setdefault("TrainingImage", record.training_image)
+    return {k: v for k, v in body.items() if v is not None}

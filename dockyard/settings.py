@@ -1,0 +1,48 @@
+"""dockyard's settings: where things live and how patient to be.
+
+Read from an environment mapping by `Settings.from_env`, never on import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    home: Path  # DOCKYARD_HOME: embedded stores, job records, logs, scratch
+    s3_endpoint_url: str | None = None  # DOCKYARD_S3_ENDPOINT_URL, else AWS_ENDPOINT_URL
+    base_image: str | None = None  # DOCKYARD_BASE_IMAGE: BASE_IMAGE for built-in images
+    stop_grace_seconds: float = 120.0  # DOCKYARD_STOP_GRACE_SECONDS: SIGTERM to SIGKILL
+    staging_concurrency: int = 8  # DOCKYARD_STAGING_CONCURRENCY: parallel downloads
+    monitor_lost_contact_seconds: float = 60.0  # how long the engine may be unreachable
+    prefect_api_url: str | None = None  # PREFECT_API_URL: a Prefect server to use
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        home = environ.get("DOCKYARD_HOME") or str(Path(environ.get("HOME", "/root")) / ".dockyard")
+        return cls(
+            home=Path(os.path.abspath(os.path.expanduser(home))),
+            s3_endpoint_url=environ.get("DOCKYARD_S3_ENDPOINT_URL") or environ.get("AWS_ENDPOINT_URL"),
+            base_image=environ.get("DOCKYARD_BASE_IMAGE") or None,
+            stop_grace_seconds=float(environ.get("DOCKYARD_STOP_GRACE_SECONDS", "120")),
+            staging_concurrency=int(environ.get("DOCKYARD_STAGING_CONCURRENCY", "8")),
+            monitor_lost_contact_seconds=float(environ.get("DOCKYARD_LOST_CONTACT_SECONDS", "60")),
+            prefect_api_url=environ.get("PREFECT_API_URL") or None,
+        )
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.home / "scratch"
+
+    def job_dir(self, job_name: str) -> Path:
+        return self.jobs_dir / job_name

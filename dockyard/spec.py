@@ -1,0 +1,258 @@
+"""The training job spec: pydantic v2 models mirroring CreateTrainingJob.
+
+Field names are CreateTrainingJob's in snake_case; `from_sagemaker_request`
+turns a boto3 `create_training_job` body into this shape. The models check
+what a spec can check on its own (SageMaker's limits and patterns);
+`dockyard.rules.check_job` adds what needs the catalogs and host facts.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+ENV_KEY_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$"
+URI_SCHEMES = ("s3://", "file://")
+
+MAX_CHANNELS = 20
+MAX_HYPERPARAMETERS = 100
+MAX_METRIC_DEFINITIONS = 40
+MAX_ENVIRONMENT = 100
+MAX_TAGS = 50
+DEFAULT_MAX_RUNTIME = 86400
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class InputMode(StrEnum):
+    FILE = "File"
+    PIPE = "Pipe"
+    FAST_FILE = "FastFile"
+
+
+class S3DataType(StrEnum):
+    S3_PREFIX = "S3Prefix"
+    MANIFEST_FILE = "ManifestFile"
+    AUGMENTED_MANIFEST_FILE = "AugmentedManifestFile"
+
+
+class DistributionType(StrEnum):
+    FULLY_REPLICATED = "FullyReplicated"
+    SHARDED_BY_S3_KEY = "ShardedByS3Key"
+
+
+class CompressionType(StrEnum):
+    NONE = "None"
+    GZIP = "Gzip"
+
+
+class RecordWrapperType(StrEnum):
+    NONE = "None"
+    RECORD_IO = "RecordIO"
+
+
+def _check_uri(value: str) -> str:
+    if not value.startswith(URI_SCHEMES):
+        raise ValueError(f"must start with s3:// or file:// — got '{value}'")
+    if value.startswith("s3://") and not value[5:].split("/", 1)[0]:
+        raise ValueError(f"names no bucket — got '{value}'; write s3://BUCKET/PREFIX")
+    if value.startswith("file://") and not value[7:].startswith("/"):
+        raise ValueError(f"a file:// URI needs an absolute path — got '{value}'; write file:///abs/path")
+    return value
+
+
+Uri = Annotated[str, Field(min_length=6, max_length=1024)]
+
+
+class MetricDefinition(_Model):
+    name: str = Field(min_length=1, max_length=255)
+    regex: str = Field(min_length=1, max_length=500)
+
+    @field_validator("regex")
+    @classmethod
+    def _one_group(cls, value: str) -> str:
+        try:
+            groups = re.compile(value).groups
+        except re.error as exc:
+            raise ValueError(f"is not a valid regular expression ({exc})") from None
+        if groups != 1:
+            raise ValueError(
+                f"must have exactly one capture group (the metric value), has {groups}; "
+                "wrap the number in (...) and make other groups (?:...)"
+            )
+        return value
+
+
+class AlgorithmSpecification(_Model):
+    training_image: str | None = Field(default=None, min_length=1, max_length=255)
+    algorithm_name: str | None = Field(default=None, min_length=1, max_length=170)
+    training_input_mode: InputMode = InputMode.FILE
+    metric_definitions: list[MetricDefinition] = Field(
+        default_factory=list, max_length=MAX_METRIC_DEFINITIONS)
+    container_entrypoint: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    container_arguments: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    enable_sage_maker_metrics_time_series: bool = False
+
+    @model_validator(mode="after")
+    def _image_or_algorithm(self) -> AlgorithmSpecification:
+        if bool(self.training_image) == bool(self.algorithm_name):
+            raise ValueError(
+                "give exactly one of training_image (your own container) or "
+                "algorithm_name (a built-in, e.g. xgboost)"
+            )
+        return self
+
+
+class ResourceConfig(_Model):
+    instance_type: str = "local"
+    instance_count: int = Field(default=1, ge=1, le=100)
+    volume_size_in_gb: int = Field(default=30, ge=1, le=16384)
+
+
+class S3DataSource(_Model):
+    s3_uri: Uri
+    s3_data_type: S3DataType = S3DataType.S3_PREFIX
+    s3_data_distribution_type: DistributionType = DistributionType.FULLY_REPLICATED
+    attribute_names: list[str] | None = None
+
+    _uri = field_validator("s3_uri")(lambda cls, v: _check_uri(v))
+
+
+class DataSource(_Model):
+    s3_data_source: S3DataSource
+
+
+class ShuffleConfig(_Model):
+    seed: int
+
+
+class Channel(_Model):
+    channel_name: str = Field(pattern=CHANNEL_NAME_PATTERN)
+    data_source: DataSource
+    content_type: str | None = Field(default=None, max_length=256)
+    compression_type: CompressionType = CompressionType.NONE
+    record_wrapper_type: RecordWrapperType = RecordWrapperType.NONE
+    input_mode: InputMode | None = None
+    shuffle_config: ShuffleConfig | None = None
+
+    @field_validator("channel_name")
+    @classmethod
+    def _safe_segment(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError(f"'{value}' is not a usable directory name; use letters, digits, . - _")
+        return value
+
+
+class OutputDataConfig(_Model):
+    s3_output_path: Uri
+    kms_key_id: str | None = None
+    compression_type: str | None = None
+
+    _uri = field_validator("s3_output_path")(lambda cls, v: _check_uri(v))
+
+
+class StoppingCondition(_Model):
+    max_runtime_in_seconds: int = Field(default=DEFAULT_MAX_RUNTIME, ge=1, le=28 * 86400)
+    max_wait_time_in_seconds: int | None = Field(default=None, ge=1)
+    max_pending_time_in_seconds: int | None = Field(default=None, ge=7200, le=2419200)
+
+
+class CheckpointConfig(_Model):
+    s3_uri: Uri
+    local_path: str = "/opt/ml/checkpoints"
+
+    _uri = field_validator("s3_uri")(lambda cls, v: _check_uri(v))
+
+
+class RetryStrategy(_Model):
+    maximum_retry_attempts: int = Field(ge=1, le=30)
+
+
+class Tag(_Model):
+    key: str = Field(min_length=1, max_length=128)
+    value: str = Field(default="", max_length=256)
+
+
+def _to_wire_string(value: Any) -> Any:
+    """Hyperparameters travel as strings; YAML's numbers and booleans become them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class TrainingJobSpec(_Model):
+    """One training job, as CreateTrainingJob describes it (snake_case)."""
+
+    training_job_name: str = Field(pattern=JOB_NAME_PATTERN, max_length=63)
+    algorithm_specification: AlgorithmSpecification
+    role: str | None = Field(default=None, max_length=2048)
+    resource_config: ResourceConfig = Field(default_factory=ResourceConfig)
+    input_data_config: list[Channel] = Field(default_factory=list, max_length=MAX_CHANNELS)
+    hyperparameters: dict[str, str] = Field(default_factory=dict)
+    output_data_config: OutputDataConfig
+    stopping_condition: StoppingCondition = Field(default_factory=StoppingCondition)
+    environment: dict[str, str] = Field(default_factory=dict)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    enable_managed_spot_training: bool = False
+    checkpoint_config: CheckpointConfig | None = None
+    retry_strategy: RetryStrategy | None = None
+    enable_network_isolation: bool = False
+
+    @field_validator("hyperparameters", mode="before")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): _to_wire_string(v) for k, v in value.items()}
+        return value
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _hp_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_HYPERPARAMETERS:
+            raise ValueError(f"has {len(value)} entries, at most {MAX_HYPERPARAMETERS} allowed")
+        for key, item in value.items():
+            if not 1 <= len(key) <= 256:
+                raise ValueError(f"name '{key[:40]}' must be 1 to 256 characters")
+            if len(item) > 2500:
+                raise ValueError(f"value of '{key}' is {len(item)} characters, at most 2500 allowed")
+        return value
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _env_strings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): _to_wire_string(v) for k, v in value.items()}
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _env_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_ENVIRONMENT:
+            raise ValueError(f"has {len(value)} entries, at most {MAX_ENVIRONMENT} allowed")
+        for key, item in value.items():
+            if not re.match(ENV_KEY_PATTERN, key):
+                raise ValueError(f"'{key}' is not a valid variable name (letters, digits, _)")
+            if len(item) > 512:
+                raise ValueError(f"value of '{key}' is longer than 512 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _channels(self) -> TrainingJobSpec:
+        names = [c.channel_name for c in self.input_data_config]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"input_data_config: channel names must be unique; repeated: {twice}")
+        return self
+
+    def channel_mode(self, channel: Channel) -> InputMode:
+        """The input mode a channel really uses: its own, else the job's."""
+        return channel.input_mode or self.algorithm_specification.training_input_mode

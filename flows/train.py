@@ -1,0 +1,90 @@
+"""The training flow: one managed training job, through all seven stages.
+
+    python -m flows.train JOB.yaml        (YAML or JSON; a CreateTrainingJob body works too)
+
+Exceptions become final statuses here and only here (STYLE.md rule 6).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from prefect import flow, runtime
+from prefect.exceptions import TerminationSignal
+
+from dockyard.errors import DockyardError, JobSpecError
+from dockyard.settings import Settings
+from infra import records
+from tasks.monitor import Outcome, monitor
+from tasks.persist import finalize, persist
+from tasks.provision import provision
+from tasks.pull_image import pull_image
+from tasks.run import run
+from tasks.stage_data import stage_data
+from tasks.validate import validate
+
+
+def _failure(exc: BaseException) -> Outcome:
+    if isinstance(exc, DockyardError):
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        reason = f"InternalServerError: {type(exc).__name__}: {exc}"
+    return Outcome(status="Failed", failure_reason=reason[:1024], message=str(exc).splitlines()[0][:200] if str(exc) else "")
+
+
+def _run_name() -> str:
+    job = runtime.flow_run.parameters.get("job") or {}
+    return str(job.get("training_job_name") or "train") if isinstance(job, dict) else "train"
+
+
+@flow(name="train", flow_run_name=_run_name, log_prints=True)
+def train(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one training job to a final status; returns its DescribeTrainingJob record.
+
+    `job` is the spec as a mapping (snake_case, or a CreateTrainingJob body).
+    Raises JobSpecError, creating nothing, when the spec cannot run here.
+    """
+    settings = Settings.from_env(os.environ)
+    home, endpoint = str(settings.home), settings.s3_endpoint_url
+    spec = validate(job, home, endpoint, str(runtime.flow_run.id) if runtime.flow_run.id else None)
+    name = spec["training_job_name"]
+    provisioned: dict[str, Any] | None = None
+    containers: dict[str, str] | None = None
+    outcome: Outcome
+    try:
+        provisioned = provision(spec, home)
+        stage_data(spec, provisioned, home, endpoint, settings.staging_concurrency)
+        image = pull_image(spec, home, settings.base_image)
+        containers = run(spec, provisioned, image["image"], home)
+        outcome = Outcome.model_validate(monitor(spec, provisioned, containers, home, settings.stop_grace_seconds,
+                                                 settings.monitor_lost_contact_seconds))
+    except (KeyboardInterrupt, TerminationSignal):
+        outcome = Outcome(status="Stopped", message="Training job stopped before training began")
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a final status here
+        outcome = _failure(exc)
+        records.append_log(home, name, f"error: {outcome.failure_reason}")
+    if provisioned is not None and containers is not None:
+        # As SageMaker does, whatever the containers left is uploaded, however they ended.
+        try:
+            persist(spec, provisioned, home, endpoint)
+        except Exception as exc:  # noqa: BLE001
+            if outcome.status == "Completed":
+                outcome = _failure(exc)
+            records.append_log(home, name, f"error: uploading artifacts failed: {exc}")
+    scratch = provisioned["scratch_root"] if provisioned else os.path.join(home, "scratch", name)
+    return finalize(spec, outcome.status, outcome.message or outcome.status, outcome.failure_reason,
+                    home, endpoint, scratch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flows.cli import run_training
+
+    return run_training(argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["train", "JobSpecError"]

@@ -1,0 +1,233 @@
+"""The Docker engine adapter: networks, containers, images, clean-up.
+
+Every function builds its client inside (local socket, DOCKER_HOST, ssh://)
+and takes plain values. Everything dockyard creates carries the labels from
+`labels()`, so `remove_job_objects` can find it again.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import DeviceRequest, EndpointConfig
+
+from dockyard.errors import InfraError, TransientInfraError
+from dockyard.rules import HostFacts
+
+MANAGED_LABEL = "dockyard.managed"
+JOB_LABEL = "dockyard.job"
+HOST_LABEL = "dockyard.host"
+
+log = logging.getLogger("dockyard.docker")
+
+
+def client(timeout: int = 60) -> docker.DockerClient:
+    """A client for the engine named by DOCKER_HOST (default: the local socket).
+
+    Raises:
+        TransientInfraError: the engine does not answer.
+    """
+    try:
+        return docker.from_env(timeout=timeout)
+    except docker.errors.DockerException as exc:
+        raise TransientInfraError(
+            f"cannot reach the Docker engine ({exc}); start dockerd or set DOCKER_HOST") from exc
+
+
+def labels(job_name: str, host: str | None = None) -> dict[str, str]:
+    out = {MANAGED_LABEL: "true", JOB_LABEL: job_name}
+    if host:
+        out[HOST_LABEL] = host
+    return out
+
+
+def host_facts() -> HostFacts:
+    """CPUs, memory and GPUs of the machine the engine runs on."""
+    info = client().info()
+    runtimes = info.get("Runtimes") or {}
+    gpus = len(glob.glob("/dev/nvidia[0-9]*")) if "nvidia" in runtimes or glob.glob("/dev/nvidia0") else 0
+    return HostFacts(cpus=int(info.get("NCPU", 1)), memory_bytes=int(info.get("MemTotal", 0)), gpus=gpus)
+
+
+def create_network(name: str, job_name: str, internal: bool) -> str:
+    net = client().networks.create(name, driver="bridge", internal=internal, labels=labels(job_name),
+                                   check_duplicate=True)
+    return str(net.id)
+
+
+def image_id(ref: str) -> str | None:
+    """The local image's id and repo digest, or None when it is not here."""
+    try:
+        image = client().images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    return str(image.id)
+
+
+def repo_digest(ref: str) -> str | None:
+    try:
+        image = client().images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    digests = image.attrs.get("RepoDigests") or []
+    return str(digests[0]) if digests else str(image.id)
+
+
+def pull(ref: str, auth: dict[str, str] | None, progress: Callable[[str], None]) -> None:
+    """Pull `ref`, reporting progress about every two seconds.
+
+    Raises:
+        InfraError: the image does not exist or access is denied.
+        TransientInfraError: the registry or the engine failed on the way.
+    """
+    repository, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+    api = client(timeout=600).api
+    layers: dict[str, tuple[int, int]] = {}
+    last = 0.0
+    try:
+        for event in api.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth):
+            if "error" in event:
+                raise _pull_error(ref, str(event["error"]))
+            detail = event.get("progressDetail") or {}
+            if event.get("id") and detail.get("total"):
+                layers[event["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
+            if time.monotonic() - last > 2:
+                done = sum(c for c, _ in layers.values())
+                total = sum(t for _, t in layers.values())
+                progress(f"pulling {ref}: {done / 1e6:.1f}/{total / 1e6:.1f} MB in {len(layers)} layers")
+                last = time.monotonic()
+    except docker.errors.NotFound as exc:
+        raise InfraError(f"image {ref} not found in its registry — check the name and tag") from exc
+    except docker.errors.APIError as exc:
+        raise _pull_error(ref, str(exc)) from exc
+
+
+def _pull_error(ref: str, text: str) -> Exception:
+    lowered = text.lower()
+    if any(w in lowered for w in ("not found", "manifest unknown", "unauthorized", "denied")):
+        return InfraError(f"cannot pull {ref}: {text} — check the image name and registry credentials")
+    return TransientInfraError(f"pulling {ref} failed: {text}")
+
+
+def build(context_dir: str, tag: str, buildargs: dict[str, str], progress: Callable[[str], None]) -> str:
+    """Build an image from `context_dir`, streaming the build's steps.
+
+    Raises:
+        InfraError: the build failed.
+    """
+    api = client(timeout=1800).api
+    image = None
+    for event in api.build(path=context_dir, tag=tag, buildargs=buildargs, rm=True, decode=True,
+                           labels={MANAGED_LABEL: "true"}):
+        if "error" in event:
+            raise InfraError(f"building {tag} from {context_dir} failed: {event['error'].strip()}")
+        line = str(event.get("stream", "")).strip()
+        if line.startswith("Step "):
+            progress(f"building {tag}: {line}")
+        if "aux" in event and "ID" in event["aux"]:
+            image = event["aux"]["ID"]
+    found = image_id(tag)
+    if not found:
+        raise InfraError(f"building {tag} produced no image (last id {image})")
+    return found
+
+
+def create_container(plan: dict[str, Any]) -> str:
+    """Create (not start) a container from a run plan's host entry; returns its id."""
+    gpus = plan.get("gpu_device_ids")
+    device_requests = None
+    if gpus is not None:
+        device_requests = [DeviceRequest(device_ids=gpus, capabilities=[["gpu"]])] if gpus else \
+            [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    engine = client()
+    endpoint = EndpointConfig(engine.api._version, aliases=plan.get("aliases") or None)
+    container = engine.containers.create(
+        plan["image"],
+        command=plan["command"],
+        entrypoint=plan["entrypoint"],
+        name=plan["container_name"],
+        hostname=plan["hostname"],
+        environment=plan["environment"],
+        labels=plan["labels"],
+        volumes=plan["volumes"],
+        nano_cpus=plan.get("nano_cpus"),
+        mem_limit=plan.get("mem_limit"),
+        network=plan["network"],
+        networking_config={plan["network"]: endpoint},
+        init=True,
+        privileged=False,
+        device_requests=device_requests,
+        detach=True,
+    )
+    return str(container.id)
+
+
+def start(container_id: str) -> None:
+    client().containers.get(container_id).start()
+
+
+def state(container_id: str) -> dict[str, Any]:
+    """The engine's State of a container (Status, ExitCode, OOMKilled, ...)."""
+    c = client(timeout=10).containers.get(container_id)
+    return dict(c.attrs.get("State") or {})
+
+
+def stop(container_id: str, grace_seconds: float) -> None:
+    """SIGTERM, then SIGKILL after the grace period (docker stop)."""
+    try:
+        client(timeout=int(grace_seconds) + 60).containers.get(container_id).stop(timeout=int(grace_seconds))
+    except docker.errors.NotFound:
+        pass
+
+
+def follow_logs(container_id: str) -> Iterator[bytes]:
+    """The container's combined stdout and stderr from its start, as it comes."""
+    c = client(timeout=3600).containers.get(container_id)
+    yield from c.logs(stream=True, follow=True, stdout=True, stderr=True)
+
+
+def remove_job_containers(job_name: str) -> None:
+    """Remove the job's containers, leaving its network."""
+    selector = {"label": [f"{JOB_LABEL}={job_name}", f"{MANAGED_LABEL}=true"]}
+    for container in client().containers.list(all=True, filters=selector):
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def remove_job_objects(job_name: str) -> int:
+    """Remove every container and network labelled with `job_name`; returns the count."""
+    engine = client()
+    removed = 0
+    selector = {"label": [f"{JOB_LABEL}={job_name}", f"{MANAGED_LABEL}=true"]}
+    for container in engine.containers.list(all=True, filters=selector):
+        try:
+            container.remove(force=True)
+            removed += 1
+        except docker.errors.NotFound:
+            pass
+    for network in engine.networks.list(filters=selector):
+        try:
+            network.remove()
+            removed += 1
+        except docker.errors.NotFound:
+            pass
+    return removed
+
+
+def list_managed() -> list[dict[str, str]]:
+    """Containers and networks dockyard made that still exist."""
+    engine = client()
+    selector = {"label": f"{MANAGED_LABEL}=true"}
+    found = [{"kind": "container", "name": c.name, "job": c.labels.get(JOB_LABEL, "")}
+             for c in engine.containers.list(all=True, filters=selector)]
+    found += [{"kind": "network", "name": n.name, "job": (n.attrs.get("Labels") or {}).get(JOB_LABEL, "")}
+              for n in engine.networks.list(filters=selector)]
+    return found

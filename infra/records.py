@@ -1,0 +1,97 @@
+"""The local job record store: DOCKYARD_HOME/jobs/<name>/.
+
+Per job: record.json (the JobRecord, rewritten atomically on every status
+change), job.log (every stage's and host's lines), metrics.jsonl (scraped
+metric values) and stop-requested (present once a stop was asked for).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dockyard.errors import DockyardError
+from dockyard.record import JobRecord, MetricValue
+from dockyard.status import SecondaryStatus
+
+RECORD_FILE = "record.json"
+LOG_FILE = "job.log"
+METRICS_FILE = "metrics.jsonl"
+STOP_FILE = "stop-requested"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def job_dir(home: str, name: str) -> Path:
+    return Path(home) / "jobs" / name
+
+
+def exists(home: str, name: str) -> bool:
+    return (job_dir(home, name) / RECORD_FILE).exists()
+
+
+def load(home: str, name: str) -> JobRecord:
+    """Raises: DockyardError when there is no record of `name`."""
+    path = job_dir(home, name) / RECORD_FILE
+    try:
+        return JobRecord.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise DockyardError(f"no training job named '{name}' under {home} — check the name "
+                            "(dockyard jobs list shows them)") from None
+
+
+def save(home: str, record: JobRecord) -> None:
+    folder = job_dir(home, record.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".record.")
+    with os.fdopen(fd, "w") as f:
+        f.write(record.model_dump_json(indent=2))
+    os.replace(tmp, folder / RECORD_FILE)
+
+
+def transition(home: str, name: str, to: SecondaryStatus, message: str) -> JobRecord:
+    """Move job `name` to `to` through the one status writer, and persist it."""
+    record = load(home, name).moved(to, message, now())
+    save(home, record)
+    append_log(home, name, f"status: {record.status.primary.value}/{to.value} — {message}")
+    return record
+
+
+def update(home: str, name: str, **fields: object) -> JobRecord:
+    record = load(home, name).model_copy(update={**fields, "last_modified_time": now()})
+    save(home, record)
+    return record
+
+
+def append_log(home: str, name: str, line: str) -> None:
+    folder = job_dir(home, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOG_FILE, "a") as f:
+        f.write(f"{now().isoformat(timespec='milliseconds')} {line}\n")
+
+
+def append_metrics(home: str, name: str, values: list[MetricValue]) -> None:
+    with open(job_dir(home, name) / METRICS_FILE, "a") as f:
+        for value in values:
+            f.write(value.model_dump_json() + "\n")
+
+
+def read_metrics(home: str, name: str) -> list[MetricValue]:
+    path = job_dir(home, name) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [MetricValue.model_validate(json.loads(line)) for line in path.read_text().splitlines() if line]
+
+
+def request_stop(home: str, name: str, reason: str) -> None:
+    (job_dir(home, name) / STOP_FILE).write_text(reason)
+
+
+def stop_requested(home: str, name: str) -> str | None:
+    path = job_dir(home, name) / STOP_FILE
+    return path.read_text() or "stop requested" if path.exists() else None

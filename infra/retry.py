@@ -1,0 +1,77 @@
+"""Which failures are worth retrying, and the retry policy every task uses.
+
+Retries go through `retry_if_transient`, never a bare `retries=N`: spec
+errors and user-code failures are final; throttling, 5xx and lost
+connections are retried with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dockyard.errors import AlgorithmError, DockyardError, InfraError, JobSpecError, TransientInfraError
+
+log = logging.getLogger("dockyard.retry")
+
+_TRANSIENT_CODES = {
+    "Throttling", "ThrottlingException", "SlowDown", "RequestTimeout", "RequestTimeoutException",
+    "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "RequestLimitExceeded",
+    "TooManyRequestsException",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an infrastructure hiccup that the same call may survive."""
+    if isinstance(exc, TransientInfraError):
+        return True
+    if isinstance(exc, JobSpecError | AlgorithmError | InfraError | DockyardError):
+        return False
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    name = type(exc).__name__
+    # botocore ClientError (and aiobotocore's) carry an error code and status.
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500)
+    # docker.errors.APIError: 5xx from the engine; requests' connection errors.
+    status_code = getattr(exc, "status_code", None)
+    if isinstance(status_code, int):
+        return status_code >= 500 or status_code == 429
+    if name in {"ConnectionError", "ReadTimeout", "ConnectTimeout", "ChunkedEncodingError",
+                "EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError",
+                "ServerDisconnectedError", "ClientOSError", "ResponseStreamingError"}:
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_transient(cause)
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry_condition_fn: retry only transient infrastructure errors."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - we classify whatever the task raised
+        transient = is_transient(exc)
+        if transient:
+            log.warning("%s hit a transient error (%s: %s); retrying with backoff",
+                        getattr(task, "name", "task"), type(exc).__name__, exc)
+        return transient
+    return False
+
+
+RETRIES = 4
+# Exponential backoff: 2, 4, 8, 16 s, each stretched by up to ±50 % jitter.
+RETRY_DELAYS = [2.0, 4.0, 8.0, 16.0]
+RETRY_JITTER = 0.5
+
+
+def task_retry_options() -> dict[str, Any]:
+    """The retry keywords every lifecycle task passes to @task."""
+    return {
+        "retries": RETRIES,
+        "retry_delay_seconds": RETRY_DELAYS,
+        "retry_jitter_factor": RETRY_JITTER,
+        "retry_condition_fn": retry_if_transient,
+    }

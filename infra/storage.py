@@ -1,0 +1,158 @@
+"""Object storage through one interface: s3:// (any S3 endpoint) and file://.
+
+Built on fsspec/s3fs. Functions take URIs and plain values and build their
+filesystem inside, so Prefect tasks never carry a client.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from dockyard.errors import JobSpecError, TransientInfraError
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    uri: str  # full URI of the object
+    relative: str  # its path below the prefix's directory, kept on download
+    size: int
+
+
+def filesystem(uri: str, endpoint_url: str | None = None) -> Any:
+    """The fsspec filesystem for `uri`; s3fs honours AWS_* credentials."""
+    if uri.startswith("s3://"):
+        import s3fs
+
+        kwargs: dict[str, Any] = {"use_listings_cache": False, "skip_instance_cache": True}
+        if endpoint_url:
+            kwargs["endpoint_url"] = endpoint_url
+        return s3fs.S3FileSystem(**kwargs)
+    return fsspec.filesystem("file")
+
+
+def _path(uri: str) -> str:
+    if uri.startswith("s3://"):
+        return uri[5:]
+    if uri.startswith("file://"):
+        return uri[7:]
+    raise ValueError(f"unsupported URI {uri!r}: use s3:// or file://")
+
+
+def _uri(like: str, path: str) -> str:
+    """`path` as a URI of the same scheme as `like`."""
+    return ("s3://" if like.startswith("s3://") else "file://") + path
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def list_objects(uri: str, endpoint_url: str | None = None) -> list[StoredObject]:
+    """Every object whose key starts with the prefix `uri`, sorted by key.
+
+    As in SageMaker, the prefix matches keys, not only folders
+    (s3://b/train matches train/a.csv and train-2.csv); each object keeps its
+    path relative to the prefix's folder.
+    """
+    fs = filesystem(uri, endpoint_url)
+    path = _path(uri)
+    if not uri.startswith("s3://") and os.path.isfile(path):
+        return [StoredObject(uri, os.path.basename(path), os.path.getsize(path))]
+    folder = path.rstrip("/") if path.endswith("/") else path.rsplit("/", 1)[0]
+    try:
+        found = fs.find(folder, detail=True)
+    except FileNotFoundError:
+        return []
+    objects = []
+    for key, info in sorted(found.items()):
+        if not key.startswith(path) or info.get("type") == "directory":
+            continue
+        relative = key[len(folder):].lstrip("/")
+        objects.append(StoredObject(_uri(uri, key), relative, int(info.get("size") or 0)))
+    return objects
+
+
+def check_readable_prefix(uri: str, field: str, endpoint_url: str | None = None) -> None:
+    """Raise JobSpecError when nothing can be read at `uri`.
+
+    Raises:
+        JobSpecError: the location holds no objects or cannot be listed.
+    """
+    try:
+        objects = list_objects(uri, endpoint_url)
+    except PermissionError as exc:
+        raise JobSpecError(f"{field}: cannot read {uri} ({exc}) — grant read access or fix the URI") from None
+    if not objects:
+        raise JobSpecError(f"{field}: no objects at {uri} — upload the data first or fix the URI")
+
+
+def check_writable_location(uri: str, field: str, endpoint_url: str | None = None) -> None:
+    """Raise JobSpecError when outputs clearly cannot be written under `uri`.
+
+    Creates nothing: for S3 the bucket must exist; for file:// the nearest
+    existing folder must be writable.
+
+    Raises:
+        JobSpecError: the bucket is missing or the folder is not writable.
+    """
+    path = _path(uri)
+    if uri.startswith("s3://"):
+        bucket = path.split("/", 1)[0]
+        fs = filesystem(uri, endpoint_url)
+        try:
+            exists = fs.exists(bucket)
+        except PermissionError:
+            exists = False
+        if not exists:
+            raise JobSpecError(f"{field}: bucket '{bucket}' does not exist or is not accessible — "
+                               "create it or fix the URI")
+        return
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+        raise JobSpecError(f"{field}: cannot write under {uri} ({probe} is not a writable folder) — "
+                           "pick a folder you can write to")
+
+
+def download(obj: StoredObject, local_path: str, endpoint_url: str | None = None) -> None:
+    """Copy one object to `local_path` and verify its size.
+
+    Raises:
+        TransientInfraError: the copy came out at the wrong size.
+    """
+    os.makedirs(os.path.dirname(local_path), exist_ok=True)
+    fs = filesystem(obj.uri, endpoint_url)
+    fs.get_file(_path(obj.uri), local_path)
+    got = os.path.getsize(local_path)
+    if got != obj.size:
+        raise TransientInfraError(f"{obj.uri}: downloaded {got} bytes, expected {obj.size}")
+
+
+def upload_file(local_path: str, uri: str, endpoint_url: str | None = None) -> None:
+    fs = filesystem(uri, endpoint_url)
+    if not uri.startswith("s3://"):
+        os.makedirs(os.path.dirname(_path(uri)), exist_ok=True)
+    fs.put_file(local_path, _path(uri))
+
+
+def write_text(uri: str, text: str, endpoint_url: str | None = None) -> None:
+    fs = filesystem(uri, endpoint_url)
+    if not uri.startswith("s3://"):
+        os.makedirs(os.path.dirname(_path(uri)), exist_ok=True)
+    with fs.open(_path(uri), "w") as f:
+        f.write(text)
+
+
+def read_text(uri: str, endpoint_url: str | None = None) -> str:
+    fs = filesystem(uri, endpoint_url)
+    with fs.open(_path(uri), "r") as f:
+        return str(f.read())
+
+
+def exists(uri: str, endpoint_url: str | None = None) -> bool:
+    return bool(filesystem(uri, endpoint_url).exists(_path(uri)))

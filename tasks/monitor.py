@@ -1,0 +1,227 @@
+"""Stage 6, monitor: logs, metrics, stopping conditions, and the outcome.
+
+Streams every host's output (prefixed by host) to the job log and Prefect's
+logger, scrapes metric_definitions into time series, enforces
+max_runtime_in_seconds, stops gracefully on a stop request, Ctrl-C, SIGTERM
+or Prefect cancellation, and decides how the containers ended.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+import threading
+import time
+from collections import deque
+from datetime import datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.exceptions import TerminationSignal
+from pydantic import BaseModel, ConfigDict
+
+from dockyard import contract
+from dockyard.errors import TransientInfraError
+from dockyard.record import MetricValue
+from dockyard.algorithms import metric_definitions_of
+from dockyard.spec import TrainingJobSpec
+from dockyard.status import SecondaryStatus
+from infra import docker_engine, records
+from tasks.provision import ProvisionPlan, host_dirs
+
+POLL_SECONDS = 0.5
+LAST_LINES = 20
+STOP = "Stopped"
+MAX_RUNTIME = "MaxRuntimeExceeded"
+
+
+class HostExit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    exit_code: int
+    oom_killed: bool = False
+    failure_text: str | None = None  # /opt/ml/output/failure, when written
+    last_lines: tuple[str, ...] = ()
+
+
+class Outcome(BaseModel):
+    """How the containers ended; the flow turns it into the final status."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: str  # Completed | Failed | Stopped | MaxRuntimeExceeded
+    failure_reason: str | None = None
+    message: str = ""
+
+
+def compile_definitions(spec: TrainingJobSpec) -> list[tuple[str, re.Pattern[str]]]:
+    """The job's metric regexes, or its built-in algorithm's defaults, compiled."""
+    algo = spec.algorithm_specification
+    pairs = metric_definitions_of(algo.algorithm_name, [(d.name, d.regex) for d in algo.metric_definitions])
+    return [(name, re.compile(regex)) for name, regex in pairs]
+
+
+def scrape(line: str, definitions: list[tuple[str, re.Pattern[str]]]) -> list[tuple[str, float]]:
+    """The metric values one log line carries, by metric_definitions."""
+    found = []
+    for name, pattern in definitions:
+        match = pattern.search(line)
+        if match:
+            try:
+                found.append((name, float(match.group(1))))
+            except (TypeError, ValueError):
+                continue
+    return found
+
+
+def _exit_text(exit: HostExit) -> str:
+    if exit.oom_killed:
+        return (f"{exit.host} was killed for running out of memory (exit code {exit.exit_code}) — "
+                "pick an instance type with more memory or use less")
+    return f"{exit.host} exited with code {exit.exit_code}"
+
+
+def plan_outcome(exits: list[HostExit], stop_reason: str | None) -> Outcome:
+    """Decide the outcome from every host's exit and any stop that was asked for."""
+    if stop_reason == MAX_RUNTIME:
+        return Outcome(status=MAX_RUNTIME, message="Training job reached its MaxRuntimeInSeconds and was stopped")
+    if stop_reason is not None:
+        return Outcome(status=STOP, message=f"Training job stopped: {stop_reason}")
+    failed = [e for e in exits if e.exit_code != 0]
+    if not failed:
+        return Outcome(status="Completed", message="Training job completed")
+    first = next((e for e in failed if e.failure_text), failed[0])
+    if first.failure_text:
+        reason = f"AlgorithmError: {first.failure_text}"
+    else:
+        tail = "\n".join(first.last_lines[-5:])
+        reason = f"AlgorithmError: {_exit_text(first)}" + (f"; last lines:\n{tail}" if tail else "")
+    return Outcome(status="Failed", failure_reason=reason[: contract.FAILURE_REASON_LIMIT],
+                   message=_exit_text(first))
+
+
+class _Follower(threading.Thread):
+    """Streams one host's output into the log, Prefect and the metric series."""
+
+    def __init__(self, host: str, container_id: str, home: str, job: str,
+                 definitions: list[tuple[str, re.Pattern[str]]], logger: Any) -> None:
+        super().__init__(name=f"logs-{host}", daemon=True)
+        self.host, self.container_id, self.home, self.job = host, container_id, home, job
+        self.definitions, self.logger = definitions, logger
+        self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
+        # Prefect's settings and run context live in context variables.
+        self.context = contextvars.copy_context()
+
+    def run(self) -> None:
+        self.context.run(self.follow)
+
+    def follow(self) -> None:
+        buffer = b""
+        try:
+            for chunk in docker_engine.follow_logs(self.container_id):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    self.line(raw.decode(errors="replace").rstrip("\r"))
+        except Exception as exc:  # noqa: BLE001 - losing the stream must not end the job
+            self.logger.warning(f"[{self.host}] log stream ended early: {exc}")
+        if buffer:
+            self.line(buffer.decode(errors="replace"))
+
+    def line(self, text: str) -> None:
+        self.last_lines.append(text)
+        self.logger.info(f"[{self.host}] {text}")
+        records.append_log(self.home, self.job, f"[{self.host}] {text}")
+        values = scrape(text, self.definitions)
+        if values:
+            at = records.now()
+            records.append_metrics(self.home, self.job, [
+                MetricValue(metric_name=n, value=v, timestamp=at, host=self.host) for n, v in values])
+
+
+def _stop_all(container_ids: list[str], grace: float) -> None:
+    threads = [threading.Thread(target=docker_engine.stop, args=(cid, grace)) for cid in container_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _read_failure(scratch: str) -> str | None:
+    path = os.path.join(host_dirs(scratch)["output"], "failure")
+    try:
+        with open(path, errors="replace") as f:
+            return f.read(contract.FAILURE_REASON_LIMIT).strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _deadline(start: datetime | None, max_runtime: int) -> float:
+    started = start.timestamp() if start else time.time()
+    return started + max_runtime
+
+
+def _wait(containers: dict[str, str], home: str, name: str, deadline: float, lost_contact: float) -> str | None:
+    """Wait until every container exits or a stop is due; returns the stop reason or None."""
+    lost_since: float | None = None
+    while True:
+        try:
+            running = [h for h, cid in containers.items()
+                       if docker_engine.state(cid).get("Status") not in ("exited", "dead")]
+            lost_since = None
+        except Exception as exc:  # noqa: BLE001 - "can't reach it" is not "it failed"
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since > lost_contact:
+                raise TransientInfraError(f"lost contact with the Docker engine for {lost_contact:.0f} s: {exc}") \
+                    from exc
+            running = list(containers)
+        if not running:
+            return None
+        if time.time() >= deadline:
+            return MAX_RUNTIME
+        requested = records.stop_requested(home, name)
+        if requested:
+            return requested
+        time.sleep(POLL_SECONDS)
+
+
+@task(name="monitor", cache_policy=NONE)
+def monitor(spec_json: dict[str, Any], provision_json: dict[str, Any], containers: dict[str, str],
+            home: str, grace_seconds: float, lost_contact_seconds: float) -> dict[str, Any]:
+    """Watch the containers until they end; returns the Outcome.
+
+    Not retried: a second watcher would see the same containers.
+    """
+    logger = get_run_logger()
+    spec = TrainingJobSpec.model_validate(spec_json)
+    provisioned = ProvisionPlan.model_validate(provision_json)
+    name = spec.training_job_name
+    definitions = compile_definitions(spec)
+    followers = [_Follower(h, cid, home, name, definitions, logger) for h, cid in containers.items()]
+    for follower in followers:
+        follower.start()
+    deadline = _deadline(records.load(home, name).training_start_time,
+                         spec.stopping_condition.max_runtime_in_seconds)
+    try:
+        stop_reason = _wait(containers, home, name, deadline, lost_contact_seconds)
+    except (KeyboardInterrupt, TerminationSignal) as interrupt:
+        stop_reason = "interrupted by Ctrl-C" if isinstance(interrupt, KeyboardInterrupt) else "SIGTERM"
+    if stop_reason is not None:
+        records.transition(home, name, SecondaryStatus.STOPPING, f"Stopping: {stop_reason}")
+        logger.info(f"stopping {len(containers)} container(s): SIGTERM, SIGKILL after {grace_seconds:g} s")
+        _stop_all(list(containers.values()), grace_seconds)
+    for follower in followers:
+        follower.join(timeout=10)
+    exits = []
+    scratch = {h.host: h.scratch for h in provisioned.hosts}
+    for follower in followers:
+        state = docker_engine.state(follower.container_id)
+        exits.append(HostExit(host=follower.host, exit_code=int(state.get("ExitCode", -1)),
+                              oom_killed=bool(state.get("OOMKilled")), failure_text=_read_failure(scratch[follower.host]),
+                              last_lines=tuple(follower.last_lines)))
+    outcome = plan_outcome(exits, stop_reason)
+    logger.info(f"containers ended: {outcome.message}")
+    return outcome.model_dump()

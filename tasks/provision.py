@@ -1,0 +1,150 @@
+"""Stage 2, provision: one instance per host, as containers see them.
+
+An instance is a scratch folder (the host's /opt/ml input, model, output and
+checkpoints), resource limits from the instance-type catalog capped at what
+the host has, the config files and SM_* environment, and a network of the
+job's own on which hosts are algo-1..algo-N.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+from pydantic import BaseModel, ConfigDict
+
+from dockyard import contract
+from dockyard.rules import HostFacts, instance_type_of
+from dockyard.spec import TrainingJobSpec
+from infra import docker_engine, records
+from infra.retry import task_retry_options
+
+GIB = 1024**3
+
+
+class HostPlan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    container_name: str
+    scratch: str  # host folder holding input/, model/, output/, checkpoints/
+    config_files: dict[str, str]
+    environment: dict[str, str]
+    num_cpus: int
+    num_gpus: int
+    nano_cpus: int | None
+    mem_limit: int | None
+    gpu_device_ids: list[str] | None  # None: no GPUs; []: all of them
+
+
+class ProvisionPlan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_name: str
+    network: str
+    internal_network: bool
+    scratch_root: str
+    hosts: tuple[HostPlan, ...]
+    warnings: tuple[str, ...]
+
+
+def _limits(spec: TrainingJobSpec, host: HostFacts) -> tuple[int, int | None, int | None, list[str]]:
+    itype = instance_type_of(spec)
+    warnings = []
+    if itype.vcpus is None:
+        return host.cpus, None, None, warnings
+    cpus = itype.vcpus
+    if cpus > host.cpus:
+        warnings.append(f"{itype.name} has {cpus} vCPUs, this host {host.cpus}: capping each instance at {host.cpus}")
+        cpus = host.cpus
+    memory = int((itype.memory_gib or 0) * GIB)
+    if host.memory_bytes and memory > host.memory_bytes:
+        warnings.append(f"{itype.name} has {itype.memory_gib:g} GiB, this host {host.memory_bytes / GIB:.1f} GiB: "
+                        "capping each instance at the host's memory")
+        memory = host.memory_bytes
+    return cpus, cpus * 10**9, memory, warnings
+
+
+def _gpus(spec: TrainingJobSpec, host: HostFacts, index: int) -> tuple[int, list[str] | None]:
+    wanted = instance_type_of(spec).gpus
+    if wanted == 0 or host.gpus == 0:
+        return 0, None
+    if wanted < 0:
+        return host.gpus, []
+    count = spec.resource_config.instance_count
+    if wanted * count <= host.gpus:
+        return wanted, [str(i) for i in range(index * wanted, (index + 1) * wanted)]
+    return wanted, [str(i) for i in range(wanted)]
+
+
+def plan_provision(spec: TrainingJobSpec, host: HostFacts, scratch_root: str) -> ProvisionPlan:
+    """The instances of a job: per-host folders, limits, config and environment."""
+    name = spec.training_job_name
+    hosts = contract.host_names(spec.resource_config.instance_count)
+    cpus, nano_cpus, mem_limit, warnings = _limits(spec, host)
+    root = os.path.join(scratch_root, name)
+    plans = []
+    for index, current in enumerate(hosts):
+        num_gpus, device_ids = _gpus(spec, host, index)
+        plans.append(HostPlan(
+            host=current,
+            container_name=f"{name}-{current}",
+            scratch=os.path.join(root, current),
+            config_files=contract.config_files(spec, current, hosts),
+            environment=contract.sm_environment(spec, current, hosts, cpus, num_gpus),
+            num_cpus=cpus,
+            num_gpus=num_gpus,
+            nano_cpus=nano_cpus,
+            mem_limit=mem_limit,
+            gpu_device_ids=device_ids,
+        ))
+    return ProvisionPlan(job_name=name, network=f"dockyard-{name}", internal_network=spec.enable_network_isolation,
+                         scratch_root=root, hosts=tuple(plans), warnings=tuple(warnings))
+
+
+def host_dirs(scratch: str) -> dict[str, str]:
+    """The host folders behind one instance's /opt/ml mounts."""
+    return {part: os.path.join(scratch, part) for part in ("input", "model", "output", "checkpoints")}
+
+
+def create_instances(plan: ProvisionPlan) -> None:
+    """Make the scratch folders, write the config files, create the network."""
+    for host in plan.hosts:
+        dirs = host_dirs(host.scratch)
+        for path in dirs.values():
+            os.makedirs(path, exist_ok=True)
+        config = os.path.join(dirs["input"], "config")
+        os.makedirs(config, exist_ok=True)
+        os.makedirs(os.path.join(dirs["input"], "data"), exist_ok=True)
+        os.makedirs(os.path.join(dirs["output"], "data"), exist_ok=True)
+        for file_name, text in host.config_files.items():
+            with open(os.path.join(config, file_name), "w") as f:
+                f.write(text)
+    docker_engine.create_network(plan.network, plan.job_name, plan.internal_network)
+
+
+def remove_instances(job_name: str, scratch_root: str) -> int:
+    """Remove the job's containers, network and scratch space; returns the count of Docker objects."""
+    removed = docker_engine.remove_job_objects(job_name)
+    shutil.rmtree(scratch_root, ignore_errors=True)
+    return removed
+
+
+@task(name="provision", cache_policy=NONE, **task_retry_options())
+def provision(spec_json: dict[str, Any], home: str) -> dict[str, Any]:
+    """Provision the job's instances; returns the provision plan."""
+    logger = get_run_logger()
+    spec = TrainingJobSpec.model_validate(spec_json)
+    plan = plan_provision(spec, docker_engine.host_facts(), os.path.join(home, "scratch"))
+    for warning in plan.warnings:
+        logger.warning(warning)
+        records.append_log(home, plan.job_name, f"warning: {warning}")
+    # A retry after a half-made attempt starts from nothing.
+    remove_instances(plan.job_name, plan.scratch_root)
+    create_instances(plan)
+    records.append_log(home, plan.job_name,
+                       f"provisioned {len(plan.hosts)} x {spec.resource_config.instance_type} on network {plan.network}")
+    return plan.model_dump(mode="json")

@@ -1,0 +1,100 @@
+"""Stage 4, pull image: a local image, a pulled one, or a built-in built here.
+
+Registry credentials come from Docker's own config (the engine uses it) or,
+for ECR hosts, from an ECR token fetched through boto3. A built-in algorithm
+whose image is neither local nor pullable is built from infra/images/,
+honouring DOCKYARD_BASE_IMAGE.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+from pydantic import BaseModel, ConfigDict
+
+from dockyard.algorithms import ALGORITHMS
+from dockyard.errors import InfraError
+from dockyard.spec import TrainingJobSpec
+from dockyard.status import SecondaryStatus
+from infra import docker_engine, records, registries
+from infra.retry import task_retry_options
+
+IMAGES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "infra", "images")
+ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+
+
+class PullImagePlan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    image: str
+    registry: str | None  # None: Docker Hub
+    ecr_region: str | None
+    build_context: str | None  # infra/images/<name> for built-ins
+    build_args: dict[str, str]
+
+
+def registry_of(image: str) -> str | None:
+    first = image.split("/", 1)[0]
+    if "/" in image and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
+def plan_pull_image(spec: TrainingJobSpec, base_image: str | None, images_dir: str = IMAGES_DIR) -> PullImagePlan:
+    algo_name = spec.algorithm_specification.algorithm_name
+    if algo_name:
+        algo = ALGORITHMS[algo_name]
+        return PullImagePlan(image=algo.image, registry=None, ecr_region=None,
+                             build_context=os.path.join(images_dir, algo.image_dir),
+                             build_args={"BASE_IMAGE": base_image} if base_image else {})
+    image = str(spec.algorithm_specification.training_image)
+    registry = registry_of(image)
+    match = ECR_HOST.match(registry or "")
+    return PullImagePlan(image=image, registry=registry, ecr_region=match.group(1) if match else None,
+                         build_context=None, build_args={})
+
+
+def obtain(plan: PullImagePlan, report: Any) -> str:
+    """Make the planned image present locally; returns its digest.
+
+    Raises:
+        InfraError: the image cannot be found, pulled or built.
+    """
+    if docker_engine.image_id(plan.image):
+        report(f"using local image {plan.image}")
+    elif plan.build_context:
+        report(f"building built-in image {plan.image} from {plan.build_context}"
+               + (f" on {plan.build_args['BASE_IMAGE']}" if plan.build_args else ""))
+        docker_engine.build(plan.build_context, plan.image, plan.build_args, report)
+    else:
+        auth = registries.ecr_auth(plan.ecr_region) if plan.ecr_region else None
+        report(f"pulling {plan.image}")
+        docker_engine.pull(plan.image, auth, report)
+    digest = docker_engine.repo_digest(plan.image)
+    if digest is None:
+        raise InfraError(f"image {plan.image} is not present after pulling — check the engine")
+    return digest
+
+
+@task(name="pull-image", cache_policy=NONE, **task_retry_options())
+def pull_image(spec_json: dict[str, Any], home: str, base_image: str | None) -> dict[str, str]:
+    """Get the training image; returns its reference and digest."""
+    logger = get_run_logger()
+    spec = TrainingJobSpec.model_validate(spec_json)
+    name = spec.training_job_name
+    if records.load(home, name).status.secondary is not SecondaryStatus.DOWNLOADING_TRAINING_IMAGE:
+        records.transition(home, name, SecondaryStatus.DOWNLOADING_TRAINING_IMAGE, "Downloading the training image")
+    plan = plan_pull_image(spec, base_image)
+
+    def report(message: str) -> None:
+        logger.info(message)
+        records.append_log(home, name, message)
+
+    digest = obtain(plan, report)
+    records.update(home, name, training_image=plan.image, training_image_digest=digest)
+    report(f"image {plan.image} is {digest}")
+    return {"image": plan.image, "digest": digest}
