@@ -51,28 +51,42 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+def relative_key(key: str, prefix: str) -> str:
+    """Where an object matched by a key prefix lands below the channel folder.
+
+    Objects in the prefix's "folder" keep their path below it
+    (train/ + train/a/b.csv -> a/b.csv); the prefix itself as an object keeps
+    its base name; other keys that merely start with the prefix
+    (train -> train-2.csv) keep their path below the prefix's parent folder.
+    """
+    prefix = prefix.rstrip("/")
+    if key.startswith(prefix + "/"):
+        return key[len(prefix) + 1:]
+    if key == prefix:
+        return key.rsplit("/", 1)[-1]
+    return key[len(prefix.rsplit("/", 1)[0]) + 1:] if "/" in prefix else key
+
+
 def list_objects(uri: str, endpoint_url: str | None = None) -> list[StoredObject]:
     """Every object whose key starts with the prefix `uri`, sorted by key.
 
-    As in SageMaker, the prefix matches keys, not only folders
-    (s3://b/train matches train/a.csv and train-2.csv); each object keeps its
-    path relative to the prefix's folder.
+    As in SageMaker, the prefix matches keys, not only folders; see
+    `relative_key` for where each object lands.
     """
     fs = filesystem(uri, endpoint_url)
     path = _path(uri)
-    if not uri.startswith("s3://") and os.path.isfile(path):
-        return [StoredObject(uri, os.path.basename(path), os.path.getsize(path))]
     folder = path.rstrip("/") if path.endswith("/") else path.rsplit("/", 1)[0]
     try:
-        found = fs.find(folder, detail=True)
+        found = fs.find(folder, detail=True) if folder else {}
     except FileNotFoundError:
         return []
+    if not uri.startswith("s3://") and os.path.isfile(path):
+        found = {path: {"size": os.path.getsize(path), "type": "file"}}
     objects = []
     for key, info in sorted(found.items()):
         if not key.startswith(path) or info.get("type") == "directory":
             continue
-        relative = key[len(folder):].lstrip("/")
-        objects.append(StoredObject(_uri(uri, key), relative, int(info.get("size") or 0)))
+        objects.append(StoredObject(_uri(uri, key), relative_key(key, path), int(info.get("size") or 0)))
     return objects
 
 

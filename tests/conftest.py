@@ -1,0 +1,129 @@
+"""Shared fixtures: a real Prefect server, a real S3 endpoint, a real registry.
+
+Integration tests need a running Docker engine; `.ci/run` starts one. They
+fail, never skip, when something they need is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_IMAGES = {
+    "dockyard-test/probe:1": ROOT / "tests" / "images" / "probe",
+    "dockyard-test/sagemaker-toolkit:1": ROOT / "tests" / "images" / "sagemaker-toolkit",
+    "byo-linear:latest": ROOT / "examples" / "byo-container",
+}
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                  "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def base_image() -> str:
+    return os.environ.get("DOCKYARD_BASE_IMAGE") or "dockyard/python-base:bookworm"
+
+
+@pytest.fixture(scope="session")
+def session_home() -> Iterator[str]:
+    home = tempfile.mkdtemp(prefix="dockyard-tests-")
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(session_home: str) -> Iterator[str]:
+    """One real local Prefect server for the whole run, as dockyard starts it."""
+    from infra import prefect_api
+
+    url = os.environ.get("PREFECT_API_URL") or prefect_api.start_server(session_home, print, port=free_port())
+    os.environ["PREFECT_API_URL"] = url
+    yield url
+    prefect_api.stop_server(session_home)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server over HTTP on loopback."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.update(S3_CREDENTIALS)
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[str]:
+    """Debian's docker-registry on loopback (127.0.0.0/8 is an insecure registry by default)."""
+    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    assert os.path.exists(binary), "docker-registry is not installed; run .ci/run or apt-get install docker-registry"
+    port = free_port()
+    folder = tempfile.mkdtemp(prefix="dockyard-registry-")
+    config = Path(folder) / "config.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {folder}/data\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def test_images() -> dict[str, str]:
+    """The probe, toolkit and bring-your-own images, built on the base image if missing."""
+    from infra import docker_engine
+
+    for tag, context in TEST_IMAGES.items():
+        if docker_engine.image_id(tag) is None:
+            docker_engine.build(str(context), tag, {"BASE_IMAGE": base_image()}, print)
+    return {"probe": "dockyard-test/probe:1", "toolkit": "dockyard-test/sagemaker-toolkit:1",
+            "byo": "byo-linear:latest"}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: str) -> str:
+    """A fresh DOCKYARD_HOME per test, reporting to the session's Prefect server."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("DOCKYARD_HOME", str(path))
+    monkeypatch.setenv("DOCKYARD_STOP_GRACE_SECONDS", "5")
+    monkeypatch.setenv("DOCKYARD_BASE_IMAGE", base_image())
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every integration test: no dockyard-labelled container or network."""
+    yield
+    if request.node.get_closest_marker("integration") is None:
+        return
+    from infra import docker_engine
+
+    left = docker_engine.list_managed()
+    for obj in left:
+        docker_engine.remove_job_objects(obj["job"])
+    assert not left, f"dockyard left Docker objects behind: {left}"

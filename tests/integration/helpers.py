@@ -1,0 +1,65 @@
+"""Building job specs and running them through the real training flow."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def channel(name: str, uri: str, distribution: str = "FullyReplicated") -> dict[str, Any]:
+    return {"channel_name": name, "data_source": {"s3_data_source": {
+        "s3_uri": uri, "s3_data_distribution_type": distribution}}}
+
+
+def probe_job(home: str, image: str, mode: str, channels: list[dict[str, Any]] | None = None,
+              output: str | None = None, **extra: Any) -> dict[str, Any]:
+    hps = {"mode": mode, **extra.pop("hyperparameters", {})}
+    return {
+        "training_job_name": unique(f"probe-{mode}"),
+        "algorithm_specification": {"training_image": image, "metric_definitions": [
+            {"name": "loss", "regex": r"loss=([0-9.]+)"}]},
+        "resource_config": {"instance_type": "local", "instance_count": extra.pop("instance_count", 1)},
+        "input_data_config": channels or [],
+        "hyperparameters": hps,
+        "output_data_config": {"s3_output_path": output or f"file://{home}/output"},
+        **extra,
+    }
+
+
+def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the training flow in-process against the session's Prefect server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.train import train
+
+    with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
+        return dict(train(spec))
+
+
+def members(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def local(uri: str) -> Path:
+    assert uri.startswith("file://"), uri
+    return Path(uri[7:])
+
+
+def write_files(folder: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
