@@ -148,7 +148,9 @@ def _problem(err: Any) -> FieldProblem:
                             "use 1-64 letters, digits, '.', '-' or '_'")
     if kind == "enum":
         return FieldProblem(path, f"got '{err['input']}'", msg[0].lower() + msg[1:])
-    return FieldProblem(path, msg, "fix the value")
+    if kind == "value_error":  # our own validators already say how to fix it
+        return FieldProblem(path, msg)
+    return FieldProblem(path, f"{msg} — got {err.get('input')!r}", "fix the value")
 
 
 def parse_job(text: str, *, home: str, now: datetime, source: str = "job spec") -> TrainingJobSpec:

@@ -1,0 +1,128 @@
+"""`python -m flows.train` as a user runs it: bad specs, Ctrl-C, SageMaker requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra import docker_engine
+from tests.conftest import ROOT
+from tests.integration.helpers import local, members, probe_job, write_files
+
+pytestmark = pytest.mark.integration
+
+
+def cli(job: dict[str, Any] | str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    path = job if isinstance(job, str) else str(tmp_path / "job.yaml")
+    if not isinstance(job, str):
+        Path(path).write_text(yaml.safe_dump(job))
+    return subprocess.run([sys.executable, "-m", "flows.train", path, *args], cwd=ROOT, capture_output=True,
+                          text=True, env=os.environ.copy(), timeout=300)
+
+
+BAD_SPECS = [
+    ({"training_job_name": "bad_name!"}, "training_job_name: 'bad_name!' is not a valid job name"),
+    ({"resource_config": {"instance_type": "ml.m5.larg"}}, "did you mean 'ml.m5.large'?"),
+    ({"resource_config": {"instance_type": "ml.p3.2xlarge"}}, "ml.p3.2xlarge needs GPUs and this host has none"),
+    ({"hyperparameters": {f"h{i}": "1" for i in range(101)}}, "at most 100 allowed"),
+    ({"algorithm_specification": {"training_image": "x:1", "metric_definitions": [
+        {"name": "m", "regex": "loss=[0-9.]+"}]}}, "must have exactly one capture group"),
+    ({"input_data_config": [{"channel_name": "..", "data_source": {"s3_data_source": {"s3_uri": "file:///tmp"}}}]},
+     "input_data_config[0].channel_name"),
+    ({"input_data_config": [{"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": "data/train"}}}]},
+     "input_data_config[0].data_source.s3_data_source.s3_uri: must start with s3:// or file:// — got 'data/train'"),
+    ({"input_data_config": [{"channel_name": "train", "data_source": {"s3_data_source": {
+        "s3_uri": "file:///nonexistent/data"}}}]}, "no objects at file:///nonexistent/data"),
+    ({"algorithm_specification": {"training_image": None, "algorithm_name": "xgbost"}}, "did you mean 'xgboost'?"),
+    ({"algorithm_specification": {"training_image": "x:1", "training_input_mode": "Pipe"}}, "Pipe mode is not supported yet"),
+    ({"output_data_config": {"s3_output_path": "s3://no-such-bucket-dockyard/out"}}, "bucket 'no-such-bucket-dockyard'"),
+    ({"hyperparamters": {"a": "1"}}, "hyperparamters: unknown field — did you mean 'hyperparameters'?"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_SPECS, ids=[m[:40] for _, m in BAD_SPECS])
+def test_bad_spec_exits_2_naming_the_field_and_creates_nothing(
+        change: dict[str, Any], message: str, home: str, tmp_path: Path, s3_endpoint: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKYARD_S3_ENDPOINT_URL", s3_endpoint)
+    job = probe_job(home, "dockyard-test/probe:1", "noop")
+    for key, value in change.items():
+        job[key] = {**job[key], **value} if isinstance(job.get(key), dict) and key != "hyperparameters" else value
+    result = cli(job, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not (Path(home) / "jobs").exists() and not (Path(home) / "output").exists()
+    assert docker_engine.list_managed() == []
+
+
+def test_a_second_run_of_a_finished_job_name_is_refused(home: str, tmp_path: Path,
+                                                        test_images: dict[str, str]) -> None:
+    job = probe_job(home, test_images["probe"], "noop")
+    assert cli(job, tmp_path).returncode == 0
+    again = cli(job, tmp_path)
+    assert again.returncode == 2
+    assert f"training_job_name: '{job['training_job_name']}' already names a job (Completed" in again.stderr
+
+
+def test_ctrl_c_stops_the_job_gracefully_with_artifacts(home: str, tmp_path: Path,
+                                                       test_images: dict[str, str]) -> None:
+    job = probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": "300"})
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    process = subprocess.Popen([sys.executable, "-m", "flows.train", str(path), "--json"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    record = Path(home) / "jobs" / job["training_job_name"] / "record.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if record.exists() and json.loads(record.read_text())["status"]["secondary"] == "Training":
+            break
+        time.sleep(0.2)
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 3, err[-3000:]
+    body = json.loads(out)
+    assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Stopped", "Stopped")
+    assert [t["Status"] for t in body["SecondaryStatusTransitions"]][-3:] == ["Stopping", "Uploading", "Stopped"]
+    files = members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))
+    assert files["stopped.txt"] == b"stopped by SIGTERM"
+
+
+def test_a_sagemaker_create_training_job_request_runs_as_it_is(home: str, tmp_path: Path,
+                                                              test_images: dict[str, str]) -> None:
+    write_files(tmp_path / "data", {"train/a.csv": "1\n"})
+    request = {
+        "TrainingJobName": "sagemaker-request-job",
+        "AlgorithmSpecification": {"TrainingImage": test_images["probe"], "TrainingInputMode": "File",
+                                   "MetricDefinitions": [{"Name": "loss", "Regex": "loss=([0-9.]+)"}]},
+        "RoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
+        "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"file://{tmp_path}/data/train",
+            "S3DataDistributionType": "FullyReplicated"}}, "ContentType": "text/csv"}],
+        "OutputDataConfig": {"S3OutputPath": f"file://{home}/output"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+        "HyperParameters": {"mode": "contract"},
+        "VpcConfig": {"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1"]},
+        "Tags": [{"Key": "team", "Value": "ml"}],
+    }
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    result = cli(str(path), tmp_path, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    body = json.loads(result.stdout)
+    assert body["TrainingJobName"] == "sagemaker-request-job"
+    assert body["RoleArn"] == request["RoleArn"] and body["Tags"] == request["Tags"]
+    assert body["ResourceConfig"] == {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10}
+    report = json.loads(members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["contract-algo-1.json"])
+    assert report["config"]["inputdataconfig.json"]["train"]["ContentType"] == "text/csv"
+    assert report["env"]["SM_NUM_CPUS"] == str(min(2, os.cpu_count() or 1))
