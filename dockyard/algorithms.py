@@ -98,8 +98,9 @@ XGBOOST = Algorithm(
     channels=("train", "validation"),
     required_channels=("train",),
     hyperparameters={
-        "num_round": HyperparameterSpec(kind=_I, required=True, min=1, max=100000,
-                                        description="number of boosting rounds"),
+        "num_round": HyperparameterSpec(
+            kind=_I, required=True, min=1, max=100000, description="number of boosting rounds"
+        ),
         "eta": HyperparameterSpec(kind=_F, min=0, max=1, description="learning rate"),
         "max_depth": HyperparameterSpec(kind=_I, min=0, max=64),
         "min_child_weight": HyperparameterSpec(kind=_F, min=0),
@@ -116,16 +117,31 @@ XGBOOST = Algorithm(
         "seed": HyperparameterSpec(kind=_I),
         "early_stopping_rounds": HyperparameterSpec(kind=_I, min=1),
         "checkpoint_frequency": HyperparameterSpec(
-            kind=_I, min=1, description="rounds between checkpoints in /opt/ml/checkpoints"),
+            kind=_I, min=1, description="rounds between checkpoints in /opt/ml/checkpoints"
+        ),
         "tree_method": HyperparameterSpec(kind=_C, choices=("auto", "exact", "approx", "hist")),
         "booster": HyperparameterSpec(kind=_C, choices=("gbtree", "gblinear", "dart")),
-        "objective": HyperparameterSpec(kind=_C, choices=(
-            "binary:logistic", "binary:logitraw", "binary:hinge", "reg:squarederror",
-            "reg:logistic", "reg:pseudohubererror", "reg:absoluteerror", "reg:tweedie",
-            "count:poisson", "multi:softmax", "multi:softprob", "rank:pairwise", "rank:ndcg",
-            "rank:map", "survival:cox")),
-        "eval_metric": HyperparameterSpec(kind=HpKind.STRING,
-                                          description="comma-separated xgboost metrics"),
+        "objective": HyperparameterSpec(
+            kind=_C,
+            choices=(
+                "binary:logistic",
+                "binary:logitraw",
+                "binary:hinge",
+                "reg:squarederror",
+                "reg:logistic",
+                "reg:pseudohubererror",
+                "reg:absoluteerror",
+                "reg:tweedie",
+                "count:poisson",
+                "multi:softmax",
+                "multi:softprob",
+                "rank:pairwise",
+                "rank:ndcg",
+                "rank:map",
+                "survival:cox",
+            ),
+        ),
+        "eval_metric": HyperparameterSpec(kind=HpKind.STRING, description="comma-separated xgboost metrics"),
         "verbosity": HyperparameterSpec(kind=_I, min=0, max=3),
     },
     metric_definitions=_xgb_metrics(),
@@ -149,18 +165,26 @@ def check_hyperparameters(algorithm: Algorithm, hyperparameters: dict[str, str])
         spec = schema.get(name)
         if spec is None:
             hint = suggest(name, list(schema))
-            problems.append(FieldProblem(
-                path, f"not a hyperparameter of the built-in {algorithm.name}",
-                hint or f"remove it; known: {', '.join(sorted(schema))}"))
+            problems.append(
+                FieldProblem(
+                    path,
+                    f"not a hyperparameter of the built-in {algorithm.name}",
+                    hint or f"remove it; known: {', '.join(sorted(schema))}",
+                )
+            )
             continue
         wrong = spec.check(value)
         if wrong:
             problems.append(FieldProblem(path, f"{wrong} — got '{value}'", "fix the value"))
     for name, spec in schema.items():
         if spec.required and name not in hyperparameters:
-            problems.append(FieldProblem(
-                f"hyperparameters.{name}", f"required by the built-in {algorithm.name}",
-                f"add it ({spec.description or spec.kind.value})"))
+            problems.append(
+                FieldProblem(
+                    f"hyperparameters.{name}",
+                    f"required by the built-in {algorithm.name}",
+                    f"add it ({spec.description or spec.kind.value})",
+                )
+            )
     return problems
 
 

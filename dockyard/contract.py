@@ -74,11 +74,13 @@ def resource_config(current_host: str, hosts: list[str], instance_type: str) -> 
         "current_instance_type": instance_type,
         "current_group_name": "homogeneousCluster",
         "hosts": sorted(hosts),
-        "instance_groups": [{
-            "instance_group_name": "homogeneousCluster",
-            "instance_type": instance_type,
-            "hosts": sorted(hosts),
-        }],
+        "instance_groups": [
+            {
+                "instance_group_name": "homogeneousCluster",
+                "instance_type": instance_type,
+                "hosts": sorted(hosts),
+            }
+        ],
         "network_interface_name": NETWORK_INTERFACE,
     }
 
@@ -96,7 +98,8 @@ def config_files(spec: TrainingJobSpec, current_host: str, hosts: list[str]) -> 
     }
     if spec.checkpoint_config:
         files[CHECKPOINT_CONFIG_FILE] = checkpoint_config(
-            spec.checkpoint_config.local_path, spec.checkpoint_config.s3_uri)
+            spec.checkpoint_config.local_path, spec.checkpoint_config.s3_uri
+        )
     return {name: json.dumps(content, indent=2, sort_keys=True) for name, content in files.items()}
 
 
@@ -147,23 +150,26 @@ def sm_environment(
         env[f"SM_CHANNEL_{channel.upper()}"] = channel_dir(channel)
     for key, value in spec.hyperparameters.items():
         env[f"SM_HP_{key.upper()}"] = value
-    env["SM_TRAINING_ENV"] = json.dumps({
-        "channel_input_dirs": {c: channel_dir(c) for c in channels},
-        "current_host": current_host,
-        "hosts": sorted(hosts),
-        "hyperparameters": hps,
-        "input_config_dir": INPUT_CONFIG_DIR,
-        "input_data_config": idc,
-        "input_dir": INPUT_DIR,
-        "job_name": spec.training_job_name,
-        "model_dir": MODEL_DIR,
-        "network_interface_name": NETWORK_INTERFACE,
-        "num_cpus": num_cpus,
-        "num_gpus": num_gpus,
-        "output_data_dir": OUTPUT_DATA_DIR,
-        "output_dir": OUTPUT_DIR,
-        "resource_config": rc,
-    }, sort_keys=True)
+    env["SM_TRAINING_ENV"] = json.dumps(
+        {
+            "channel_input_dirs": {c: channel_dir(c) for c in channels},
+            "current_host": current_host,
+            "hosts": sorted(hosts),
+            "hyperparameters": hps,
+            "input_config_dir": INPUT_CONFIG_DIR,
+            "input_data_config": idc,
+            "input_dir": INPUT_DIR,
+            "job_name": spec.training_job_name,
+            "model_dir": MODEL_DIR,
+            "network_interface_name": NETWORK_INTERFACE,
+            "num_cpus": num_cpus,
+            "num_gpus": num_gpus,
+            "output_data_dir": OUTPUT_DATA_DIR,
+            "output_dir": OUTPUT_DIR,
+            "resource_config": rc,
+        },
+        sort_keys=True,
+    )
     return {
         **spec.environment,
         "TRAINING_JOB_NAME": spec.training_job_name,

@@ -31,9 +31,16 @@ _USER_MAPS = {"HyperParameters", "Environment"}
 # CreateTrainingJob fields that have no meaning on a host you own: accepted
 # from a SageMaker request and dropped, so a request runs as it is.
 SAGEMAKER_IGNORED = {
-    "VpcConfig", "EnableInterContainerTrafficEncryption", "DebugHookConfig",
-    "DebugRuleConfigurations", "ProfilerConfig", "ProfilerRuleConfigurations",
-    "TensorBoardOutputConfig", "ExperimentConfig", "InfraCheckConfig", "RemoteDebugConfig",
+    "VpcConfig",
+    "EnableInterContainerTrafficEncryption",
+    "DebugHookConfig",
+    "DebugRuleConfigurations",
+    "ProfilerConfig",
+    "ProfilerRuleConfigurations",
+    "TensorBoardOutputConfig",
+    "ExperimentConfig",
+    "InfraCheckConfig",
+    "RemoteDebugConfig",
     "SessionChainingConfig",
 }
 _ENV_REF = re.compile(r"\$\{DOCKYARD_HOME\}")
@@ -118,7 +125,7 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
         if field is None:
             return None
         ann = field.annotation
-        for candidate in getattr(ann, "__args__", ()) + (ann,):
+        for candidate in (*getattr(ann, "__args__", ()), ann):
             inner = getattr(candidate, "__args__", (candidate,))
             found = next((c for c in inner if isinstance(c, type) and issubclass(c, BaseModel)), None)
             if found:
@@ -141,11 +148,15 @@ def _problem(err: Any) -> FieldProblem:
     if kind == "missing":
         return FieldProblem(path, "required", "add it (see the spec reference in README.md)")
     if kind == "string_pattern_mismatch" and path == "training_job_name":
-        return FieldProblem(path, f"'{err['input']}' is not a valid job name",
-                            "use 1-63 letters, digits and hyphens, starting with a letter or digit")
+        return FieldProblem(
+            path,
+            f"'{err['input']}' is not a valid job name",
+            "use 1-63 letters, digits and hyphens, starting with a letter or digit",
+        )
     if kind == "string_pattern_mismatch" and path.endswith("channel_name"):
-        return FieldProblem(path, f"'{err['input']}' is not a safe directory name",
-                            "use 1-64 letters, digits, '.', '-' or '_'")
+        return FieldProblem(
+            path, f"'{err['input']}' is not a safe directory name", "use 1-64 letters, digits, '.', '-' or '_'"
+        )
     if kind == "enum":
         return FieldProblem(path, f"got '{err['input']}'", msg[0].lower() + msg[1:])
     if kind == "value_error":  # our own validators already say how to fix it

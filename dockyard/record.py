@@ -50,10 +50,12 @@ class JobRecord(BaseModel):
 
     def moved(self, to: SecondaryStatus, message: str, at: datetime) -> JobRecord:
         """This record with its status moved by the one status writer."""
-        return self.model_copy(update={
-            "status": apply_transition(self.status, to, message, at),
-            "last_modified_time": at,
-        })
+        return self.model_copy(
+            update={
+                "status": apply_transition(self.status, to, message, at),
+                "last_modified_time": at,
+            }
+        )
 
     def training_seconds(self) -> int | None:
         if self.training_start_time is None or self.training_end_time is None:
@@ -69,9 +71,12 @@ class JobRecord(BaseModel):
         return round(seconds / 3600 * itype.price_per_hour * self.spec.resource_config.instance_count, 6)
 
 
-_SPECIAL = {"hyperparameters": "HyperParameters", "role": "RoleArn",
-            "volume_size_in_gb": "VolumeSizeInGB",
-            "enable_sage_maker_metrics_time_series": "EnableSageMakerMetricsTimeSeries"}
+_SPECIAL = {
+    "hyperparameters": "HyperParameters",
+    "role": "RoleArn",
+    "volume_size_in_gb": "VolumeSizeInGB",
+    "enable_sage_maker_metrics_time_series": "EnableSageMakerMetricsTimeSeries",
+}
 _USER_MAPS = {"hyperparameters", "environment"}
 
 
@@ -110,8 +115,12 @@ def describe(record: JobRecord) -> dict[str, Any]:
         "TrainingStartTime": _iso(record.training_start_time),
         "TrainingEndTime": _iso(record.training_end_time),
         "SecondaryStatusTransitions": [
-            {"Status": t.status.value, "StartTime": _iso(t.start_time), "EndTime": _iso(t.end_time),
-             "StatusMessage": t.status_message}
+            {
+                "Status": t.status.value,
+                "StartTime": _iso(t.start_time),
+                "EndTime": _iso(t.end_time),
+                "StatusMessage": t.status_message,
+            }
             for t in record.status.transitions
         ],
         "FinalMetricDataList": [

@@ -40,16 +40,29 @@ def _resources(spec: TrainingJobSpec, host: HostFacts) -> list[FieldProblem]:
     itype = INSTANCE_TYPES.get(name)
     if itype is None:
         hint = suggest(name, list(INSTANCE_TYPES))
-        return [FieldProblem("resource_config.instance_type", f"unknown instance type '{name}'",
-                             hint or "use 'local' (no limits) or an ml.* type listed in README.md")]
+        return [
+            FieldProblem(
+                "resource_config.instance_type",
+                f"unknown instance type '{name}'",
+                hint or "use 'local' (no limits) or an ml.* type listed in README.md",
+            )
+        ]
     if itype.gpus != 0 and host.gpus == 0:
-        return [FieldProblem("resource_config.instance_type",
-                             f"{name} needs GPUs and this host has none",
-                             "pick a CPU type such as ml.m5.xlarge, or 'local'")]
+        return [
+            FieldProblem(
+                "resource_config.instance_type",
+                f"{name} needs GPUs and this host has none",
+                "pick a CPU type such as ml.m5.xlarge, or 'local'",
+            )
+        ]
     if itype.gpus > host.gpus > 0:
-        return [FieldProblem("resource_config.instance_type",
-                             f"{name} needs {itype.gpus} GPUs and this host has {host.gpus}",
-                             "pick a type with fewer GPUs, or 'local_gpu' for all of them")]
+        return [
+            FieldProblem(
+                "resource_config.instance_type",
+                f"{name} needs {itype.gpus} GPUs and this host has {host.gpus}",
+                "pick a type with fewer GPUs, or 'local_gpu' for all of them",
+            )
+        ]
     return []
 
 
@@ -60,27 +73,41 @@ def _algorithm(spec: TrainingJobSpec) -> list[FieldProblem]:
     algo = ALGORITHMS.get(algo_spec.algorithm_name)
     if algo is None:
         hint = suggest(algo_spec.algorithm_name, list(ALGORITHMS))
-        return [FieldProblem("algorithm_specification.algorithm_name",
-                             f"no built-in algorithm '{algo_spec.algorithm_name}'",
-                             hint or f"use one of: {', '.join(ALGORITHMS)}, or give training_image")]
+        return [
+            FieldProblem(
+                "algorithm_specification.algorithm_name",
+                f"no built-in algorithm '{algo_spec.algorithm_name}'",
+                hint or f"use one of: {', '.join(ALGORITHMS)}, or give training_image",
+            )
+        ]
     problems = check_hyperparameters(algo, spec.hyperparameters)
     if spec.resource_config.instance_count > 1 and not algo.distributed:
-        problems.append(FieldProblem(
-            "resource_config.instance_count",
-            f"the built-in {algo.name} trains on one instance only, got {spec.resource_config.instance_count}",
-            "set instance_count: 1"))
+        problems.append(
+            FieldProblem(
+                "resource_config.instance_count",
+                f"the built-in {algo.name} trains on one instance only, got {spec.resource_config.instance_count}",
+                "set instance_count: 1",
+            )
+        )
     names = [c.channel_name for c in spec.input_data_config]
     for i, name in enumerate(names):
         if name not in algo.channels:
-            problems.append(FieldProblem(
-                f"input_data_config[{i}].channel_name",
-                f"the built-in {algo.name} reads no channel '{name}'",
-                suggest(name, algo.channels) or f"use one of: {', '.join(algo.channels)}"))
+            problems.append(
+                FieldProblem(
+                    f"input_data_config[{i}].channel_name",
+                    f"the built-in {algo.name} reads no channel '{name}'",
+                    suggest(name, algo.channels) or f"use one of: {', '.join(algo.channels)}",
+                )
+            )
     for required in algo.required_channels:
         if required not in names:
-            problems.append(FieldProblem(
-                "input_data_config", f"the built-in {algo.name} needs a '{required}' channel",
-                f"add a channel with channel_name: {required}"))
+            problems.append(
+                FieldProblem(
+                    "input_data_config",
+                    f"the built-in {algo.name} needs a '{required}' channel",
+                    f"add a channel with channel_name: {required}",
+                )
+            )
     return problems
 
 
@@ -88,51 +115,77 @@ def _channels(spec: TrainingJobSpec) -> list[FieldProblem]:
     problems = []
     job_mode = spec.algorithm_specification.training_input_mode
     if job_mode is not InputMode.FILE:
-        problems.append(FieldProblem("algorithm_specification.training_input_mode",
-                                     f"{job_mode.value} mode is {NOT_YET}", "use File"))
+        problems.append(
+            FieldProblem(
+                "algorithm_specification.training_input_mode", f"{job_mode.value} mode is {NOT_YET}", "use File"
+            )
+        )
     for i, channel in enumerate(spec.input_data_config):
         at = f"input_data_config[{i}]"
         if channel.input_mode and channel.input_mode is not InputMode.FILE:
-            problems.append(FieldProblem(f"{at}.input_mode",
-                                         f"{channel.input_mode.value} mode is {NOT_YET}", "use File"))
+            problems.append(
+                FieldProblem(f"{at}.input_mode", f"{channel.input_mode.value} mode is {NOT_YET}", "use File")
+            )
         source = channel.data_source.s3_data_source
         if source.s3_data_type is not S3DataType.S3_PREFIX:
-            problems.append(FieldProblem(f"{at}.data_source.s3_data_source.s3_data_type",
-                                         f"{source.s3_data_type.value} is {NOT_YET}", "use S3Prefix"))
+            problems.append(
+                FieldProblem(
+                    f"{at}.data_source.s3_data_source.s3_data_type",
+                    f"{source.s3_data_type.value} is {NOT_YET}",
+                    "use S3Prefix",
+                )
+            )
         if channel.compression_type is CompressionType.GZIP:
-            problems.append(FieldProblem(f"{at}.compression_type",
-                                         "Gzip is only allowed in Pipe mode (as in SageMaker)",
-                                         "decompress the data or drop compression_type"))
+            problems.append(
+                FieldProblem(
+                    f"{at}.compression_type",
+                    "Gzip is only allowed in Pipe mode (as in SageMaker)",
+                    "decompress the data or drop compression_type",
+                )
+            )
         if channel.record_wrapper_type is RecordWrapperType.RECORD_IO:
-            problems.append(FieldProblem(f"{at}.record_wrapper_type",
-                                         "RecordIO wrapping is only allowed in Pipe mode",
-                                         "drop record_wrapper_type"))
+            problems.append(
+                FieldProblem(
+                    f"{at}.record_wrapper_type",
+                    "RecordIO wrapping is only allowed in Pipe mode",
+                    "drop record_wrapper_type",
+                )
+            )
         if channel.shuffle_config is not None:
-            problems.append(FieldProblem(f"{at}.shuffle_config",
-                                         "shuffling applies to Pipe mode only", "drop shuffle_config"))
+            problems.append(
+                FieldProblem(f"{at}.shuffle_config", "shuffling applies to Pipe mode only", "drop shuffle_config")
+            )
     return problems
 
 
 def _managed(spec: TrainingJobSpec) -> list[FieldProblem]:
     problems = []
     if spec.enable_managed_spot_training:
-        problems.append(FieldProblem("enable_managed_spot_training", f"managed spot training is {NOT_YET}",
-                                     "set it to false"))
+        problems.append(
+            FieldProblem("enable_managed_spot_training", f"managed spot training is {NOT_YET}", "set it to false")
+        )
     if spec.stopping_condition.max_wait_time_in_seconds is not None and not spec.enable_managed_spot_training:
-        problems.append(FieldProblem("stopping_condition.max_wait_time_in_seconds",
-                                     "only applies to managed spot training",
-                                     "drop it, or enable managed spot training"))
+        problems.append(
+            FieldProblem(
+                "stopping_condition.max_wait_time_in_seconds",
+                "only applies to managed spot training",
+                "drop it, or enable managed spot training",
+            )
+        )
     if spec.checkpoint_config is not None:
-        problems.append(FieldProblem("checkpoint_config", f"checkpoint sync is {NOT_YET}",
-                                     "drop checkpoint_config"))
+        problems.append(FieldProblem("checkpoint_config", f"checkpoint sync is {NOT_YET}", "drop checkpoint_config"))
     if spec.retry_strategy is not None:
-        problems.append(FieldProblem("retry_strategy", f"retry_strategy is {NOT_YET}",
-                                     "drop retry_strategy"))
+        problems.append(FieldProblem("retry_strategy", f"retry_strategy is {NOT_YET}", "drop retry_strategy"))
     metric_names = [m.name for m in spec.algorithm_specification.metric_definitions]
     twice = sorted({n for n in metric_names if metric_names.count(n) > 1})
     if twice:
-        problems.append(FieldProblem("algorithm_specification.metric_definitions",
-                                     f"metric names repeat: {', '.join(twice)}", "give each metric its own name"))
+        problems.append(
+            FieldProblem(
+                "algorithm_specification.metric_definitions",
+                f"metric names repeat: {', '.join(twice)}",
+                "give each metric its own name",
+            )
+        )
     return problems
 
 

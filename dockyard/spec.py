@@ -12,7 +12,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
@@ -68,7 +68,7 @@ def _check_uri(value: str) -> str:
     return value
 
 
-Uri = Annotated[str, Field(min_length=6, max_length=1024)]
+Uri = Annotated[str, Field(min_length=6, max_length=1024), AfterValidator(_check_uri)]
 
 
 class MetricDefinition(_Model):
@@ -94,8 +94,7 @@ class AlgorithmSpecification(_Model):
     training_image: str | None = Field(default=None, min_length=1, max_length=255)
     algorithm_name: str | None = Field(default=None, min_length=1, max_length=170)
     training_input_mode: InputMode = InputMode.FILE
-    metric_definitions: list[MetricDefinition] = Field(
-        default_factory=list, max_length=MAX_METRIC_DEFINITIONS)
+    metric_definitions: list[MetricDefinition] = Field(default_factory=list, max_length=MAX_METRIC_DEFINITIONS)
     container_entrypoint: list[str] | None = Field(default=None, min_length=1, max_length=100)
     container_arguments: list[str] | None = Field(default=None, min_length=1, max_length=100)
     enable_sage_maker_metrics_time_series: bool = False
@@ -104,8 +103,7 @@ class AlgorithmSpecification(_Model):
     def _image_or_algorithm(self) -> AlgorithmSpecification:
         if bool(self.training_image) == bool(self.algorithm_name):
             raise ValueError(
-                "give exactly one of training_image (your own container) or "
-                "algorithm_name (a built-in, e.g. xgboost)"
+                "give exactly one of training_image (your own container) or algorithm_name (a built-in, e.g. xgboost)"
             )
         return self
 
@@ -121,8 +119,6 @@ class S3DataSource(_Model):
     s3_data_type: S3DataType = S3DataType.S3_PREFIX
     s3_data_distribution_type: DistributionType = DistributionType.FULLY_REPLICATED
     attribute_names: list[str] | None = None
-
-    _uri = field_validator("s3_uri")(lambda cls, v: _check_uri(v))
 
 
 class DataSource(_Model):
@@ -155,8 +151,6 @@ class OutputDataConfig(_Model):
     kms_key_id: str | None = None
     compression_type: str | None = None
 
-    _uri = field_validator("s3_output_path")(lambda cls, v: _check_uri(v))
-
 
 class StoppingCondition(_Model):
     max_runtime_in_seconds: int = Field(default=DEFAULT_MAX_RUNTIME, ge=1, le=28 * 86400)
@@ -167,8 +161,6 @@ class StoppingCondition(_Model):
 class CheckpointConfig(_Model):
     s3_uri: Uri
     local_path: str = "/opt/ml/checkpoints"
-
-    _uri = field_validator("s3_uri")(lambda cls, v: _check_uri(v))
 
 
 class RetryStrategy(_Model):

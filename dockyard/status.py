@@ -46,30 +46,18 @@ S = SecondaryStatus
 TRANSITIONS: dict[SecondaryStatus | None, frozenset[SecondaryStatus]] = {
     None: frozenset({S.STARTING}),
     S.STARTING: frozenset(
-        {S.PENDING, S.DOWNLOADING, S.DOWNLOADING_TRAINING_IMAGE, S.TRAINING, S.INTERRUPTED,
-         S.STOPPING, S.FAILED}
+        {S.PENDING, S.DOWNLOADING, S.DOWNLOADING_TRAINING_IMAGE, S.TRAINING, S.INTERRUPTED, S.STOPPING, S.FAILED}
     ),
     S.PENDING: frozenset({S.STARTING, S.RESTARTING, S.STOPPING, S.MAX_WAIT_TIME_EXCEEDED, S.FAILED}),
-    S.DOWNLOADING: frozenset(
-        {S.DOWNLOADING_TRAINING_IMAGE, S.TRAINING, S.INTERRUPTED, S.STOPPING, S.FAILED}
-    ),
-    S.DOWNLOADING_TRAINING_IMAGE: frozenset(
-        {S.DOWNLOADING, S.TRAINING, S.INTERRUPTED, S.STOPPING, S.FAILED}
-    ),
+    S.DOWNLOADING: frozenset({S.DOWNLOADING_TRAINING_IMAGE, S.TRAINING, S.INTERRUPTED, S.STOPPING, S.FAILED}),
+    S.DOWNLOADING_TRAINING_IMAGE: frozenset({S.DOWNLOADING, S.TRAINING, S.INTERRUPTED, S.STOPPING, S.FAILED}),
     S.TRAINING: frozenset({S.UPLOADING, S.INTERRUPTED, S.STOPPING, S.FAILED}),
-    S.INTERRUPTED: frozenset(
-        {S.PENDING, S.STARTING, S.RESTARTING, S.STOPPING, S.MAX_WAIT_TIME_EXCEEDED, S.FAILED}
-    ),
-    S.RESTARTING: frozenset(
-        {S.STARTING, S.PENDING, S.DOWNLOADING, S.STOPPING, S.MAX_WAIT_TIME_EXCEEDED, S.FAILED}
-    ),
+    S.INTERRUPTED: frozenset({S.PENDING, S.STARTING, S.RESTARTING, S.STOPPING, S.MAX_WAIT_TIME_EXCEEDED, S.FAILED}),
+    S.RESTARTING: frozenset({S.STARTING, S.PENDING, S.DOWNLOADING, S.STOPPING, S.MAX_WAIT_TIME_EXCEEDED, S.FAILED}),
     S.UPLOADING: frozenset(
-        {S.COMPLETED, S.FAILED, S.STOPPED, S.MAX_RUNTIME_EXCEEDED, S.MAX_WAIT_TIME_EXCEEDED,
-         S.INTERRUPTED}
+        {S.COMPLETED, S.FAILED, S.STOPPED, S.MAX_RUNTIME_EXCEEDED, S.MAX_WAIT_TIME_EXCEEDED, S.INTERRUPTED}
     ),
-    S.STOPPING: frozenset(
-        {S.UPLOADING, S.STOPPED, S.MAX_RUNTIME_EXCEEDED, S.MAX_WAIT_TIME_EXCEEDED, S.FAILED}
-    ),
+    S.STOPPING: frozenset({S.UPLOADING, S.STOPPED, S.MAX_RUNTIME_EXCEEDED, S.MAX_WAIT_TIME_EXCEEDED, S.FAILED}),
 }
 
 FINAL_PRIMARY: dict[SecondaryStatus, PrimaryStatus] = {
@@ -107,9 +95,7 @@ class JobStatus(BaseModel):
     transitions: tuple[StatusTransition, ...] = ()
 
 
-def apply_transition(
-    current: JobStatus, to: SecondaryStatus, message: str, at: datetime
-) -> JobStatus:
+def apply_transition(current: JobStatus, to: SecondaryStatus, message: str, at: datetime) -> JobStatus:
     """Return `current` moved to secondary status `to`; the only status writer.
 
     Raises:
@@ -121,8 +107,11 @@ def apply_transition(
         where = current.secondary.value if current.secondary else "(new job)"
         raise StatusTransitionError(
             f"cannot move a job from {where} to {to.value}: "
-            + ("it is final" if is_final(current.secondary) else
-               f"allowed next: {', '.join(sorted(s.value for s in allowed))}")
+            + (
+                "it is final"
+                if is_final(current.secondary)
+                else f"allowed next: {', '.join(sorted(s.value for s in allowed))}"
+            )
         )
     if to in FINAL_PRIMARY:
         primary = FINAL_PRIMARY[to]

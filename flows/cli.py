@@ -51,8 +51,10 @@ def summary(body: dict[str, Any]) -> str:
         lines.append(f"  {t['StartTime'][11:19]}  {t['Status']:<26} {t['StatusMessage']}")
     for m in body.get("FinalMetricDataList", []):
         lines.append(f"  metric {m['MetricName']} = {m['Value']:g}")
-    lines.append(f"  TrainingTimeInSeconds: {body.get('TrainingTimeInSeconds')}  "
-                 f"BillableTimeInSeconds: {body.get('BillableTimeInSeconds')}")
+    lines.append(
+        f"  TrainingTimeInSeconds: {body.get('TrainingTimeInSeconds')}  "
+        f"BillableTimeInSeconds: {body.get('BillableTimeInSeconds')}"
+    )
     if body.get("ModelArtifacts"):
         lines.append(f"  model:  {body['ModelArtifacts']['S3ModelArtifacts']}")
     if body.get("OutputArtifacts"):
@@ -61,8 +63,9 @@ def summary(body: dict[str, Any]) -> str:
 
 
 def run_training(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.train",
-                                     description="Run one managed training job on the local Docker engine.")
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.train", description="Run one managed training job on the local Docker engine."
+    )
     parser.add_argument("job_file", help="job spec (YAML or JSON), or a SageMaker CreateTrainingJob body")
     parser.add_argument("--name", help="training_job_name to use (overrides the file's)")
     parser.add_argument("--json", action="store_true", help="print the final record as JSON")
@@ -107,6 +110,5 @@ def _run_flow(spec: dict[str, Any], home: str) -> dict[str, Any] | None:
         state = train(spec, return_state=True)
     if state.is_completed():
         return dict(state.result())
-    _say(f"the training flow ended {state.type.value} after {(datetime.now(UTC) - started).seconds} s: "
-         f"{state.message}")
+    _say(f"the training flow ended {state.type.value} after {(datetime.now(UTC) - started).seconds} s: {state.message}")
     return None

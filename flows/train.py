@@ -31,7 +31,9 @@ def _failure(exc: BaseException) -> Outcome:
         reason = f"{type(exc).__name__}: {exc}"
     else:
         reason = f"InternalServerError: {type(exc).__name__}: {exc}"
-    return Outcome(status="Failed", failure_reason=reason[:1024], message=str(exc).splitlines()[0][:200] if str(exc) else "")
+    return Outcome(
+        status="Failed", failure_reason=reason[:1024], message=str(exc).splitlines()[0][:200] if str(exc) else ""
+    )
 
 
 def _run_name() -> str:
@@ -58,8 +60,11 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
         stage_data(spec, provisioned, home, endpoint, settings.staging_concurrency)
         image = pull_image(spec, home, settings.base_image)
         containers = run(spec, provisioned, image["image"], home)
-        outcome = Outcome.model_validate(monitor(spec, provisioned, containers, home, settings.stop_grace_seconds,
-                                                 settings.monitor_lost_contact_seconds))
+        outcome = Outcome.model_validate(
+            monitor(
+                spec, provisioned, containers, home, settings.stop_grace_seconds, settings.monitor_lost_contact_seconds
+            )
+        )
     except (KeyboardInterrupt, TerminationSignal):
         outcome = Outcome(status="Stopped", message="Training job stopped before training began")
     except Exception as exc:  # noqa: BLE001 - every failure becomes a final status here
@@ -74,8 +79,9 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
                 outcome = _failure(exc)
             records.append_log(home, name, f"error: uploading artifacts failed: {exc}")
     scratch = provisioned["scratch_root"] if provisioned else os.path.join(home, "scratch", name)
-    return finalize(spec, outcome.status, outcome.message or outcome.status, outcome.failure_reason,
-                    home, endpoint, scratch)
+    return finalize(
+        spec, outcome.status, outcome.message or outcome.status, outcome.failure_reason, home, endpoint, scratch
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,4 +93,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["train", "JobSpecError"]
+__all__ = ["JobSpecError", "train"]

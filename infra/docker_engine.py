@@ -7,6 +7,7 @@ and takes plain values. Everything dockyard creates carries the labels from
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import time
@@ -36,8 +37,7 @@ def client(timeout: int = 60) -> docker.DockerClient:
     try:
         return docker.from_env(timeout=timeout)
     except docker.errors.DockerException as exc:
-        raise TransientInfraError(
-            f"cannot reach the Docker engine ({exc}); start dockerd or set DOCKER_HOST") from exc
+        raise TransientInfraError(f"cannot reach the Docker engine ({exc}); start dockerd or set DOCKER_HOST") from exc
 
 
 def labels(job_name: str, host: str | None = None) -> dict[str, str]:
@@ -56,8 +56,9 @@ def host_facts() -> HostFacts:
 
 
 def create_network(name: str, job_name: str, internal: bool) -> str:
-    net = client().networks.create(name, driver="bridge", internal=internal, labels=labels(job_name),
-                                   check_duplicate=True)
+    net = client().networks.create(
+        name, driver="bridge", internal=internal, labels=labels(job_name), check_duplicate=True
+    )
     return str(net.id)
 
 
@@ -123,8 +124,9 @@ def build(context_dir: str, tag: str, buildargs: dict[str, str], progress: Calla
     """
     api = client(timeout=1800).api
     image = None
-    for event in api.build(path=context_dir, tag=tag, buildargs=buildargs, rm=True, decode=True,
-                           labels={MANAGED_LABEL: "true"}):
+    for event in api.build(
+        path=context_dir, tag=tag, buildargs=buildargs, rm=True, decode=True, labels={MANAGED_LABEL: "true"}
+    ):
         if "error" in event:
             raise InfraError(f"building {tag} from {context_dir} failed: {event['error'].strip()}")
         line = str(event.get("stream", "")).strip()
@@ -143,8 +145,11 @@ def create_container(plan: dict[str, Any]) -> str:
     gpus = plan.get("gpu_device_ids")
     device_requests = None
     if gpus is not None:
-        device_requests = [DeviceRequest(device_ids=gpus, capabilities=[["gpu"]])] if gpus else \
-            [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        device_requests = (
+            [DeviceRequest(device_ids=gpus, capabilities=[["gpu"]])]
+            if gpus
+            else [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        )
     engine = client()
     endpoint = EndpointConfig(engine.api._version, aliases=plan.get("aliases") or None)
     container = engine.containers.create(
@@ -180,10 +185,8 @@ def state(container_id: str) -> dict[str, Any]:
 
 def stop(container_id: str, grace_seconds: float) -> None:
     """SIGTERM, then SIGKILL after the grace period (docker stop)."""
-    try:
+    with contextlib.suppress(docker.errors.NotFound):
         client(timeout=int(grace_seconds) + 60).containers.get(container_id).stop(timeout=int(grace_seconds))
-    except docker.errors.NotFound:
-        pass
 
 
 def follow_logs(container_id: str) -> Iterator[bytes]:
@@ -196,10 +199,8 @@ def remove_job_containers(job_name: str) -> None:
     """Remove the job's containers, leaving its network."""
     selector = {"label": [f"{JOB_LABEL}={job_name}", f"{MANAGED_LABEL}=true"]}
     for container in client().containers.list(all=True, filters=selector):
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
 
 
 def remove_job_objects(job_name: str) -> int:
@@ -226,8 +227,12 @@ def list_managed() -> list[dict[str, str]]:
     """Containers and networks dockyard made that still exist."""
     engine = client()
     selector = {"label": f"{MANAGED_LABEL}=true"}
-    found = [{"kind": "container", "name": c.name, "job": c.labels.get(JOB_LABEL, "")}
-             for c in engine.containers.list(all=True, filters=selector)]
-    found += [{"kind": "network", "name": n.name, "job": (n.attrs.get("Labels") or {}).get(JOB_LABEL, "")}
-              for n in engine.networks.list(filters=selector)]
+    found = [
+        {"kind": "container", "name": c.name, "job": c.labels.get(JOB_LABEL, "")}
+        for c in engine.containers.list(all=True, filters=selector)
+    ]
+    found += [
+        {"kind": "network", "name": n.name, "job": (n.attrs.get("Labels") or {}).get(JOB_LABEL, "")}
+        for n in engine.networks.list(filters=selector)
+    ]
     return found

@@ -66,13 +66,22 @@ def start_server(home: str, report: Callable[[str], None], port: int = 4200) -> 
     prefect_home.mkdir(parents=True, exist_ok=True)
     port = _free_port(port)
     url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true")}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true"),
+    }
     env.pop("PREFECT_API_URL", None)
     log = open(prefect_home / "server.log", "ab")  # noqa: SIM115 - handed to the server process
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     report(f"starting a local Prefect server at {url.removesuffix('/api')} (once; later runs reuse it)")
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -80,12 +89,15 @@ def start_server(home: str, report: Callable[[str], None], port: int = 4200) -> 
             state_file(home).write_text(json.dumps({"url": url, "pid": process.pid}))
             return url
         if process.poll() is not None:
-            raise InfraError(f"the Prefect server exited (code {process.returncode}); "
-                             f"see {prefect_home / 'server.log'}")
+            raise InfraError(
+                f"the Prefect server exited (code {process.returncode}); see {prefect_home / 'server.log'}"
+            )
         time.sleep(0.5)
     process.terminate()
-    raise InfraError(f"the Prefect server did not answer within {START_TIMEOUT:.0f} s; "
-                     f"see {prefect_home / 'server.log'}, or set PREFECT_API_URL to a server")
+    raise InfraError(
+        f"the Prefect server did not answer within {START_TIMEOUT:.0f} s; "
+        f"see {prefect_home / 'server.log'}, or set PREFECT_API_URL to a server"
+    )
 
 
 def ensure_api(home: str, report: Callable[[str], None]) -> str:

@@ -41,8 +41,9 @@ def load(home: str, name: str) -> JobRecord:
     try:
         return JobRecord.model_validate_json(path.read_text())
     except FileNotFoundError:
-        raise DockyardError(f"no training job named '{name}' under {home} — check the name "
-                            "(dockyard jobs list shows them)") from None
+        raise DockyardError(
+            f"no training job named '{name}' under {home} — check the name (dockyard jobs list shows them)"
+        ) from None
 
 
 def save(home: str, record: JobRecord) -> None:

@@ -15,8 +15,18 @@ from dockyard.errors import AlgorithmError, DockyardError, InfraError, JobSpecEr
 log = logging.getLogger("dockyard.retry")
 
 _TRANSIENT_CODES = {
-    "Throttling", "ThrottlingException", "SlowDown", "RequestTimeout", "RequestTimeoutException",
-    "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+    "502",
+    "504",
+    "RequestLimitExceeded",
     "TooManyRequestsException",
 }
 
@@ -40,23 +50,36 @@ def is_transient(exc: BaseException) -> bool:
     status_code = getattr(exc, "status_code", None)
     if isinstance(status_code, int):
         return status_code >= 500 or status_code == 429
-    if name in {"ConnectionError", "ReadTimeout", "ConnectTimeout", "ChunkedEncodingError",
-                "EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError",
-                "ServerDisconnectedError", "ClientOSError", "ResponseStreamingError"}:
+    if name in {
+        "ConnectionError",
+        "ReadTimeout",
+        "ConnectTimeout",
+        "ChunkedEncodingError",
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "ServerDisconnectedError",
+        "ClientOSError",
+        "ResponseStreamingError",
+    }:
         return True
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and is_transient(cause)
 
 
-def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+def retry_if_transient(task: Any, _task_run: Any, state: Any) -> bool:
     """Prefect retry_condition_fn: retry only transient infrastructure errors."""
     try:
         state.result()
     except BaseException as exc:  # noqa: BLE001 - we classify whatever the task raised
         transient = is_transient(exc)
         if transient:
-            log.warning("%s hit a transient error (%s: %s); retrying with backoff",
-                        getattr(task, "name", "task"), type(exc).__name__, exc)
+            log.warning(
+                "%s hit a transient error (%s: %s); retrying with backoff",
+                getattr(task, "name", "task"),
+                type(exc).__name__,
+                exc,
+            )
         return transient
     return False
 

@@ -61,10 +61,10 @@ def relative_key(key: str, prefix: str) -> str:
     """
     prefix = prefix.rstrip("/")
     if key.startswith(prefix + "/"):
-        return key[len(prefix) + 1:]
+        return key[len(prefix) + 1 :]
     if key == prefix:
         return key.rsplit("/", 1)[-1]
-    return key[len(prefix.rsplit("/", 1)[0]) + 1:] if "/" in prefix else key
+    return key[len(prefix.rsplit("/", 1)[0]) + 1 :] if "/" in prefix else key
 
 
 def list_objects(uri: str, endpoint_url: str | None = None) -> list[StoredObject]:
@@ -122,15 +122,17 @@ def check_writable_location(uri: str, field: str, endpoint_url: str | None = Non
         except PermissionError:
             exists = False
         if not exists:
-            raise JobSpecError(f"{field}: bucket '{bucket}' does not exist or is not accessible — "
-                               "create it or fix the URI")
+            raise JobSpecError(
+                f"{field}: bucket '{bucket}' does not exist or is not accessible — create it or fix the URI"
+            )
         return
     probe = path
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
-        raise JobSpecError(f"{field}: cannot write under {uri} ({probe} is not a writable folder) — "
-                           "pick a folder you can write to")
+        raise JobSpecError(
+            f"{field}: cannot write under {uri} ({probe} is not a writable folder) — pick a folder you can write to"
+        )
 
 
 def download(obj: StoredObject, local_path: str, endpoint_url: str | None = None) -> None:

@@ -23,9 +23,9 @@ from prefect.exceptions import TerminationSignal
 from pydantic import BaseModel, ConfigDict
 
 from dockyard import contract
+from dockyard.algorithms import metric_definitions_of
 from dockyard.errors import TransientInfraError
 from dockyard.record import MetricValue
-from dockyard.algorithms import metric_definitions_of
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
 from infra import docker_engine, records
@@ -79,8 +79,10 @@ def scrape(line: str, definitions: list[tuple[str, re.Pattern[str]]]) -> list[tu
 
 def _exit_text(exit: HostExit) -> str:
     if exit.oom_killed:
-        return (f"{exit.host} was killed for running out of memory (exit code {exit.exit_code}) — "
-                "pick an instance type with more memory or use less")
+        return (
+            f"{exit.host} was killed for running out of memory (exit code {exit.exit_code}) — "
+            "pick an instance type with more memory or use less"
+        )
     return f"{exit.host} exited with code {exit.exit_code}"
 
 
@@ -99,15 +101,21 @@ def plan_outcome(exits: list[HostExit], stop_reason: str | None) -> Outcome:
     else:
         tail = "\n".join(first.last_lines[-5:])
         reason = f"AlgorithmError: {_exit_text(first)}" + (f"; last lines:\n{tail}" if tail else "")
-    return Outcome(status="Failed", failure_reason=reason[: contract.FAILURE_REASON_LIMIT],
-                   message=_exit_text(first))
+    return Outcome(status="Failed", failure_reason=reason[: contract.FAILURE_REASON_LIMIT], message=_exit_text(first))
 
 
 class _Follower(threading.Thread):
     """Streams one host's output into the log, Prefect and the metric series."""
 
-    def __init__(self, host: str, container_id: str, home: str, job: str,
-                 definitions: list[tuple[str, re.Pattern[str]]], logger: Any) -> None:
+    def __init__(
+        self,
+        host: str,
+        container_id: str,
+        home: str,
+        job: str,
+        definitions: list[tuple[str, re.Pattern[str]]],
+        logger: Any,
+    ) -> None:
         super().__init__(name=f"logs-{host}", daemon=True)
         self.host, self.container_id, self.home, self.job = host, container_id, home, job
         self.definitions, self.logger = definitions, logger
@@ -138,8 +146,11 @@ class _Follower(threading.Thread):
         values = scrape(text, self.definitions)
         if values:
             at = records.now()
-            records.append_metrics(self.home, self.job, [
-                MetricValue(metric_name=n, value=v, timestamp=at, host=self.host) for n, v in values])
+            records.append_metrics(
+                self.home,
+                self.job,
+                [MetricValue(metric_name=n, value=v, timestamp=at, host=self.host) for n, v in values],
+            )
 
 
 def _stop_all(container_ids: list[str], grace: float) -> None:
@@ -169,14 +180,16 @@ def _wait(containers: dict[str, str], home: str, name: str, deadline: float, los
     lost_since: float | None = None
     while True:
         try:
-            running = [h for h, cid in containers.items()
-                       if docker_engine.state(cid).get("Status") not in ("exited", "dead")]
+            running = [
+                h for h, cid in containers.items() if docker_engine.state(cid).get("Status") not in ("exited", "dead")
+            ]
             lost_since = None
-        except Exception as exc:  # noqa: BLE001 - "can't reach it" is not "it failed"
+        except Exception as exc:
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > lost_contact:
-                raise TransientInfraError(f"lost contact with the Docker engine for {lost_contact:.0f} s: {exc}") \
-                    from exc
+                raise TransientInfraError(
+                    f"lost contact with the Docker engine for {lost_contact:.0f} s: {exc}"
+                ) from exc
             running = list(containers)
         if not running:
             return None
@@ -189,8 +202,14 @@ def _wait(containers: dict[str, str], home: str, name: str, deadline: float, los
 
 
 @task(name="monitor", cache_policy=NONE)
-def monitor(spec_json: dict[str, Any], provision_json: dict[str, Any], containers: dict[str, str],
-            home: str, grace_seconds: float, lost_contact_seconds: float) -> dict[str, Any]:
+def monitor(
+    spec_json: dict[str, Any],
+    provision_json: dict[str, Any],
+    containers: dict[str, str],
+    home: str,
+    grace_seconds: float,
+    lost_contact_seconds: float,
+) -> dict[str, Any]:
     """Watch the containers until they end; returns the Outcome.
 
     Not retried: a second watcher would see the same containers.
@@ -203,8 +222,7 @@ def monitor(spec_json: dict[str, Any], provision_json: dict[str, Any], container
     followers = [_Follower(h, cid, home, name, definitions, logger) for h, cid in containers.items()]
     for follower in followers:
         follower.start()
-    deadline = _deadline(records.load(home, name).training_start_time,
-                         spec.stopping_condition.max_runtime_in_seconds)
+    deadline = _deadline(records.load(home, name).training_start_time, spec.stopping_condition.max_runtime_in_seconds)
     try:
         stop_reason = _wait(containers, home, name, deadline, lost_contact_seconds)
     except (KeyboardInterrupt, TerminationSignal) as interrupt:
@@ -219,9 +237,15 @@ def monitor(spec_json: dict[str, Any], provision_json: dict[str, Any], container
     scratch = {h.host: h.scratch for h in provisioned.hosts}
     for follower in followers:
         state = docker_engine.state(follower.container_id)
-        exits.append(HostExit(host=follower.host, exit_code=int(state.get("ExitCode", -1)),
-                              oom_killed=bool(state.get("OOMKilled")), failure_text=_read_failure(scratch[follower.host]),
-                              last_lines=tuple(follower.last_lines)))
+        exits.append(
+            HostExit(
+                host=follower.host,
+                exit_code=int(state.get("ExitCode", -1)),
+                oom_killed=bool(state.get("OOMKilled")),
+                failure_text=_read_failure(scratch[follower.host]),
+                last_lines=tuple(follower.last_lines),
+            )
+        )
     outcome = plan_outcome(exits, stop_reason)
     logger.info(f"containers ended: {outcome.message}")
     return outcome.model_dump()

@@ -85,8 +85,9 @@ def final_metrics(values: list[MetricValue]) -> tuple[MetricValue, ...]:
 
 
 @task(name="persist", cache_policy=NONE, **task_retry_options())
-def persist(spec_json: dict[str, Any], provision_json: dict[str, Any], home: str,
-            endpoint_url: str | None) -> dict[str, str]:
+def persist(
+    spec_json: dict[str, Any], provision_json: dict[str, Any], home: str, endpoint_url: str | None
+) -> dict[str, str]:
     """Upload model.tar.gz and output.tar.gz; returns their URIs."""
     logger = get_run_logger()
     spec = TrainingJobSpec.model_validate(spec_json)
@@ -100,8 +101,9 @@ def persist(spec_json: dict[str, Any], provision_json: dict[str, Any], home: str
             archive = os.path.join(tmp, uri.rsplit("/", 1)[1])
             count, clashes = pack(sources, archive)
             if clashes:
-                logger.warning(f"{len(clashes)} file(s) exist on several hosts; kept the lowest host's: "
-                               f"{', '.join(clashes[:5])}")
+                logger.warning(
+                    f"{len(clashes)} file(s) exist on several hosts; kept the lowest host's: {', '.join(clashes[:5])}"
+                )
             size = os.path.getsize(archive)
             storage.upload_file(archive, uri, endpoint_url)
             message = f"uploaded {uri} ({count} files, {size / 1e6:.2f} MB)"
@@ -117,20 +119,32 @@ def summary_markdown(record: JobRecord) -> str:
     if record.failure_reason:
         lines += [f"**FailureReason:** `{record.failure_reason[:300]}`", ""]
     lines += ["| status | started | message |", "|---|---|---|"]
-    lines += [f"| {t['Status']} | {t['StartTime']} | {t['StatusMessage']} |"
-              for t in body["SecondaryStatusTransitions"]]
+    lines += [
+        f"| {t['Status']} | {t['StartTime']} | {t['StatusMessage']} |" for t in body["SecondaryStatusTransitions"]
+    ]
     if record.final_metrics:
         lines += ["", "| metric | final value |", "|---|---|"]
         lines += [f"| {m.metric_name} | {m.value:g} |" for m in record.final_metrics]
-    lines += ["", f"- model: {record.model_artifacts or '-'}", f"- output: {record.output_artifacts or '-'}",
-              f"- image: {record.training_image} ({record.training_image_digest})",
-              f"- TrainingTimeInSeconds: {body.get('TrainingTimeInSeconds')}"]
+    lines += [
+        "",
+        f"- model: {record.model_artifacts or '-'}",
+        f"- output: {record.output_artifacts or '-'}",
+        f"- image: {record.training_image} ({record.training_image_digest})",
+        f"- TrainingTimeInSeconds: {body.get('TrainingTimeInSeconds')}",
+    ]
     return "\n".join(lines)
 
 
 @task(name="finalize", cache_policy=NONE, **task_retry_options())
-def finalize(spec_json: dict[str, Any], final_status: str, message: str, failure_reason: str | None,
-             home: str, endpoint_url: str | None, scratch_root: str | None) -> dict[str, Any]:
+def finalize(
+    spec_json: dict[str, Any],
+    final_status: str,
+    message: str,
+    failure_reason: str | None,
+    home: str,
+    endpoint_url: str | None,
+    scratch_root: str | None,
+) -> dict[str, Any]:
     """Record the final status decided by the flow, publish job.json, tear down.
 
     Returns the DescribeTrainingJob body.
@@ -140,8 +154,13 @@ def finalize(spec_json: dict[str, Any], final_status: str, message: str, failure
     record = records.load(home, name)
     steps = path_to_final(record.status.secondary, SecondaryStatus(final_status))
     if steps:
-        records.update(home, name, failure_reason=failure_reason, training_end_time=records.now(),
-                       final_metrics=final_metrics(records.read_metrics(home, name)))
+        records.update(
+            home,
+            name,
+            failure_reason=failure_reason,
+            training_end_time=records.now(),
+            final_metrics=final_metrics(records.read_metrics(home, name)),
+        )
     for step in steps:
         record = records.transition(home, name, step, message)
     body = describe(record)
@@ -151,6 +170,9 @@ def finalize(spec_json: dict[str, Any], final_status: str, message: str, failure
     finally:
         removed = remove_instances(name, scratch_root) if scratch_root else 0
         records.append_log(home, name, f"removed {removed} Docker object(s) and the scratch space")
-    create_markdown_artifact(key=f"job-{name.lower()}"[:100].rstrip("-"), markdown=summary_markdown(record),
-                             description=f"dockyard training job {name}")
+    create_markdown_artifact(
+        key=f"job-{name.lower()}"[:100].rstrip("-"),
+        markdown=summary_markdown(record),
+        description=f"dockyard training job {name}",
+    )
     return body

@@ -53,7 +53,7 @@ class ProvisionPlan(BaseModel):
 
 def _limits(spec: TrainingJobSpec, host: HostFacts) -> tuple[int, int | None, int | None, list[str]]:
     itype = instance_type_of(spec)
-    warnings = []
+    warnings: list[str] = []
     if itype.vcpus is None:
         return host.cpus, None, None, warnings
     cpus = itype.vcpus
@@ -62,8 +62,10 @@ def _limits(spec: TrainingJobSpec, host: HostFacts) -> tuple[int, int | None, in
         cpus = host.cpus
     memory = int((itype.memory_gib or 0) * GIB)
     if host.memory_bytes and memory > host.memory_bytes:
-        warnings.append(f"{itype.name} has {itype.memory_gib:g} GiB, this host {host.memory_bytes / GIB:.1f} GiB: "
-                        "capping each instance at the host's memory")
+        warnings.append(
+            f"{itype.name} has {itype.memory_gib:g} GiB, this host {host.memory_bytes / GIB:.1f} GiB: "
+            "capping each instance at the host's memory"
+        )
         memory = host.memory_bytes
     return cpus, cpus * 10**9, memory, warnings
 
@@ -89,20 +91,28 @@ def plan_provision(spec: TrainingJobSpec, host: HostFacts, scratch_root: str) ->
     plans = []
     for index, current in enumerate(hosts):
         num_gpus, device_ids = _gpus(spec, host, index)
-        plans.append(HostPlan(
-            host=current,
-            container_name=f"{name}-{current}",
-            scratch=os.path.join(root, current),
-            config_files=contract.config_files(spec, current, hosts),
-            environment=contract.sm_environment(spec, current, hosts, cpus, num_gpus),
-            num_cpus=cpus,
-            num_gpus=num_gpus,
-            nano_cpus=nano_cpus,
-            mem_limit=mem_limit,
-            gpu_device_ids=device_ids,
-        ))
-    return ProvisionPlan(job_name=name, network=f"dockyard-{name}", internal_network=spec.enable_network_isolation,
-                         scratch_root=root, hosts=tuple(plans), warnings=tuple(warnings))
+        plans.append(
+            HostPlan(
+                host=current,
+                container_name=f"{name}-{current}",
+                scratch=os.path.join(root, current),
+                config_files=contract.config_files(spec, current, hosts),
+                environment=contract.sm_environment(spec, current, hosts, cpus, num_gpus),
+                num_cpus=cpus,
+                num_gpus=num_gpus,
+                nano_cpus=nano_cpus,
+                mem_limit=mem_limit,
+                gpu_device_ids=device_ids,
+            )
+        )
+    return ProvisionPlan(
+        job_name=name,
+        network=f"dockyard-{name}",
+        internal_network=spec.enable_network_isolation,
+        scratch_root=root,
+        hosts=tuple(plans),
+        warnings=tuple(warnings),
+    )
 
 
 def host_dirs(scratch: str) -> dict[str, str]:
@@ -145,6 +155,9 @@ def provision(spec_json: dict[str, Any], home: str) -> dict[str, Any]:
     # A retry after a half-made attempt starts from nothing.
     remove_instances(plan.job_name, plan.scratch_root)
     create_instances(plan)
-    records.append_log(home, plan.job_name,
-                       f"provisioned {len(plan.hosts)} x {spec.resource_config.instance_type} on network {plan.network}")
+    records.append_log(
+        home,
+        plan.job_name,
+        f"provisioned {len(plan.hosts)} x {spec.resource_config.instance_type} on network {plan.network}",
+    )
     return plan.model_dump(mode="json")

@@ -48,14 +48,19 @@ def plan_pull_image(spec: TrainingJobSpec, base_image: str | None, images_dir: s
     algo_name = spec.algorithm_specification.algorithm_name
     if algo_name:
         algo = ALGORITHMS[algo_name]
-        return PullImagePlan(image=algo.image, registry=None, ecr_region=None,
-                             build_context=os.path.join(images_dir, algo.image_dir),
-                             build_args={"BASE_IMAGE": base_image} if base_image else {})
+        return PullImagePlan(
+            image=algo.image,
+            registry=None,
+            ecr_region=None,
+            build_context=os.path.join(images_dir, algo.image_dir),
+            build_args={"BASE_IMAGE": base_image} if base_image else {},
+        )
     image = str(spec.algorithm_specification.training_image)
     registry = registry_of(image)
     match = ECR_HOST.match(registry or "")
-    return PullImagePlan(image=image, registry=registry, ecr_region=match.group(1) if match else None,
-                         build_context=None, build_args={})
+    return PullImagePlan(
+        image=image, registry=registry, ecr_region=match.group(1) if match else None, build_context=None, build_args={}
+    )
 
 
 def obtain(plan: PullImagePlan, report: Any) -> str:
@@ -67,8 +72,10 @@ def obtain(plan: PullImagePlan, report: Any) -> str:
     if docker_engine.image_id(plan.image):
         report(f"using local image {plan.image}")
     elif plan.build_context:
-        report(f"building built-in image {plan.image} from {plan.build_context}"
-               + (f" on {plan.build_args['BASE_IMAGE']}" if plan.build_args else ""))
+        report(
+            f"building built-in image {plan.image} from {plan.build_context}"
+            + (f" on {plan.build_args['BASE_IMAGE']}" if plan.build_args else "")
+        )
         docker_engine.build(plan.build_context, plan.image, plan.build_args, report)
     else:
         auth = registries.ecr_auth(plan.ecr_region) if plan.ecr_region else None

@@ -52,16 +52,29 @@ def plan_run(spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str) -> t
     plans = []
     for host in provisioned.hosts:
         dirs = host_dirs(host.scratch)
-        volumes = {dirs[part]: {"bind": target, "mode": "ro" if read_only else "rw"}
-                   for part, (target, read_only) in contract.MOUNTS.items()}
+        volumes = {
+            dirs[part]: {"bind": target, "mode": "ro" if read_only else "rw"}
+            for part, (target, read_only) in contract.MOUNTS.items()
+        }
         volumes[dirs["checkpoints"]] = {"bind": checkpoint_path, "mode": "rw"}
-        plans.append(ContainerPlan(
-            host=host.host, container_name=host.container_name, hostname=host.host, aliases=[host.host],
-            image=image, entrypoint=entrypoint, command=command, environment=host.environment,
-            volumes=volumes, labels=docker_engine.labels(spec.training_job_name, host.host),
-            network=provisioned.network, nano_cpus=host.nano_cpus, mem_limit=host.mem_limit,
-            gpu_device_ids=host.gpu_device_ids,
-        ))
+        plans.append(
+            ContainerPlan(
+                host=host.host,
+                container_name=host.container_name,
+                hostname=host.host,
+                aliases=[host.host],
+                image=image,
+                entrypoint=entrypoint,
+                command=command,
+                environment=host.environment,
+                volumes=volumes,
+                labels=docker_engine.labels(spec.training_job_name, host.host),
+                network=provisioned.network,
+                nano_cpus=host.nano_cpus,
+                mem_limit=host.mem_limit,
+                gpu_device_ids=host.gpu_device_ids,
+            )
+        )
     return tuple(plans)
 
 
@@ -77,7 +90,7 @@ def run(spec_json: dict[str, Any], provision_json: dict[str, Any], image: str, h
     ids = {}
     for plan in plan_run(spec, provisioned, image):
         ids[plan.host] = docker_engine.create_container(plan.model_dump())
-    for host, container_id in ids.items():
+    for container_id in ids.values():
         docker_engine.start(container_id)
     records.transition(home, name, SecondaryStatus.TRAINING, "Training image download completed. Training in progress.")
     logger.info(f"started {len(ids)} container(s): {', '.join(f'{h}={i[:12]}' for h, i in ids.items())}")

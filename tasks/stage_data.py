@@ -49,8 +49,10 @@ class StageDataPlan(BaseModel):
 def _safe_relative(relative: str, channel: str) -> str:
     parts = relative.split("/")
     if relative.startswith("/") or any(p in ("..", "") for p in parts):
-        raise JobSpecError(f"channel {channel}: object path '{relative}' would leave the channel folder "
-                           "— rename the object (no '..' or empty path segments)")
+        raise JobSpecError(
+            f"channel {channel}: object path '{relative}' would leave the channel folder "
+            "— rename the object (no '..' or empty path segments)"
+        )
     return posixpath.join(*parts)
 
 
@@ -92,8 +94,10 @@ class _Progress:
             self.bytes += size
             if time.monotonic() - self.last >= 2 or self.files == self.total_files:
                 self.last = time.monotonic()
-                self.report(f"staged {self.files}/{self.total_files} objects, "
-                            f"{self.bytes / 1e6:.1f}/{self.total_bytes / 1e6:.1f} MB")
+                self.report(
+                    f"staged {self.files}/{self.total_files} objects, "
+                    f"{self.bytes / 1e6:.1f}/{self.total_bytes / 1e6:.1f} MB"
+                )
 
 
 def carry_out(plan: StageDataPlan, concurrency: int, endpoint_url: str | None, report: Any) -> None:
@@ -110,8 +114,9 @@ def carry_out(plan: StageDataPlan, concurrency: int, endpoint_url: str | None, r
 
 
 @task(name="stage-data", cache_policy=NONE, **task_retry_options())
-def stage_data(spec_json: dict[str, Any], provision_json: dict[str, Any], home: str,
-               endpoint_url: str | None, concurrency: int) -> int:
+def stage_data(
+    spec_json: dict[str, Any], provision_json: dict[str, Any], home: str, endpoint_url: str | None, concurrency: int
+) -> int:
     """Stage every File-mode channel; returns the bytes staged."""
     logger = get_run_logger()
     spec = TrainingJobSpec.model_validate(spec_json)
@@ -120,15 +125,18 @@ def stage_data(spec_json: dict[str, Any], provision_json: dict[str, Any], home: 
     if records.load(home, name).status.secondary is not SecondaryStatus.DOWNLOADING:
         records.transition(home, name, SecondaryStatus.DOWNLOADING, "Downloading input data")
         records.update(home, name, training_start_time=records.now())
-    listings = {c.channel_name: storage.list_objects(c.data_source.s3_data_source.s3_uri, endpoint_url)
-                for c in spec.input_data_config}
+    listings = {
+        c.channel_name: storage.list_objects(c.data_source.s3_data_source.s3_uri, endpoint_url)
+        for c in spec.input_data_config
+    }
     plan = plan_stage_data(spec, listings, {h.host: h.scratch for h in provisioned.hosts})
 
     def report(message: str) -> None:
         logger.info(message)
         records.append_log(home, name, message)
 
-    report(f"staging {len(plan.downloads)} objects ({plan.total_bytes / 1e6:.1f} MB) "
-           f"to {len(provisioned.hosts)} host(s)")
+    report(
+        f"staging {len(plan.downloads)} objects ({plan.total_bytes / 1e6:.1f} MB) to {len(provisioned.hosts)} host(s)"
+    )
     carry_out(plan, concurrency, endpoint_url, report)
     return plan.total_bytes

@@ -44,8 +44,9 @@ def plan_validate(spec: TrainingJobSpec, host: HostFacts) -> ValidatePlan:
     """
     check_job(spec, host)
     readable = tuple(
-        Location(field=f"input_data_config[{i}].data_source.s3_data_source.s3_uri",
-                 uri=c.data_source.s3_data_source.s3_uri)
+        Location(
+            field=f"input_data_config[{i}].data_source.s3_data_source.s3_uri", uri=c.data_source.s3_data_source.s3_uri
+        )
         for i, c in enumerate(spec.input_data_config)
     )
     writable = (Location(field="output_data_config.s3_output_path", uri=spec.output_data_config.s3_output_path),)
@@ -69,7 +70,8 @@ def check_spec(doc: dict[str, Any], home: str, endpoint_url: str | None) -> Trai
         raise JobSpecError(
             f"training_job_name: '{spec.training_job_name}' already names a job "
             f"({old.status.primary.value}, created {old.creation_time:%Y-%m-%d %H:%M}) — "
-            "choose another name, or omit it to have one generated")
+            "choose another name, or omit it to have one generated"
+        )
     return spec
 
 
@@ -79,6 +81,7 @@ def validate(doc: dict[str, Any], home: str, endpoint_url: str | None, flow_run_
     spec = check_spec(doc, home, endpoint_url)
     now = records.now()
     record = JobRecord(spec=spec, creation_time=now, flow_run_id=flow_run_id).moved(
-        SecondaryStatus.STARTING, "Validated the job; preparing the instances", now)
+        SecondaryStatus.STARTING, "Validated the job; preparing the instances", now
+    )
     records.save(home, record)
     return spec.model_dump(mode="json")

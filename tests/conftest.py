@@ -23,8 +23,7 @@ TEST_IMAGES = {
     "dockyard-test/sagemaker-toolkit:1": ROOT / "tests" / "images" / "sagemaker-toolkit",
     "byo-linear:latest": ROOT / "examples" / "byo-container",
 }
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                  "AWS_DEFAULT_REGION": "us-east-1"}
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def free_port() -> int:
@@ -76,8 +75,9 @@ def registry() -> Iterator[str]:
     port = free_port()
     folder = tempfile.mkdtemp(prefix="dockyard-registry-")
     config = Path(folder) / "config.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {folder}/data\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {folder}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
     process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         try:
@@ -99,8 +99,11 @@ def test_images() -> dict[str, str]:
     for tag, context in TEST_IMAGES.items():
         if docker_engine.image_id(tag) is None:
             docker_engine.build(str(context), tag, {"BASE_IMAGE": base_image()}, print)
-    return {"probe": "dockyard-test/probe:1", "toolkit": "dockyard-test/sagemaker-toolkit:1",
-            "byo": "byo-linear:latest"}
+    return {
+        "probe": "dockyard-test/probe:1",
+        "toolkit": "dockyard-test/sagemaker-toolkit:1",
+        "byo": "byo-linear:latest",
+    }
 
 
 @pytest.fixture

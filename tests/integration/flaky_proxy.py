@@ -8,8 +8,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
-SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-             b"<Message>Please reduce your request rate.</Message></Error>")
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
 
 
 class FlakyProxy:
@@ -57,7 +59,7 @@ class FlakyProxy:
                     self.wfile.write(data)
                 conn.close()
 
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward  # noqa: N815
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -15,17 +15,27 @@ def unique(prefix: str) -> str:
 
 
 def channel(name: str, uri: str, distribution: str = "FullyReplicated") -> dict[str, Any]:
-    return {"channel_name": name, "data_source": {"s3_data_source": {
-        "s3_uri": uri, "s3_data_distribution_type": distribution}}}
+    return {
+        "channel_name": name,
+        "data_source": {"s3_data_source": {"s3_uri": uri, "s3_data_distribution_type": distribution}},
+    }
 
 
-def probe_job(home: str, image: str, mode: str, channels: list[dict[str, Any]] | None = None,
-              output: str | None = None, **extra: Any) -> dict[str, Any]:
+def probe_job(
+    home: str,
+    image: str,
+    mode: str,
+    channels: list[dict[str, Any]] | None = None,
+    output: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     hps = {"mode": mode, **extra.pop("hyperparameters", {})}
     return {
         "training_job_name": unique(f"probe-{mode}"),
-        "algorithm_specification": {"training_image": image, "metric_definitions": [
-            {"name": "loss", "regex": r"loss=([0-9.]+)"}]},
+        "algorithm_specification": {
+            "training_image": image,
+            "metric_definitions": [{"name": "loss", "regex": r"loss=([0-9.]+)"}],
+        },
         "resource_config": {"instance_type": "local", "instance_count": extra.pop("instance_count", 1)},
         "input_data_config": channels or [],
         "hyperparameters": hps,

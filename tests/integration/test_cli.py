@@ -25,8 +25,14 @@ def cli(job: dict[str, Any] | str, tmp_path: Path, *args: str) -> subprocess.Com
     path = job if isinstance(job, str) else str(tmp_path / "job.yaml")
     if not isinstance(job, str):
         Path(path).write_text(yaml.safe_dump(job))
-    return subprocess.run([sys.executable, "-m", "flows.train", path, *args], cwd=ROOT, capture_output=True,
-                          text=True, env=os.environ.copy(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.train", path, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
 
 
 BAD_SPECS = [
@@ -34,25 +40,48 @@ BAD_SPECS = [
     ({"resource_config": {"instance_type": "ml.m5.larg"}}, "did you mean 'ml.m5.large'?"),
     ({"resource_config": {"instance_type": "ml.p3.2xlarge"}}, "ml.p3.2xlarge needs GPUs and this host has none"),
     ({"hyperparameters": {f"h{i}": "1" for i in range(101)}}, "at most 100 allowed"),
-    ({"algorithm_specification": {"training_image": "x:1", "metric_definitions": [
-        {"name": "m", "regex": "loss=[0-9.]+"}]}}, "must have exactly one capture group"),
-    ({"input_data_config": [{"channel_name": "..", "data_source": {"s3_data_source": {"s3_uri": "file:///tmp"}}}]},
-     "input_data_config[0].channel_name"),
-    ({"input_data_config": [{"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": "data/train"}}}]},
-     "input_data_config[0].data_source.s3_data_source.s3_uri: must start with s3:// or file:// — got 'data/train'"),
-    ({"input_data_config": [{"channel_name": "train", "data_source": {"s3_data_source": {
-        "s3_uri": "file:///nonexistent/data"}}}]}, "no objects at file:///nonexistent/data"),
+    (
+        {
+            "algorithm_specification": {
+                "training_image": "x:1",
+                "metric_definitions": [{"name": "m", "regex": "loss=[0-9.]+"}],
+            }
+        },
+        "must have exactly one capture group",
+    ),
+    (
+        {"input_data_config": [{"channel_name": "..", "data_source": {"s3_data_source": {"s3_uri": "file:///tmp"}}}]},
+        "input_data_config[0].channel_name",
+    ),
+    (
+        {"input_data_config": [{"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": "data/train"}}}]},
+        "input_data_config[0].data_source.s3_data_source.s3_uri: must start with s3:// or file:// — got 'data/train'",
+    ),
+    (
+        {
+            "input_data_config": [
+                {"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": "file:///nonexistent/data"}}}
+            ]
+        },
+        "no objects at file:///nonexistent/data",
+    ),
     ({"algorithm_specification": {"training_image": None, "algorithm_name": "xgbost"}}, "did you mean 'xgboost'?"),
-    ({"algorithm_specification": {"training_image": "x:1", "training_input_mode": "Pipe"}}, "Pipe mode is not supported yet"),
-    ({"output_data_config": {"s3_output_path": "s3://no-such-bucket-dockyard/out"}}, "bucket 'no-such-bucket-dockyard'"),
+    (
+        {"algorithm_specification": {"training_image": "x:1", "training_input_mode": "Pipe"}},
+        "Pipe mode is not supported yet",
+    ),
+    (
+        {"output_data_config": {"s3_output_path": "s3://no-such-bucket-dockyard/out"}},
+        "bucket 'no-such-bucket-dockyard'",
+    ),
     ({"hyperparamters": {"a": "1"}}, "hyperparamters: unknown field — did you mean 'hyperparameters'?"),
 ]
 
 
 @pytest.mark.parametrize(("change", "message"), BAD_SPECS, ids=[m[:40] for _, m in BAD_SPECS])
 def test_bad_spec_exits_2_naming_the_field_and_creates_nothing(
-        change: dict[str, Any], message: str, home: str, tmp_path: Path, s3_endpoint: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    change: dict[str, Any], message: str, home: str, tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKYARD_S3_ENDPOINT_URL", s3_endpoint)
     job = probe_job(home, "dockyard-test/probe:1", "noop")
     for key, value in change.items():
@@ -64,8 +93,7 @@ def test_bad_spec_exits_2_naming_the_field_and_creates_nothing(
     assert docker_engine.list_managed() == []
 
 
-def test_a_second_run_of_a_finished_job_name_is_refused(home: str, tmp_path: Path,
-                                                        test_images: dict[str, str]) -> None:
+def test_a_second_run_of_a_finished_job_name_is_refused(home: str, tmp_path: Path, test_images: dict[str, str]) -> None:
     job = probe_job(home, test_images["probe"], "noop")
     assert cli(job, tmp_path).returncode == 0
     again = cli(job, tmp_path)
@@ -73,13 +101,18 @@ def test_a_second_run_of_a_finished_job_name_is_refused(home: str, tmp_path: Pat
     assert f"training_job_name: '{job['training_job_name']}' already names a job (Completed" in again.stderr
 
 
-def test_ctrl_c_stops_the_job_gracefully_with_artifacts(home: str, tmp_path: Path,
-                                                       test_images: dict[str, str]) -> None:
+def test_ctrl_c_stops_the_job_gracefully_with_artifacts(home: str, tmp_path: Path, test_images: dict[str, str]) -> None:
     job = probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": "300"})
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
-    process = subprocess.Popen([sys.executable, "-m", "flows.train", str(path), "--json"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows.train", str(path), "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     record = Path(home) / "jobs" / job["training_job_name"] / "record.json"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -97,17 +130,31 @@ def test_ctrl_c_stops_the_job_gracefully_with_artifacts(home: str, tmp_path: Pat
     assert files["stopped.txt"] == b"stopped by SIGTERM"
 
 
-def test_a_sagemaker_create_training_job_request_runs_as_it_is(home: str, tmp_path: Path,
-                                                              test_images: dict[str, str]) -> None:
+def test_a_sagemaker_create_training_job_request_runs_as_it_is(
+    home: str, tmp_path: Path, test_images: dict[str, str]
+) -> None:
     write_files(tmp_path / "data", {"train/a.csv": "1\n"})
     request = {
         "TrainingJobName": "sagemaker-request-job",
-        "AlgorithmSpecification": {"TrainingImage": test_images["probe"], "TrainingInputMode": "File",
-                                   "MetricDefinitions": [{"Name": "loss", "Regex": "loss=([0-9.]+)"}]},
+        "AlgorithmSpecification": {
+            "TrainingImage": test_images["probe"],
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [{"Name": "loss", "Regex": "loss=([0-9.]+)"}],
+        },
         "RoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
-        "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": f"file://{tmp_path}/data/train",
-            "S3DataDistributionType": "FullyReplicated"}}, "ContentType": "text/csv"}],
+        "InputDataConfig": [
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"file://{tmp_path}/data/train",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "ContentType": "text/csv",
+            }
+        ],
         "OutputDataConfig": {"S3OutputPath": f"file://{home}/output"},
         "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
         "StoppingCondition": {"MaxRuntimeInSeconds": 600},

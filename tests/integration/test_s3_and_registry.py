@@ -6,6 +6,7 @@ import io
 import json
 import tarfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -36,7 +37,8 @@ def archive_members(endpoint: str, uri: str) -> dict[str, bytes]:
 
 
 def test_sharded_channel_splits_objects_across_hosts_with_none_lost(
-        home: str, s3_endpoint: str, test_images: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    home: str, s3_endpoint: str, test_images: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKYARD_S3_ENDPOINT_URL", s3_endpoint)
     bucket = new_bucket(s3_endpoint)
     client = s3_client(s3_endpoint)
@@ -44,10 +46,14 @@ def test_sharded_channel_splits_objects_across_hosts_with_none_lost(
     for i, key in enumerate(keys):
         client.put_object(Bucket=bucket, Key=key, Body=b"x" * (i + 1))
     client.put_object(Bucket=bucket, Key="meta/info.txt", Body=b"shared")
-    spec = probe_job(home, test_images["probe"], "contract",
-                     [channel("train", f"s3://{bucket}/shards/", "ShardedByS3Key"),
-                      channel("meta", f"s3://{bucket}/meta")],
-                     output=f"s3://{bucket}/out", instance_count=3)
+    spec = probe_job(
+        home,
+        test_images["probe"],
+        "contract",
+        [channel("train", f"s3://{bucket}/shards/", "ShardedByS3Key"), channel("meta", f"s3://{bucket}/meta")],
+        output=f"s3://{bucket}/out",
+        instance_count=3,
+    )
     body = run_job(spec)
     assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
     model_uri = body["ModelArtifacts"]["S3ModelArtifacts"]
@@ -60,16 +66,20 @@ def test_sharded_channel_splits_objects_across_hosts_with_none_lost(
         assert 3 <= len(shard) <= 4, shard
         seen += shard
         assert staged["meta/info.txt"] == 6  # FullyReplicated: on every host
-        assert json.loads(files[f"contract-{host}.json"])["config"]["inputdataconfig.json"]["train"][
-            "S3DistributionType"] == "ShardedByS3Key"
+        assert (
+            json.loads(files[f"contract-{host}.json"])["config"]["inputdataconfig.json"]["train"]["S3DistributionType"]
+            == "ShardedByS3Key"
+        )
     assert sorted(seen) == sorted(f"train/part-{i:02d}.csv" for i in range(10))
-    record = json.loads(client.get_object(Bucket=bucket, Key=f"out/{spec['training_job_name']}/output/job.json")
-                        ["Body"].read())
+    record = json.loads(
+        client.get_object(Bucket=bucket, Key=f"out/{spec['training_job_name']}/output/job.json")["Body"].read()
+    )
     assert record["TrainingJobStatus"] == "Completed"
 
 
 def test_transient_s3_errors_are_retried_to_success(
-        home: str, s3_endpoint: str, test_images: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    home: str, s3_endpoint: str, test_images: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     bucket = new_bucket(s3_endpoint)
     s3_client(s3_endpoint).put_object(Bucket=bucket, Key="data/a.csv", Body=b"1,2,3\n")
     # One botocore attempt per call, so each 503 reaches dockyard's own retry policy.
@@ -80,8 +90,8 @@ def test_transient_s3_errors_are_retried_to_success(
         body = run_job(probe_job(home, test_images["probe"], "contract", [channel("train", f"s3://{bucket}/data")]))
         assert proxy.failed == 2
     assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
-    log = (home + f"/jobs/{body['TrainingJobName']}/job.log")
-    assert "staged 1/1 objects" in open(log).read()
+    log = home + f"/jobs/{body['TrainingJobName']}/job.log"
+    assert "staged 1/1 objects" in Path(log).read_text()
 
 
 def test_image_is_pulled_from_a_registry(home: str, registry: str, test_images: dict[str, str]) -> None:
@@ -95,6 +105,6 @@ def test_image_is_pulled_from_a_registry(home: str, registry: str, test_images: 
         body = run_job(probe_job(home, remote, "noop"))
         assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
         assert body["TrainingImageDigest"].startswith(f"{registry}/team/probe@sha256:")
-        assert "pulling" in open(f"{home}/jobs/{body['TrainingJobName']}/job.log").read()
+        assert "pulling" in Path(f"{home}/jobs/{body['TrainingJobName']}/job.log").read_text()
     finally:
         engine.images.remove(remote, force=True)

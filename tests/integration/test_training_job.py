@@ -17,15 +17,29 @@ pytestmark = pytest.mark.integration
 
 
 def test_xgboost_example_completes_and_its_model_predicts(home: str) -> None:
-    subprocess.run([sys.executable, str(ROOT / "examples/xgboost-breast-cancer/make_data.py")], check=True,
-                   env={**os.environ, "DOCKYARD_HOME": home})
-    result = subprocess.run([sys.executable, "-m", "flows.train", "examples/xgboost-breast-cancer/job.yaml",
-                             "--json"], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples/xgboost-breast-cancer/make_data.py")],
+        check=True,
+        env={**os.environ, "DOCKYARD_HOME": home},
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.train", "examples/xgboost-breast-cancer/job.yaml", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     body = json.loads(result.stdout)
     assert body["TrainingJobStatus"] == "Completed"
     assert [t["Status"] for t in body["SecondaryStatusTransitions"]] == [
-        "Starting", "Downloading", "DownloadingTrainingImage", "Training", "Uploading", "Completed"]
+        "Starting",
+        "Downloading",
+        "DownloadingTrainingImage",
+        "Training",
+        "Uploading",
+        "Completed",
+    ]
     metrics = {m["MetricName"]: m["Value"] for m in body["FinalMetricDataList"]}
     assert metrics["validation:auc"] > 0.9
     assert body["TrainingImageDigest"].startswith("sha256:")
@@ -37,21 +51,45 @@ def test_xgboost_example_completes_and_its_model_predicts(home: str) -> None:
     extract.mkdir()
     subprocess.run(["tar", "-xzf", str(model), "-C", str(extract)], check=True)
     data = Path(home) / "data/breast-cancer/validation"
-    script = ("import numpy as np, xgboost as xgb; d=np.loadtxt('/data/validation.csv', delimiter=',');"
-              "b=xgb.Booster(model_file='/model/xgboost-model');"
-              "p=b.predict(xgb.DMatrix(d[:,1:])); print(((p>0.5)==d[:,0]).mean())")
-    accuracy = subprocess.run(["docker", "run", "--rm", "-v", f"{extract}:/model:ro", "-v", f"{data}:/data:ro",
-                               "dockyard/xgboost:1.0", "python3", "-c", script],
-                              check=True, capture_output=True, text=True).stdout
+    script = (
+        "import numpy as np, xgboost as xgb; d=np.loadtxt('/data/validation.csv', delimiter=',');"
+        "b=xgb.Booster(model_file='/model/xgboost-model');"
+        "p=b.predict(xgb.DMatrix(d[:,1:])); print(((p>0.5)==d[:,0]).mean())"
+    )
+    accuracy = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-v",
+            f"{extract}:/model:ro",
+            "-v",
+            f"{data}:/data:ro",
+            "dockyard/xgboost:1.0",
+            "python3",
+            "-c",
+            script,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert float(accuracy) > 0.9
 
 
-def test_two_instances_reach_each_other_and_see_the_contract(home: str, test_images: dict[str, str],
-                                                             tmp_path: Path) -> None:
+def test_two_instances_reach_each_other_and_see_the_contract(
+    home: str, test_images: dict[str, str], tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     write_files(data, {"train/a.csv": "1,2\n", "train/sub/b.csv": "3,4\n"})
-    spec = probe_job(home, test_images["probe"], "contract", [channel("train", f"file://{data}/train")],
-                     instance_count=2, environment={"MY_SETTING": "42"})
+    spec = probe_job(
+        home,
+        test_images["probe"],
+        "contract",
+        [channel("train", f"file://{data}/train")],
+        instance_count=2,
+        environment={"MY_SETTING": "42"},
+    )
     body = run_job(spec)
     assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
     files = members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))
@@ -76,8 +114,9 @@ def test_two_instances_reach_each_other_and_see_the_contract(home: str, test_ima
 
 
 def test_failing_container_ends_failed_with_its_failure_text(home: str, test_images: dict[str, str]) -> None:
-    body = run_job(probe_job(home, test_images["probe"], "fail",
-                             hyperparameters={"failure_text": "ValueError: bad column 7"}))
+    body = run_job(
+        probe_job(home, test_images["probe"], "fail", hyperparameters={"failure_text": "ValueError: bad column 7"})
+    )
     assert body["TrainingJobStatus"] == "Failed"
     assert body["FailureReason"] == "AlgorithmError: ValueError: bad column 7"
     assert [t["Status"] for t in body["SecondaryStatusTransitions"]][-2:] == ["Uploading", "Failed"]
@@ -92,8 +131,13 @@ def test_exit_code_and_last_lines_when_no_failure_file(home: str, test_images: d
 
 
 def test_max_runtime_stops_the_job_and_keeps_artifacts(home: str, test_images: dict[str, str]) -> None:
-    spec = probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": "120"},
-                     stopping_condition={"max_runtime_in_seconds": 4})
+    spec = probe_job(
+        home,
+        test_images["probe"],
+        "sleep",
+        hyperparameters={"seconds": "120"},
+        stopping_condition={"max_runtime_in_seconds": 4},
+    )
     body = run_job(spec)
     assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
     statuses = [t["Status"] for t in body["SecondaryStatusTransitions"]]
@@ -103,8 +147,9 @@ def test_max_runtime_stops_the_job_and_keeps_artifacts(home: str, test_images: d
     assert any(m["MetricName"] == "loss" for m in body["FinalMetricDataList"])
 
 
-def test_sagemaker_training_toolkit_container_runs_unchanged(home: str, test_images: dict[str, str],
-                                                             tmp_path: Path) -> None:
+def test_sagemaker_training_toolkit_container_runs_unchanged(
+    home: str, test_images: dict[str, str], tmp_path: Path
+) -> None:
     write_files(tmp_path / "train", {"part-0.csv": "1\n", "part-1.csv": "2\n"})
     spec = probe_job(home, test_images["toolkit"], "unused", [channel("train", f"file://{tmp_path}/train")])
     spec["hyperparameters"] = {"epochs": "3"}
@@ -112,16 +157,24 @@ def test_sagemaker_training_toolkit_container_runs_unchanged(home: str, test_ima
     body = run_job(spec)
     assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
     result = json.loads(members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["toolkit-result.json"])
-    assert result == {"epochs": 3, "files": ["part-0.csv", "part-1.csv"], "hosts": ["algo-1"],
-                      "current_host": "algo-1"}
+    assert result == {"epochs": 3, "files": ["part-0.csv", "part-1.csv"], "hosts": ["algo-1"], "current_host": "algo-1"}
     assert {m["MetricName"]: m["Value"] for m in body["FinalMetricDataList"]} == {"loss": pytest.approx(1 / 3, 1e-3)}
 
 
-def test_bring_your_own_container_example(home: str, test_images: dict[str, str]) -> None:
-    subprocess.run([sys.executable, str(ROOT / "examples/byo-container/make_data.py")], check=True,
-                   env={**os.environ, "DOCKYARD_HOME": home})
-    result = subprocess.run([sys.executable, "-m", "flows.train", "examples/byo-container/job.yaml", "--json"],
-                            cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
+@pytest.mark.usefixtures("test_images")
+def test_bring_your_own_container_example(home: str) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples/byo-container/make_data.py")],
+        check=True,
+        env={**os.environ, "DOCKYARD_HOME": home},
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.train", "examples/byo-container/job.yaml", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     body = json.loads(result.stdout)
     weights = json.loads(members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["model.json"])["weights"]

@@ -15,5 +15,12 @@ files = sorted(os.listdir(args.train))
 for epoch in range(args.epochs):
     print(f"epoch={epoch} loss={1.0 / (epoch + 1):.4f}", flush=True)
 with open(os.path.join(args.model_dir, "toolkit-result.json"), "w") as f:
-    json.dump({"epochs": args.epochs, "files": files, "hosts": json.loads(os.environ["SM_HOSTS"]),
-               "current_host": os.environ["SM_CURRENT_HOST"]}, f)
+    json.dump(
+        {
+            "epochs": args.epochs,
+            "files": files,
+            "hosts": json.loads(os.environ["SM_HOSTS"]),
+            "current_host": os.environ["SM_CURRENT_HOST"],
+        },
+        f,
+    )

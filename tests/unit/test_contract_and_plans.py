@@ -1,0 +1,219 @@
+"""The container contract against DESIGN.md's layout, and the stage plans."""
+
+import json
+from datetime import UTC, datetime
+
+from dockyard import contract
+from dockyard.loading import build_job
+from dockyard.rules import HostFacts
+from infra.retry import is_transient
+from infra.storage import StoredObject, relative_key
+from tasks.monitor import HostExit, compile_definitions, plan_outcome, scrape
+from tasks.persist import plan_persist
+from tasks.provision import plan_provision
+from tasks.pull_image import plan_pull_image, registry_of
+from tasks.run import plan_run
+from tasks.stage_data import plan_stage_data
+
+NOW = datetime(2026, 11, 28, tzinfo=UTC)
+HOST = HostFacts(cpus=2, memory_bytes=8 * 1024**3, gpus=0)
+
+
+def spec(**changes):  # type: ignore[no-untyped-def]
+    d = {
+        "training_job_name": "job-1",
+        "algorithm_specification": {"training_image": "img:1"},
+        "resource_config": {"instance_type": "ml.m5.xlarge", "instance_count": 2},
+        "input_data_config": [
+            {
+                "channel_name": "train",
+                "content_type": "text/csv",
+                "data_source": {
+                    "s3_data_source": {"s3_uri": "s3://b/train/", "s3_data_distribution_type": "ShardedByS3Key"}
+                },
+            },
+            {"channel_name": "validation", "data_source": {"s3_data_source": {"s3_uri": "s3://b/val"}}},
+        ],
+        "hyperparameters": {"epochs": "3", "lr": "0.1"},
+        "output_data_config": {"s3_output_path": "s3://b/out"},
+        "environment": {"MY_VAR": "1", "SM_HOSTS": "user cannot override"},
+    }
+    d.update(changes)
+    return build_job(d, home="/h", now=NOW)
+
+
+def test_paths_match_design() -> None:
+    assert contract.INPUT_CONFIG_DIR == "/opt/ml/input/config"
+    assert contract.channel_dir("train") == "/opt/ml/input/data/train"
+    assert contract.MODEL_DIR == "/opt/ml/model" and contract.OUTPUT_DATA_DIR == "/opt/ml/output/data"
+    assert contract.FAILURE_FILE == "/opt/ml/output/failure" and contract.CHECKPOINT_DIR == "/opt/ml/checkpoints"
+    # Never one volume over all of /opt/ml: images ship /opt/ml/code.
+    assert "/opt/ml" not in [target for target, _ in contract.MOUNTS.values()]
+    assert contract.MOUNTS["input"] == ("/opt/ml/input", True)
+
+
+def test_config_files_per_host() -> None:
+    files = contract.config_files(spec(), "algo-2", ["algo-2", "algo-1"])
+    assert json.loads(files["hyperparameters.json"]) == {"epochs": "3", "lr": "0.1"}
+    rc = json.loads(files["resourceconfig.json"])
+    assert rc["current_host"] == "algo-2" and rc["hosts"] == ["algo-1", "algo-2"]
+    assert rc["network_interface_name"] == "eth0"
+    idc = json.loads(files["inputdataconfig.json"])
+    assert idc["train"] == {
+        "ContentType": "text/csv",
+        "TrainingInputMode": "File",
+        "S3DistributionType": "ShardedByS3Key",
+        "RecordWrapperType": "None",
+    }
+    assert "checkpointconfig.json" not in files
+
+
+def test_sm_environment() -> None:
+    env = contract.sm_environment(spec(), "algo-1", ["algo-1", "algo-2"], num_cpus=4, num_gpus=0)
+    assert env["SM_CHANNELS"] == '["train", "validation"]'
+    assert env["SM_CHANNEL_VALIDATION"] == "/opt/ml/input/data/validation"
+    assert env["SM_HP_EPOCHS"] == "3" and json.loads(env["SM_HPS"]) == {"epochs": 3, "lr": 0.1}
+    assert env["SM_HOSTS"] == '["algo-1", "algo-2"]' and env["SM_CURRENT_HOST"] == "algo-1"
+    assert env["SM_NUM_CPUS"] == "4" and env["SM_NUM_GPUS"] == "0"
+    assert env["SM_MODEL_DIR"] == "/opt/ml/model" and env["SM_OUTPUT_DATA_DIR"] == "/opt/ml/output/data"
+    assert env["SM_INPUT_CONFIG_DIR"] == "/opt/ml/input/config"
+    assert json.loads(env["SM_TRAINING_ENV"])["job_name"] == "job-1"
+    assert json.loads(env["SM_USER_ARGS"]) == ["--epochs", "3", "--lr", "0.1"]
+    assert env["TRAINING_JOB_NAME"] == "job-1" and env["TRAINING_JOB_ARN"].endswith("training-job/job-1")
+    assert env["MY_VAR"] == "1" and env["SM_HOSTS"] != "user cannot override"
+
+
+def test_provision_caps_at_the_host_and_names_hosts() -> None:
+    plan = plan_provision(spec(), HOST, "/scratch")
+    assert [h.host for h in plan.hosts] == ["algo-1", "algo-2"]
+    assert plan.hosts[0].nano_cpus == 2 * 10**9 and plan.hosts[0].mem_limit == 8 * 1024**3
+    assert len(plan.warnings) == 2 and "capping" in plan.warnings[0]
+    assert plan.network == "dockyard-job-1" and plan.hosts[1].scratch == "/scratch/job-1/algo-2"
+    local = plan_provision(spec(resource_config={"instance_type": "local"}), HOST, "/s")
+    assert local.hosts[0].nano_cpus is None and local.hosts[0].mem_limit is None and not local.warnings
+
+
+def test_gpus_are_split_between_hosts_when_there_are_enough() -> None:
+    gpu_host = HostFacts(cpus=16, memory_bytes=64 * 1024**3, gpus=2)
+    plan = plan_provision(spec(resource_config={"instance_type": "ml.g5.xlarge", "instance_count": 2}), gpu_host, "/s")
+    assert [h.gpu_device_ids for h in plan.hosts] == [["0"], ["1"]]
+    assert plan.hosts[0].environment["SM_NUM_GPUS"] == "1"
+
+
+def test_stage_data_shards_round_robin_and_replicates_the_rest() -> None:
+    s = spec()
+    train = [StoredObject(f"s3://b/train/{i}.csv", f"{i}.csv", 10) for i in range(5)]
+    val = [StoredObject("s3://b/val/v.csv", "v.csv", 3)]
+    plan = plan_stage_data(s, {"train": train, "validation": val}, {"algo-1": "/s/1", "algo-2": "/s/2"})
+    by_host: dict[str, list[str]] = {}
+    for d in plan.downloads:
+        by_host.setdefault(d.host, []).append(d.dest)
+    assert sorted(by_host["algo-1"]) == sorted(
+        [
+            "/s/1/input/data/train/0.csv",
+            "/s/1/input/data/train/2.csv",
+            "/s/1/input/data/train/4.csv",
+            "/s/1/input/data/validation/v.csv",
+        ]
+    )
+    assert len(by_host["algo-2"]) == 3
+    assert plan.total_bytes == 5 * 10 + 2 * 3
+
+
+def test_object_paths_cannot_escape_the_channel() -> None:
+    import pytest
+
+    from dockyard.errors import JobSpecError
+
+    with pytest.raises(JobSpecError, match="would leave the channel folder"):
+        plan_stage_data(spec(), {"train": [StoredObject("s3://b/x", "../x", 1)]}, {"algo-1": "/s"})
+
+
+def test_relative_keys_follow_the_prefix() -> None:
+    assert relative_key("train/a/b.csv", "train") == "a/b.csv"
+    assert relative_key("train/a.csv", "train/") == "a.csv"
+    assert relative_key("data/train.csv", "data/train.csv") == "train.csv"
+    assert relative_key("data/train-2.csv", "data/train") == "train-2.csv"
+
+
+def test_run_plan_mounts_and_command() -> None:
+    s = spec()
+    plans = plan_run(s, plan_provision(s, HOST, "/s"), "img:1")
+    first = plans[0]
+    assert first.command == ["train"] and first.entrypoint is None
+    assert first.volumes["/s/job-1/algo-1/input"] == {"bind": "/opt/ml/input", "mode": "ro"}
+    assert first.volumes["/s/job-1/algo-1/model"] == {"bind": "/opt/ml/model", "mode": "rw"}
+    assert first.aliases == ["algo-1"] and first.labels["dockyard.job"] == "job-1"
+    custom = spec(
+        algorithm_specification={
+            "training_image": "i",
+            "container_entrypoint": ["python", "x.py"],
+            "container_arguments": ["--a"],
+        }
+    )
+    p = plan_run(custom, plan_provision(custom, HOST, "/s"), "i")[0]
+    assert (p.entrypoint, p.command) == (["python", "x.py"], ["--a"])
+
+
+def test_pull_plan() -> None:
+    assert registry_of("localhost:5000/a/b:1") == "localhost:5000"
+    assert registry_of("ubuntu:22.04") is None and registry_of("team/img") is None
+    ecr = spec(algorithm_specification={"training_image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/x:1"})
+    assert plan_pull_image(ecr, None).ecr_region == "eu-west-1"
+    builtin = spec(
+        algorithm_specification={"algorithm_name": "xgboost"},
+        hyperparameters={"num_round": "1"},
+        resource_config={"instance_count": 1},
+    )
+    plan = plan_pull_image(builtin, "base:1", images_dir="/imgs")
+    assert (plan.image, plan.build_context, plan.build_args) == (
+        "dockyard/xgboost:1.0",
+        "/imgs/xgboost",
+        {"BASE_IMAGE": "base:1"},
+    )
+
+
+def test_persist_plan() -> None:
+    plan = plan_persist(spec(), {"algo-2": "/s/2", "algo-1": "/s/1"})
+    assert plan.model_sources == ("/s/1/model", "/s/2/model")
+    assert plan.model_uri == "s3://b/out/job-1/output/model.tar.gz"
+    assert plan.record_uri == "s3://b/out/job-1/output/job.json"
+
+
+def test_metric_scraping_with_builtin_defaults() -> None:
+    xgb = spec(algorithm_specification={"algorithm_name": "xgboost"})
+    definitions = compile_definitions(xgb)
+    assert scrape("[12]\ttrain-auc:0.99\tvalidation-auc:0.975", definitions) == [
+        ("train:auc", 0.99),
+        ("validation:auc", 0.975),
+    ]
+    assert scrape("[3]#011validation-rmse:1.5e-2", definitions) == [("validation:rmse", 0.015)]
+    assert scrape("no metrics here", definitions) == []
+
+
+def test_outcomes() -> None:
+    ok = HostExit(host="algo-1", exit_code=0)
+    assert plan_outcome([ok], None).status == "Completed"
+    failed = HostExit(host="algo-2", exit_code=1, failure_text="x" * 2000)
+    outcome = plan_outcome([ok, failed], None)
+    assert outcome.status == "Failed" and len(outcome.failure_reason or "") == 1024
+    oom = plan_outcome([HostExit(host="algo-1", exit_code=137, oom_killed=True)], None)
+    assert "out of memory" in (oom.failure_reason or "")
+    assert plan_outcome([ok], "MaxRuntimeExceeded").status == "MaxRuntimeExceeded"
+    assert plan_outcome([failed], "interrupted by Ctrl-C").status == "Stopped"
+
+
+def test_transient_errors_are_told_apart() -> None:
+    from dockyard.errors import AlgorithmError, JobSpecError, TransientInfraError
+
+    class ClientError(Exception):
+        def __init__(self, code: str, status: int) -> None:
+            self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+    assert is_transient(TransientInfraError("x")) and is_transient(ConnectionError())
+    assert is_transient(ClientError("SlowDown", 503)) and is_transient(ClientError("InternalError", 500))
+    assert not is_transient(ClientError("NoSuchKey", 404)) and not is_transient(ClientError("AccessDenied", 403))
+    assert not is_transient(JobSpecError("x")) and not is_transient(AlgorithmError("x"))
+    wrapped = OSError("read failed")
+    wrapped.__cause__ = ClientError("SlowDown", 503)
+    assert is_transient(wrapped)
