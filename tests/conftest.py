@@ -36,22 +36,29 @@ def base_image() -> str:
     return os.environ.get("DOCKYARD_BASE_IMAGE") or "dockyard/python-base:bookworm"
 
 
-@pytest.fixture(scope="session")
-def session_home() -> Iterator[str]:
-    home = tempfile.mkdtemp(prefix="dockyard-tests-")
-    yield home
-    shutil.rmtree(home, ignore_errors=True)
+_SERVER_HOME = tempfile.mkdtemp(prefix="dockyard-tests-prefect-")
 
 
-@pytest.fixture(scope="session")
-def prefect_server(session_home: str) -> Iterator[str]:
-    """One real local Prefect server for the whole run, as dockyard starts it."""
+def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest's hook signature
+    """Start one real local Prefect server before anything imports Prefect, so
+    every thread and worker Prefect starts reports to it."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
     from infra import prefect_api
 
-    url = os.environ.get("PREFECT_API_URL") or prefect_api.start_server(session_home, print, port=free_port())
-    os.environ["PREFECT_API_URL"] = url
-    yield url
-    prefect_api.stop_server(session_home)
+    os.environ["PREFECT_API_URL"] = prefect_api.start_server(_SERVER_HOME, print, port=free_port())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:  # noqa: ARG001
+    from infra import prefect_api
+
+    prefect_api.stop_server(_SERVER_HOME)
+    shutil.rmtree(_SERVER_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> str:
+    return os.environ["PREFECT_API_URL"]
 
 
 @pytest.fixture(scope="session")
