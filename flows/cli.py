@@ -96,18 +96,19 @@ def run_training(argv: list[str]) -> int:
 
 
 def _run_flow(spec: dict[str, Any], home: str) -> dict[str, Any] | None:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.context import refresh_global_settings_context
 
     from flows.train import train
     from infra import prefect_api
 
-    url = prefect_api.ensure_api(home, _say)
-    os.environ["PREFECT_API_URL"] = url  # for threads and child processes too
+    # Every Prefect client in this process (threads and exit-time flushes
+    # included) must use this API, never start an ephemeral one.
+    os.environ["PREFECT_API_URL"] = prefect_api.ensure_api(home, _say)
+    refresh_global_settings_context()
     # SIGTERM to the CLI stops the job gracefully, as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     started = datetime.now(UTC)
-    with temporary_settings(updates={PREFECT_API_URL: url}):
-        state = train(spec, return_state=True)
+    state = train(spec, return_state=True)
     if state.is_completed():
         return dict(state.result())
     _say(f"the training flow ended {state.type.value} after {(datetime.now(UTC) - started).seconds} s: {state.message}")

@@ -8,6 +8,7 @@ and takes plain values. Everything dockyard creates carries the labels from
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import logging
 import time
@@ -28,8 +29,10 @@ HOST_LABEL = "dockyard.host"
 log = logging.getLogger("dockyard.docker")
 
 
+@functools.cache
 def client(timeout: int = 60) -> docker.DockerClient:
-    """A client for the engine named by DOCKER_HOST (default: the local socket).
+    """A client for the engine named by DOCKER_HOST (default: the local socket),
+    made once per process and timeout: making one asks the engine its version.
 
     Raises:
         TransientInfraError: the engine does not answer.
@@ -191,7 +194,8 @@ def stop(container_id: str, grace_seconds: float) -> None:
 
 def follow_logs(container_id: str) -> Iterator[bytes]:
     """The container's combined stdout and stderr from its start, as it comes."""
-    c = client(timeout=3600).containers.get(container_id)
+    # A client of its own: a long-lived stream must not hold a shared connection.
+    c = docker.from_env(timeout=3600).containers.get(container_id)
     yield from c.logs(stream=True, follow=True, stdout=True, stderr=True)
 
 

@@ -68,26 +68,29 @@ def relative_key(key: str, prefix: str) -> str:
 
 
 def list_objects(uri: str, endpoint_url: str | None = None) -> list[StoredObject]:
-    """Every object whose key starts with the prefix `uri`, sorted by key.
+    """Every object under `uri`, sorted by key.
 
-    As in SageMaker, the prefix matches keys, not only folders; see
-    `relative_key` for where each object lands.
+    s3:// URIs are key prefixes, as in SageMaker: they match keys, not only
+    folders (see `relative_key` for where each object lands). A file:// URI
+    names a folder (everything below it) or a single file.
     """
     fs = filesystem(uri, endpoint_url)
     path = _path(uri)
-    folder = path.rstrip("/") if path.endswith("/") else path.rsplit("/", 1)[0]
-    try:
-        found = fs.find(folder, detail=True) if folder else {}
-    except FileNotFoundError:
-        return []
-    if not uri.startswith("s3://") and os.path.isfile(path):
-        found = {path: {"size": os.path.getsize(path), "type": "file"}}
-    objects = []
-    for key, info in sorted(found.items()):
-        if not key.startswith(path) or info.get("type") == "directory":
-            continue
-        objects.append(StoredObject(_uri(uri, key), relative_key(key, path), int(info.get("size") or 0)))
-    return objects
+    if not uri.startswith("s3://"):
+        if os.path.isfile(path):
+            return [StoredObject(uri, os.path.basename(path), os.path.getsize(path))]
+        found = fs.find(path, detail=True) if os.path.isdir(path) else {}
+    else:
+        folder, _, name = path.rstrip("/").rpartition("/") if not path.endswith("/") else (path.rstrip("/"), "", "")
+        try:
+            found = fs.find(folder or path, prefix=name, detail=True) if name else fs.find(path, detail=True)
+        except FileNotFoundError:
+            return []
+    return [
+        StoredObject(_uri(uri, key), relative_key(key, path), int(info.get("size") or 0))
+        for key, info in sorted(found.items())
+        if key.startswith(path) and info.get("type") != "directory"
+    ]
 
 
 def check_readable_prefix(uri: str, field: str, endpoint_url: str | None = None) -> None:

@@ -31,6 +31,8 @@ from dockyard.status import SecondaryStatus
 from infra import docker_engine, records
 from tasks.provision import ProvisionPlan, host_dirs
 
+# Poll fast at first (short jobs end fast), then settle at half a second.
+FIRST_POLL_SECONDS = 0.05
 POLL_SECONDS = 0.5
 LAST_LINES = 20
 STOP = "Stopped"
@@ -178,6 +180,7 @@ def _deadline(start: datetime | None, max_runtime: int) -> float:
 def _wait(containers: dict[str, str], home: str, name: str, deadline: float, lost_contact: float) -> str | None:
     """Wait until every container exits or a stop is due; returns the stop reason or None."""
     lost_since: float | None = None
+    pause = FIRST_POLL_SECONDS
     while True:
         try:
             running = [
@@ -198,7 +201,8 @@ def _wait(containers: dict[str, str], home: str, name: str, deadline: float, los
         requested = records.stop_requested(home, name)
         if requested:
             return requested
-        time.sleep(POLL_SECONDS)
+        time.sleep(pause)
+        pause = min(pause * 1.5, POLL_SECONDS)
 
 
 @task(name="monitor", cache_policy=NONE)
