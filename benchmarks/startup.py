@@ -52,8 +52,11 @@ def main() -> None:
     parser.add_argument("--sagemaker-python", help="a Python with sagemaker<3 installed")
     parser.add_argument("--write", action="store_true", help="write the figures to benchmarks/RESULTS.md")
     args = parser.parse_args()
-    subprocess.run(["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={BASE}", "-t", IMAGE,
-                    str(ROOT / "benchmarks/noop")], check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={BASE}", "-t", IMAGE, str(ROOT / "benchmarks/noop")],
+        check=True,
+        capture_output=True,
+    )
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     data = work / "data"
     data.mkdir()
@@ -71,10 +74,22 @@ def main() -> None:
         rows["dockyard: python -m flows.train"].append(timed(train, env))
         if args.sagemaker_python:
             sm_env = {**env, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
-            rows[sm].append(timed([args.sagemaker_python, str(ROOT / "benchmarks/noop/sagemaker_local.py"),
-                                   str(data), str(work / "sm-out")], sm_env))
-    subprocess.run([sys.executable, "-c", f"from infra.prefect_api import stop_server; stop_server('{work}/home')"],
-                   cwd=ROOT, check=True)
+            rows[sm].append(
+                timed(
+                    [
+                        args.sagemaker_python,
+                        str(ROOT / "benchmarks/noop/sagemaker_local.py"),
+                        str(data),
+                        str(work / "sm-out"),
+                    ],
+                    sm_env,
+                )
+            )
+    subprocess.run(
+        [sys.executable, "-c", f"from infra.prefect_api import stop_server; stop_server('{work}/home')"],
+        cwd=ROOT,
+        check=True,
+    )
     shutil.rmtree(work, ignore_errors=True)
     floor = statistics.median(rows["floor: docker run"])
     ours = statistics.median(rows["dockyard: python -m flows.train"])
@@ -83,8 +98,10 @@ def main() -> None:
         med = statistics.median(values)
         lines.append(f"| {name} | {med:.2f} | {min(values):.2f} | {med / floor:.1f} | {med / ours:.2f} |")
     table = "\n".join(lines)
-    note = (f"First dockyard run in a fresh DOCKYARD_HOME, starting the local Prefect server: {first:.1f} s. "
-            f"{args.runs} runs each, interleaved.")
+    note = (
+        f"First dockyard run in a fresh DOCKYARD_HOME, starting the local Prefect server: {first:.1f} s. "
+        f"{args.runs} runs each, interleaved."
+    )
     print(table + "\n\n" + note)
     if args.write:
         write_results(table, note, " ".join(["python", "benchmarks/startup.py", *sys.argv[1:]]))
@@ -94,10 +111,12 @@ def write_results(table: str, note: str, command: str) -> None:
     path = ROOT / "benchmarks" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     start, end = "<!-- startup:begin -->", "<!-- startup:end -->"
-    section = (f"{start}\n## Whole-process time of a do-nothing job\n\n"
-               f"`{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores:\n\n{table}\n\n{note}\n{end}")
+    section = (
+        f"{start}\n## Whole-process time of a do-nothing job\n\n"
+        f"`{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores:\n\n{table}\n\n{note}\n{end}"
+    )
     if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)

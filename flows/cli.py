@@ -113,3 +113,59 @@ def _run_flow(spec: dict[str, Any], home: str) -> dict[str, Any] | None:
         return dict(state.result())
     _say(f"the training flow ended {state.type.value} after {(datetime.now(UTC) - started).seconds} s: {state.message}")
     return None
+
+
+def _jobs(args: argparse.Namespace, home: str) -> int:
+    from dockyard.record import describe
+    from infra import records
+
+    if args.verb == "list":
+        folder = Path(home) / "jobs"
+        names = (
+            sorted(p.name for p in folder.iterdir() if (p / records.RECORD_FILE).exists()) if folder.exists() else []
+        )
+        for name in names:
+            r = records.load(home, name)
+            print(
+                f"{name:<63} {r.status.primary.value:<11} {r.status.secondary.value if r.status.secondary else '-':<26}"
+                f" {r.creation_time:%Y-%m-%d %H:%M:%S}"
+            )
+        return 0
+    record = records.load(home, args.name)
+    if args.verb == "describe":
+        print(json.dumps(describe(record), indent=2))
+    elif args.verb == "logs":
+        print((records.job_dir(home, args.name) / records.LOG_FILE).read_text(), end="")
+    elif args.verb == "stop":
+        if record.status.primary.value not in ("InProgress",):
+            _say(f"{args.name} is {record.status.primary.value}; nothing to stop")
+            return 1
+        records.request_stop(home, args.name, f"stop requested by {os.environ.get('USER', 'a user')}")
+        _say(f"asked {args.name} to stop; it uploads its artifacts and ends Stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `dockyard` command: train, and the control-plane verbs over job records."""
+    parser = argparse.ArgumentParser(prog="dockyard", description="Managed training jobs on your own hardware.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="run a training job (as python -m flows.train)", add_help=False)
+    jobs = sub.add_parser("jobs", help="list, describe, stop and read the logs of training jobs")
+    verbs = jobs.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("list", help="every job under DOCKYARD_HOME")
+    for verb, text in (
+        ("describe", "the DescribeTrainingJob record"),
+        ("stop", "stop a running job gracefully"),
+        ("logs", "the job's log"),
+    ):
+        verbs.add_parser(verb, help=text).add_argument("name")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        return run_training(argv[1:])
+    args = parser.parse_args(argv)
+    home = str(Settings.from_env(os.environ).home)
+    try:
+        return _jobs(args, home)
+    except DockyardError as exc:
+        _say(str(exc))
+        return 1

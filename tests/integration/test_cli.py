@@ -173,3 +173,40 @@ def test_a_sagemaker_create_training_job_request_runs_as_it_is(
     report = json.loads(members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["contract-algo-1.json"])
     assert report["config"]["inputdataconfig.json"]["train"]["ContentType"] == "text/csv"
     assert report["env"]["SM_NUM_CPUS"] == str(min(2, os.cpu_count() or 1))
+
+
+def test_dockyard_jobs_stop_from_another_process(home: str, tmp_path: Path, test_images: dict[str, str]) -> None:
+    job = probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": "300"})
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    name = job["training_job_name"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows.train", str(path), "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    dockyard = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        listing = subprocess.run([*dockyard, "jobs", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+        if name in listing and "Training" in listing:
+            break
+        time.sleep(0.3)
+    stop = subprocess.run([*dockyard, "jobs", "stop", name], cwd=ROOT, capture_output=True, text=True)
+    assert stop.returncode == 0, stop.stderr
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 3, err[-3000:]
+    described = json.loads(
+        subprocess.run(
+            [*dockyard, "jobs", "describe", name], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert described["TrainingJobStatus"] == "Stopped"
+    assert described["SecondaryStatusTransitions"][-1]["StatusMessage"].startswith(
+        "Training job stopped: stop requested"
+    )
+    logs = subprocess.run([*dockyard, "jobs", "logs", name], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "[algo-1] step=" in logs and "got SIGTERM, saved" in logs
