@@ -6,7 +6,6 @@ JobSpecError with one line per field problem.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from datetime import datetime
@@ -164,26 +163,30 @@ def _problem(err: Any) -> FieldProblem:
     return FieldProblem(path, f"{msg} — got {err.get('input')!r}", "fix the value")
 
 
-def parse_job(text: str, *, home: str, now: datetime, source: str = "job spec") -> TrainingJobSpec:
-    """Parse a job document (YAML or JSON; snake_case or a SageMaker request).
-
-    `${DOCKYARD_HOME}` in any string becomes `home`. A missing
-    training_job_name is generated from `base_job_name` or the algorithm.
+def parse_document(text: str, source: str = "job spec") -> dict[str, Any]:
+    """A job document's mapping, from YAML or JSON text.
 
     Raises:
-        JobSpecError: the document does not parse or does not validate.
+        JobSpecError: the text does not parse, or is not a mapping.
     """
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise JobSpecError(f"{source}: not valid YAML or JSON ({exc}) — fix the syntax") from None
     if not isinstance(doc, dict):
-        raise JobSpecError(f"{source}: must be a mapping of fields — see the spec reference in README.md")
-    return build_job(doc, home=home, now=now)
+        raise JobSpecError(f"{source}: must be a mapping of job fields — see the spec reference in README.md")
+    return doc
 
 
 def build_job(doc: dict[str, Any], *, home: str, now: datetime) -> TrainingJobSpec:
-    """Validate an already-parsed job document (see parse_job)."""
+    """Validate a parsed job document (snake_case or a SageMaker request) into a spec.
+
+    `${DOCKYARD_HOME}` in any string becomes `home`. A missing
+    training_job_name is generated from `base_job_name` or the algorithm.
+
+    Raises:
+        JobSpecError: one line per field problem.
+    """
     if looks_like_sagemaker_request(doc):
         doc, _ = from_sagemaker_request(doc)
     doc = _expand(dict(doc), home)
@@ -194,7 +197,3 @@ def build_job(doc: dict[str, Any], *, home: str, now: datetime) -> TrainingJobSp
         return TrainingJobSpec.model_validate(doc)
     except ValidationError as exc:
         raise JobSpecError([_problem(e) for e in exc.errors()]) from None
-
-
-def dump_job(spec: TrainingJobSpec) -> str:
-    return json.dumps(spec.model_dump(mode="json", exclude_none=True), indent=2)

@@ -15,10 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dockyard.errors import DockyardError, JobSpecError
-from dockyard.loading import looks_like_sagemaker_request
+from dockyard.loading import looks_like_sagemaker_request, parse_document
 from dockyard.settings import Settings
 
 EXIT_CODES = {"Completed": 0, "Failed": 1, "Stopped": 3}
@@ -29,18 +27,12 @@ def _say(message: str) -> None:
 
 
 def read_job_file(path: str) -> dict[str, Any]:
-    """Raises: JobSpecError when the file is missing or is not a mapping."""
+    """Raises: JobSpecError when the file is missing, does not parse or is not a mapping."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise JobSpecError(f"{path}: cannot read the job file ({exc.strerror}) — check the path") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise JobSpecError(f"{path}: not valid YAML or JSON ({exc}) — fix the syntax") from None
-    if not isinstance(doc, dict):
-        raise JobSpecError(f"{path}: must hold a mapping of job fields — see the spec reference in README.md")
-    return doc
+    return parse_document(text, path)
 
 
 def summary(body: dict[str, Any]) -> str:

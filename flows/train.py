@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, runtime
 from prefect.exceptions import TerminationSignal
 
-from dockyard.errors import DockyardError, JobSpecError
+from dockyard.errors import DockyardError
 from dockyard.settings import Settings
 from infra import records
 from tasks.monitor import Outcome, monitor
@@ -92,5 +92,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-__all__ = ["JobSpecError", "train"]

@@ -165,13 +165,3 @@ def write_text(uri: str, text: str, endpoint_url: str | None = None) -> None:
         os.makedirs(os.path.dirname(_path(uri)), exist_ok=True)
     with fs.open(_path(uri), "w") as f:
         f.write(text)
-
-
-def read_text(uri: str, endpoint_url: str | None = None) -> str:
-    fs = filesystem(uri, endpoint_url)
-    with fs.open(_path(uri), "r") as f:
-        return str(f.read())
-
-
-def exists(uri: str, endpoint_url: str | None = None) -> bool:
-    return bool(filesystem(uri, endpoint_url).exists(_path(uri)))

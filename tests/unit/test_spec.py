@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 
 from dockyard.errors import JobSpecError
-from dockyard.loading import build_job, from_sagemaker_request, generate_job_name, parse_job
+from dockyard.loading import build_job, from_sagemaker_request, generate_job_name, parse_document
 from dockyard.rules import HostFacts, check_job
 from dockyard.spec import JOB_NAME_PATTERN
 
@@ -152,6 +152,6 @@ def test_a_sagemaker_request_is_converted() -> None:
 
 def test_parse_errors_are_spec_errors() -> None:
     with pytest.raises(JobSpecError, match="not valid YAML"):
-        parse_job("a: [", home="/h", now=NOW)
+        parse_document("a: [")
     with pytest.raises(JobSpecError, match="must be a mapping"):
-        parse_job("- 1", home="/h", now=NOW)
+        parse_document("- 1")
