@@ -103,6 +103,17 @@ def _run_flow(spec: dict[str, Any], home: str) -> dict[str, Any] | None:
     state = train(spec, return_state=True)
     if state.is_completed():
         return dict(state.result())
+    from dockyard.record import describe
+    from dockyard.status import is_final
+    from infra import records
+
+    name = spec["training_job_name"]
+    record = records.load(home, name) if records.exists(home, name) else None
+    if record is not None and state.name == "Cancelling" and record.flow_run_id:
+        # The job honoured the cancellation and ended Stopped; close the run too.
+        prefect_api.mark_cancelled(record.flow_run_id, "the training job stopped")
+    if record is not None and is_final(record.status.secondary):
+        return describe(record)
     _say(f"the training flow ended {state.type.value} after {(datetime.now(UTC) - started).seconds} s: {state.message}")
     return None
 

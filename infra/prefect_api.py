@@ -120,3 +120,30 @@ def stop_server(home: str) -> bool:
         return False
     state_file(home).unlink(missing_ok=True)
     return True
+
+
+def cancel_requested(flow_run_id: str) -> bool:
+    """True when someone asked Prefect to cancel this flow run (UI, CLI or API).
+
+    A run started by a worker is also told by SIGTERM; a run started from the
+    command line learns it only by asking, which the monitor does.
+    """
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(flow_run_id)).state
+    return state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED)
+
+
+def mark_cancelled(flow_run_id: str, message: str) -> None:
+    """Move a flow run that honoured a cancellation request to Cancelled."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(flow_run_id), Cancelled(message=message), force=True)

@@ -8,9 +8,12 @@ connections are retried with exponential backoff and jitter.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from dockyard.errors import AlgorithmError, DockyardError, InfraError, JobSpecError, TransientInfraError
+from dockyard.settings import Settings
+from infra import records
 
 log = logging.getLogger("dockyard.retry")
 
@@ -74,14 +77,27 @@ def retry_if_transient(task: Any, _task_run: Any, state: Any) -> bool:
     except BaseException as exc:  # noqa: BLE001 - we classify whatever the task raised
         transient = is_transient(exc)
         if transient:
-            log.warning(
-                "%s hit a transient error (%s: %s); retrying with backoff",
-                getattr(task, "name", "task"),
-                type(exc).__name__,
-                exc,
+            _report_retry(
+                f"{getattr(task, 'name', 'task')} hit a transient error ({type(exc).__name__}: {exc}); "
+                "retrying with backoff"
             )
         return transient
     return False
+
+
+def _report_retry(message: str) -> None:
+    """To Prefect's run logger and, when the flow run is a job, the job's log."""
+    from prefect import runtime
+    from prefect.logging import get_run_logger
+
+    try:
+        get_run_logger().warning(message)
+    except Exception:  # noqa: BLE001 - outside a run context: plain logging
+        log.warning(message)
+    home = str(Settings.from_env(os.environ).home)
+    name = runtime.flow_run.name
+    if name and records.exists(home, name):
+        records.append_log(home, name, f"retry: {message}")
 
 
 RETRIES = 4

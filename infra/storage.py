@@ -27,10 +27,18 @@ def filesystem(uri: str, endpoint_url: str | None = None) -> Any:
     if uri.startswith("s3://"):
         import s3fs
 
-        kwargs: dict[str, Any] = {"use_listings_cache": False, "skip_instance_cache": True}
+        # One attempt per call in s3fs and botocore: a transient error surfaces to the
+        # task's retry policy, which logs every retry and backs off with jitter.
+        kwargs: dict[str, Any] = {
+            "use_listings_cache": False,
+            "skip_instance_cache": True,
+            "config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}},
+        }
         if endpoint_url:
             kwargs["endpoint_url"] = endpoint_url
-        return s3fs.S3FileSystem(**kwargs)
+        fs = s3fs.S3FileSystem(**kwargs)
+        fs.retries = 1
+        return fs
     return fsspec.filesystem("file")
 
 
@@ -139,11 +147,14 @@ def check_writable_location(uri: str, field: str, endpoint_url: str | None = Non
 
 
 def download(obj: StoredObject, local_path: str, endpoint_url: str | None = None) -> None:
-    """Copy one object to `local_path` and verify its size.
+    """Copy one object to `local_path` and verify its size; a copy of the right
+    size already there is kept, so a retried staging resumes.
 
     Raises:
         TransientInfraError: the copy came out at the wrong size.
     """
+    if os.path.isfile(local_path) and os.path.getsize(local_path) == obj.size:
+        return  # staged by an earlier attempt of the task
     os.makedirs(os.path.dirname(local_path), exist_ok=True)
     fs = filesystem(obj.uri, endpoint_url)
     fs.get_file(_path(obj.uri), local_path)

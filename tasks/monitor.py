@@ -28,12 +28,13 @@ from dockyard.errors import TransientInfraError
 from dockyard.record import MetricValue
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
-from infra import docker_engine, records
+from infra import docker_engine, prefect_api, records
 from tasks.provision import ProvisionPlan, host_dirs
 
 # Poll fast at first (short jobs end fast), then settle at half a second.
 FIRST_POLL_SECONDS = 0.05
 POLL_SECONDS = 0.5
+PREFECT_CHECK_SECONDS = 2.0  # how often to ask Prefect whether the run was cancelled
 LAST_LINES = 20
 STOP = "Stopped"
 MAX_RUNTIME = "MaxRuntimeExceeded"
@@ -177,10 +178,27 @@ def _deadline(start: datetime | None, max_runtime: int) -> float:
     return started + max_runtime
 
 
-def _wait(containers: dict[str, str], home: str, name: str, deadline: float, lost_contact: float) -> str | None:
+def _stop_reason(home: str, name: str, flow_run_id: str | None, ask_prefect: bool) -> str | None:
+    """A stop asked for through `dockyard jobs stop` or Prefect cancellation, if any."""
+    requested = records.stop_requested(home, name)
+    if requested:
+        return requested
+    if ask_prefect and flow_run_id:
+        try:
+            if prefect_api.cancel_requested(flow_run_id):
+                return "cancelled in Prefect"
+        except Exception:  # noqa: BLE001 - an unreachable API is no reason to stop training
+            return None
+    return None
+
+
+def _wait(
+    containers: dict[str, str], home: str, name: str, deadline: float, lost_contact: float, flow_run_id: str | None
+) -> str | None:
     """Wait until every container exits or a stop is due; returns the stop reason or None."""
     lost_since: float | None = None
     pause = FIRST_POLL_SECONDS
+    next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
     while True:
         try:
             running = [
@@ -198,7 +216,10 @@ def _wait(containers: dict[str, str], home: str, name: str, deadline: float, los
             return None
         if time.time() >= deadline:
             return MAX_RUNTIME
-        requested = records.stop_requested(home, name)
+        ask_prefect = time.monotonic() >= next_prefect_check
+        if ask_prefect:
+            next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
+        requested = _stop_reason(home, name, flow_run_id, ask_prefect)
         if requested:
             return requested
         time.sleep(pause)
@@ -226,9 +247,10 @@ def monitor(
     followers = [_Follower(h, cid, home, name, definitions, logger) for h, cid in containers.items()]
     for follower in followers:
         follower.start()
-    deadline = _deadline(records.load(home, name).training_start_time, spec.stopping_condition.max_runtime_in_seconds)
+    record = records.load(home, name)
+    deadline = _deadline(record.training_start_time, spec.stopping_condition.max_runtime_in_seconds)
     try:
-        stop_reason = _wait(containers, home, name, deadline, lost_contact_seconds)
+        stop_reason = _wait(containers, home, name, deadline, lost_contact_seconds, record.flow_run_id)
     except (KeyboardInterrupt, TerminationSignal) as interrupt:
         stop_reason = "interrupted by Ctrl-C" if isinstance(interrupt, KeyboardInterrupt) else "SIGTERM"
     if stop_reason is not None:

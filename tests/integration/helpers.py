@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tarfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def unique(prefix: str) -> str:
@@ -52,6 +59,48 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
     with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
         return dict(train(spec))
+
+
+def start_cli(job: dict[str, Any], folder: Path) -> subprocess.Popen[str]:
+    """`python -m flows.train job.yaml --json` in the background."""
+    path = folder / f"{job['training_job_name']}.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.train", str(path), "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+
+
+def wait_for_status(home: str, name: str, secondary: str, timeout: float = 120) -> dict[str, Any]:
+    """Wait until the job's record shows `secondary`; returns the record."""
+    path = Path(home) / "jobs" / name / "record.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists():
+            record = json.loads(path.read_text())
+            if record["status"]["secondary"] == secondary:
+                return dict(record)
+        time.sleep(0.2)
+    raise AssertionError(f"{name} did not reach {secondary} in {timeout} s")
+
+
+def run_example(folder: str, home: str) -> dict[str, Any]:
+    """Make an example's data and run its job.yaml through the command line."""
+    env = {**os.environ, "DOCKYARD_HOME": home}
+    subprocess.run([sys.executable, str(ROOT / folder / "make_data.py")], check=True, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.train", f"{folder}/job.yaml", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(json.loads(result.stdout))
 
 
 def members(archive: Path) -> dict[str, bytes]:

@@ -16,7 +16,7 @@ import yaml
 
 from infra import docker_engine
 from tests.conftest import ROOT
-from tests.integration.helpers import local, members, probe_job, write_files
+from tests.integration.helpers import local, members, probe_job, start_cli, wait_for_status, write_files
 
 pytestmark = pytest.mark.integration
 
@@ -103,22 +103,8 @@ def test_a_second_run_of_a_finished_job_name_is_refused(home: str, tmp_path: Pat
 
 def test_ctrl_c_stops_the_job_gracefully_with_artifacts(home: str, tmp_path: Path, test_images: dict[str, str]) -> None:
     job = probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": "300"})
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flows.train", str(path), "--json"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
-    record = Path(home) / "jobs" / job["training_job_name"] / "record.json"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if record.exists() and json.loads(record.read_text())["status"]["secondary"] == "Training":
-            break
-        time.sleep(0.2)
+    process = start_cli(job, tmp_path)
+    wait_for_status(home, job["training_job_name"], "Training")
     time.sleep(1.5)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
@@ -177,17 +163,8 @@ def test_a_sagemaker_create_training_job_request_runs_as_it_is(
 
 def test_dockyard_jobs_stop_from_another_process(home: str, tmp_path: Path, test_images: dict[str, str]) -> None:
     job = probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": "300"})
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job))
     name = job["training_job_name"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flows.train", str(path), "--json"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
+    process = start_cli(job, tmp_path)
     dockyard = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -210,3 +187,26 @@ def test_dockyard_jobs_stop_from_another_process(home: str, tmp_path: Path, test
     )
     logs = subprocess.run([*dockyard, "jobs", "logs", name], cwd=ROOT, capture_output=True, text=True).stdout
     assert "[algo-1] step=" in logs and "got SIGTERM, saved" in logs
+
+
+def test_cancelling_the_flow_run_in_prefect_stops_the_job(
+    home: str, tmp_path: Path, test_images: dict[str, str]
+) -> None:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    job = probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": "300"})
+    process = start_cli(job, tmp_path)
+    record = wait_for_status(home, job["training_job_name"], "Training")
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(record["flow_run_id"]), Cancelling(), force=True)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 3, err[-3000:]
+    body = json.loads(out)
+    assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Stopped", "Stopped")
+    assert body["SecondaryStatusTransitions"][-1]["StatusMessage"] == "Training job stopped: cancelled in Prefect"
+    assert members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["stopped.txt"] == b"stopped by SIGTERM"
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(UUID(record["flow_run_id"])).state.name == "Cancelled"  # type: ignore[union-attr]

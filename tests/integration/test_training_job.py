@@ -3,34 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.integration.helpers import channel, local, members, probe_job, read_json, run_job, write_files
+from tests.integration.helpers import (
+    channel,
+    local,
+    members,
+    probe_job,
+    read_json,
+    run_example,
+    run_job,
+    write_files,
+)
 
 pytestmark = pytest.mark.integration
 
 
 def test_xgboost_example_completes_and_its_model_predicts(home: str) -> None:
-    subprocess.run(
-        [sys.executable, str(ROOT / "examples/xgboost-breast-cancer/make_data.py")],
-        check=True,
-        env={**os.environ, "DOCKYARD_HOME": home},
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.train", "examples/xgboost-breast-cancer/job.yaml", "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    body = json.loads(result.stdout)
+    body = run_example("examples/xgboost-breast-cancer", home)
     assert body["TrainingJobStatus"] == "Completed"
     assert [t["Status"] for t in body["SecondaryStatusTransitions"]] == [
         "Starting",
@@ -163,19 +156,6 @@ def test_sagemaker_training_toolkit_container_runs_unchanged(
 
 @pytest.mark.usefixtures("test_images")
 def test_bring_your_own_container_example(home: str) -> None:
-    subprocess.run(
-        [sys.executable, str(ROOT / "examples/byo-container/make_data.py")],
-        check=True,
-        env={**os.environ, "DOCKYARD_HOME": home},
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.train", "examples/byo-container/job.yaml", "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    body = json.loads(result.stdout)
+    body = run_example("examples/byo-container", home)
     weights = json.loads(members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["model.json"])["weights"]
     assert weights == pytest.approx([3, -2, 1], abs=0.1)
