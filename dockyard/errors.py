@@ -52,5 +52,13 @@ class AlgorithmError(DockyardError):
     """The training container exited non-zero: the user's code failed."""
 
 
+class SpotInterruption(DockyardError):
+    """Spot capacity is being taken back: the job must yield its instances."""
+
+    def __init__(self, event: str, notice_seconds: float) -> None:
+        self.event, self.notice_seconds = event, notice_seconds
+        super().__init__(f"spot capacity reclaimed ({event}; {notice_seconds:g} s notice)")
+
+
 class StatusTransitionError(DockyardError):
     """A status change that the transition table does not allow."""

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from dockyard.contract import job_arn
 from dockyard.instances import INSTANCE_TYPES
 from dockyard.spec import TrainingJobSpec
+from dockyard.spot import Attempt, billable_seconds
 from dockyard.status import JobStatus, SecondaryStatus, apply_transition
 
 
@@ -25,6 +26,16 @@ class MetricValue(BaseModel):
     value: float
     timestamp: datetime
     host: str = "algo-1"
+
+
+class SpotEvent(BaseModel):
+    """One spot interruption the job went through."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event: str
+    at: datetime
+    status: str  # the secondary status it hit
 
 
 class JobRecord(BaseModel):
@@ -43,6 +54,9 @@ class JobRecord(BaseModel):
     training_image: str | None = None
     training_image_digest: str | None = None
     flow_run_id: str | None = None
+    attempts: tuple[Attempt, ...] = ()
+    spot_events: tuple[SpotEvent, ...] = ()
+    spot_price_ratio: float | None = None  # set for managed spot jobs
 
     @property
     def name(self) -> str:
@@ -62,13 +76,35 @@ class JobRecord(BaseModel):
             return None
         return max(1, math.ceil((self.training_end_time - self.training_start_time).total_seconds()))
 
-    def cost_usd(self) -> float | None:
-        """What the billable time would cost on demand, for all instances."""
+    def billable_seconds(self) -> int | None:
+        """SageMaker's BillableTimeInSeconds: the training time on demand; for
+        managed spot, the instances' running time scaled by the spot price."""
         seconds = self.training_seconds()
+        if seconds is None or self.spot_price_ratio is None or not self.attempts:
+            return seconds
+        return min(
+            seconds,
+            billable_seconds(self.attempts, self.spot_price_ratio, self.training_end_time or self.creation_time),
+        )
+
+    def _usd(self, seconds: int | None) -> float | None:
         itype = INSTANCE_TYPES.get(self.spec.resource_config.instance_type)
         if seconds is None or itype is None:
             return None
         return round(seconds / 3600 * itype.price_per_hour * self.spec.resource_config.instance_count, 6)
+
+    def cost_usd(self) -> float | None:
+        """What the billable time costs at the instance type's on-demand price, all instances."""
+        return self._usd(self.billable_seconds())
+
+    def spot_savings(self) -> tuple[float, float] | None:
+        """(percent, USD) saved against running the same time on demand, or None."""
+        training, billable = self.training_seconds(), self.billable_seconds()
+        if self.spot_price_ratio is None or not training or billable is None:
+            return None
+        return round((1 - billable / training) * 100, 1), round(
+            (self._usd(training) or 0) - (self._usd(billable) or 0), 6
+        )
 
 
 _SPECIAL = {
@@ -131,11 +167,21 @@ def describe(record: JobRecord) -> dict[str, Any]:
         "OutputArtifacts": record.output_artifacts,
         "TrainingImageDigest": record.training_image_digest,
         "TrainingTimeInSeconds": seconds,
-        "BillableTimeInSeconds": seconds,
-        "OnDemandCostUSD": record.cost_usd(),
+        "BillableTimeInSeconds": record.billable_seconds(),
+        "CostUSD": record.cost_usd(),
         "FailureReason": record.failure_reason,
         "PrefectFlowRunId": record.flow_run_id,
     }
+    savings = record.spot_savings()
+    if savings is not None:
+        body["SpotSavingsPercent"], body["SpotSavingsUSD"] = savings
+        body["SpotInterruptions"] = [
+            {"Event": e.event, "Time": _iso(e.at), "DuringStatus": e.status} for e in record.spot_events
+        ]
+    if record.attempts:
+        body["Attempts"] = [
+            {"StartTime": _iso(a.start), "EndTime": _iso(a.end), "EndedBy": a.ended_by} for a in record.attempts
+        ]
     algo = body.setdefault("AlgorithmSpecification", {})
     if record.training_image:
         algo.setdefault("TrainingImage", record.training_image)

@@ -160,11 +160,39 @@ def _channels(spec: TrainingJobSpec) -> list[FieldProblem]:
 
 def _managed(spec: TrainingJobSpec) -> list[FieldProblem]:
     problems = []
-    if spec.enable_managed_spot_training:
+    stop = spec.stopping_condition
+    if spec.enable_managed_spot_training and stop.max_wait_time_in_seconds is None:
         problems.append(
-            FieldProblem("enable_managed_spot_training", f"managed spot training is {NOT_YET}", "set it to false")
+            FieldProblem(
+                "stopping_condition.max_wait_time_in_seconds",
+                "required for managed spot training",
+                f"set it to at least max_runtime_in_seconds ({stop.max_runtime_in_seconds})",
+            )
         )
-    if spec.stopping_condition.max_wait_time_in_seconds is not None and not spec.enable_managed_spot_training:
+    if (
+        spec.enable_managed_spot_training
+        and (stop.max_wait_time_in_seconds or 0)
+        and (stop.max_wait_time_in_seconds or 0) < stop.max_runtime_in_seconds
+    ):
+        problems.append(
+            FieldProblem(
+                "stopping_condition.max_wait_time_in_seconds",
+                f"{stop.max_wait_time_in_seconds} is less than max_runtime_in_seconds ({stop.max_runtime_in_seconds})",
+                "make it at least as long as the runtime",
+            )
+        )
+    if spec.checkpoint_config is not None:
+        path = spec.checkpoint_config.local_path
+        taken = ("/opt/ml/input", "/opt/ml/model", "/opt/ml/output")
+        if not path.startswith("/") or any(path == t or path.startswith(t + "/") for t in taken) or path == "/opt/ml":
+            problems.append(
+                FieldProblem(
+                    "checkpoint_config.local_path",
+                    f"'{path}' cannot hold checkpoints",
+                    "use an absolute path outside /opt/ml/input, model and output (default /opt/ml/checkpoints)",
+                )
+            )
+    if stop.max_wait_time_in_seconds is not None and not spec.enable_managed_spot_training:
         problems.append(
             FieldProblem(
                 "stopping_condition.max_wait_time_in_seconds",
@@ -172,10 +200,6 @@ def _managed(spec: TrainingJobSpec) -> list[FieldProblem]:
                 "drop it, or enable managed spot training",
             )
         )
-    if spec.checkpoint_config is not None:
-        problems.append(FieldProblem("checkpoint_config", f"checkpoint sync is {NOT_YET}", "drop checkpoint_config"))
-    if spec.retry_strategy is not None:
-        problems.append(FieldProblem("retry_strategy", f"retry_strategy is {NOT_YET}", "drop retry_strategy"))
     metric_names = [m.name for m in spec.algorithm_specification.metric_definitions]
     twice = sorted({n for n in metric_names if metric_names.count(n) > 1})
     if twice:

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, runtime
 from prefect.exceptions import TerminationSignal
 
-from dockyard.errors import DockyardError
+from dockyard.errors import DockyardError, SpotInterruption
 from dockyard.settings import Settings
 from infra import records
-from tasks.monitor import Outcome, monitor
+from infra.retry import is_transient
+from tasks.monitor import INTERRUPTED, MAX_WAIT, Outcome, monitor
 from tasks.persist import finalize, persist
-from tasks.provision import provision
+from tasks.provision import MaxWaitExceeded, provision, reclaim, wait_for_capacity
 from tasks.pull_image import pull_image
 from tasks.run import run
 from tasks.stage_data import stage_data
@@ -41,44 +43,91 @@ def _run_name() -> str:
     return str(job.get("training_job_name") or "train") if isinstance(job, dict) else "train"
 
 
-@flow(name="train", flow_run_name=_run_name, log_prints=True)
-def train(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one training job to a final status; returns its DescribeTrainingJob record.
+@dataclass(frozen=True)
+class _AttemptResult:
+    """How one attempt ended: a final outcome, or a reason to restart."""
 
-    `job` is the spec as a mapping (snake_case, or a CreateTrainingJob body).
-    Raises JobSpecError, creating nothing, when the spec cannot run here.
-    """
-    settings = Settings.from_env(os.environ)
+    outcome: Outcome | None
+    provisioned: dict[str, Any] | None
+    restart_reason: str = ""
+    interrupted: bool = False  # a spot interruption, not an infrastructure fault
+
+
+def _attempt(spec: dict[str, Any], settings: Settings, may_restart: bool) -> _AttemptResult:
+    """One go at the job on fresh instances, from capacity to uploaded artifacts."""
     home, endpoint = str(settings.home), settings.s3_endpoint_url
-    spec = validate(job, home, endpoint, str(runtime.flow_run.id) if runtime.flow_run.id else None)
     name = spec["training_job_name"]
     provisioned: dict[str, Any] | None = None
     containers: dict[str, str] | None = None
-    outcome: Outcome
     try:
+        wait_for_capacity(spec, home)
         provisioned = provision(spec, home)
         stage_data(spec, provisioned, home, endpoint, settings.staging_concurrency)
         image = pull_image(spec, home, settings.base_image)
         containers = run(spec, provisioned, image["image"], home)
         outcome = Outcome.model_validate(
             monitor(
-                spec, provisioned, containers, home, settings.stop_grace_seconds, settings.monitor_lost_contact_seconds
+                spec,
+                provisioned,
+                containers,
+                home,
+                settings.stop_grace_seconds,
+                settings.monitor_lost_contact_seconds,
+                endpoint,
             )
         )
+        if outcome.status == INTERRUPTED:
+            return _AttemptResult(None, provisioned, outcome.message, interrupted=True)
+    except SpotInterruption as exc:
+        return _AttemptResult(None, provisioned, str(exc), interrupted=True)
+    except MaxWaitExceeded as exc:
+        return _AttemptResult(Outcome(status=MAX_WAIT, message=str(exc)), provisioned)
     except (KeyboardInterrupt, TerminationSignal):
-        outcome = Outcome(status="Stopped", message="Training job stopped before training began")
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a final status here
+        outcome = Outcome(status="Stopped", message="Training job stopped before training ended")
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a final status or a restart here
+        if may_restart and is_transient(exc):
+            return _AttemptResult(None, provisioned, f"{type(exc).__name__}: {exc}")
         outcome = _failure(exc)
         records.append_log(home, name, f"error: {outcome.failure_reason}")
-    if provisioned is not None and containers is not None:
+    if containers is not None and provisioned is not None:
         # As SageMaker does, whatever the containers left is uploaded, however they ended.
         try:
             persist(spec, provisioned, home, endpoint)
+        except SpotInterruption as exc:
+            if outcome.status == "Completed":
+                return _AttemptResult(None, provisioned, str(exc), interrupted=True)
+            records.append_log(home, name, f"error: uploading artifacts was interrupted: {exc}")
         except Exception as exc:  # noqa: BLE001
             if outcome.status == "Completed":
                 outcome = _failure(exc)
             records.append_log(home, name, f"error: uploading artifacts failed: {exc}")
-    scratch = provisioned["scratch_root"] if provisioned else os.path.join(home, "scratch", name)
+    return _AttemptResult(outcome, provisioned)
+
+
+@flow(name="train", flow_run_name=_run_name, log_prints=True)
+def train(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one training job to a final status; returns its DescribeTrainingJob record.
+
+    `job` is the spec as a mapping (snake_case, or a CreateTrainingJob body).
+    Spot interruptions restart it from its checkpoints, within max_wait;
+    infrastructure faults do, up to retry_strategy.maximum_retry_attempts.
+    Raises JobSpecError, creating nothing, when the spec cannot run here.
+    """
+    settings = Settings.from_env(os.environ)
+    home, endpoint = str(settings.home), settings.s3_endpoint_url
+    spec = validate(job, home, endpoint, str(runtime.flow_run.id) if runtime.flow_run.id else None)
+    name = spec["training_job_name"]
+    retry = spec.get("retry_strategy") or {}
+    restarts_left = int(retry.get("maximum_retry_attempts", 0))
+    while True:
+        result = _attempt(spec, settings, may_restart=restarts_left > 0)
+        scratch = result.provisioned["scratch_root"] if result.provisioned else os.path.join(home, "scratch", name)
+        if result.outcome is not None:
+            break
+        if not result.interrupted:
+            restarts_left -= 1
+        reclaim(spec, home, scratch, result.restart_reason, result.interrupted)
+    outcome = result.outcome
     return finalize(
         spec, outcome.status, outcome.message or outcome.status, outcome.failure_reason, home, endpoint, scratch
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dockyard.errors import DockyardError
 from dockyard.record import JobRecord, MetricValue
+from dockyard.spot import Attempt
 from dockyard.status import SecondaryStatus
 
 RECORD_FILE = "record.json"
@@ -67,6 +68,22 @@ def update(home: str, name: str, **fields: object) -> JobRecord:
     record = load(home, name).model_copy(update={**fields, "last_modified_time": now()})
     save(home, record)
     return record
+
+
+def start_attempt(home: str, name: str) -> None:
+    """A new stretch of running instances begins (the last one, if open, ends)."""
+    record = load(home, name)
+    attempts = list(record.attempts)
+    if attempts and attempts[-1].end is None:
+        attempts[-1] = attempts[-1].model_copy(update={"end": now(), "ended_by": "orchestrator restarted"})
+    save(home, record.model_copy(update={"attempts": (*attempts, Attempt(start=now()))}))
+
+
+def end_attempt(home: str, name: str, ended_by: str = "") -> None:
+    record = load(home, name)
+    if record.attempts and record.attempts[-1].end is None:
+        last = record.attempts[-1].model_copy(update={"end": now(), "ended_by": ended_by})
+        save(home, record.model_copy(update={"attempts": (*record.attempts[:-1], last)}))
 
 
 def append_log(home: str, name: str, line: str) -> None:

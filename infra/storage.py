@@ -6,6 +6,7 @@ filesystem inside, so Prefect tasks never carry a client.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -176,3 +177,8 @@ def write_text(uri: str, text: str, endpoint_url: str | None = None) -> None:
         os.makedirs(os.path.dirname(_path(uri)), exist_ok=True)
     with fs.open(_path(uri), "w") as f:
         f.write(text)
+
+
+def delete(uri: str, endpoint_url: str | None = None) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        filesystem(uri, endpoint_url).rm_file(_path(uri))

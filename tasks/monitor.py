@@ -14,7 +14,6 @@ import re
 import threading
 import time
 from collections import deque
-from datetime import datetime
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -24,11 +23,13 @@ from pydantic import BaseModel, ConfigDict
 
 from dockyard import contract
 from dockyard.algorithms import metric_definitions_of
-from dockyard.errors import TransientInfraError
-from dockyard.record import MetricValue
+from dockyard.errors import SpotInterruption, TransientInfraError
+from dockyard.record import JobRecord, MetricValue
 from dockyard.spec import TrainingJobSpec
+from dockyard.spot import running_seconds
 from dockyard.status import SecondaryStatus
-from infra import docker_engine, prefect_api, records
+from infra import docker_engine, prefect_api, records, spot
+from infra.checkpoint_sync import CheckpointSync
 from tasks.provision import ProvisionPlan, host_dirs
 
 # Poll fast at first (short jobs end fast), then settle at half a second.
@@ -38,6 +39,8 @@ PREFECT_CHECK_SECONDS = 2.0  # how often to ask Prefect whether the run was canc
 LAST_LINES = 20
 STOP = "Stopped"
 MAX_RUNTIME = "MaxRuntimeExceeded"
+MAX_WAIT = "MaxWaitTimeExceeded"
+INTERRUPTED = "Interrupted"
 
 
 class HostExit(BaseModel):
@@ -55,7 +58,7 @@ class Outcome(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    status: str  # Completed | Failed | Stopped | MaxRuntimeExceeded
+    status: str  # Completed | Failed | Stopped | MaxRuntimeExceeded | MaxWaitTimeExceeded | Interrupted
     failure_reason: str | None = None
     message: str = ""
 
@@ -93,6 +96,10 @@ def plan_outcome(exits: list[HostExit], stop_reason: str | None) -> Outcome:
     """Decide the outcome from every host's exit and any stop that was asked for."""
     if stop_reason == MAX_RUNTIME:
         return Outcome(status=MAX_RUNTIME, message="Training job reached its MaxRuntimeInSeconds and was stopped")
+    if stop_reason == MAX_WAIT:
+        return Outcome(status=MAX_WAIT, message="Training job reached its MaxWaitTimeInSeconds and was stopped")
+    if stop_reason is not None and stop_reason.startswith(INTERRUPTED):
+        return Outcome(status=INTERRUPTED, message=stop_reason.removeprefix(f"{INTERRUPTED}: "))
     if stop_reason is not None:
         return Outcome(status=STOP, message=f"Training job stopped: {stop_reason}")
     failed = [e for e in exits if e.exit_code != 0]
@@ -173,9 +180,17 @@ def _read_failure(scratch: str) -> str | None:
         return None
 
 
-def _deadline(start: datetime | None, max_runtime: int) -> float:
-    started = start.timestamp() if start else time.time()
-    return started + max_runtime
+def _deadlines(spec: TrainingJobSpec, record: JobRecord) -> tuple[float, float | None]:
+    """(runtime deadline, max-wait deadline) as epoch seconds.
+
+    Runtime counts the instances' running time over every attempt, so pending
+    for spot capacity does not use it up; max wait counts from the job's creation.
+    """
+    now = records.now()
+    budget = spec.stopping_condition.max_runtime_in_seconds - running_seconds(record.attempts, now)
+    wait = spec.stopping_condition.max_wait_time_in_seconds
+    max_wait = record.creation_time.timestamp() + wait if spec.enable_managed_spot_training and wait else None
+    return now.timestamp() + budget, max_wait
 
 
 def _stop_reason(home: str, name: str, flow_run_id: str | None, ask_prefect: bool) -> str | None:
@@ -192,38 +207,68 @@ def _stop_reason(home: str, name: str, flow_run_id: str | None, ask_prefect: boo
     return None
 
 
-def _wait(
-    containers: dict[str, str], home: str, name: str, deadline: float, lost_contact: float, flow_run_id: str | None
-) -> str | None:
-    """Wait until every container exits or a stop is due; returns the stop reason or None."""
-    lost_since: float | None = None
-    pause = FIRST_POLL_SECONDS
-    next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
-    while True:
-        try:
-            running = [
-                h for h, cid in containers.items() if docker_engine.state(cid).get("Status") not in ("exited", "dead")
-            ]
-            lost_since = None
-        except Exception as exc:
-            lost_since = lost_since or time.monotonic()
-            if time.monotonic() - lost_since > lost_contact:
-                raise TransientInfraError(
-                    f"lost contact with the Docker engine for {lost_contact:.0f} s: {exc}"
-                ) from exc
-            running = list(containers)
-        if not running:
-            return None
-        if time.time() >= deadline:
-            return MAX_RUNTIME
-        ask_prefect = time.monotonic() >= next_prefect_check
-        if ask_prefect:
-            next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
-        requested = _stop_reason(home, name, flow_run_id, ask_prefect)
-        if requested:
-            return requested
-        time.sleep(pause)
-        pause = min(pause * 1.5, POLL_SECONDS)
+class _Watch:
+    """Waits until every container exits or a stop is due."""
+
+    def __init__(self, containers: dict[str, str], home: str, name: str, lost_contact: float) -> None:
+        self.containers, self.home, self.name, self.lost_contact = containers, home, name, lost_contact
+        self.lost_contact_seen = False  # the engine was unreachable at some point
+        self.notice_seconds: float | None = None  # set by a spot interruption
+
+    def running(self) -> list[str]:
+        return [
+            h for h, cid in self.containers.items() if docker_engine.state(cid).get("Status") not in ("exited", "dead")
+        ]
+
+    def wait(self, deadline: float, max_wait: float | None, flow_run_id: str | None) -> str | None:
+        """Returns the stop reason, or None when the containers ended on their own."""
+        lost_since: float | None = None
+        pause = FIRST_POLL_SECONDS
+        next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
+        while True:
+            try:
+                running = self.running()
+                lost_since = None
+            except TransientInfraError:
+                raise
+            except Exception as exc:
+                self.lost_contact_seen = True
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > self.lost_contact:
+                    raise TransientInfraError(
+                        f"lost contact with the Docker engine for {self.lost_contact:.0f} s: {exc}"
+                    ) from exc
+                running = list(self.containers)
+            if not running:
+                return None
+            if time.time() >= deadline:
+                return MAX_RUNTIME
+            if max_wait is not None and time.time() >= max_wait:
+                return MAX_WAIT
+            try:
+                spot.check(self.home, self.name)
+            except SpotInterruption as notice:
+                self.notice_seconds = notice.notice_seconds
+                return f"{INTERRUPTED}: {notice}"
+            ask_prefect = time.monotonic() >= next_prefect_check
+            if ask_prefect:
+                next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
+            requested = _stop_reason(self.home, self.name, flow_run_id, ask_prefect)
+            if requested:
+                return requested
+            time.sleep(pause)
+            pause = min(pause * 1.5, POLL_SECONDS)
+
+
+def _checkpoint_syncs(provisioned: ProvisionPlan, endpoint_url: str | None, report: Any) -> list[CheckpointSync]:
+    syncs = [
+        CheckpointSync(host_dirs(h.scratch)["checkpoints"], h.checkpoint_uri, endpoint_url, report)
+        for h in provisioned.hosts
+        if h.checkpoint_uri
+    ]
+    for sync in syncs:
+        sync.start()
+    return syncs
 
 
 @task(name="monitor", cache_policy=NONE)
@@ -234,31 +279,52 @@ def monitor(
     home: str,
     grace_seconds: float,
     lost_contact_seconds: float,
+    endpoint_url: str | None = None,
 ) -> dict[str, Any]:
     """Watch the containers until they end; returns the Outcome.
 
     Not retried: a second watcher would see the same containers.
+
+    Raises:
+        TransientInfraError: the engine went away and took the containers with it.
     """
     logger = get_run_logger()
     spec = TrainingJobSpec.model_validate(spec_json)
     provisioned = ProvisionPlan.model_validate(provision_json)
     name = spec.training_job_name
+
+    def report(message: str) -> None:
+        logger.info(message)
+        records.append_log(home, name, message)
+
     definitions = compile_definitions(spec)
     followers = [_Follower(h, cid, home, name, definitions, logger) for h, cid in containers.items()]
     for follower in followers:
         follower.start()
+    syncs = _checkpoint_syncs(provisioned, endpoint_url, report)
     record = records.load(home, name)
-    deadline = _deadline(record.training_start_time, spec.stopping_condition.max_runtime_in_seconds)
+    deadline, max_wait = _deadlines(spec, record)
+    watch = _Watch(containers, home, name, lost_contact_seconds)
     try:
-        stop_reason = _wait(containers, home, name, deadline, lost_contact_seconds, record.flow_run_id)
+        stop_reason = watch.wait(deadline, max_wait, record.flow_run_id)
     except (KeyboardInterrupt, TerminationSignal) as interrupt:
         stop_reason = "interrupted by Ctrl-C" if isinstance(interrupt, KeyboardInterrupt) else "SIGTERM"
     if stop_reason is not None:
-        records.transition(home, name, SecondaryStatus.STOPPING, f"Stopping: {stop_reason}")
-        logger.info(f"stopping {len(containers)} container(s): SIGTERM, SIGKILL after {grace_seconds:g} s")
-        _stop_all(list(containers.values()), grace_seconds)
+        grace = grace_seconds
+        if watch.notice_seconds is not None:
+            grace = watch.notice_seconds  # the reclaim comes when the notice runs out
+        else:
+            records.transition(home, name, SecondaryStatus.STOPPING, f"Stopping: {stop_reason}")
+        report(f"stopping {len(containers)} container(s): SIGTERM, SIGKILL after {grace:g} s")
+        _stop_all(list(containers.values()), grace)
     for follower in followers:
         follower.join(timeout=10)
+    for sync in syncs:
+        uploaded, deleted = sync.final_sync()
+        report(
+            f"checkpoints synced to {sync.uri}: {sync.uploads} upload(s) in all, "
+            f"{uploaded} at the final sync, {deleted} deletion(s)"
+        )
     exits = []
     scratch = {h.host: h.scratch for h in provisioned.hosts}
     for follower in followers:
@@ -272,6 +338,8 @@ def monitor(
                 last_lines=tuple(follower.last_lines),
             )
         )
+    if watch.lost_contact_seen and stop_reason is None and any(e.exit_code != 0 for e in exits):
+        raise TransientInfraError("the Docker engine went away during training and took the containers with it")
     outcome = plan_outcome(exits, stop_reason)
-    logger.info(f"containers ended: {outcome.message}")
+    report(f"containers ended: {outcome.message}")
     return outcome.model_dump()

@@ -24,7 +24,7 @@ from dockyard import contract
 from dockyard.record import JobRecord, MetricValue, describe
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus, path_to_final
-from infra import records, storage
+from infra import records, spot, storage
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan, host_dirs, remove_instances
 
@@ -98,6 +98,7 @@ def persist(
     plan = plan_persist(spec, {h.host: h.scratch for h in provisioned.hosts})
     with tempfile.TemporaryDirectory(prefix="dockyard-persist-") as tmp:
         for sources, uri in ((plan.model_sources, plan.model_uri), (plan.output_sources, plan.output_uri)):
+            spot.check(home, name)  # capacity may be taken back mid-upload
             archive = os.path.join(tmp, uri.rsplit("/", 1)[1])
             count, clashes = pack(sources, archive)
             if clashes:
@@ -151,6 +152,7 @@ def finalize(
     """
     spec = TrainingJobSpec.model_validate(spec_json)
     name = spec.training_job_name
+    records.end_attempt(home, name)
     record = records.load(home, name)
     steps = path_to_final(record.status.secondary, SecondaryStatus(final_status))
     if steps:

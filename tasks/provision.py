@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -17,9 +18,11 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard import contract
+from dockyard.errors import DockyardError
 from dockyard.rules import HostFacts, instance_type_of
 from dockyard.spec import TrainingJobSpec
-from infra import docker_engine, records
+from dockyard.status import SecondaryStatus
+from infra import docker_engine, records, spot
 from infra.retry import task_retry_options
 
 GIB = 1024**3
@@ -38,6 +41,7 @@ class HostPlan(BaseModel):
     nano_cpus: int | None
     mem_limit: int | None
     gpu_device_ids: list[str] | None  # None: no GPUs; []: all of them
+    checkpoint_uri: str | None  # where this host's checkpoints are synced, if anywhere
 
 
 class ProvisionPlan(BaseModel):
@@ -82,6 +86,15 @@ def _gpus(spec: TrainingJobSpec, host: HostFacts, index: int) -> tuple[int, list
     return wanted, [str(i) for i in range(wanted)]
 
 
+def checkpoint_uri(spec: TrainingJobSpec, host: str) -> str | None:
+    """The checkpoint URI of one host: the configured one for a single instance,
+    a folder per host for several, so their files never overwrite each other."""
+    if spec.checkpoint_config is None:
+        return None
+    uri = spec.checkpoint_config.s3_uri.rstrip("/")
+    return uri if spec.resource_config.instance_count == 1 else f"{uri}/{host}"
+
+
 def plan_provision(spec: TrainingJobSpec, host: HostFacts, scratch_root: str) -> ProvisionPlan:
     """The instances of a job: per-host folders, limits, config and environment."""
     name = spec.training_job_name
@@ -103,6 +116,7 @@ def plan_provision(spec: TrainingJobSpec, host: HostFacts, scratch_root: str) ->
                 nano_cpus=nano_cpus,
                 mem_limit=mem_limit,
                 gpu_device_ids=device_ids,
+                checkpoint_uri=checkpoint_uri(spec, current),
             )
         )
     return ProvisionPlan(
@@ -143,6 +157,54 @@ def remove_instances(job_name: str, scratch_root: str) -> int:
     return removed
 
 
+class MaxWaitExceeded(DockyardError):
+    """No spot capacity came within stopping_condition.max_wait_time_in_seconds."""
+
+
+@task(name="wait-for-capacity", cache_policy=NONE)
+def wait_for_capacity(spec_json: dict[str, Any], home: str) -> None:
+    """Wait, Pending, until the spot market has capacity for the job.
+
+    Raises:
+        MaxWaitExceeded: max_wait_time_in_seconds ran out first.
+    """
+    spec = TrainingJobSpec.model_validate(spec_json)
+    name = spec.training_job_name
+    record = records.load(home, name)
+    restarting = bool(record.attempts)
+    if spec.enable_managed_spot_training:
+        market = spot.market()
+        max_wait = spec.stopping_condition.max_wait_time_in_seconds or 0
+        while (wait := market.capacity_in(record, spot.elapsed(record))) > 0:
+            if record.status.secondary is not SecondaryStatus.PENDING:
+                record = records.transition(
+                    home, name, SecondaryStatus.PENDING, f"Waiting for spot capacity (about {wait:.0f} s)"
+                )
+            if spot.elapsed(record) >= max_wait:
+                raise MaxWaitExceeded(f"no spot capacity within MaxWaitTimeInSeconds ({max_wait} s)")
+            time.sleep(min(wait, 1.0, max(0.1, max_wait - spot.elapsed(record))))
+            record = records.load(home, name)
+        if record.status.secondary is SecondaryStatus.PENDING and not restarting:
+            records.transition(home, name, SecondaryStatus.STARTING, "Spot capacity available; preparing the instances")
+    if restarting and records.load(home, name).status.secondary is not SecondaryStatus.RESTARTING:
+        records.transition(home, name, SecondaryStatus.RESTARTING, "Restarting training from the last checkpoint")
+
+
+@task(name="reclaim", cache_policy=NONE, **task_retry_options())
+def reclaim(spec_json: dict[str, Any], home: str, scratch_root: str, reason: str, interrupted: bool) -> None:
+    """Give the instances back before a restart: spot reclaim or an infrastructure fault."""
+    name = TrainingJobSpec.model_validate(spec_json).training_job_name
+    records.end_attempt(home, name, reason)
+    if interrupted:
+        records.transition(home, name, SecondaryStatus.INTERRUPTED, f"Spot capacity reclaimed: {reason}")
+    else:
+        records.transition(
+            home, name, SecondaryStatus.RESTARTING, f"Restarting after an infrastructure fault: {reason}"
+        )
+    removed = remove_instances(name, scratch_root)
+    records.append_log(home, name, f"released the instances ({removed} Docker objects and the scratch space)")
+
+
 @task(name="provision", cache_policy=NONE, **task_retry_options())
 def provision(spec_json: dict[str, Any], home: str) -> dict[str, Any]:
     """Provision the job's instances; returns the provision plan."""
@@ -154,6 +216,7 @@ def provision(spec_json: dict[str, Any], home: str) -> dict[str, Any]:
         records.append_log(home, plan.job_name, f"warning: {warning}")
     # A retry after a half-made attempt starts from nothing.
     remove_instances(plan.job_name, plan.scratch_root)
+    records.start_attempt(home, plan.job_name)
     create_instances(plan)
     records.append_log(
         home,

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict
 from dockyard.errors import JobSpecError
 from dockyard.spec import DistributionType, TrainingJobSpec
 from dockyard.status import SecondaryStatus
-from infra import records, storage
+from infra import records, spot, storage
+from infra.checkpoint_sync import CheckpointSync
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan, host_dirs
 
@@ -100,17 +101,27 @@ class _Progress:
                 )
 
 
-def carry_out(plan: StageDataPlan, concurrency: int, endpoint_url: str | None, report: Any) -> None:
-    """Download every planned object with bounded concurrency."""
+def carry_out(
+    plan: StageDataPlan, concurrency: int, endpoint_url: str | None, report: Any, between: Any = None
+) -> None:
+    """Download every planned object with bounded concurrency; `between` runs
+    before each download and may raise to abandon the rest."""
     progress = _Progress(len(plan.downloads), plan.total_bytes, report)
 
     def fetch(item: Download) -> None:
+        if between is not None:
+            between()
         storage.download(storage.StoredObject(item.uri, "", item.size), item.dest, endpoint_url)
         progress.add(item.size)
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for future in [pool.submit(fetch, d) for d in plan.downloads]:
-            future.result()
+        futures = [pool.submit(fetch, d) for d in plan.downloads]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 @task(name="stage-data", cache_policy=NONE, **task_retry_options())
@@ -122,9 +133,12 @@ def stage_data(
     spec = TrainingJobSpec.model_validate(spec_json)
     provisioned = ProvisionPlan.model_validate(provision_json)
     name = spec.training_job_name
-    if records.load(home, name).status.secondary is not SecondaryStatus.DOWNLOADING:
+    record = records.load(home, name)
+    if record.status.secondary is not SecondaryStatus.DOWNLOADING:
         records.transition(home, name, SecondaryStatus.DOWNLOADING, "Downloading input data")
+    if record.training_start_time is None:
         records.update(home, name, training_start_time=records.now())
+    spot.check(home, name)
     listings = {
         c.channel_name: storage.list_objects(c.data_source.s3_data_source.s3_uri, endpoint_url)
         for c in spec.input_data_config
@@ -138,5 +152,11 @@ def stage_data(
     report(
         f"staging {len(plan.downloads)} objects ({plan.total_bytes / 1e6:.1f} MB) to {len(provisioned.hosts)} host(s)"
     )
-    carry_out(plan, concurrency, endpoint_url, report)
+    carry_out(plan, concurrency, endpoint_url, report, between=lambda: spot.check(home, name))
+    for host in provisioned.hosts:
+        if host.checkpoint_uri:
+            restored = CheckpointSync(
+                host_dirs(host.scratch)["checkpoints"], host.checkpoint_uri, endpoint_url, report
+            ).restore()
+            report(f"{host.host}: restored {restored} checkpoint file(s) from {host.checkpoint_uri}")
     return plan.total_bytes

@@ -17,7 +17,7 @@ from dockyard.record import JobRecord
 from dockyard.rules import HostFacts, check_job
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
-from infra import docker_engine, records, storage
+from infra import docker_engine, records, spot, storage
 from infra.retry import task_retry_options
 
 
@@ -65,6 +65,8 @@ def check_spec(doc: dict[str, Any], home: str, endpoint_url: str | None) -> Trai
         storage.check_readable_prefix(loc.uri, loc.field, endpoint_url)
     for loc in plan.writable:
         storage.check_writable_location(loc.uri, loc.field, endpoint_url)
+    if spec.enable_managed_spot_training:
+        spot.market()  # a spot simulation that does not parse is the user's to fix
     if records.exists(home, spec.training_job_name):
         old = records.load(home, spec.training_job_name)
         raise JobSpecError(
@@ -80,7 +82,8 @@ def validate(doc: dict[str, Any], home: str, endpoint_url: str | None, flow_run_
     """Validate the job document and create its record (Starting)."""
     spec = check_spec(doc, home, endpoint_url)
     now = records.now()
-    record = JobRecord(spec=spec, creation_time=now, flow_run_id=flow_run_id).moved(
+    ratio = spot.market().price_ratio if spec.enable_managed_spot_training else None
+    record = JobRecord(spec=spec, creation_time=now, flow_run_id=flow_run_id, spot_price_ratio=ratio).moved(
         SecondaryStatus.STARTING, "Validated the job; preparing the instances", now
     )
     records.save(home, record)

@@ -6,6 +6,7 @@ fail, never skip, when something they need is missing.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -47,9 +48,11 @@ def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest's 
     from infra import prefect_api
 
     os.environ["PREFECT_API_URL"] = prefect_api.start_server(_SERVER_HOME, print, port=free_port())
+    # atexit runs last-in first-out: Prefect, imported later, flushes its logs before this stops the server.
+    atexit.register(_stop_server)
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:  # noqa: ARG001
+def _stop_server() -> None:
     from infra import prefect_api
 
     prefect_api.stop_server(_SERVER_HOME)
@@ -103,9 +106,8 @@ def test_images() -> dict[str, str]:
     """The probe, toolkit and bring-your-own images, built on the base image if missing."""
     from infra import docker_engine
 
-    for tag, context in TEST_IMAGES.items():
-        if docker_engine.image_id(tag) is None:
-            docker_engine.build(str(context), tag, {"BASE_IMAGE": base_image()}, print)
+    for tag, context in TEST_IMAGES.items():  # cached layers make this quick when nothing changed
+        docker_engine.build(str(context), tag, {"BASE_IMAGE": base_image()}, print)
     return {
         "probe": "dockyard-test/probe:1",
         "toolkit": "dockyard-test/sagemaker-toolkit:1",

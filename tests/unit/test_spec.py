@@ -74,7 +74,15 @@ def test_dockyard_home_is_expanded() -> None:
             {"algorithm_specification": {"algorithm_name": "xgboost", "training_input_mode": "FastFile"}},
             "FastFile mode is not supported yet",
         ),
-        ({"enable_managed_spot_training": True}, "managed spot training is not supported yet"),
+        ({"enable_managed_spot_training": True}, "required for managed spot training"),
+        (
+            {
+                "enable_managed_spot_training": True,
+                "stopping_condition": {"max_runtime_in_seconds": 100, "max_wait_time_in_seconds": 50},
+            },
+            "is less than max_runtime_in_seconds",
+        ),
+        ({"checkpoint_config": {"s3_uri": "s3://b/c", "local_path": "/opt/ml/model/c"}}, "cannot hold checkpoints"),
         ({"stopping_condition": {"max_wait_time_in_seconds": 100}}, "only applies to managed spot training"),
         ({"environment": {"1BAD": "x"}}, "is not a valid variable name"),
         ({"algorithm_specification": {"algorithm_name": "xgboost", "training_image": "img"}}, "exactly one of"),

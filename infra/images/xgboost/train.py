@@ -22,6 +22,8 @@ import traceback
 
 ML = "/opt/ml"
 CONFIG = f"{ML}/input/config"
+# Where checkpoints go: checkpointconfig.json's LocalPath when the job has a
+# checkpoint_config, else the contract's default folder.
 CHECKPOINTS = f"{ML}/checkpoints"
 KEEP_CHECKPOINTS = 5
 # Hyperparameters that steer this script rather than xgboost itself.
@@ -32,8 +34,12 @@ class Stop(Exception):
     pass
 
 
+SIGTERM_SEEN = []
+
+
 def on_sigterm(signum, frame):  # noqa: ARG001
-    raise Stop("stopped by SIGTERM")
+    # Finish the round in progress, checkpoint it, then stop (see Checkpoint).
+    SIGTERM_SEEN.append(True)
 
 
 def read_json(path, default):
@@ -88,7 +94,9 @@ def newest_checkpoint():
 def main():
     import xgboost as xgb
 
+    global CHECKPOINTS
     signal.signal(signal.SIGTERM, on_sigterm)
+    CHECKPOINTS = read_json(f"{CONFIG}/checkpointconfig.json", {}).get("LocalPath", CHECKPOINTS)
     hps = read_json(f"{CONFIG}/hyperparameters.json", {})
     num_round = int(hps.get("num_round", "10"))
     every = int(hps.get("checkpoint_frequency", "5"))
@@ -111,7 +119,8 @@ def main():
     class Checkpoint(xgb.callback.TrainingCallback):
         def after_iteration(self, model, epoch, evals_log):
             rounds = done + epoch + 1
-            if os.path.isdir(CHECKPOINTS) and (rounds % every == 0 or rounds == num_round):
+            stopping = bool(SIGTERM_SEEN)
+            if os.path.isdir(CHECKPOINTS) and (rounds % every == 0 or rounds == num_round or stopping):
                 # Written whole under a temporary name (.ubj picks the format), then renamed,
                 # so a checkpoint sync never sees half a file.
                 tmp = f"{CHECKPOINTS}/.xgboost-checkpoint.{rounds}.ubj"
@@ -120,6 +129,9 @@ def main():
                 for old in sorted(glob.glob(f"{CHECKPOINTS}/xgboost-checkpoint.*"),
                                   key=lambda p: int(p.rsplit(".", 1)[1]))[:-KEEP_CHECKPOINTS]:
                     os.remove(old)
+            if stopping:
+                print(f"SIGTERM: checkpointed round {rounds} of {num_round}, stopping", flush=True)
+                raise Stop("stopped by SIGTERM")
             return False
 
     class Report(xgb.callback.TrainingCallback):
