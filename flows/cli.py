@@ -70,7 +70,7 @@ def run_training(argv: list[str]) -> int:
         doc = read_job_file(args.job_file)
         if args.name:
             doc["TrainingJobName" if looks_like_sagemaker_request(doc) else "training_job_name"] = args.name
-        spec = check_spec(doc, home, settings.s3_endpoint_url)
+        spec, resumed = check_spec(doc, home, settings.s3_endpoint_url)
     except JobSpecError as exc:
         _say(f"the job spec cannot run ({args.job_file}):")
         for problem in exc.problems:
@@ -79,6 +79,8 @@ def run_training(argv: list[str]) -> int:
     except DockyardError as exc:
         _say(str(exc))
         return 1
+    if resumed:
+        _say(f"picking up the unfinished training job {spec.training_job_name}")
     _say(f"training job {spec.training_job_name}: log at {settings.job_dir(spec.training_job_name) / 'job.log'}")
     body = _run_flow(spec.model_dump(mode="json"), home)
     if body is None:

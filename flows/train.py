@@ -23,7 +23,7 @@ from tasks.monitor import INTERRUPTED, MAX_WAIT, Outcome, monitor
 from tasks.persist import finalize, persist
 from tasks.provision import MaxWaitExceeded, provision, reclaim, wait_for_capacity
 from tasks.pull_image import pull_image
-from tasks.run import run
+from tasks.run import reattach, run
 from tasks.stage_data import stage_data
 from tasks.validate import validate
 
@@ -53,18 +53,24 @@ class _AttemptResult:
     interrupted: bool = False  # a spot interruption, not an infrastructure fault
 
 
-def _attempt(spec: dict[str, Any], settings: Settings, may_restart: bool) -> _AttemptResult:
-    """One go at the job on fresh instances, from capacity to uploaded artifacts."""
+def _attempt(
+    spec: dict[str, Any], settings: Settings, may_restart: bool, attached: dict[str, Any] | None = None
+) -> _AttemptResult:
+    """One go at the job on fresh instances, from capacity to uploaded artifacts;
+    or, with `attached`, the rest of one whose containers outlived their orchestrator."""
     home, endpoint = str(settings.home), settings.s3_endpoint_url
     name = spec["training_job_name"]
     provisioned: dict[str, Any] | None = None
     containers: dict[str, str] | None = None
     try:
-        wait_for_capacity(spec, home)
-        provisioned = provision(spec, home)
-        stage_data(spec, provisioned, home, endpoint, settings.staging_concurrency)
-        image = pull_image(spec, home, settings.base_image)
-        containers = run(spec, provisioned, image["image"], home)
+        if attached is None:
+            wait_for_capacity(spec, home)
+            provisioned = provision(spec, home)
+            stage_data(spec, provisioned, home, endpoint, settings.staging_concurrency)
+            image = pull_image(spec, home, settings.base_image)
+            containers = run(spec, provisioned, image["image"], home)
+        else:
+            provisioned, containers = attached["provisioned"], attached["containers"]
         outcome = Outcome.model_validate(
             monitor(
                 spec,
@@ -74,6 +80,7 @@ def _attempt(spec: dict[str, Any], settings: Settings, may_restart: bool) -> _At
                 settings.stop_grace_seconds,
                 settings.monitor_lost_contact_seconds,
                 endpoint,
+                reattached=attached is not None,
             )
         )
         if outcome.status == INTERRUPTED:
@@ -115,12 +122,15 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     """
     settings = Settings.from_env(os.environ)
     home, endpoint = str(settings.home), settings.s3_endpoint_url
-    spec = validate(job, home, endpoint, str(runtime.flow_run.id) if runtime.flow_run.id else None)
+    validated = validate(job, home, endpoint, str(runtime.flow_run.id) if runtime.flow_run.id else None)
+    spec = validated["spec"]
     name = spec["training_job_name"]
     retry = spec.get("retry_strategy") or {}
     restarts_left = int(retry.get("maximum_retry_attempts", 0))
+    attached = reattach(spec, home) if validated["resumed"] else None
     while True:
-        result = _attempt(spec, settings, may_restart=restarts_left > 0)
+        result = _attempt(spec, settings, may_restart=restarts_left > 0, attached=attached)
+        attached = None
         scratch = result.provisioned["scratch_root"] if result.provisioned else os.path.join(home, "scratch", name)
         if result.outcome is not None:
             break

@@ -13,6 +13,7 @@ import glob
 import logging
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -192,11 +193,17 @@ def stop(container_id: str, grace_seconds: float) -> None:
         client(timeout=int(grace_seconds) + 60).containers.get(container_id).stop(timeout=int(grace_seconds))
 
 
-def follow_logs(container_id: str) -> Iterator[bytes]:
-    """The container's combined stdout and stderr from its start, as it comes."""
+def follow_logs(container_id: str, since: datetime | None = None) -> Iterator[bytes]:
+    """The container's combined stdout and stderr, from its start or `since`, as it comes."""
     # A client of its own: a long-lived stream must not hold a shared connection.
     c = docker.from_env(timeout=3600).containers.get(container_id)
-    yield from c.logs(stream=True, follow=True, stdout=True, stderr=True)
+    yield from c.logs(stream=True, follow=True, stdout=True, stderr=True, since=since)
+
+
+def job_containers(job_name: str) -> dict[str, str]:
+    """The job's containers, by host name."""
+    selector = {"label": [f"{JOB_LABEL}={job_name}", f"{MANAGED_LABEL}=true"]}
+    return {c.labels.get(HOST_LABEL, c.name): str(c.id) for c in client().containers.list(all=True, filters=selector)}
 
 
 def remove_job_containers(job_name: str) -> None:

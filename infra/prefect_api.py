@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dockyard.errors import InfraError
 
@@ -140,10 +141,22 @@ def cancel_requested(flow_run_id: str) -> bool:
 
 def mark_cancelled(flow_run_id: str, message: str) -> None:
     """Move a flow run that honoured a cancellation request to Cancelled."""
+    from prefect.states import Cancelled
+
+    _force_state(flow_run_id, Cancelled(message=message))
+
+
+def mark_crashed(flow_run_id: str, message: str) -> None:
+    """Close the flow run of an orchestrator that died; another run carries on its job."""
+    from prefect.states import Crashed
+
+    _force_state(flow_run_id, Crashed(message=message))
+
+
+def _force_state(flow_run_id: str, state: Any) -> None:
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
-    from prefect.states import Cancelled
 
     with get_client(sync_client=True) as client:
-        client.set_flow_run_state(UUID(flow_run_id), Cancelled(message=message), force=True)
+        client.set_flow_run_state(UUID(flow_run_id), state, force=True)

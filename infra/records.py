@@ -7,6 +7,7 @@ metric values) and stop-requested (present once a stop was asked for).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -16,12 +17,13 @@ from pathlib import Path
 from dockyard.errors import DockyardError
 from dockyard.record import JobRecord, MetricValue
 from dockyard.spot import Attempt
-from dockyard.status import SecondaryStatus
+from dockyard.status import SecondaryStatus, is_final
 
 RECORD_FILE = "record.json"
 LOG_FILE = "job.log"
 METRICS_FILE = "metrics.jsonl"
 STOP_FILE = "stop-requested"
+LOCK_FILE = "orchestrator.lock"
 
 
 def now() -> datetime:
@@ -68,6 +70,48 @@ def update(home: str, name: str, **fields: object) -> JobRecord:
     record = load(home, name).model_copy(update={**fields, "last_modified_time": now()})
     save(home, record)
     return record
+
+
+_LOCKS: dict[str, int] = {}  # lock files this process holds, by path
+
+
+def hold_lock(home: str, name: str) -> None:
+    """Make this process the one orchestrating job `name`, for as long as it lives.
+
+    The lock dies with the process, however it dies, so a rerun can pick the job up.
+
+    Raises:
+        DockyardError: another live process is running the job.
+    """
+    folder = job_dir(home, name)
+    path = str(folder / LOCK_FILE)
+    if path in _LOCKS:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 64).decode().strip() or "another process"
+        os.close(fd)
+        raise DockyardError(
+            f"training job {name} is being run by process {owner} — wait for it, or stop it with "
+            f"`dockyard jobs stop {name}`"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _LOCKS[path] = fd
+
+
+def unfinished(home: str) -> list[JobRecord]:
+    """Every job whose record is not final."""
+    folder = Path(home) / "jobs"
+    found = []
+    for path in sorted(folder.glob(f"*/{RECORD_FILE}")) if folder.exists() else []:
+        record = JobRecord.model_validate_json(path.read_text())
+        if not is_final(record.status.secondary):
+            found.append(record)
+    return found
 
 
 def start_attempt(home: str, name: str) -> None:

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from collections import deque
+from datetime import datetime
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -27,7 +28,7 @@ from dockyard.errors import SpotInterruption, TransientInfraError
 from dockyard.record import JobRecord, MetricValue
 from dockyard.spec import TrainingJobSpec
 from dockyard.spot import running_seconds
-from dockyard.status import SecondaryStatus
+from dockyard.status import JobStatus, SecondaryStatus
 from infra import docker_engine, prefect_api, records, spot
 from infra.checkpoint_sync import CheckpointSync
 from tasks.provision import ProvisionPlan, host_dirs
@@ -125,8 +126,10 @@ class _Follower(threading.Thread):
         job: str,
         definitions: list[tuple[str, re.Pattern[str]]],
         logger: Any,
+        since: datetime | None = None,
     ) -> None:
         super().__init__(name=f"logs-{host}", daemon=True)
+        self.since = since  # when reattaching, the lines before were someone else's to record
         self.host, self.container_id, self.home, self.job = host, container_id, home, job
         self.definitions, self.logger = definitions, logger
         self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
@@ -139,7 +142,7 @@ class _Follower(threading.Thread):
     def follow(self) -> None:
         buffer = b""
         try:
-            for chunk in docker_engine.follow_logs(self.container_id):
+            for chunk in docker_engine.follow_logs(self.container_id, self.since):
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for raw in lines:
@@ -260,6 +263,16 @@ class _Watch:
             pause = min(pause * 1.5, POLL_SECONDS)
 
 
+def pending_stop(status: JobStatus) -> str | None:
+    """The stop that was under way in this attempt when the orchestrator died, if any."""
+    for transition in reversed(status.transitions):
+        if transition.status is SecondaryStatus.STOPPING:
+            return transition.status_message.removeprefix("Stopping: ")
+        if transition.status is SecondaryStatus.TRAINING:
+            return None
+    return None
+
+
 def _checkpoint_syncs(provisioned: ProvisionPlan, endpoint_url: str | None, report: Any) -> list[CheckpointSync]:
     syncs = [
         CheckpointSync(host_dirs(h.scratch)["checkpoints"], h.checkpoint_uri, endpoint_url, report)
@@ -280,6 +293,7 @@ def monitor(
     grace_seconds: float,
     lost_contact_seconds: float,
     endpoint_url: str | None = None,
+    reattached: bool = False,
 ) -> dict[str, Any]:
     """Watch the containers until they end; returns the Outcome.
 
@@ -298,22 +312,26 @@ def monitor(
         records.append_log(home, name, message)
 
     definitions = compile_definitions(spec)
-    followers = [_Follower(h, cid, home, name, definitions, logger) for h, cid in containers.items()]
+    since = records.now() if reattached else None
+    followers = [_Follower(h, cid, home, name, definitions, logger, since) for h, cid in containers.items()]
     for follower in followers:
         follower.start()
     syncs = _checkpoint_syncs(provisioned, endpoint_url, report)
     record = records.load(home, name)
     deadline, max_wait = _deadlines(spec, record)
     watch = _Watch(containers, home, name, lost_contact_seconds)
+    stop_reason = pending_stop(record.status) if reattached else None
+    already_stopping = stop_reason is not None
     try:
-        stop_reason = watch.wait(deadline, max_wait, record.flow_run_id)
+        if not already_stopping:
+            stop_reason = watch.wait(deadline, max_wait, record.flow_run_id)
     except (KeyboardInterrupt, TerminationSignal) as interrupt:
         stop_reason = "interrupted by Ctrl-C" if isinstance(interrupt, KeyboardInterrupt) else "SIGTERM"
     if stop_reason is not None:
         grace = grace_seconds
         if watch.notice_seconds is not None:
             grace = watch.notice_seconds  # the reclaim comes when the notice runs out
-        else:
+        elif not already_stopping:
             records.transition(home, name, SecondaryStatus.STOPPING, f"Stopping: {stop_reason}")
         report(f"stopping {len(containers)} container(s): SIGTERM, SIGKILL after {grace:g} s")
         _stop_all(list(containers.values()), grace)

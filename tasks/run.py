@@ -8,6 +8,7 @@ more: no privileged mode, no Docker socket.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -19,7 +20,10 @@ from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
 from infra import docker_engine, records
 from infra.retry import task_retry_options
-from tasks.provision import ProvisionPlan, host_dirs
+from tasks.provision import ProvisionPlan, host_dirs, plan_provision
+
+# Statuses in which a job's containers may still hold its work.
+REATTACHABLE = {SecondaryStatus.TRAINING, SecondaryStatus.STOPPING, SecondaryStatus.UPLOADING}
 
 
 class ContainerPlan(BaseModel):
@@ -95,3 +99,25 @@ def run(spec_json: dict[str, Any], provision_json: dict[str, Any], image: str, h
     records.transition(home, name, SecondaryStatus.TRAINING, "Training image download completed. Training in progress.")
     logger.info(f"started {len(ids)} container(s): {', '.join(f'{h}={i[:12]}' for h, i in ids.items())}")
     return ids
+
+
+@task(name="reattach", cache_policy=NONE, **task_retry_options())
+def reattach(spec_json: dict[str, Any], home: str) -> dict[str, Any] | None:
+    """Pick up a job whose orchestrator died: its containers, if they still
+    exist, are watched again ({"provisioned", "containers"}); otherwise it
+    restarts from its checkpoints (None)."""
+    spec = TrainingJobSpec.model_validate(spec_json)
+    name = spec.training_job_name
+    record = records.load(home, name)
+    found = docker_engine.job_containers(name)
+    hosts = contract.host_names(spec.resource_config.instance_count)
+    if record.status.secondary in REATTACHABLE and sorted(found) == hosts:
+        provisioned = plan_provision(spec, docker_engine.host_facts(), os.path.join(home, "scratch"))
+        records.append_log(home, name, f"reattached to {len(found)} running container(s)")
+        return {"provisioned": provisioned.model_dump(mode="json"), "containers": found}
+    records.end_attempt(home, name, "orchestrator restarted")
+    if record.status.secondary is not SecondaryStatus.RESTARTING:
+        records.transition(
+            home, name, SecondaryStatus.RESTARTING, "The orchestrator restarted; restarting from the last checkpoint"
+        )
+    return None

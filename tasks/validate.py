@@ -5,6 +5,8 @@ Nothing is created until this stage has passed; then the job record is.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 from prefect import task
@@ -16,8 +18,8 @@ from dockyard.loading import build_job
 from dockyard.record import JobRecord
 from dockyard.rules import HostFacts, check_job
 from dockyard.spec import TrainingJobSpec
-from dockyard.status import SecondaryStatus
-from infra import docker_engine, records, spot, storage
+from dockyard.status import SecondaryStatus, is_final
+from infra import docker_engine, prefect_api, records, spot, storage
 from infra.retry import task_retry_options
 
 
@@ -53,13 +55,24 @@ def plan_validate(spec: TrainingJobSpec, host: HostFacts) -> ValidatePlan:
     return ValidatePlan(job=spec, readable=readable, writable=writable)
 
 
-def check_spec(doc: dict[str, Any], home: str, endpoint_url: str | None) -> TrainingJobSpec:
-    """Everything validate checks, without creating anything.
+def _same_job(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
+    return a.model_dump(exclude={"training_job_name"}) == b.model_dump(exclude={"training_job_name"})
+
+
+def check_spec(doc: dict[str, Any], home: str, endpoint_url: str | None) -> tuple[TrainingJobSpec, bool]:
+    """Everything validate checks, without creating anything; returns the spec
+    and whether it picks up an unfinished job whose orchestrator died.
+
+    A job is picked up by its name or, for a spec that names none, when an
+    unfinished job has exactly this spec. This process then holds the job's lock.
 
     Raises:
-        JobSpecError: the spec cannot run here as written.
+        JobSpecError: the spec cannot run here as written, or its name is taken by a finished job.
+        DockyardError: a live process is running the job already.
     """
     spec = build_job(doc, home=home, now=records.now())
+    if not (doc.get("training_job_name") or doc.get("TrainingJobName")):
+        spec = next((r.spec for r in records.unfinished(home) if _same_job(r.spec, spec)), spec)
     plan = plan_validate(spec, docker_engine.host_facts())
     for loc in plan.readable:
         storage.check_readable_prefix(loc.uri, loc.field, endpoint_url)
@@ -67,24 +80,42 @@ def check_spec(doc: dict[str, Any], home: str, endpoint_url: str | None) -> Trai
         storage.check_writable_location(loc.uri, loc.field, endpoint_url)
     if spec.enable_managed_spot_training:
         spot.market()  # a spot simulation that does not parse is the user's to fix
-    if records.exists(home, spec.training_job_name):
+    resumed = records.exists(home, spec.training_job_name)
+    if resumed:
         old = records.load(home, spec.training_job_name)
-        raise JobSpecError(
-            f"training_job_name: '{spec.training_job_name}' already names a job "
-            f"({old.status.primary.value}, created {old.creation_time:%Y-%m-%d %H:%M}) — "
-            "choose another name, or omit it to have one generated"
-        )
-    return spec
+        if is_final(old.status.secondary):
+            raise JobSpecError(
+                f"training_job_name: '{spec.training_job_name}' already names a job "
+                f"({old.status.primary.value}, created {old.creation_time:%Y-%m-%d %H:%M}) — "
+                "choose another name, or omit it to have one generated"
+            )
+        if not _same_job(old.spec, spec):
+            raise JobSpecError(
+                f"training_job_name: '{spec.training_job_name}' names an unfinished job with a different spec — "
+                "rerun it with its own spec to finish it, or choose another name"
+            )
+    records.hold_lock(home, spec.training_job_name)
+    return spec, resumed
 
 
 @task(name="validate", cache_policy=NONE, **task_retry_options())
 def validate(doc: dict[str, Any], home: str, endpoint_url: str | None, flow_run_id: str | None) -> dict[str, Any]:
-    """Validate the job document and create its record (Starting)."""
-    spec = check_spec(doc, home, endpoint_url)
-    now = records.now()
-    ratio = spot.market().price_ratio if spec.enable_managed_spot_training else None
-    record = JobRecord(spec=spec, creation_time=now, flow_run_id=flow_run_id, spot_price_ratio=ratio).moved(
-        SecondaryStatus.STARTING, "Validated the job; preparing the instances", now
-    )
-    records.save(home, record)
-    return spec.model_dump(mode="json")
+    """Validate the job document and create its record (Starting), or pick up
+    the unfinished job it names; returns {"spec": ..., "resumed": bool}."""
+    spec, resumed = check_spec(doc, home, endpoint_url)
+    name = spec.training_job_name
+    if resumed:
+        previous = records.load(home, name).flow_run_id
+        if previous and previous != flow_run_id:
+            with contextlib.suppress(Exception):  # the old run may live on another server
+                prefect_api.mark_crashed(previous, f"its orchestrator died; flow run {flow_run_id} carries on")
+        records.update(home, name, flow_run_id=flow_run_id)
+        records.append_log(home, name, f"picked up again by process {os.getpid()} (flow run {flow_run_id})")
+    else:
+        now = records.now()
+        ratio = spot.market().price_ratio if spec.enable_managed_spot_training else None
+        record = JobRecord(spec=spec, creation_time=now, flow_run_id=flow_run_id, spot_price_ratio=ratio).moved(
+            SecondaryStatus.STARTING, "Validated the job; preparing the instances", now
+        )
+        records.save(home, record)
+    return {"spec": spec.model_dump(mode="json"), "resumed": resumed}
