@@ -263,6 +263,29 @@ class _Watch:
             pause = min(pause * 1.5, POLL_SECONDS)
 
 
+SIGNAL_EXITS = {128 + 15: "SIGTERM", 128 + 9: "SIGKILL"}
+
+
+def platform_fault(exits: list[HostExit], stop_reason: str | None, lost_contact: bool) -> str | None:
+    """Why the containers' end was the infrastructure's doing, not the user code's, if it was.
+
+    A container killed by a signal dockyard did not send (the Docker daemon
+    restarting, the host shutting down, someone's `docker stop`) did not fail
+    on its own; nor did one that ended while the engine was unreachable.
+    """
+    if stop_reason is not None:
+        return None
+    for e in exits:
+        if e.exit_code in SIGNAL_EXITS and not e.oom_killed:
+            return (
+                f"{e.host} was killed by {SIGNAL_EXITS[e.exit_code]}, which dockyard did not send "
+                "(the Docker daemon restarting, the host shutting down, or a `docker stop`)"
+            )
+    if lost_contact and any(e.exit_code != 0 for e in exits):
+        return "the Docker engine went away during training and took the containers with it"
+    return None
+
+
 def pending_stop(status: JobStatus) -> str | None:
     """The stop that was under way in this attempt when the orchestrator died, if any."""
     for transition in reversed(status.transitions):
@@ -356,8 +379,9 @@ def monitor(
                 last_lines=tuple(follower.last_lines),
             )
         )
-    if watch.lost_contact_seen and stop_reason is None and any(e.exit_code != 0 for e in exits):
-        raise TransientInfraError("the Docker engine went away during training and took the containers with it")
+    fault = platform_fault(exits, stop_reason, watch.lost_contact_seen)
+    if fault:
+        raise TransientInfraError(fault)
     outcome = plan_outcome(exits, stop_reason)
     report(f"containers ended: {outcome.message}")
     return outcome.model_dump()

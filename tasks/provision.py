@@ -195,12 +195,13 @@ def reclaim(spec_json: dict[str, Any], home: str, scratch_root: str, reason: str
     """Give the instances back before a restart: spot reclaim or an infrastructure fault."""
     name = TrainingJobSpec.model_validate(spec_json).training_job_name
     records.end_attempt(home, name, reason)
-    if interrupted:
-        records.transition(home, name, SecondaryStatus.INTERRUPTED, f"Spot capacity reclaimed: {reason}")
-    else:
-        records.transition(
-            home, name, SecondaryStatus.RESTARTING, f"Restarting after an infrastructure fault: {reason}"
-        )
+    to, message = (
+        (SecondaryStatus.INTERRUPTED, f"Spot capacity reclaimed: {reason}")
+        if interrupted
+        else (SecondaryStatus.RESTARTING, f"Restarting after an infrastructure fault: {reason}")
+    )
+    if records.load(home, name).status.secondary is not to:  # a retry of this task has been here
+        records.transition(home, name, to, message)
     removed = remove_instances(name, scratch_root)
     records.append_log(home, name, f"released the instances ({removed} Docker objects and the scratch space)")
 

@@ -59,6 +59,11 @@ def _stop_server() -> None:
     shutil.rmtree(_SERVER_HOME, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Disruptive tests (they restart dockerd) run after all the others."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> str:
     return os.environ["PREFECT_API_URL"]

@@ -61,7 +61,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         return dict(train(spec))
 
 
-def start_cli(job: dict[str, Any], folder: Path) -> subprocess.Popen[str]:
+def start_cli(job: dict[str, Any], folder: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`python -m flows.train job.yaml --json` in the background."""
     path = folder / f"{job['training_job_name']}.yaml"
     path.write_text(yaml.safe_dump(job))
@@ -71,7 +71,7 @@ def start_cli(job: dict[str, Any], folder: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=os.environ.copy(),
+        env=env or os.environ.copy(),
     )
 
 

@@ -3,6 +3,8 @@ from dockyard's simulated market, checkpoints synced, work resumed."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import uuid
@@ -12,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.integration.helpers import local, members, probe_job, run_job
+from tests.integration.helpers import local, members, probe_job, run_job, start_cli
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +182,25 @@ def test_xgboost_resumes_its_round_count_and_matches_an_uninterrupted_run(
         text=True,
     ).stdout
     assert float(out) < 1e-5
+
+
+def test_chaos_seeded_random_interruptions_across_concurrent_jobs_lose_nothing(
+    home: str, bucket: str, test_images: dict[str, str], tmp_path: Path
+) -> None:
+    jobs = []
+    for seed in (11, 12, 13):
+        job = spot_job(home, test_images["probe"], bucket, steps=25)
+        env = {**os.environ, "DOCKYARD_SPOT_SIMULATION": f"rate=900/h; seed={seed}; notice=1"}
+        jobs.append((job, start_cli(job, tmp_path, env=env)))
+    for job, process in jobs:
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+        body = json.loads(out)
+        assert body["TrainingJobStatus"] == "Completed"
+        assert steps_done(home, job["training_job_name"]) == list(range(25)), job["training_job_name"]
+        assert members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["steps.txt"] == b"25"
+    interruptions = [
+        len(json.loads((Path(home) / "jobs" / j["training_job_name"] / "record.json").read_text())["spot_events"])
+        for j, _ in jobs
+    ]
+    assert sum(interruptions) >= 3, interruptions
