@@ -108,11 +108,16 @@ def main() -> None:
 
 
 def write_results(table: str, note: str, command: str) -> None:
+    write_section("startup", "Whole-process time of a do-nothing job", table, note, command)
+
+
+def write_section(key: str, title: str, table: str, note: str, command: str) -> None:
+    """Replace (or add) one marked section of benchmarks/RESULTS.md."""
     path = ROOT / "benchmarks" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start, end = "<!-- startup:begin -->", "<!-- startup:end -->"
+    start, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
     section = (
-        f"{start}\n## Whole-process time of a do-nothing job\n\n"
+        f"{start}\n## {title}\n\n"
         f"`{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores:\n\n{table}\n\n{note}\n{end}"
     )
     if start in text:

@@ -57,7 +57,7 @@ class SpotInterruption(DockyardError):
 
     def __init__(self, event: str, notice_seconds: float) -> None:
         self.event, self.notice_seconds = event, notice_seconds
-        super().__init__(f"spot capacity reclaimed ({event}; {notice_seconds:g} s notice)")
+        super().__init__(f"Spot capacity reclaimed ({event}; {notice_seconds:g} s notice)")
 
 
 class StatusTransitionError(DockyardError):

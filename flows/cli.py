@@ -47,6 +47,11 @@ def summary(body: dict[str, Any]) -> str:
         f"  TrainingTimeInSeconds: {body.get('TrainingTimeInSeconds')}  "
         f"BillableTimeInSeconds: {body.get('BillableTimeInSeconds')}"
     )
+    if "SpotSavingsPercent" in body:
+        lines.append(
+            f"  spot: {len(body.get('SpotInterruptions', []))} interruption(s), saved {body['SpotSavingsPercent']}% "
+            f"(${body['SpotSavingsUSD']:.4f}) against on-demand"
+        )
     if body.get("ModelArtifacts"):
         lines.append(f"  model:  {body['ModelArtifacts']['S3ModelArtifacts']}")
     if body.get("OutputArtifacts"):
@@ -61,7 +66,14 @@ def run_training(argv: list[str]) -> int:
     parser.add_argument("job_file", help="job spec (YAML or JSON), or a SageMaker CreateTrainingJob body")
     parser.add_argument("--name", help="training_job_name to use (overrides the file's)")
     parser.add_argument("--json", action="store_true", help="print the final record as JSON")
+    parser.add_argument(
+        "--spot-simulation",
+        metavar="TEXT",
+        help="the local spot market, e.g. 'interrupt_at=30; notice=5' (else DOCKYARD_SPOT_SIMULATION)",
+    )
     args = parser.parse_args(argv)
+    if args.spot_simulation is not None:
+        os.environ["DOCKYARD_SPOT_SIMULATION"] = args.spot_simulation
     settings = Settings.from_env(os.environ)
     home = str(settings.home)
     from tasks.validate import check_spec

@@ -196,7 +196,7 @@ def reclaim(spec_json: dict[str, Any], home: str, scratch_root: str, reason: str
     name = TrainingJobSpec.model_validate(spec_json).training_job_name
     records.end_attempt(home, name, reason)
     to, message = (
-        (SecondaryStatus.INTERRUPTED, f"Spot capacity reclaimed: {reason}")
+        (SecondaryStatus.INTERRUPTED, reason)
         if interrupted
         else (SecondaryStatus.RESTARTING, f"Restarting after an infrastructure fault: {reason}")
     )
