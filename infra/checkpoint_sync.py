@@ -13,16 +13,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from watchdog.events import FileClosedEvent, FileDeletedEvent, FileMovedEvent, FileSystemEventHandler
+from watchdog.events import DirCreatedEvent, FileClosedEvent, FileDeletedEvent, FileMovedEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from infra import storage
 
 log = logging.getLogger("dockyard.checkpoints")
 Signature = tuple[int, int]  # (size, mtime_ns)
+NEW_FOLDER_SCAN_DELAY = 0.5  # seconds: by then the new folder's own watch is in place
 
 
 def local_files(folder: str) -> dict[str, Signature]:
@@ -98,6 +100,9 @@ class CheckpointSync:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
+                if isinstance(event, DirCreatedEvent):
+                    # A file may land in a new folder before its watch is in place.
+                    threading.Timer(NEW_FOLDER_SCAN_DELAY, sync._scan, args=(os.fsdecode(event.src_path),)).start()
                 if event.is_directory:
                     return
                 if isinstance(event, FileClosedEvent):
@@ -111,6 +116,15 @@ class CheckpointSync:
         self.observer = Observer()
         self.observer.schedule(Handler(), self.folder, recursive=True)
         self.observer.start()
+
+    def _scan(self, folder: str) -> None:
+        """Upload the files of a new folder that sit still (a file still being
+        written changes between the two looks, and its close uploads it later)."""
+        before = local_files(folder)
+        time.sleep(NEW_FOLDER_SCAN_DELAY)
+        for relative, signature in local_files(folder).items():
+            if before.get(relative) == signature:
+                self._safely(self._upload, self._relative(os.path.join(folder, relative)))
 
     def _relative(self, path: str | bytes) -> str:
         return os.path.relpath(os.fsdecode(path), self.folder)
