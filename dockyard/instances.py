@@ -20,10 +20,6 @@ class InstanceType(BaseModel):
     gpus: int  # -1: every GPU the host has (local_gpu)
     price_per_hour: float
 
-    @property
-    def is_local(self) -> bool:
-        return self.vcpus is None
-
 
 def _t(name: str, vcpus: int | None, mem: float | None, gpus: int, price: float) -> InstanceType:
     return InstanceType(name=name, vcpus=vcpus, memory_gib=mem, gpus=gpus, price_per_hour=price)

@@ -36,13 +36,5 @@ class Settings(BaseModel):
             prefect_api_url=environ.get("PREFECT_API_URL") or None,
         )
 
-    @property
-    def jobs_dir(self) -> Path:
-        return self.home / "jobs"
-
-    @property
-    def scratch_dir(self) -> Path:
-        return self.home / "scratch"
-
     def job_dir(self, job_name: str) -> Path:
-        return self.jobs_dir / job_name
+        return self.home / "jobs" / job_name
