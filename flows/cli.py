@@ -132,6 +132,19 @@ def _run_flow(spec: dict[str, Any], home: str) -> dict[str, Any] | None:
     return None
 
 
+def metrics_table(values: list[Any]) -> str:
+    """One line per metric and host: how many values, the last, the lowest and the highest."""
+    series: dict[tuple[str, str], list[float]] = {}
+    for v in values:
+        series.setdefault((v.metric_name, v.host), []).append(v.value)
+    lines = [f"{'metric':<32} {'host':<8} {'count':>6} {'last':>12} {'min':>12} {'max':>12}"]
+    for (name, host), points in sorted(series.items()):
+        lines.append(
+            f"{name:<32} {host:<8} {len(points):>6} {points[-1]:>12.6g} {min(points):>12.6g} {max(points):>12.6g}"
+        )
+    return "\n".join(lines) if series else "no metrics recorded (does the job have metric_definitions?)"
+
+
 def _jobs(args: argparse.Namespace, home: str) -> int:
     from dockyard.record import describe
     from infra import records
@@ -151,6 +164,8 @@ def _jobs(args: argparse.Namespace, home: str) -> int:
     record = records.load(home, args.name)
     if args.verb == "describe":
         print(json.dumps(describe(record), indent=2))
+    elif args.verb == "metrics":
+        print(metrics_table(records.read_metrics(home, args.name)))
     elif args.verb == "logs":
         print((records.job_dir(home, args.name) / records.LOG_FILE).read_text(), end="")
     elif args.verb == "stop":
@@ -174,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         ("describe", "the DescribeTrainingJob record"),
         ("stop", "stop a running job gracefully"),
         ("logs", "the job's log"),
+        ("metrics", "a table of the scraped metric series"),
     ):
         verbs.add_parser(verb, help=text).add_argument("name")
     argv = sys.argv[1:] if argv is None else argv
