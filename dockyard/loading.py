@@ -135,7 +135,7 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return model if isinstance(model, type) else None
 
 
-def _problem(err: Any) -> FieldProblem:
+def field_problem(err: Any) -> FieldProblem:
     loc = tuple(err["loc"])
     path = _path(loc)
     kind = err["type"]
@@ -196,4 +196,4 @@ def build_job(doc: dict[str, Any], *, home: str, now: datetime) -> TrainingJobSp
     try:
         return TrainingJobSpec.model_validate(doc)
     except ValidationError as exc:
-        raise JobSpecError([_problem(e) for e in exc.errors()]) from None
+        raise JobSpecError([field_problem(e) for e in exc.errors()]) from None

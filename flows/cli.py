@@ -101,18 +101,28 @@ def run_training(argv: list[str]) -> int:
     return EXIT_CODES.get(body["TrainingJobStatus"], 1)
 
 
-def _run_flow(spec: dict[str, Any], home: str) -> dict[str, Any] | None:
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _use_prefect(home: str) -> None:
+    """Point every Prefect client in this process (threads and exit-time
+    flushes included) at one API, never an ephemeral one; and let SIGTERM stop
+    the work gracefully, as Ctrl-C does."""
     from prefect.context import refresh_global_settings_context
 
+    from infra import prefect_api
+
+    os.environ["PREFECT_API_URL"] = prefect_api.ensure_api(home, _say)
+    refresh_global_settings_context()
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _run_flow(spec: dict[str, Any], home: str) -> dict[str, Any] | None:
     from flows.train import train
     from infra import prefect_api
 
-    # Every Prefect client in this process (threads and exit-time flushes
-    # included) must use this API, never start an ephemeral one.
-    os.environ["PREFECT_API_URL"] = prefect_api.ensure_api(home, _say)
-    refresh_global_settings_context()
-    # SIGTERM to the CLI stops the job gracefully, as Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    _use_prefect(home)
     started = datetime.now(UTC)
     state = train(spec, return_state=True)
     if state.is_completed():
@@ -130,6 +140,54 @@ def _run_flow(spec: dict[str, Any], home: str) -> dict[str, Any] | None:
         return describe(record)
     _say(f"the training flow ended {state.type.value} after {(datetime.now(UTC) - started).seconds} s: {state.message}")
     return None
+
+
+def run_tuning(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.tune", description="Run a hyperparameter tuning job.")
+    parser.add_argument("tuning_file", help="tuning spec (YAML or JSON), or a CreateHyperParameterTuningJob body")
+    parser.add_argument("--json", action="store_true", help="print the tuning record as JSON")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(os.environ)
+    home = str(settings.home)
+    from tasks.tuning import check_tuning_doc
+
+    try:
+        doc = read_job_file(args.tuning_file)
+        check_tuning_doc(doc, home, settings.s3_endpoint_url)
+    except JobSpecError as exc:
+        _say(f"the tuning spec cannot run ({args.tuning_file}):")
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    from flows.tune import tune
+
+    _use_prefect(home)
+    state = tune(doc, return_state=True)
+    if not state.is_completed():
+        _say(f"the tuning flow ended {state.type.value}: {state.message}")
+        return 1
+    body = dict(state.result())
+    print(json.dumps(body, indent=2) if args.json else tuning_summary(body))
+    return EXIT_CODES.get(body["HyperParameterTuningJobStatus"], 1)
+
+
+def tuning_summary(body: dict[str, Any]) -> str:
+    lines = [
+        f"{body['HyperParameterTuningJobName']}: {body['HyperParameterTuningJobStatus']}  "
+        f"{body['TrainingJobStatusCounters']}"
+    ]
+    if body.get("FailureReason"):
+        lines.append(f"  FailureReason: {body['FailureReason']}")
+    for s in body["TrainingJobSummaries"]:
+        value = s["FinalHyperParameterTuningJobObjectiveMetric"]
+        lines.append(
+            f"  {s['TrainingJobName']:<40} {s['TrainingJobStatus']:<10} "
+            f"{'-' if value is None else f'{value:.6g}':>12}  {s['TunedHyperParameters']}"
+        )
+    best = body.get("BestTrainingJob")
+    if best:
+        lines.append(f"  best: {best['TrainingJobName']} = {best['FinalHyperParameterTuningJobObjectiveMetric']:.6g}")
+    return "\n".join(lines)
 
 
 def metrics_table(values: list[Any]) -> str:

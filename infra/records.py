@@ -34,6 +34,10 @@ def job_dir(home: str, name: str) -> Path:
     return Path(home) / "jobs" / name
 
 
+def tuning_dir(home: str, name: str) -> Path:
+    return Path(home) / "tuning" / name
+
+
 def exists(home: str, name: str) -> bool:
     return (job_dir(home, name) / RECORD_FILE).exists()
 

@@ -59,6 +59,21 @@ def _same_job(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
     return a.model_dump(exclude={"training_job_name"}) == b.model_dump(exclude={"training_job_name"})
 
 
+def check_runnable(spec: TrainingJobSpec, endpoint_url: str | None) -> None:
+    """The rules on this host and the locations: all of validate but the name.
+
+    Raises:
+        JobSpecError: the spec cannot run here as written.
+    """
+    plan = plan_validate(spec, docker_engine.host_facts())
+    for loc in plan.readable:
+        storage.check_readable_prefix(loc.uri, loc.field, endpoint_url)
+    for loc in plan.writable:
+        storage.check_writable_location(loc.uri, loc.field, endpoint_url)
+    if spec.enable_managed_spot_training:
+        spot.market()  # a spot simulation that does not parse is the user's to fix
+
+
 def check_spec(doc: dict[str, Any], home: str, endpoint_url: str | None) -> tuple[TrainingJobSpec, bool]:
     """Everything validate checks, without creating anything; returns the spec
     and whether it picks up an unfinished job whose orchestrator died.
@@ -73,13 +88,7 @@ def check_spec(doc: dict[str, Any], home: str, endpoint_url: str | None) -> tupl
     spec = build_job(doc, home=home, now=records.now())
     if not (doc.get("training_job_name") or doc.get("TrainingJobName")):
         spec = next((r.spec for r in records.unfinished(home) if _same_job(r.spec, spec)), spec)
-    plan = plan_validate(spec, docker_engine.host_facts())
-    for loc in plan.readable:
-        storage.check_readable_prefix(loc.uri, loc.field, endpoint_url)
-    for loc in plan.writable:
-        storage.check_writable_location(loc.uri, loc.field, endpoint_url)
-    if spec.enable_managed_spot_training:
-        spot.market()  # a spot simulation that does not parse is the user's to fix
+    check_runnable(spec, endpoint_url)
     resumed = records.exists(home, spec.training_job_name)
     if resumed:
         old = records.load(home, spec.training_job_name)

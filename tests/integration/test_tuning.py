@@ -1,0 +1,180 @@
+"""Tuning jobs on real Docker: trials as training subflows, chosen by Optuna."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.helpers import ROOT, run_job
+
+pytestmark = pytest.mark.integration
+
+
+def tune_cli(doc: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "tuning.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return subprocess.run(
+        [sys.executable, "-m", "flows.tune", str(path), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=900,
+    )
+
+
+def most_at_once(summaries: list[dict[str, Any]]) -> int:
+    """The most trials whose [start, end] intervals overlap at one moment."""
+    events = []
+    for s in summaries:
+        events += [
+            (datetime.fromisoformat(s["TrainingStartTime"]), 1),
+            (datetime.fromisoformat(s["TrainingEndTime"]), -1),
+        ]
+    now = peak = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def test_xgboost_tuning_beats_the_untuned_default_within_the_parallel_limit(home: str, tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples/xgboost-breast-cancer/make_data.py")],
+        check=True,
+        env={**os.environ, "DOCKYARD_HOME": home},
+    )
+    doc = yaml.safe_load((ROOT / "examples/xgboost-breast-cancer/tuning.yaml").read_text())
+    result = tune_cli(doc, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    body = json.loads(result.stdout)
+    assert body["HyperParameterTuningJobStatus"] == "Completed"
+    summaries = body["TrainingJobSummaries"]
+    assert len(summaries) == 8 and body["TrainingJobStatusCounters"] == {"Completed": 8}
+    assert most_at_once(summaries) == 2  # in parallel, never past the limit
+    definition = dict(doc["training_job_definition"])
+    default = run_job(
+        {
+            **{k: v for k, v in definition.items() if k != "static_hyper_parameters"},
+            "training_job_name": "xgb-untuned-default",
+            "hyperparameters": definition["static_hyper_parameters"],
+        }
+    )
+    untuned = next(m["Value"] for m in default["FinalMetricDataList"] if m["MetricName"] == "validation:auc")
+    best = body["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]
+    assert best > untuned, (best, untuned)
+    record = json.loads((Path(home) / "tuning" / "xgb-bc-tuning" / "record.json").read_text())
+    assert record["BestTrainingJob"] == body["BestTrainingJob"]
+
+
+def probe_tuning(image: str, home: str, strategy: str, ranges: dict[str, Any], jobs: int = 6) -> dict[str, Any]:
+    return {
+        "hyper_parameter_tuning_job_name": f"probe-{strategy.lower()}-{os.urandom(3).hex()}",
+        "hyper_parameter_tuning_job_config": {
+            "strategy": strategy,
+            "hyper_parameter_tuning_job_objective": {"type": "Minimize", "metric_name": "loss"},
+            "resource_limits": {"max_number_of_training_jobs": jobs, "max_parallel_training_jobs": min(3, jobs)},
+            "parameter_ranges": ranges,
+        },
+        "training_job_definition": {
+            "algorithm_specification": {
+                "training_image": image,
+                "metric_definitions": [{"name": "loss", "regex": r"loss=([0-9.]+)"}],
+            },
+            "static_hyper_parameters": {"seconds": "0.5"},
+            "output_data_config": {"s3_output_path": f"file://{home}/output"},
+        },
+    }
+
+
+def test_grid_runs_exactly_every_combination_and_a_failing_trial_does_not_fail_the_job(
+    home: str, tmp_path: Path, test_images: dict[str, str]
+) -> None:
+    doc = probe_tuning(
+        test_images["probe"],
+        home,
+        "Grid",
+        {
+            "categorical_parameter_ranges": [
+                {"name": "mode", "values": ["sleep", "fail"]},
+                {"name": "label", "values": ["a", "b", "c"]},
+            ]
+        },
+    )
+    result = tune_cli(doc, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    body = json.loads(result.stdout)
+    combos = sorted(
+        (s["TunedHyperParameters"]["mode"], s["TunedHyperParameters"]["label"]) for s in body["TrainingJobSummaries"]
+    )
+    assert combos == sorted((m, label) for m in ("sleep", "fail") for label in "abc")
+    assert body["TrainingJobStatusCounters"] == {"Completed": 3, "Failed": 3}
+    assert body["HyperParameterTuningJobStatus"] == "Completed"
+    assert body["BestTrainingJob"]["TunedHyperParameters"]["mode"] == "sleep"
+
+
+def test_a_tuning_job_whose_trials_all_fail_fails_with_the_reason(
+    home: str, tmp_path: Path, test_images: dict[str, str]
+) -> None:
+    doc = probe_tuning(
+        test_images["probe"],
+        home,
+        "Random",
+        {"categorical_parameter_ranges": [{"name": "mode", "values": ["fail"]}]},
+        jobs=2,
+    )
+    result = tune_cli(doc, tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    body = json.loads(result.stdout)
+    assert body["HyperParameterTuningJobStatus"] == "Failed"
+    assert "AlgorithmError: probe failed" in body["FailureReason"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {
+                "strategy": "Grid",
+                "parameter_ranges": {"integer_parameter_ranges": [{"name": "n", "min_value": 1, "max_value": 3}]},
+            },
+            "Grid accepts only categorical_parameter_ranges",
+        ),
+        (
+            {"hyper_parameter_tuning_job_objective": {"type": "Maximize", "metric_name": "accuracy"}},
+            "'accuracy' is not one of the training definition's metrics (loss)",
+        ),
+        (
+            {
+                "parameter_ranges": {
+                    "continuous_parameter_ranges": [
+                        {"name": "lr", "min_value": 0, "max_value": 1, "scaling_type": "Logarithmic"}
+                    ]
+                }
+            },
+            "Logarithmic scaling needs min_value > 0",
+        ),
+    ],
+)
+def test_bad_tuning_specs_exit_2_and_start_nothing(
+    change: dict[str, Any], message: str, home: str, tmp_path: Path
+) -> None:
+    doc = probe_tuning(
+        "dockyard-test/probe:1",
+        home,
+        "Random",
+        {"categorical_parameter_ranges": [{"name": "mode", "values": ["sleep"]}]},
+    )
+    doc["hyper_parameter_tuning_job_config"].update(change)
+    result = tune_cli(doc, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not (Path(home) / "jobs").exists() and not (Path(home) / "tuning").exists()
