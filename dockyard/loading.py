@@ -26,7 +26,7 @@ _SAGEMAKER_KEYS = {
     "EnableSageMakerMetricsTimeSeries": "enable_sage_maker_metrics_time_series",
 }
 # Maps whose keys are the user's own names, not field names: left as they are.
-_USER_MAPS = {"HyperParameters", "Environment"}
+_USER_MAPS = {"HyperParameters", "StaticHyperParameters", "Environment"}
 # CreateTrainingJob fields that have no meaning on a host you own: accepted
 # from a SageMaker request and dropped, so a request runs as it is.
 SAGEMAKER_IGNORED = {

@@ -94,19 +94,40 @@ class ParameterRanges(_Model):
         return [r.name for r in numeric] + [r.name for r in self.categorical_parameter_ranges]
 
 
+class EarlyStopping(StrEnum):
+    OFF = "Off"
+    AUTO = "Auto"  # SageMaker's median rule
+
+
+class NotImproving(_Model):
+    max_number_of_training_jobs_not_improving: int = Field(ge=3)
+
+
+class CompletionCriteria(_Model):
+    target_objective_metric_value: float | None = None
+    best_objective_not_improving: NotImproving | None = None
+    convergence_detected: dict[str, Any] | None = None  # not yet
+
+
 class TuningJobConfig(_Model):
     strategy: Strategy = Strategy.BAYESIAN
     hyper_parameter_tuning_job_objective: Objective
     resource_limits: ResourceLimits = Field(default_factory=ResourceLimits)
     parameter_ranges: ParameterRanges
-    training_job_early_stopping_type: str = "Off"
+    training_job_early_stopping_type: EarlyStopping = EarlyStopping.OFF
+    tuning_job_completion_criteria: CompletionCriteria | None = None
     random_seed: int | None = None
+
+    @property
+    def maximize(self) -> bool:
+        return self.hyper_parameter_tuning_job_objective.type is ObjectiveType.MAXIMIZE
 
 
 class TuningJobSpec(_Model):
     hyper_parameter_tuning_job_name: str = Field(pattern=JOB_NAME_PATTERN, max_length=32)
     hyper_parameter_tuning_job_config: TuningJobConfig
     training_job_definition: dict[str, Any]  # a training job spec less its name; checked per trial
+    warm_start_config: dict[str, Any] | None = None  # not yet
 
 
 def check_tuning(spec: TuningJobSpec, metric_names: list[str], static_hyperparameters: dict[str, Any]) -> None:
@@ -150,12 +171,15 @@ def check_tuning(spec: TuningJobSpec, metric_names: list[str], static_hyperparam
         )
     if config.strategy is Strategy.HYPERBAND:
         problems.append(FieldProblem(f"{at}.strategy", f"Hyperband is {NOT_YET}", "use Random, Grid or Bayesian"))
-    if config.training_job_early_stopping_type != "Off":
+    if spec.warm_start_config is not None:
+        problems.append(FieldProblem("warm_start_config", f"warm start is {NOT_YET}", "drop warm_start_config"))
+    criteria = config.tuning_job_completion_criteria
+    if criteria is not None and criteria.convergence_detected is not None:
         problems.append(
             FieldProblem(
-                f"{at}.training_job_early_stopping_type",
-                f"'{config.training_job_early_stopping_type}' early stopping is {NOT_YET}",
-                "use Off",
+                f"{at}.tuning_job_completion_criteria.convergence_detected",
+                f"convergence detection is {NOT_YET}",
+                "use target_objective_metric_value or best_objective_not_improving",
             )
         )
     limits = config.resource_limits
@@ -198,4 +222,45 @@ def objective_value(final_metrics: list[dict[str, Any]], metric: str) -> float |
     for m in final_metrics:
         if m.get("MetricName") == metric and math.isfinite(float(m["Value"])):
             return float(m["Value"])
+    return None
+
+
+MEDIAN_RULE_MIN_TRIALS = 2  # earlier trials needed before the median rule stops anything
+
+
+def median_rule(series: list[float], earlier: list[list[float]], maximize: bool) -> bool:
+    """SageMaker's Auto early stopping: stop a trial whose objective at step k is
+    worse than the median of the earlier trials' running averages at step k."""
+    k = len(series)
+    averages = sorted(sum(e[:k]) / k for e in earlier if len(e) >= k) if k else []
+    if len(averages) < MEDIAN_RULE_MIN_TRIALS:
+        return False
+    middle = len(averages) // 2
+    median = averages[middle] if len(averages) % 2 else (averages[middle - 1] + averages[middle]) / 2
+    return series[-1] < median if maximize else series[-1] > median
+
+
+def completion_reason(
+    criteria: CompletionCriteria | None, objectives: list[float | None], maximize: bool
+) -> str | None:
+    """Why the tuning job may end now (its completion criteria are met), or None.
+
+    `objectives` are the finished trials' objective values, in finishing order.
+    """
+    if criteria is None:
+        return None
+    scored = [v for v in objectives if v is not None]
+    target = criteria.target_objective_metric_value
+    if target is not None and scored:
+        best = max(scored) if maximize else min(scored)
+        if (best >= target) if maximize else (best <= target):
+            return f"the objective reached the target {target:g} (best {best:g})"
+    if criteria.best_objective_not_improving and scored:
+        patience = criteria.best_objective_not_improving.max_number_of_training_jobs_not_improving
+        best_at, best = 0, scored[0]
+        for i, v in enumerate(scored):
+            if (v > best) if maximize else (v < best):
+                best_at, best = i, v
+        if len(scored) - 1 - best_at >= patience:
+            return f"the best objective did not improve over the last {patience} trials"
     return None

@@ -24,7 +24,15 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import TerminationSignal
 
 from dockyard.settings import Settings
-from dockyard.tuning import Strategy, TuningJobSpec, grid, objective_value
+from dockyard.tuning import (
+    EarlyStopping,
+    Strategy,
+    TuningJobSpec,
+    completion_reason,
+    grid,
+    median_rule,
+    objective_value,
+)
 from flows.train import train
 from infra import records
 from tasks.tuning import (
@@ -39,6 +47,7 @@ from tasks.tuning import (
 )
 
 HOST_LIMIT = "dockyard-host-vcpus"
+EARLY_STOP_CHECK_SECONDS = 1.0
 
 
 def _run_trial(doc: dict[str, Any], slots: int) -> dict[str, Any]:
@@ -93,11 +102,23 @@ def tune(job: dict[str, Any]) -> dict[str, Any]:
     summaries: list[dict[str, Any]] = []
     running: dict[Future[dict[str, Any]], tuple[optuna.trial.Trial | None, dict[str, str], str]] = {}
     stopped = False
+    completed_because: str | None = None
+    early_stopped: set[str] = set()
     started = 0
     with ThreadPoolExecutor(max_workers=limits.max_parallel_training_jobs, thread_name_prefix="trial") as pool:
         try:
             while started < total or running:
-                while not stopped and started < total and len(running) < limits.max_parallel_training_jobs:
+                completed_because = completed_because or completion_reason(
+                    config.tuning_job_completion_criteria,
+                    [s["FinalHyperParameterTuningJobObjectiveMetric"] for s in summaries],
+                    config.maximize,
+                )
+                while (
+                    not stopped
+                    and not completed_because
+                    and started < total
+                    and len(running) < limits.max_parallel_training_jobs
+                ):
                     trial: optuna.trial.Trial | None = None
                     if points is not None:
                         hps = points[started]
@@ -110,7 +131,9 @@ def tune(job: dict[str, Any]) -> dict[str, Any]:
                     started += 1
                 if not running:
                     break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                done, _ = wait(list(running), timeout=EARLY_STOP_CHECK_SECONDS, return_when=FIRST_COMPLETED)
+                if config.training_job_early_stopping_type is EarlyStopping.AUTO:
+                    _stop_early(home, metric, config.maximize, running, summaries, early_stopped)
                 for future in done:
                     trial, hps, _ = running.pop(future)
                     body = future.result()
@@ -126,13 +149,37 @@ def tune(job: dict[str, Any]) -> dict[str, Any]:
                     records.request_stop(home, trial_name, "the tuning job was stopped")
             for future, (_, hps, _) in list(running.items()):
                 summaries.append(_summary(future.result(), hps, metric))
-    body = _tuning_record(spec, summaries, stopped)
+    body = _tuning_record(spec, summaries, stopped, completed_because)
     record_tuning(home, name, body)
     _artifacts(name, body)
     return body
 
 
-def _tuning_record(spec: TuningJobSpec, summaries: list[dict[str, Any]], stopped: bool) -> dict[str, Any]:
+def _series(home: str, name: str, metric: str) -> list[float]:
+    return [m.value for m in records.read_metrics(home, name) if m.metric_name == metric and m.host == "algo-1"]
+
+
+def _stop_early(
+    home: str,
+    metric: str,
+    maximize: bool,
+    running: dict[Any, tuple[Any, dict[str, str], str]],
+    summaries: list[dict[str, Any]],
+    early_stopped: set[str],
+) -> None:
+    """Apply the median rule to every running trial, from the finished trials' curves."""
+    earlier = [_series(home, s["TrainingJobName"], metric) for s in summaries if s["TrainingJobStatus"] != "Failed"]
+    for _, _, name in running.values():
+        if name in early_stopped or not records.exists(home, name):
+            continue
+        if median_rule(_series(home, name, metric), earlier, maximize):
+            early_stopped.add(name)
+            records.request_stop(home, name, f"early stopping: {metric} worse than the median of earlier trials")
+
+
+def _tuning_record(
+    spec: TuningJobSpec, summaries: list[dict[str, Any]], stopped: bool, completed_because: str | None
+) -> dict[str, Any]:
     config = spec.hyper_parameter_tuning_job_config
     maximize = config.hyper_parameter_tuning_job_objective.type.value == "Maximize"
     scored = [
@@ -164,6 +211,7 @@ def _tuning_record(spec: TuningJobSpec, summaries: list[dict[str, Any]], stopped
         "BestTrainingJob": best,
         "TrainingJobSummaries": summaries,
         "FailureReason": reason,
+        "CompletionReason": completed_because,
     }
     return {k: v for k, v in body.items() if v is not None}
 
