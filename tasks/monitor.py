@@ -246,13 +246,14 @@ class _Watch:
                 return None
             if time.time() >= deadline:
                 return MAX_RUNTIME
-            if max_wait is not None and time.time() >= max_wait:
-                return MAX_WAIT
-            try:
-                spot.check(self.home, self.name)
-            except SpotInterruption as notice:
-                self.notice_seconds = notice.notice_seconds
-                return f"{INTERRUPTED}: {notice}"
+            if max_wait is not None:  # a spot job: it has a max wait, and a market to ask
+                if time.time() >= max_wait:
+                    return MAX_WAIT
+                try:
+                    spot.check(self.home, self.name)
+                except SpotInterruption as notice:
+                    self.notice_seconds = notice.notice_seconds
+                    return f"{INTERRUPTED}: {notice}"
             ask_prefect = time.monotonic() >= next_prefect_check
             if ask_prefect:
                 next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS

@@ -152,7 +152,9 @@ def stage_data(
     report(
         f"staging {len(plan.downloads)} objects ({plan.total_bytes / 1e6:.1f} MB) to {len(provisioned.hosts)} host(s)"
     )
-    carry_out(plan, concurrency, endpoint_url, report, between=lambda: spot.check(home, name))
+    # Only a spot job asks the market between downloads: it reads the record each time.
+    between = (lambda: spot.check(home, name)) if spec.enable_managed_spot_training else None
+    carry_out(plan, concurrency, endpoint_url, report, between=between)
     for host in provisioned.hosts:
         if host.checkpoint_uri:
             restored = CheckpointSync(
