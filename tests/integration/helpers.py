@@ -75,6 +75,18 @@ def start_cli(job: dict[str, Any], folder: Path, env: dict[str, str] | None = No
     )
 
 
+def run_cli(module: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE PATH --json` to the end, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", module, str(path), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=900,
+    )
+
+
 def wait_for_status(home: str, name: str, secondary: str, timeout: float = 120) -> dict[str, Any]:
     """Wait until the job's record shows `secondary`; returns the record."""
     path = Path(home) / "jobs" / name / "record.json"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 import pytest
 
 from infra import docker_engine
-from tests.integration.helpers import ROOT, local, members, probe_job, start_cli, wait_for_status
+from tests.integration.helpers import local, members, probe_job, run_cli, start_cli, wait_for_status
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +24,7 @@ def counting_job(home: str, image: str, tmp_path: Path) -> dict[str, Any]:
 
 
 def rerun(job: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / f"{job['training_job_name']}.yaml"
-    return subprocess.run(
-        [sys.executable, "-m", "flows.train", str(path), "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=300,
-    )
+    return run_cli("flows.train", tmp_path / f"{job['training_job_name']}.yaml")
 
 
 def kill_during_training(home: str, job: dict[str, Any], tmp_path: Path) -> None:

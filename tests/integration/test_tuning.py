@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.helpers import ROOT, run_job, wait_for_status
+from tests.integration.helpers import ROOT, run_cli, run_job, wait_for_status
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +22,7 @@ pytestmark = pytest.mark.integration
 def tune_cli(doc: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "tuning.yaml"
     path.write_text(yaml.safe_dump(doc))
-    return subprocess.run(
-        [sys.executable, "-m", "flows.tune", str(path), "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=900,
-    )
+    return run_cli("flows.tune", path)
 
 
 def most_at_once(summaries: list[dict[str, Any]]) -> int:
