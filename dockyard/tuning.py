@@ -14,8 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.spec import JOB_NAME_PATTERN
 
-NOT_YET = "not supported yet"
-
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -103,14 +101,33 @@ class NotImproving(_Model):
     max_number_of_training_jobs_not_improving: int = Field(ge=3)
 
 
+class OnConvergence(StrEnum):
+    DISABLED = "Disabled"
+    ENABLED = "Enabled"
+
+
+class ConvergenceDetected(_Model):
+    complete_on_convergence: OnConvergence = OnConvergence.DISABLED
+
+
 class CompletionCriteria(_Model):
     target_objective_metric_value: float | None = None
     best_objective_not_improving: NotImproving | None = None
-    convergence_detected: dict[str, Any] | None = None  # not yet
+    convergence_detected: ConvergenceDetected | None = None
+
+
+class HyperbandConfig(_Model):
+    min_resource: int = Field(default=1, ge=1)
+    max_resource: int | None = Field(default=None, ge=1, le=20_000)
+
+
+class StrategyConfig(_Model):
+    hyperband_strategy_config: HyperbandConfig | None = None
 
 
 class TuningJobConfig(_Model):
     strategy: Strategy = Strategy.BAYESIAN
+    strategy_config: StrategyConfig | None = None
     hyper_parameter_tuning_job_objective: Objective
     resource_limits: ResourceLimits = Field(default_factory=ResourceLimits)
     parameter_ranges: ParameterRanges
@@ -123,11 +140,25 @@ class TuningJobConfig(_Model):
         return self.hyper_parameter_tuning_job_objective.type is ObjectiveType.MAXIMIZE
 
 
+class WarmStartType(StrEnum):
+    IDENTICAL_DATA_AND_ALGORITHM = "IdenticalDataAndAlgorithm"  # same image, data and static hyperparameters
+    TRANSFER_LEARNING = "TransferLearning"  # anything may differ; the parents' results still guide the search
+
+
+class ParentJob(_Model):
+    hyper_parameter_tuning_job_name: str = Field(pattern=JOB_NAME_PATTERN, max_length=32)
+
+
+class WarmStartConfig(_Model):
+    parent_hyper_parameter_tuning_jobs: list[ParentJob] = Field(min_length=1, max_length=5)
+    warm_start_type: WarmStartType
+
+
 class TuningJobSpec(_Model):
     hyper_parameter_tuning_job_name: str = Field(pattern=JOB_NAME_PATTERN, max_length=32)
     hyper_parameter_tuning_job_config: TuningJobConfig
     training_job_definition: dict[str, Any]  # a training job spec less its name; checked per trial
-    warm_start_config: dict[str, Any] | None = None  # not yet
+    warm_start_config: WarmStartConfig | None = None
 
 
 def check_tuning(spec: TuningJobSpec, metric_names: list[str], static_hyperparameters: dict[str, Any]) -> None:
@@ -169,19 +200,7 @@ def check_tuning(spec: TuningJobSpec, metric_names: list[str], static_hyperparam
                 "list the values to try as categorical ranges, or pick Random or Bayesian",
             )
         )
-    if config.strategy is Strategy.HYPERBAND:
-        problems.append(FieldProblem(f"{at}.strategy", f"Hyperband is {NOT_YET}", "use Random, Grid or Bayesian"))
-    if spec.warm_start_config is not None:
-        problems.append(FieldProblem("warm_start_config", f"warm start is {NOT_YET}", "drop warm_start_config"))
-    criteria = config.tuning_job_completion_criteria
-    if criteria is not None and criteria.convergence_detected is not None:
-        problems.append(
-            FieldProblem(
-                f"{at}.tuning_job_completion_criteria.convergence_detected",
-                f"convergence detection is {NOT_YET}",
-                "use target_objective_metric_value or best_objective_not_improving",
-            )
-        )
+    problems += _hyperband_problems(config, static_hyperparameters)
     limits = config.resource_limits
     if limits.max_parallel_training_jobs > limits.max_number_of_training_jobs:
         problems.append(
@@ -193,6 +212,62 @@ def check_tuning(spec: TuningJobSpec, metric_names: list[str], static_hyperparam
         )
     if problems:
         raise JobSpecError(problems)
+
+
+EPOCH_HYPERPARAMETERS = ("epochs", "numepochs", "n-epochs", "n_epochs", "num_epochs")
+
+
+def hyperband_resources(config: TuningJobConfig, static_hyperparameters: dict[str, Any]) -> tuple[int, int | None]:
+    """Hyperband's (min, max) resource in epochs; max falls back on an epochs-like static hyperparameter."""
+    hyperband = (config.strategy_config or StrategyConfig()).hyperband_strategy_config or HyperbandConfig()
+    if hyperband.max_resource is not None:
+        return hyperband.min_resource, hyperband.max_resource
+    for key in EPOCH_HYPERPARAMETERS:
+        if str(static_hyperparameters.get(key, "")).isdigit():
+            return hyperband.min_resource, int(static_hyperparameters[key])
+    return hyperband.min_resource, None
+
+
+def _hyperband_problems(config: TuningJobConfig, static_hyperparameters: dict[str, Any]) -> list[FieldProblem]:
+    at = "hyper_parameter_tuning_job_config"
+    given = config.strategy_config is not None and config.strategy_config.hyperband_strategy_config is not None
+    if config.strategy is not Strategy.HYPERBAND:
+        if not given:
+            return []
+        return [
+            FieldProblem(
+                f"{at}.strategy_config.hyperband_strategy_config",
+                f"applies only to the Hyperband strategy, not {config.strategy.value}",
+                "set strategy to Hyperband, or drop strategy_config",
+            )
+        ]
+    problems = []
+    if config.training_job_early_stopping_type is EarlyStopping.AUTO:
+        problems.append(
+            FieldProblem(
+                f"{at}.training_job_early_stopping_type",
+                "Hyperband stops trials itself and cannot be combined with Auto early stopping",
+                "set it to Off",
+            )
+        )
+    low, high = hyperband_resources(config, static_hyperparameters)
+    if high is None:
+        problems.append(
+            FieldProblem(
+                f"{at}.strategy_config.hyperband_strategy_config.max_resource",
+                "is missing, and no static hyperparameter (" + ", ".join(EPOCH_HYPERPARAMETERS) + ") gives it",
+                "set max_resource to the most epochs a trial may train",
+            )
+        )
+    elif low >= high:
+        problems.append(
+            FieldProblem(
+                f"{at}.strategy_config.hyperband_strategy_config.min_resource",
+                f"({low}) must be less than max_resource ({high})",
+                "lower min_resource or raise max_resource",
+            )
+        )
+    return problems
 
 
 def grid(ranges: ParameterRanges) -> list[dict[str, str]]:
@@ -255,6 +330,10 @@ def completion_reason(
         best = max(scored) if maximize else min(scored)
         if (best >= target) if maximize else (best <= target):
             return f"the objective reached the target {target:g} (best {best:g})"
+    if criteria.convergence_detected and criteria.convergence_detected.complete_on_convergence is OnConvergence.ENABLED:
+        reason = _converged(scored, maximize)
+        if reason:
+            return reason
     if criteria.best_objective_not_improving and scored:
         patience = criteria.best_objective_not_improving.max_number_of_training_jobs_not_improving
         best_at, best = 0, scored[0]
@@ -264,3 +343,136 @@ def completion_reason(
         if len(scored) - 1 - best_at >= patience:
             return f"the best objective did not improve over the last {patience} trials"
     return None
+
+
+CONVERGENCE_MIN_TRIALS = 10  # scored trials before convergence is judged
+CONVERGENCE_WINDOW = 5  # the latest trials whose gain is weighed
+CONVERGENCE_TOLERANCE = 0.01  # of the observed objectives' range
+
+
+def _converged(scored: list[float], maximize: bool) -> str | None:
+    """Converged: the latest CONVERGENCE_WINDOW trials moved the best objective by
+    less than 1 % of the range the objective has spanned so far."""
+    if len(scored) < CONVERGENCE_MIN_TRIALS:
+        return None
+    pick = max if maximize else min
+    gain = abs(pick(scored) - pick(scored[:-CONVERGENCE_WINDOW]))
+    spread = max(scored) - min(scored)
+    if gain > CONVERGENCE_TOLERANCE * spread:
+        return None
+    return (
+        f"the search converged: the last {CONVERGENCE_WINDOW} trials improved the best objective by {gain:g}, "
+        f"under {CONVERGENCE_TOLERANCE:.0%} of the objectives' range ({spread:g})"
+    )
+
+
+def _same(parent: dict[str, Any], child: dict[str, Any], key: str) -> bool:
+    return parent.get(key) == child.get(key)
+
+
+def warm_start_problems(spec: TuningJobSpec, parents: dict[str, dict[str, Any] | None]) -> list[FieldProblem]:
+    """What keeps the parents (their tuning records, None where missing) from seeding this job."""
+    warm = spec.warm_start_config
+    if warm is None:
+        return []
+    problems = []
+    config = spec.hyper_parameter_tuning_job_config
+    objective = config.hyper_parameter_tuning_job_objective
+    for i, (name, record) in enumerate(parents.items()):
+        at = f"warm_start_config.parent_hyper_parameter_tuning_jobs[{i}].hyper_parameter_tuning_job_name"
+        if record is None:
+            problems.append(FieldProblem(at, f"no tuning job '{name}' has finished here", "name a finished one"))
+            continue
+        theirs = record["HyperParameterTuningJobConfig"]["hyper_parameter_tuning_job_objective"]
+        if (theirs["metric_name"], theirs["type"]) != (objective.metric_name, objective.type.value):
+            problems.append(
+                FieldProblem(
+                    at,
+                    f"'{name}' {theirs['type']}s {theirs['metric_name']}, this job "
+                    f"{objective.type.value}s {objective.metric_name}",
+                    "warm start from parents with the same objective",
+                )
+            )
+        if warm.warm_start_type is WarmStartType.IDENTICAL_DATA_AND_ALGORITHM:
+            parent, child = record.get("TrainingJobDefinition", {}), spec.training_job_definition
+            differ = [
+                what
+                for what, same in (
+                    ("algorithm", _same(parent, child, "algorithm_specification")),
+                    ("input data", _same(parent, child, "input_data_config")),
+                    ("static hyperparameters", _same(parent, child, "static_hyper_parameters")),
+                )
+                if not same
+            ]
+            if differ:
+                problems.append(
+                    FieldProblem(
+                        at,
+                        f"'{name}' differs in its {', '.join(differ)}, which IdenticalDataAndAlgorithm keeps",
+                        "use warm_start_type TransferLearning",
+                    )
+                )
+    return problems
+
+
+def warm_start_results(parents: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
+    """The parents' scored trials as (hyperparameters, objective), the hyperparameters
+    taken from each trial's tuned values and its job's static ones."""
+    out = []
+    for record in parents:
+        static = record.get("TrainingJobDefinition", {}).get("static_hyper_parameters") or {}
+        for summary in record.get("TrainingJobSummaries", []):
+            value = summary.get("FinalHyperParameterTuningJobObjectiveMetric")
+            if value is None or summary.get("ObjectiveStatus", "Succeeded") != "Succeeded":
+                continue
+            out.append(({**static, **summary["TunedHyperParameters"]}, float(value)))
+    return out
+
+
+def best_of(summaries: list[dict[str, Any]], maximize: bool) -> dict[str, Any] | None:
+    """The summary with the best objective among those whose objective succeeded."""
+    scored = [s for s in summaries if s.get("ObjectiveStatus") == "Succeeded"]
+    pick = max if maximize else min
+    return pick(scored, key=lambda s: s["FinalHyperParameterTuningJobObjectiveMetric"]) if scored else None
+
+
+def tuning_record(
+    spec: TuningJobSpec,
+    summaries: list[dict[str, Any]],
+    stopped: bool,
+    completed_because: str | None,
+    parents: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The tuning record, shaped like DescribeHyperParameterTuningJob's answer."""
+    config = spec.hyper_parameter_tuning_job_config
+    best = best_of(summaries, config.maximize)
+    counts: dict[str, int] = {}
+    for s in summaries:
+        counts[s["TrainingJobStatus"]] = counts.get(s["TrainingJobStatus"], 0) + 1
+    succeeded = sum(s.get("ObjectiveStatus") == "Succeeded" for s in summaries)
+    if stopped:
+        status, reason = "Stopped", "the tuning job was stopped"
+    elif best is None:
+        reasons = sorted({str(s.get("FailureReason") or "no objective value") for s in summaries})
+        status, reason = "Failed", "no trial produced the objective metric: " + "; ".join(reasons)[:900]
+    else:
+        status, reason = "Completed", None
+    overall = None
+    if spec.warm_start_config is not None:
+        candidates = [p.get("OverallBestTrainingJob") or p.get("BestTrainingJob") for p in parents]
+        overall = best_of([c for c in [best, *candidates] if c], config.maximize)
+    body = {
+        "HyperParameterTuningJobName": spec.hyper_parameter_tuning_job_name,
+        "HyperParameterTuningJobStatus": status,
+        "HyperParameterTuningJobConfig": config.model_dump(mode="json"),
+        "TrainingJobDefinition": spec.training_job_definition,
+        "WarmStartConfig": spec.warm_start_config.model_dump(mode="json") if spec.warm_start_config else None,
+        "TrainingJobStatusCounters": counts,
+        "ObjectiveStatusCounters": {"Succeeded": succeeded, "Failed": len(summaries) - succeeded},
+        "BestTrainingJob": best,
+        "OverallBestTrainingJob": overall,
+        "TrainingJobSummaries": summaries,
+        "FailureReason": reason,
+        "CompletionReason": completed_because,
+    }
+    return {k: v for k, v in body.items() if v is not None}

@@ -14,6 +14,7 @@ import contextvars
 import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -23,16 +24,22 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import TerminationSignal
 
+from dockyard.charts import objective_over_trials
 from dockyard.settings import Settings
 from dockyard.tuning import (
     EarlyStopping,
     Strategy,
+    TuningJobConfig,
     TuningJobSpec,
     completion_reason,
     grid,
+    hyperband_resources,
     median_rule,
     objective_value,
+    trial_name,
+    tuning_record,
 )
+from flows.cli import read_job_file
 from flows.train import train
 from infra import records
 from tasks.tuning import (
@@ -40,14 +47,28 @@ from tasks.tuning import (
     host_slots,
     hyperparameters_of,
     make_study,
+    parents_of,
     record_tuning,
+    seed_study,
     trial_doc,
     trial_slots,
     validate_tuning,
 )
 
 HOST_LIMIT = "dockyard-host-vcpus"
-EARLY_STOP_CHECK_SECONDS = 1.0
+CHECK_SECONDS = 1.0  # how often running trials' metric streams are read
+
+
+@dataclass
+class Trial:
+    """A trial while it runs: what was asked, and what its metric stream has told the study so far."""
+
+    name: str
+    hyperparameters: dict[str, str]
+    asked: optuna.trial.Trial | None  # None for Grid, which does not ask the study
+    reported: int = 0  # objective values reported to the study (Hyperband's resource: epochs)
+    stopped_because: str | None = None
+    full_budget: bool = False  # stopped at Hyperband's max_resource: fully trained
 
 
 def _run_trial(doc: dict[str, Any], slots: int) -> dict[str, Any]:
@@ -65,52 +86,71 @@ def _run_trial(doc: dict[str, Any], slots: int) -> dict[str, Any]:
     return {"TrainingJobName": name, "TrainingJobStatus": "Failed", "FailureReason": str(state.message)}
 
 
-def _summary(body: dict[str, Any], hps: dict[str, str], metric: str) -> dict[str, Any]:
+def _summary(body: dict[str, Any], trial: Trial, metric: str) -> dict[str, Any]:
+    value = objective_value(body.get("FinalMetricDataList", []), metric)
+    trained = body["TrainingJobStatus"] == "Completed" or trial.full_budget
     return {
         "TrainingJobName": body["TrainingJobName"],
         "TrainingJobStatus": body["TrainingJobStatus"],
-        "TunedHyperParameters": hps,
-        "FinalHyperParameterTuningJobObjectiveMetric": objective_value(body.get("FinalMetricDataList", []), metric),
+        "TunedHyperParameters": trial.hyperparameters,
+        "FinalHyperParameterTuningJobObjectiveMetric": value,
+        "ObjectiveStatus": "Succeeded" if trained and value is not None else "Failed",
         "TrainingStartTime": body.get("TrainingStartTime"),
         "TrainingEndTime": body.get("TrainingEndTime"),
         "FailureReason": body.get("FailureReason"),
+        "StoppedBecause": trial.stopped_because if body["TrainingJobStatus"] == "Stopped" else None,
     }
 
 
 def _run_name() -> str:
     job = runtime.flow_run.parameters.get("job") or {}
-    return str(job.get("hyper_parameter_tuning_job_name") or "tune") if isinstance(job, dict) else "tune"
+    if isinstance(job, str):
+        return os.path.basename(job)
+    return str(job.get("hyper_parameter_tuning_job_name") or job.get("HyperParameterTuningJobName") or "tune")
 
 
 @flow(name="tune", flow_run_name=_run_name, log_prints=True)
-def tune(job: dict[str, Any]) -> dict[str, Any]:
-    """Run a tuning job; returns its DescribeHyperParameterTuningJob-shaped record."""
+def tune(job: dict[str, Any] | str) -> dict[str, Any]:
+    """Run a tuning job; returns its DescribeHyperParameterTuningJob-shaped record.
+
+    `job` is the tuning spec as a mapping, or the path of a YAML or JSON file holding one."""
     settings = Settings.from_env(os.environ)
     home = str(settings.home)
+    if isinstance(job, str):
+        job = read_job_file(job)
     spec = TuningJobSpec.model_validate(validate_tuning(job, home, settings.s3_endpoint_url))
     config = spec.hyper_parameter_tuning_job_config
     name, metric = spec.hyper_parameter_tuning_job_name, config.hyper_parameter_tuning_job_objective.metric_name
     limits = config.resource_limits
+    static = spec.training_job_definition.get("static_hyper_parameters") or {}
     slots_total = host_slots()
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(HOST_LIMIT, slots_total)
     slots = trial_slots(spec.training_job_definition, slots_total)
-    study = make_study(config)
+    study = make_study(config, static)
     space = distributions(config.parameter_ranges)
+    parents = [p for p in parents_of(spec, home).values() if p is not None]
+    if parents:
+        seeded = seed_study(study, space, config.parameter_ranges, parents)
+        print(f"warm start: {seeded} trials of {len(parents)} parent tuning job(s) seed the search")
     points = grid(config.parameter_ranges) if config.strategy is Strategy.GRID else None
     total = len(points) if points is not None else limits.max_number_of_training_jobs
+    watch = _Watch(home, metric, config, static)
     summaries: list[dict[str, Any]] = []
-    running: dict[Future[dict[str, Any]], tuple[optuna.trial.Trial | None, dict[str, str], str]] = {}
+    running: dict[Future[dict[str, Any]], Trial] = {}
     stopped = False
     completed_because: str | None = None
-    early_stopped: set[str] = set()
     started = 0
     with ThreadPoolExecutor(max_workers=limits.max_parallel_training_jobs, thread_name_prefix="trial") as pool:
         try:
             while started < total or running:
                 completed_because = completed_because or completion_reason(
                     config.tuning_job_completion_criteria,
-                    [s["FinalHyperParameterTuningJobObjectiveMetric"] for s in summaries],
+                    [
+                        s["FinalHyperParameterTuningJobObjectiveMetric"]
+                        for s in summaries
+                        if s["ObjectiveStatus"] == "Succeeded"
+                    ],
                     config.maximize,
                 )
                 while (
@@ -119,104 +159,103 @@ def tune(job: dict[str, Any]) -> dict[str, Any]:
                     and started < total
                     and len(running) < limits.max_parallel_training_jobs
                 ):
-                    trial: optuna.trial.Trial | None = None
                     if points is not None:
-                        hps = points[started]
+                        trial = Trial(trial_name(name, started), points[started], None)
                     else:
-                        trial = study.ask(space)
-                        hps = hyperparameters_of(trial.params, config.parameter_ranges)
-                    doc = trial_doc(spec, started, hps)
+                        asked = study.ask(space)
+                        hps = hyperparameters_of(asked.params, config.parameter_ranges)
+                        trial = Trial(trial_name(name, started), hps, asked)
+                    doc = trial_doc(spec, started, trial.hyperparameters)
                     context = contextvars.copy_context()  # so each trial is a subflow of this run
-                    running[pool.submit(context.run, _run_trial, doc, slots)] = (trial, hps, doc["training_job_name"])
+                    running[pool.submit(context.run, _run_trial, doc, slots)] = trial
                     started += 1
                 if not running:
                     break
-                done, _ = wait(list(running), timeout=EARLY_STOP_CHECK_SECONDS, return_when=FIRST_COMPLETED)
-                if config.training_job_early_stopping_type is EarlyStopping.AUTO:
-                    _stop_early(home, metric, config.maximize, running, summaries, early_stopped)
+                done, _ = wait(list(running), timeout=CHECK_SECONDS, return_when=FIRST_COMPLETED)
+                watch.check(list(running.values()), summaries)
                 for future in done:
-                    trial, hps, _ = running.pop(future)
-                    body = future.result()
-                    summaries.append(_summary(body, hps, metric))
-                    value = summaries[-1]["FinalHyperParameterTuningJobObjectiveMetric"]
-                    if trial is not None:
-                        study.tell(trial, value, state=None if value is not None else optuna.trial.TrialState.FAIL)
+                    trial = running.pop(future)
+                    summaries.append(_summary(future.result(), trial, metric))
+                    _tell(study, trial, summaries[-1])
         except (KeyboardInterrupt, TerminationSignal):
             # Every running trial stops gracefully, uploads what it has, and is recorded.
             stopped = True
-            for _, _, trial_name in running.values():
-                if records.exists(home, trial_name):
-                    records.request_stop(home, trial_name, "the tuning job was stopped")
-            for future, (_, hps, _) in list(running.items()):
-                summaries.append(_summary(future.result(), hps, metric))
-    body = _tuning_record(spec, summaries, stopped, completed_because)
+            for trial in running.values():
+                if records.exists(home, trial.name):
+                    records.request_stop(home, trial.name, "the tuning job was stopped")
+            for future, trial in list(running.items()):
+                summaries.append(_summary(future.result(), trial, metric))
+    body = tuning_record(spec, summaries, stopped, completed_because, parents)
     record_tuning(home, name, body)
-    _artifacts(name, body)
+    _artifacts(name, body, config.maximize)
     return body
 
 
-def _series(home: str, name: str, metric: str) -> list[float]:
-    return [m.value for m in records.read_metrics(home, name) if m.metric_name == metric and m.host == "algo-1"]
-
-
-def _stop_early(
-    home: str,
-    metric: str,
-    maximize: bool,
-    running: dict[Any, tuple[Any, dict[str, str], str]],
-    summaries: list[dict[str, Any]],
-    early_stopped: set[str],
-) -> None:
-    """Apply the median rule to every running trial, from the finished trials' curves."""
-    earlier = [_series(home, s["TrainingJobName"], metric) for s in summaries if s["TrainingJobStatus"] != "Failed"]
-    for _, _, name in running.values():
-        if name in early_stopped or not records.exists(home, name):
-            continue
-        if median_rule(_series(home, name, metric), earlier, maximize):
-            early_stopped.add(name)
-            records.request_stop(home, name, f"early stopping: {metric} worse than the median of earlier trials")
-
-
-def _tuning_record(
-    spec: TuningJobSpec, summaries: list[dict[str, Any]], stopped: bool, completed_because: str | None
-) -> dict[str, Any]:
-    config = spec.hyper_parameter_tuning_job_config
-    maximize = config.hyper_parameter_tuning_job_objective.type.value == "Maximize"
-    scored = [
-        s
-        for s in summaries
-        if s["FinalHyperParameterTuningJobObjectiveMetric"] is not None and s["TrainingJobStatus"] == "Completed"
-    ]
-    best = (
-        (max if maximize else min)(scored, key=lambda s: s["FinalHyperParameterTuningJobObjectiveMetric"])
-        if scored
-        else None
-    )
-    counts: dict[str, int] = {}
-    for s in summaries:
-        counts[s["TrainingJobStatus"]] = counts.get(s["TrainingJobStatus"], 0) + 1
-    if stopped:
-        status, reason = "Stopped", "the tuning job was stopped"
-    elif best is None:
-        reasons = sorted({str(s.get("FailureReason") or "no objective value") for s in summaries})
-        status, reason = "Failed", "no trial produced the objective metric: " + "; ".join(reasons)[:900]
+def _tell(study: optuna.Study, trial: Trial, summary: dict[str, Any]) -> None:
+    if trial.asked is None:
+        return
+    value = summary["FinalHyperParameterTuningJobObjectiveMetric"]
+    if value is None:
+        study.tell(trial.asked, state=optuna.trial.TrialState.FAIL)
+    elif summary["TrainingJobStatus"] == "Stopped" and not trial.full_budget:
+        study.tell(trial.asked, state=optuna.trial.TrialState.PRUNED)
     else:
-        status, reason = "Completed", None
-    body = {
-        "HyperParameterTuningJobName": spec.hyper_parameter_tuning_job_name,
-        "HyperParameterTuningJobStatus": status,
-        "HyperParameterTuningJobConfig": config.model_dump(mode="json"),
-        "TrainingJobStatusCounters": counts,
-        "ObjectiveStatusCounters": {"Succeeded": len(scored), "Failed": len(summaries) - len(scored)},
-        "BestTrainingJob": best,
-        "TrainingJobSummaries": summaries,
-        "FailureReason": reason,
-        "CompletionReason": completed_because,
-    }
-    return {k: v for k, v in body.items() if v is not None}
+        study.tell(trial.asked, value)
 
 
-def _artifacts(name: str, body: dict[str, Any]) -> None:
+class _Watch:
+    """Reads running trials' objective streams and stops the ones the rules say to:
+    Auto early stopping's median rule, or Hyperband's rungs and max_resource."""
+
+    def __init__(self, home: str, metric: str, config: TuningJobConfig, static: dict[str, Any]) -> None:
+        self.home, self.metric, self.maximize = home, metric, config.maximize
+        self.median_rule = config.training_job_early_stopping_type is EarlyStopping.AUTO
+        self.hyperband = config.strategy is Strategy.HYPERBAND
+        self.max_resource = hyperband_resources(config, static)[1]
+
+    def series(self, name: str) -> list[float]:
+        return [
+            m.value
+            for m in records.read_metrics(self.home, name)
+            if m.metric_name == self.metric and m.host == "algo-1"
+        ]
+
+    def check(self, running: list[Trial], summaries: list[dict[str, Any]]) -> None:
+        if not (self.median_rule or self.hyperband):
+            return
+        earlier = (
+            [self.series(s["TrainingJobName"]) for s in summaries if s["TrainingJobStatus"] != "Failed"]
+            if self.median_rule
+            else []
+        )
+        for trial in running:
+            if trial.stopped_because or not records.exists(self.home, trial.name):
+                continue
+            series = self.series(trial.name)
+            if self.median_rule and median_rule(series, earlier, self.maximize):
+                self.stop(trial, f"early stopping: {self.metric} worse than the median of earlier trials")
+            elif self.hyperband:
+                self.hyperband_check(trial, series)
+
+    def hyperband_check(self, trial: Trial, series: list[float]) -> None:
+        assert trial.asked is not None
+        for epoch in range(trial.reported, len(series)):
+            trial.asked.report(series[epoch], step=epoch + 1)
+        trial.reported = len(series)
+        if self.max_resource is not None and len(series) >= self.max_resource:
+            trial.full_budget = True
+            self.stop(trial, f"Hyperband: reached max_resource ({self.max_resource} epochs)")
+        elif series and trial.asked.should_prune():
+            self.stop(trial, f"Hyperband: stopped at its rung after {len(series)} epochs")
+
+    def stop(self, trial: Trial, reason: str) -> None:
+        trial.stopped_because = reason
+        records.request_stop(self.home, trial.name, reason)
+
+
+def _artifacts(name: str, body: dict[str, Any], maximize: bool) -> None:
+    """The trials table, the objective over trials and the best trial, on the flow run and printed."""
+    summaries = body["TrainingJobSummaries"]
     rows = [
         {
             "trial": s["TrainingJobName"],
@@ -226,10 +265,14 @@ def _artifacts(name: str, body: dict[str, Any]) -> None:
             "start": s.get("TrainingStartTime"),
             "end": s.get("TrainingEndTime"),
         }
-        for s in body["TrainingJobSummaries"]
+        for s in summaries
     ]
     key = f"tuning-{name.lower()}"[:100]
     create_table_artifact(key=key, table=rows, description=f"trials of tuning job {name}")
+    metric = body["HyperParameterTuningJobConfig"]["hyper_parameter_tuning_job_objective"]["metric_name"]
+    chart = objective_over_trials(
+        [s["FinalHyperParameterTuningJobObjectiveMetric"] for s in summaries], metric, maximize
+    )
     best = body.get("BestTrainingJob")
     outcome = body.get("FailureReason", "")
     if best:
@@ -238,9 +281,12 @@ def _artifacts(name: str, body: dict[str, Any]) -> None:
             f"{best['FinalHyperParameterTuningJobObjectiveMetric']}, "
             f"hyperparameters `{best['TunedHyperParameters']}`"
         )
+    if body.get("CompletionReason"):
+        outcome += f"\n\nEnded early: {body['CompletionReason']}."
+    print(f"{name}: {body['HyperParameterTuningJobStatus']}\n{chart}")
     create_markdown_artifact(
         key=f"{key}-best"[:100],
-        markdown=(f"# {name}: {body['HyperParameterTuningJobStatus']}\n\n" + outcome),
+        markdown=f"# {name}: {body['HyperParameterTuningJobStatus']}\n\n{outcome}\n\n```\n{chart}\n```",
     )
 
 

@@ -6,13 +6,12 @@ tuning flow runs each trial as a training subflow.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from pydantic import ValidationError
 
@@ -26,10 +25,13 @@ from dockyard.tuning import (
     TuningJobConfig,
     TuningJobSpec,
     check_tuning,
+    hyperband_resources,
     log_scaled,
     trial_name,
+    warm_start_problems,
+    warm_start_results,
 )
-from infra import docker_engine, records
+from infra import catalog, docker_engine, records
 from tasks.validate import check_runnable
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -86,17 +88,33 @@ def check_tuning_doc(doc: dict[str, Any], home: str, endpoint_url: str | None) -
     static = spec.training_job_definition.get("static_hyper_parameters") or {}
     check_tuning(spec, metrics, static)
     check_runnable(training, endpoint_url)
-    if (records.tuning_dir(home, spec.hyper_parameter_tuning_job_name) / "record.json").exists():
+    if records.load_tuning(home, spec.hyper_parameter_tuning_job_name) is not None:
         raise JobSpecError(
             f"hyper_parameter_tuning_job_name: '{spec.hyper_parameter_tuning_job_name}' is taken — choose another name"
         )
+    problems = warm_start_problems(spec, parents_of(spec, home))
+    if problems:
+        raise JobSpecError(problems)
     return spec
 
 
-def make_study(config: TuningJobConfig) -> optuna.Study:
+def parents_of(spec: TuningJobSpec, home: str) -> dict[str, dict[str, Any] | None]:
+    """The warm start parents' records by name (None where there is none)."""
+    warm = spec.warm_start_config
+    names = [p.hyper_parameter_tuning_job_name for p in warm.parent_hyper_parameter_tuning_jobs] if warm else []
+    return {name: records.load_tuning(home, name) for name in names}
+
+
+HYPERBAND_REDUCTION_FACTOR = 3  # Hyperband's eta: a third of a rung's trials go on to the next
+
+
+def make_study(config: TuningJobConfig, static_hyperparameters: dict[str, Any]) -> optuna.Study:
+    """Random: RandomSampler. Bayesian: TPE. Hyperband: TPE proposing, HyperbandPruner stopping
+    trials at its rungs (Optuna's recommended pairing). Grid does not ask the study."""
     seed = config.random_seed
     sampler: optuna.samplers.BaseSampler
-    if config.strategy is Strategy.BAYESIAN:
+    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+    if config.strategy in (Strategy.BAYESIAN, Strategy.HYPERBAND):
         sampler = optuna.samplers.TPESampler(
             seed=seed,
             n_startup_trials=min(5, max(2, config.resource_limits.max_number_of_training_jobs // 3)),
@@ -104,9 +122,57 @@ def make_study(config: TuningJobConfig) -> optuna.Study:
         )
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
+    if config.strategy is Strategy.HYPERBAND:
+        low, high = hyperband_resources(config, static_hyperparameters)
+        pruner = optuna.pruners.HyperbandPruner(
+            min_resource=low, max_resource=high or "auto", reduction_factor=HYPERBAND_REDUCTION_FACTOR
+        )
     maximize = config.hyper_parameter_tuning_job_objective.type is ObjectiveType.MAXIMIZE
     direction = optuna.study.StudyDirection.MAXIMIZE if maximize else optuna.study.StudyDirection.MINIMIZE
-    return optuna.create_study(direction=direction, sampler=sampler)
+    return optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
+
+
+def seed_study(
+    study: optuna.Study, space: dict[str, BaseDistribution], ranges: ParameterRanges, parents: list[dict[str, Any]]
+) -> int:
+    """Add the warm start parents' scored trials that fit this search space to the study;
+    returns how many were added."""
+    used = 0
+    for hyperparameters, value in warm_start_results(parents):
+        params = params_of(hyperparameters, space, ranges)
+        if params is None:
+            continue
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=value))
+        used += 1
+    return used
+
+
+def params_of(
+    hyperparameters: dict[str, Any], space: dict[str, BaseDistribution], ranges: ParameterRanges
+) -> dict[str, Any] | None:
+    """Hyperparameter strings as Optuna params of this space (the inverse of `hyperparameters_of`),
+    or None when one is missing or falls outside its range."""
+    reverse = {c.name for c in ranges.continuous_parameter_ranges if c.scaling_type.value == "ReverseLogarithmic"}
+    params: dict[str, Any] = {}
+    for name, dist in space.items():
+        raw = hyperparameters.get(name)
+        if raw is None:
+            return None
+        if isinstance(dist, CategoricalDistribution):
+            if str(raw) not in dist.choices:
+                return None
+            params[name] = str(raw)
+            continue
+        assert isinstance(dist, IntDistribution | FloatDistribution)
+        try:
+            value = int(float(raw)) if isinstance(dist, IntDistribution) else float(raw)
+        except ValueError:
+            return None
+        value = 1 - value if name in reverse else value
+        if not dist.low <= value <= dist.high:
+            return None
+        params[name] = value
+    return params
 
 
 def distributions(ranges: ParameterRanges) -> dict[str, BaseDistribution]:
@@ -155,9 +221,11 @@ def validate_tuning(doc: dict[str, Any], home: str, endpoint_url: str | None) ->
 
 @task(name="record-tuning", cache_policy=NONE)
 def record_tuning(home: str, name: str, body: dict[str, Any]) -> None:
-    """Write the tuning record (DescribeHyperParameterTuningJob's shape)."""
-    folder = records.tuning_dir(home, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".record.json"
-    tmp.write_text(json.dumps(body, indent=2))
-    os.replace(tmp, folder / "record.json")
+    """Write the tuning record (DescribeHyperParameterTuningJob's shape), and the tuning job
+    into the catalog as an MLflow parent run of its trials' runs."""
+    records.save_tuning(home, name, body)
+    try:
+        run_id = catalog.record_tuning(home, catalog.tracking_uri(home, dict(os.environ)), body)
+        get_run_logger().info(f"catalogued as MLflow run {run_id}, its trials nested under it")
+    except Exception as exc:  # noqa: BLE001 - the record is written; the catalog is a view of it
+        get_run_logger().warning(f"the tuning job is not in the MLflow catalog: {exc}")

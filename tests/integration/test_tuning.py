@@ -113,6 +113,17 @@ def test_grid_runs_exactly_every_combination_and_a_failing_trial_does_not_fail_t
     assert body["TrainingJobStatusCounters"] == {"Completed": 3, "Failed": 3}
     assert body["HyperParameterTuningJobStatus"] == "Completed"
     assert body["BestTrainingJob"]["TunedHyperParameters"]["mode"] == "sleep"
+    from mlflow.tracking import MlflowClient  # the catalog: a parent run, every trial nested under it
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home}/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    [parent] = client.search_runs(experiments, filter_string="tags.`dockyard.kind` = 'tuning-job'")
+    assert parent.info.run_name == doc["hyper_parameter_tuning_job_name"]
+    assert parent.data.tags["dockyard.best_training_job"] == body["BestTrainingJob"]["TrainingJobName"]
+    trials = client.search_runs(experiments, filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["dockyard.job_name"] for r in trials) == sorted(
+        s["TrainingJobName"] for s in body["TrainingJobSummaries"]
+    )
 
 
 def test_a_tuning_job_whose_trials_all_fail_fails_with_the_reason(
@@ -155,6 +166,10 @@ def test_a_tuning_job_whose_trials_all_fail_fails_with_the_reason(
                 }
             },
             "Logarithmic scaling needs min_value > 0",
+        ),
+        (
+            {"strategy": "Hyperband"},
+            "max_resource: is missing, and no static hyperparameter (epochs,",
         ),
     ],
 )
@@ -207,6 +222,93 @@ def test_auto_early_stopping_stops_trials_worse_than_the_median(
         record = json.loads((Path(home) / "jobs" / stopped["TrainingJobName"] / "record.json").read_text())
         assert record["status"]["transitions"][-1]["status_message"].startswith("Training job stopped: early stopping")
     assert body["BestTrainingJob"]["TunedHyperParameters"]["offset"] == "0"
+
+
+def branin_tuning(image: str, home: str, strategy: str, jobs: int, parallel: int) -> dict[str, Any]:
+    """Tune the probe's Branin function (minimum 0.3979 at three points), one loss line per epoch."""
+    doc = probe_tuning(
+        image,
+        home,
+        strategy,
+        {
+            "continuous_parameter_ranges": [
+                {"name": "x1", "min_value": -5, "max_value": 10, "scaling_type": "Linear"},
+                {"name": "x2", "min_value": 0, "max_value": 15, "scaling_type": "Linear"},
+            ]
+        },
+        jobs=jobs,
+    )
+    config = doc["hyper_parameter_tuning_job_config"]
+    config["resource_limits"]["max_parallel_training_jobs"] = parallel
+    config["random_seed"] = 7
+    doc["training_job_definition"]["static_hyper_parameters"] = {
+        "mode": "branin",
+        "epochs": "9",
+        "epoch_seconds": "0.4",
+    }
+    return doc
+
+
+def epochs_of(home: str, job: str) -> int:
+    return sum(1 for line in (Path(home) / "jobs" / job / "metrics.jsonl").read_text().splitlines() if line)
+
+
+def test_hyperband_stops_trials_at_its_rungs(home: str, tmp_path: Path, test_images: dict[str, str]) -> None:
+    doc = branin_tuning(test_images["probe"], home, "Hyperband", jobs=9, parallel=3)
+    result = tune_cli(doc, tmp_path)  # max_resource comes from the static hyperparameter epochs=9
+    assert result.returncode == 0, result.stderr[-3000:]
+    body = json.loads(result.stdout)
+    summaries = body["TrainingJobSummaries"]
+    assert len(summaries) == 9
+    pruned = [s for s in summaries if (s["StoppedBecause"] or "").startswith("Hyperband: stopped at its rung")]
+    assert pruned, summaries
+    for s in pruned:
+        assert s["TrainingJobStatus"] == "Stopped" and s["ObjectiveStatus"] == "Failed"
+        assert s["FinalHyperParameterTuningJobObjectiveMetric"] is not None  # its last objective is recorded
+        assert epochs_of(home, s["TrainingJobName"]) < 9
+        assert (Path(home) / "output" / s["TrainingJobName"] / "output" / "model.tar.gz").exists()
+    trained = [s for s in summaries if s["ObjectiveStatus"] == "Succeeded"]
+    assert trained and all(epochs_of(home, s["TrainingJobName"]) == 9 for s in trained)
+    best = min(s["FinalHyperParameterTuningJobObjectiveMetric"] for s in trained)
+    assert body["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"] == best
+    assert "loss by trial" in result.stderr  # the objective chart is printed
+
+
+def test_warm_start_seeds_the_search_with_the_parents_results(
+    home: str, tmp_path: Path, test_images: dict[str, str]
+) -> None:
+    parent = branin_tuning(test_images["probe"], home, "Random", jobs=4, parallel=2)
+    parent["training_job_definition"]["static_hyper_parameters"].update(epochs="2", epoch_seconds="0.05")
+    first = tune_cli(parent, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    parent_body = json.loads(first.stdout)
+    child = branin_tuning(test_images["probe"], home, "Bayesian", jobs=2, parallel=1)
+    child["training_job_definition"] = parent["training_job_definition"]
+    child["warm_start_config"] = {
+        "parent_hyper_parameter_tuning_jobs": [
+            {"hyper_parameter_tuning_job_name": parent["hyper_parameter_tuning_job_name"]}
+        ],
+        "warm_start_type": "IdenticalDataAndAlgorithm",
+    }
+    orphan = {
+        **child,
+        "warm_start_config": {
+            **child["warm_start_config"],
+            "parent_hyper_parameter_tuning_jobs": [{"hyper_parameter_tuning_job_name": "nobody"}],
+        },
+    }
+    refused = tune_cli(orphan, tmp_path)
+    assert (
+        refused.returncode == 2 and "no tuning job 'nobody' has finished here — name a finished one" in refused.stderr
+    )
+    second = tune_cli(child, tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "warm start: 4 trials of 1 parent tuning job(s) seed the search" in second.stderr
+    body = json.loads(second.stdout)
+    assert len(body["TrainingJobSummaries"]) == 2  # the parents' trials are not run again
+    everyone = [parent_body["BestTrainingJob"], body["BestTrainingJob"]]
+    overall = min(everyone, key=lambda s: s["FinalHyperParameterTuningJobObjectiveMetric"])
+    assert body["OverallBestTrainingJob"] == overall
 
 
 def test_a_sagemaker_tuning_request_ends_when_its_target_is_reached(

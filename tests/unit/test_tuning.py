@@ -3,16 +3,24 @@ import pytest
 from dockyard.errors import JobSpecError
 from dockyard.tuning import (
     CompletionCriteria,
+    ConvergenceDetected,
     NotImproving,
+    OnConvergence,
     TuningJobSpec,
     check_tuning,
     completion_reason,
     grid,
+    hyperband_resources,
     median_rule,
+    tuning_record,
+    warm_start_problems,
 )
+from tasks.tuning import distributions, hyperparameters_of, params_of
 
 
-def spec(**config: object) -> TuningJobSpec:
+def spec(
+    definition: dict[str, object] | None = None, warm: dict[str, object] | None = None, **config: object
+) -> TuningJobSpec:
     base: dict[str, object] = {
         "strategy": "Random",
         "hyper_parameter_tuning_job_objective": {"type": "Minimize", "metric_name": "loss"},
@@ -28,7 +36,8 @@ def spec(**config: object) -> TuningJobSpec:
         {
             "hyper_parameter_tuning_job_name": "t",
             "hyper_parameter_tuning_job_config": base,
-            "training_job_definition": {},
+            "training_job_definition": definition or {},
+            "warm_start_config": warm,
         }
     )
 
@@ -60,10 +69,101 @@ def test_completion_criteria() -> None:
 
 
 def test_tuning_rules() -> None:
-    with pytest.raises(JobSpecError, match="Hyperband is not supported yet"):
-        check_tuning(spec(strategy="Hyperband"), ["loss"], {})
     with pytest.raises(JobSpecError, match="named more than once: a"):
         check_tuning(spec(), ["loss"], {"a": "1"})
     with pytest.raises(ValueError, match="min_value"):
         spec(parameter_ranges={"integer_parameter_ranges": [{"name": "n", "min_value": 5, "max_value": 5}]})
     check_tuning(spec(), ["loss"], {})
+
+
+def test_hyperband_rules() -> None:
+    with pytest.raises(JobSpecError, match="max_resource: is missing, and no static hyperparameter"):
+        check_tuning(spec(strategy="Hyperband"), ["loss"], {})
+    with pytest.raises(JobSpecError, match="cannot be combined with Auto early stopping"):
+        check_tuning(spec(strategy="Hyperband", training_job_early_stopping_type="Auto"), ["loss"], {"epochs": "9"})
+    with pytest.raises(JobSpecError, match="applies only to the Hyperband strategy, not Random"):
+        check_tuning(spec(strategy_config={"hyperband_strategy_config": {"max_resource": 9}}), ["loss"], {})
+    with pytest.raises(JobSpecError, match=r"min_resource: \(9\) must be less than max_resource \(9\)"):
+        check_tuning(
+            spec(strategy="Hyperband", strategy_config={"hyperband_strategy_config": {"min_resource": 9}}),
+            ["loss"],
+            {"num_epochs": "9"},
+        )
+    hyperband = spec(strategy="Hyperband").hyper_parameter_tuning_job_config
+    assert hyperband_resources(hyperband, {"n-epochs": "27"}) == (1, 27)  # inferred as SageMaker does
+    check_tuning(spec(strategy="Hyperband"), ["loss"], {"epochs": "9"})
+
+
+def test_convergence_ends_a_search_that_stopped_improving() -> None:
+    criteria = CompletionCriteria(
+        convergence_detected=ConvergenceDetected(complete_on_convergence=OnConvergence.ENABLED)
+    )
+    improving = [10.0 - i for i in range(12)]
+    assert completion_reason(criteria, improving, maximize=False) is None
+    flat = [10.0, 5.0, 3.0, 2.0, 1.0, 1.0, 1.001, 1.2, 3.0, 1.005, 2.0, 4.0]
+    assert completion_reason(criteria, flat, maximize=False).startswith("the search converged")
+    assert completion_reason(criteria, flat[:9], maximize=False) is None  # too few trials to judge
+    disabled = CompletionCriteria(convergence_detected=ConvergenceDetected())
+    assert completion_reason(disabled, flat, maximize=False) is None
+
+
+def parent_record(definition: dict[str, object], metric: str = "loss") -> dict[str, object]:
+    parent = spec(definition)
+    summaries = [
+        {
+            "TrainingJobName": f"p-00{i}",
+            "TrainingJobStatus": "Completed",
+            "TunedHyperParameters": {"a": a, "b": "x"},
+            "FinalHyperParameterTuningJobObjectiveMetric": v,
+            "ObjectiveStatus": "Succeeded",
+        }
+        for i, (a, v) in enumerate([("1", 0.5), ("2", 0.25)])
+    ]
+    body = tuning_record(parent, summaries, stopped=False, completed_because=None, parents=[])
+    body["HyperParameterTuningJobConfig"]["hyper_parameter_tuning_job_objective"]["metric_name"] = metric
+    return body
+
+
+def test_warm_start_rules_and_overall_best() -> None:
+    definition = {"algorithm_specification": {"training_image": "img:1"}, "static_hyper_parameters": {"c": "1"}}
+    warm = {"parent_hyper_parameter_tuning_jobs": [{"hyper_parameter_tuning_job_name": "p"}]}
+    identical = spec(definition, {**warm, "warm_start_type": "IdenticalDataAndAlgorithm"})
+    assert warm_start_problems(identical, {"p": parent_record(definition)}) == []
+    [missing] = warm_start_problems(identical, {"p": None})
+    assert "no tuning job 'p' has finished here" in str(missing)
+    other = {**definition, "algorithm_specification": {"training_image": "img:2"}}
+    [differs] = warm_start_problems(identical, {"p": parent_record(other)})
+    assert "differs in its algorithm" in str(differs) and "TransferLearning" in str(differs)
+    transfer = spec(definition, {**warm, "warm_start_type": "TransferLearning"})
+    assert warm_start_problems(transfer, {"p": parent_record(other)}) == []
+    [objective] = warm_start_problems(transfer, {"p": parent_record(definition, metric="auc")})
+    assert "Minimizes auc, this job Minimizes loss" in str(objective)
+    child = [
+        {
+            "TrainingJobName": "t-001",
+            "TrainingJobStatus": "Completed",
+            "TunedHyperParameters": {"a": "1", "b": "y"},
+            "FinalHyperParameterTuningJobObjectiveMetric": 0.4,
+            "ObjectiveStatus": "Succeeded",
+        }
+    ]
+    body = tuning_record(transfer, child, False, None, parents=[parent_record(definition)])
+    assert body["BestTrainingJob"]["TrainingJobName"] == "t-001"
+    assert body["OverallBestTrainingJob"]["TrainingJobName"] == "p-001"
+
+
+def test_hyperparameter_strings_map_back_to_the_search_space() -> None:
+    ranges = spec(
+        parameter_ranges={
+            "integer_parameter_ranges": [{"name": "n", "min_value": 1, "max_value": 1000}],
+            "continuous_parameter_ranges": [
+                {"name": "m", "min_value": 0.5, "max_value": 0.999, "scaling_type": "ReverseLogarithmic"}
+            ],
+            "categorical_parameter_ranges": [{"name": "k", "values": ["x", "y"]}],
+        }
+    ).hyper_parameter_tuning_job_config.parameter_ranges
+    space = distributions(ranges)
+    params = {"n": 37, "m": 1 - 0.9, "k": "y"}
+    assert params_of(hyperparameters_of(params, ranges), space, ranges) == pytest.approx(params)
+    assert params_of({"n": "2000", "m": "0.9", "k": "y"}, space, ranges) is None  # outside the new range
+    assert params_of({"n": "3", "k": "y"}, space, ranges) is None  # m was static in the parent
