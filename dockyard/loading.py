@@ -37,7 +37,6 @@ SAGEMAKER_IGNORED = {
     "ProfilerConfig",
     "ProfilerRuleConfigurations",
     "TensorBoardOutputConfig",
-    "ExperimentConfig",
     "InfraCheckConfig",
     "RemoteDebugConfig",
     "SessionChainingConfig",

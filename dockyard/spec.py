@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+EXPERIMENT_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}$"
 CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 ENV_KEY_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$"
 URI_SCHEMES = ("s3://", "file://")
@@ -172,6 +173,15 @@ class Tag(_Model):
     value: str = Field(default="", max_length=256)
 
 
+class ExperimentConfig(_Model):
+    """Where the job lands in the catalog: the MLflow experiment, and names within it."""
+
+    experiment_name: str | None = Field(default=None, pattern=EXPERIMENT_NAME_PATTERN)
+    trial_name: str | None = Field(default=None, pattern=EXPERIMENT_NAME_PATTERN)
+    trial_component_display_name: str | None = Field(default=None, max_length=120)
+    run_name: str | None = Field(default=None, max_length=120)
+
+
 def _to_wire_string(value: Any) -> Any:
     """Hyperparameters travel as strings; YAML's numbers and booleans become them."""
     if isinstance(value, bool):
@@ -198,6 +208,9 @@ class TrainingJobSpec(_Model):
     checkpoint_config: CheckpointConfig | None = None
     retry_strategy: RetryStrategy | None = None
     enable_network_isolation: bool = False
+    experiment_config: ExperimentConfig | None = None
+    # dockyard's own: a Completed job registers model.tar.gz as a new version of this model
+    model_package_group_name: str | None = Field(default=None, pattern=JOB_NAME_PATTERN, max_length=63)
 
     @field_validator("hyperparameters", mode="before")
     @classmethod

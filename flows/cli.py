@@ -190,73 +190,19 @@ def tuning_summary(body: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def metrics_table(values: list[Any]) -> str:
-    """One line per metric and host: how many values, the last, the lowest and the highest."""
-    series: dict[tuple[str, str], list[float]] = {}
-    for v in values:
-        series.setdefault((v.metric_name, v.host), []).append(v.value)
-    lines = [f"{'metric':<32} {'host':<8} {'count':>6} {'last':>12} {'min':>12} {'max':>12}"]
-    for (name, host), points in sorted(series.items()):
-        lines.append(
-            f"{name:<32} {host:<8} {len(points):>6} {points[-1]:>12.6g} {min(points):>12.6g} {max(points):>12.6g}"
-        )
-    return "\n".join(lines) if series else "no metrics recorded (does the job have metric_definitions?)"
-
-
-def _jobs(args: argparse.Namespace, home: str) -> int:
-    from dockyard.record import describe
-    from infra import records
-
-    if args.verb == "list":
-        folder = Path(home) / "jobs"
-        names = (
-            sorted(p.name for p in folder.iterdir() if (p / records.RECORD_FILE).exists()) if folder.exists() else []
-        )
-        for name in names:
-            r = records.load(home, name)
-            print(
-                f"{name:<63} {r.status.primary.value:<11} {r.status.secondary.value if r.status.secondary else '-':<26}"
-                f" {r.creation_time:%Y-%m-%d %H:%M:%S}"
-            )
-        return 0
-    record = records.load(home, args.name)
-    if args.verb == "describe":
-        print(json.dumps(describe(record), indent=2))
-    elif args.verb == "metrics":
-        print(metrics_table(records.read_metrics(home, args.name)))
-    elif args.verb == "logs":
-        print((records.job_dir(home, args.name) / records.LOG_FILE).read_text(), end="")
-    elif args.verb == "stop":
-        if record.status.primary.value not in ("InProgress",):
-            _say(f"{args.name} is {record.status.primary.value}; nothing to stop")
-            return 1
-        records.request_stop(home, args.name, f"stop requested by {os.environ.get('USER', 'a user')}")
-        _say(f"asked {args.name} to stop; it uploads its artifacts and ends Stopped")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """The `dockyard` command: train, and the control-plane verbs over job records."""
+    from flows.control import add_verbs, control
+
     parser = argparse.ArgumentParser(prog="dockyard", description="Managed training jobs on your own hardware.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="run a training job (as python -m flows.train)", add_help=False)
-    jobs = sub.add_parser("jobs", help="list, describe, stop and read the logs of training jobs")
-    verbs = jobs.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("list", help="every job under DOCKYARD_HOME")
-    for verb, text in (
-        ("describe", "the DescribeTrainingJob record"),
-        ("stop", "stop a running job gracefully"),
-        ("logs", "the job's log"),
-        ("metrics", "a table of the scraped metric series"),
-    ):
-        verbs.add_parser(verb, help=text).add_argument("name")
+    sub.add_parser("tune", help="run a tuning job (as python -m flows.tune)", add_help=False)
+    add_verbs(sub)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
         return run_training(argv[1:])
+    if argv[:1] == ["tune"]:
+        return run_tuning(argv[1:])
     args = parser.parse_args(argv)
-    home = str(Settings.from_env(os.environ).home)
-    try:
-        return _jobs(args, home)
-    except DockyardError as exc:
-        _say(str(exc))
-        return 1
+    return control(args, str(Settings.from_env(os.environ).home))

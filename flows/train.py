@@ -17,10 +17,11 @@ from prefect.exceptions import TerminationSignal
 
 from dockyard.errors import DockyardError, SpotInterruption
 from dockyard.settings import Settings
+from flows.cli import read_job_file
 from infra import records
 from infra.retry import is_transient
 from tasks.monitor import INTERRUPTED, MAX_WAIT, Outcome, monitor
-from tasks.persist import finalize, persist
+from tasks.persist import finalize, persist, record_in_catalog
 from tasks.provision import MaxWaitExceeded, provision, reclaim, wait_for_capacity
 from tasks.pull_image import pull_image
 from tasks.run import reattach, run
@@ -40,7 +41,9 @@ def _failure(exc: BaseException) -> Outcome:
 
 def _run_name() -> str:
     job = runtime.flow_run.parameters.get("job") or {}
-    return str(job.get("training_job_name") or "train") if isinstance(job, dict) else "train"
+    if isinstance(job, str):
+        return os.path.basename(job)  # renamed after the job once its spec is read
+    return str(job.get("training_job_name") or job.get("TrainingJobName") or "train")
 
 
 @dataclass(frozen=True)
@@ -112,16 +115,19 @@ def _attempt(
 
 
 @flow(name="train", flow_run_name=_run_name, log_prints=True)
-def train(job: dict[str, Any]) -> dict[str, Any]:
+def train(job: dict[str, Any] | str) -> dict[str, Any]:
     """Run one training job to a final status; returns its DescribeTrainingJob record.
 
-    `job` is the spec as a mapping (snake_case, or a CreateTrainingJob body).
+    `job` is the spec as a mapping (snake_case, or a CreateTrainingJob body), or
+    the path of a YAML or JSON file holding one (as deployments pass it).
     Spot interruptions restart it from its checkpoints, within max_wait;
     infrastructure faults do, up to retry_strategy.maximum_retry_attempts.
     Raises JobSpecError, creating nothing, when the spec cannot run here.
     """
     settings = Settings.from_env(os.environ)
     home, endpoint = str(settings.home), settings.s3_endpoint_url
+    if isinstance(job, str):
+        job = read_job_file(job)
     validated = validate(job, home, endpoint, str(runtime.flow_run.id) if runtime.flow_run.id else None)
     spec = validated["spec"]
     name = spec["training_job_name"]
@@ -138,9 +144,14 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
             restarts_left -= 1
         reclaim(spec, home, scratch, result.restart_reason, result.interrupted)
     outcome = result.outcome
-    return finalize(
+    body = finalize(
         spec, outcome.status, outcome.message or outcome.status, outcome.failure_reason, home, endpoint, scratch
     )
+    try:
+        record_in_catalog(body, home)
+    except Exception as exc:  # noqa: BLE001 - the job has ended as it ended; the catalog can be written later
+        records.append_log(home, name, f"warning: the job is not in the MLflow catalog: {exc}")
+    return body
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,3 +160,14 @@ def _force_state(flow_run_id: str, state: Any) -> None:
 
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(UUID(flow_run_id), state, force=True)
+
+
+def label_flow_run(flow_run_id: str, name: str, tags: list[str]) -> None:
+    """Name and tag a flow run after the job it runs, however it was started (CLI, UI, deployment)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(UUID(flow_run_id)).tags
+        client.update_flow_run(UUID(flow_run_id), name=name, tags=sorted({*current, *tags}))

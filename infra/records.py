@@ -13,6 +13,7 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from dockyard.errors import DockyardError
 from dockyard.record import JobRecord, MetricValue
@@ -38,6 +39,20 @@ def tuning_dir(home: str, name: str) -> Path:
     return Path(home) / "tuning" / name
 
 
+def load_tuning(home: str, name: str) -> dict[str, Any] | None:
+    """A finished tuning job's record (DescribeHyperParameterTuningJob's shape), or None."""
+    path = tuning_dir(home, name) / RECORD_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def save_tuning(home: str, name: str, body: dict[str, Any]) -> None:
+    folder = tuning_dir(home, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{RECORD_FILE}"
+    tmp.write_text(json.dumps(body, indent=2))
+    os.replace(tmp, folder / RECORD_FILE)
+
+
 def exists(home: str, name: str) -> bool:
     return (job_dir(home, name) / RECORD_FILE).exists()
 
@@ -51,6 +66,24 @@ def load(home: str, name: str) -> JobRecord:
         raise DockyardError(
             f"no training job named '{name}' under {home} — check the name (dockyard jobs list shows them)"
         ) from None
+
+
+def job_names(home: str) -> list[str]:
+    folder = Path(home) / "jobs"
+    return sorted(p.name for p in folder.iterdir() if (p / RECORD_FILE).exists()) if folder.exists() else []
+
+
+def summary(home: str, name: str) -> dict[str, Any]:
+    """The few fields a listing shows, read straight from the record's JSON (fast for thousands of jobs)."""
+    raw = json.loads((job_dir(home, name) / RECORD_FILE).read_text())
+    status = raw.get("status", {})
+    return {
+        "TrainingJobName": name,
+        "TrainingJobStatus": status.get("primary", "InProgress"),
+        "SecondaryStatus": status.get("secondary") or "-",
+        "CreationTime": raw["creation_time"],
+        "TrainingEndTime": raw.get("training_end_time"),
+    }
 
 
 def save(home: str, record: JobRecord) -> None:

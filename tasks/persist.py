@@ -1,10 +1,11 @@
-"""Stage 7, persist: artifacts, the job record, and tearing everything down.
+"""Stage 7, persist: artifacts, the job record, the catalog, and tearing everything down.
 
 model.tar.gz (every host's /opt/ml/model, algo-1 first) and output.tar.gz
 (/opt/ml/output/data) go to {s3_output_path}/{job}/output/, after a failure
 or a stop too, as SageMaker does. Then job.json, shaped like
 DescribeTrainingJob, goes beside them; then containers, network and scratch
-space are removed.
+space are removed. Last, the job becomes an MLflow run in the catalog (and a
+model version, when the spec names a model package group).
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import tempfile
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard import contract
+from dockyard.charts import curves, metric_digest
 from dockyard.record import JobRecord, MetricValue, describe
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus, path_to_final
-from infra import records, spot, storage
+from infra import catalog, records, spot, storage
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan, host_dirs, remove_instances
 
@@ -172,9 +174,34 @@ def finalize(
     finally:
         removed = remove_instances(name, scratch_root) if scratch_root else 0
         records.append_log(home, name, f"removed {removed} Docker object(s) and the scratch space")
-    create_markdown_artifact(
-        key=f"job-{name.lower()}"[:100].rstrip("-"),
-        markdown=summary_markdown(record),
-        description=f"dockyard training job {name}",
-    )
+    key = f"job-{name.lower()}"[:90].rstrip("-")
+    create_markdown_artifact(key=key, markdown=summary_markdown(record), description=f"dockyard training job {name}")
+    values = records.read_metrics(home, name)
+    if values:
+        create_table_artifact(key=f"{key}-metrics", table=metric_digest(values), description=f"metrics of {name}")
+        create_markdown_artifact(
+            key=f"{key}-curves",
+            markdown=f"# Training curves of {name}\n\n```\n{curves(values)}\n```",
+            description=f"training curves of {name}",
+        )
     return body
+
+
+@task(name="catalog", cache_policy=NONE, **task_retry_options())
+def record_in_catalog(body: dict[str, Any], home: str) -> dict[str, str | None]:
+    """The finished job as an MLflow run; a Completed job naming model_package_group_name
+    also becomes a new version of that registered model. Returns the run id and version."""
+    name = body["TrainingJobName"]
+    uri = catalog.tracking_uri(home, dict(os.environ))
+    run_id = catalog.record_job(
+        home, uri, body, records.read_metrics(home, name), records.job_dir(home, name) / records.LOG_FILE
+    )
+    message = f"catalogued as MLflow run {run_id} ({uri})"
+    version = None
+    group = body.get("ModelPackageGroupName")
+    if group and body["TrainingJobStatus"] == "Completed" and body.get("ModelArtifacts"):
+        version = catalog.register_model(uri, group, run_id, body)
+        message += f"; registered as model {group} version {version}"
+    get_run_logger().info(message)
+    records.append_log(home, name, message)
+    return {"run_id": run_id, "model_version": version}

@@ -127,4 +127,9 @@ def validate(doc: dict[str, Any], home: str, endpoint_url: str | None, flow_run_
             SecondaryStatus.STARTING, "Validated the job; preparing the instances", now
         )
         records.save(home, record)
+    if flow_run_id:
+        experiment = spec.experiment_config.experiment_name if spec.experiment_config else None
+        tags = ["dockyard", "training-job", f"job:{name}"] + ([f"experiment:{experiment}"] if experiment else [])
+        with contextlib.suppress(Exception):  # a label is a convenience; the job runs without it
+            prefect_api.label_flow_run(flow_run_id, name, tags)
     return {"spec": spec.model_dump(mode="json"), "resumed": resumed}

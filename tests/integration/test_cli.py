@@ -161,36 +161,63 @@ def test_a_sagemaker_create_training_job_request_runs_as_it_is(
     assert report["env"]["SM_NUM_CPUS"] == str(min(2, os.cpu_count() or 1))
 
 
-def test_dockyard_jobs_stop_from_another_process(home: str, tmp_path: Path, test_images: dict[str, str]) -> None:
+def test_dockyard_jobs_on_a_running_job_then_stop_from_another_process(
+    home: str, tmp_path: Path, test_images: dict[str, str]
+) -> None:
     job = probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": "300"})
     name = job["training_job_name"]
     process = start_cli(job, tmp_path)
     dockyard = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        listing = subprocess.run([*dockyard, "jobs", "list"], cwd=ROOT, capture_output=True, text=True).stdout
-        if name in listing and "Training" in listing:
-            break
-        time.sleep(0.3)
+    wait_for_status(home, name, "Training")
+    running = json.loads(
+        subprocess.run(
+            [*dockyard, "jobs", "list", "--status", "InProgress", "--since", "10m", "--json"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert [r["TrainingJobName"] for r in running] == [name]
+    assert (
+        subprocess.run(
+            [*dockyard, "jobs", "list", "--status", "Completed"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+        == ""
+    )
+    assert (
+        "InProgress (Training)"
+        in subprocess.run([*dockyard, "jobs", "describe", name], cwd=ROOT, capture_output=True, text=True).stdout
+    )
+    follow = subprocess.Popen(
+        [*dockyard, "jobs", "logs", name, "--follow"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     stop = subprocess.run([*dockyard, "jobs", "stop", name], cwd=ROOT, capture_output=True, text=True)
     assert stop.returncode == 0, stop.stderr
     _, err = process.communicate(timeout=120)
     assert process.returncode == 3, err[-3000:]
+    followed, _ = follow.communicate(timeout=30)  # --follow ends once the job has
+    assert follow.returncode == 0 and "got SIGTERM, saved" in followed and "uploaded" in followed
     described = json.loads(
         subprocess.run(
-            [*dockyard, "jobs", "describe", name], cwd=ROOT, capture_output=True, text=True, check=True
+            [*dockyard, "jobs", "describe", name, "--json"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout
     )
     assert described["TrainingJobStatus"] == "Stopped"
     assert described["SecondaryStatusTransitions"][-1]["StatusMessage"].startswith(
         "Training job stopped: stop requested"
     )
+    again = subprocess.run([*dockyard, "jobs", "stop", name], cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 1 and "is Stopped; there is nothing to stop" in again.stderr
     logs = subprocess.run([*dockyard, "jobs", "logs", name], cwd=ROOT, capture_output=True, text=True).stdout
     assert "[algo-1] step=" in logs and "got SIGTERM, saved" in logs
-    table = subprocess.run([*dockyard, "jobs", "metrics", name], cwd=ROOT, capture_output=True, text=True).stdout
+    chart = tmp_path / "curves.png"
+    table = subprocess.run(
+        [*dockyard, "jobs", "metrics", name, "--plot", str(chart)], cwd=ROOT, capture_output=True, text=True
+    ).stdout
     header, row = table.splitlines()[:2]
     assert header.split() == ["metric", "host", "count", "last", "min", "max"]
     assert row.split()[:2] == ["loss", "algo-1"] and int(row.split()[2]) >= 1
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cancelling_the_flow_run_in_prefect_stops_the_job(

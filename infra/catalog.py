@@ -1,0 +1,242 @@
+"""The experiment catalog: MLflow tracking and its model registry.
+
+Every training job is an MLflow run: hyperparameters as params, every scraped
+metric as a series with steps, the job's facts as tags, its record and log as
+artifacts. A tuning job is a parent run with its trials nested. Embedded
+default: a SQLite store at DOCKYARD_HOME/mlflow.db, artifacts under
+DOCKYARD_HOME/mlartifacts; MLFLOW_TRACKING_URI points at a tracking server
+instead. MLflow is imported only here and only when used (about 1 s), so a
+job's way to its container never waits for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dockyard.record import MetricValue
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+DEFAULT_EXPERIMENT = "dockyard"
+JOB_TAG = "dockyard.job_name"
+KIND_TAG = "dockyard.kind"  # training-job | tuning-job
+PARENT_TAG = "mlflow.parentRunId"
+RUN_STATUS = {"Completed": "FINISHED", "Failed": "FAILED", "Stopped": "KILLED"}
+_MLFLOW_NAME = re.compile(r"[^\w.\- :/]")  # what MLflow accepts in metric and param names
+BATCH = 1000  # MLflow's log_batch takes at most 1000 metrics at once
+
+
+def tracking_uri(home: str, environ: dict[str, str]) -> str:
+    return environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(home) / 'mlflow.db'}"
+
+
+@cache
+def client(uri: str) -> MlflowClient:
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its schema-migration chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(mlflow: MlflowClient, name: str, home: str) -> str:
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = (Path(home) / "mlartifacts" / name).as_uri() if mlflow.tracking_uri.startswith("sqlite") else None
+    try:
+        return str(mlflow.create_experiment(name, artifact_location=location))
+    except Exception:
+        found = mlflow.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+def mlflow_name(name: str) -> str:
+    """A metric or param name as MLflow accepts it: other characters become '_'."""
+    return _MLFLOW_NAME.sub("_", name)[:250]
+
+
+def _millis(moment: str | datetime | None) -> int | None:
+    if moment is None:
+        return None
+    when = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    return int(when.timestamp() * 1000)
+
+
+def find_run(mlflow: MlflowClient, job_name: str) -> Run | None:
+    experiments = [e.experiment_id for e in mlflow.search_experiments()]
+    runs = mlflow.search_runs(experiments, filter_string=f"tags.`{JOB_TAG}` = '{job_name}'", max_results=1)
+    return runs[0] if runs else None
+
+
+def job_tags(body: dict[str, Any]) -> dict[str, str]:
+    """The job's facts as run tags, from its DescribeTrainingJob body."""
+    resources = body.get("ResourceConfig", {})
+    experiment = body.get("ExperimentConfig", {})
+    tags = {
+        JOB_TAG: body["TrainingJobName"],
+        KIND_TAG: "training-job",
+        "dockyard.status": body["TrainingJobStatus"],
+        "dockyard.secondary_status": body.get("SecondaryStatus", ""),
+        "dockyard.image": body.get("AlgorithmSpecification", {}).get("TrainingImage", ""),
+        "dockyard.image_digest": body.get("TrainingImageDigest", ""),
+        "dockyard.algorithm": body.get("AlgorithmSpecification", {}).get("AlgorithmName", ""),
+        "dockyard.instance_type": resources.get("InstanceType", ""),
+        "dockyard.instance_count": str(resources.get("InstanceCount", "")),
+        "dockyard.model_artifacts": body.get("ModelArtifacts", {}).get("S3ModelArtifacts", ""),
+        "dockyard.output_artifacts": body.get("OutputArtifacts", ""),
+        "dockyard.failure_reason": body.get("FailureReason", "")[:5000],
+        "dockyard.training_seconds": str(body.get("TrainingTimeInSeconds", "")),
+        "dockyard.billable_seconds": str(body.get("BillableTimeInSeconds", "")),
+        "dockyard.trial": experiment.get("TrialName", ""),
+        "dockyard.prefect_flow_run_id": body.get("PrefectFlowRunId", ""),
+        **{f"tag.{t['Key']}": t.get("Value", "") for t in body.get("Tags", [])},
+    }
+    if "SpotSavingsPercent" in body:
+        tags["dockyard.spot_savings_percent"] = str(body["SpotSavingsPercent"])
+        tags["dockyard.spot_savings_usd"] = str(body["SpotSavingsUSD"])
+        tags["dockyard.spot_interruptions"] = str(len(body.get("SpotInterruptions", [])))
+    return {k: v for k, v in tags.items() if v != ""}
+
+
+def _metric_batches(values: list[MetricValue]) -> Iterator[list[Any]]:
+    from mlflow.entities import Metric
+
+    steps: dict[str, int] = {}
+    batch: list[Metric] = []
+    for v in sorted(values, key=lambda v: v.timestamp):
+        key = mlflow_name(v.metric_name)
+        step = steps[key] = steps.get(key, -1) + 1
+        batch.append(Metric(key, v.value, _millis(v.timestamp) or 0, step))
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def record_job(
+    home: str, uri: str, body: dict[str, Any], metrics: list[MetricValue], log_file: Path | None = None
+) -> str:
+    """Write (or rewrite, for a job picked up again) the job's run; returns its run id."""
+    from mlflow.entities import Param, RunTag
+
+    mlflow = client(uri)
+    name = body["TrainingJobName"]
+    experiment = body.get("ExperimentConfig", {})
+    existing = find_run(mlflow, name)
+    if existing is not None:
+        run_id = existing.info.run_id
+        logged = set(existing.data.metrics)
+    else:
+        run = mlflow.create_run(
+            experiment_id(mlflow, experiment.get("ExperimentName") or DEFAULT_EXPERIMENT, home),
+            start_time=_millis(body.get("CreationTime")),
+            run_name=experiment.get("RunName") or experiment.get("TrialComponentDisplayName") or name,
+            tags={JOB_TAG: name},
+        )
+        run_id, logged = run.info.run_id, set()
+    params = [Param(mlflow_name(k), str(v)[:6000]) for k, v in body.get("HyperParameters", {}).items()]
+    tags = [RunTag(k, v) for k, v in job_tags(body).items()]
+    mlflow.log_batch(run_id, params=params if existing is None else [], tags=tags)
+    for batch in _metric_batches([m for m in metrics if mlflow_name(m.metric_name) not in logged]):
+        mlflow.log_batch(run_id, metrics=batch)
+    with tempfile.TemporaryDirectory(prefix="dockyard-catalog-") as tmp:
+        record = Path(tmp) / "job.json"
+        record.write_text(json.dumps(body, indent=2))
+        mlflow.log_artifact(run_id, str(record))
+        if log_file is not None and log_file.exists():
+            mlflow.log_artifact(run_id, str(log_file))
+    mlflow.set_terminated(
+        run_id, RUN_STATUS.get(body["TrainingJobStatus"], "FAILED"), _millis(body.get("TrainingEndTime"))
+    )
+    return run_id
+
+
+def register_model(uri: str, group: str, run_id: str, body: dict[str, Any]) -> str:
+    """A new version of model `group` from the job's model.tar.gz; returns the version."""
+    mlflow = client(uri)
+    try:
+        mlflow.get_registered_model(group)
+    except Exception:  # noqa: BLE001 - MLflow raises RESOURCE_DOES_NOT_EXIST for a new group
+        try:
+            mlflow.create_registered_model(group, description="registered by dockyard training jobs")
+        except Exception:  # noqa: BLE001 - another job created it first
+            mlflow.get_registered_model(group)
+    metrics = {f"metric.{m['MetricName']}": str(m["Value"]) for m in body.get("FinalMetricDataList", [])}
+    version = mlflow.create_model_version(
+        group,
+        source=body["ModelArtifacts"]["S3ModelArtifacts"],
+        run_id=run_id,
+        tags={JOB_TAG: body["TrainingJobName"], **metrics},
+        description=f"model.tar.gz of training job {body['TrainingJobName']}",
+    )
+    return str(version.version)
+
+
+def record_tuning(home: str, uri: str, body: dict[str, Any]) -> str:
+    """The tuning job's parent run, its trials' runs nested under it; returns its run id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    mlflow = client(uri)
+    name = body["HyperParameterTuningJobName"]
+    definition = body.get("TrainingJobDefinition", {})
+    experiment = (definition.get("experiment_config") or {}).get("experiment_name") or DEFAULT_EXPERIMENT
+    run = mlflow.create_run(experiment_id(mlflow, experiment, home), run_name=name, tags={JOB_TAG: name})
+    config = body["HyperParameterTuningJobConfig"]
+    best = body.get("BestTrainingJob") or {}
+    params = [
+        Param(mlflow_name(k), str(v)[:6000]) for k, v in (definition.get("static_hyper_parameters") or {}).items()
+    ]
+    params += [
+        Param("strategy", config["strategy"]),
+        Param("objective", json.dumps(config["hyper_parameter_tuning_job_objective"])),
+    ]
+    tags = {
+        KIND_TAG: "tuning-job",
+        "dockyard.status": body["HyperParameterTuningJobStatus"],
+        "dockyard.best_training_job": best.get("TrainingJobName", ""),
+        "dockyard.completion_reason": body.get("CompletionReason", ""),
+        "dockyard.failure_reason": body.get("FailureReason", ""),
+    }
+    metrics = []
+    if best.get("FinalHyperParameterTuningJobObjectiveMetric") is not None:
+        metric = config["hyper_parameter_tuning_job_objective"]["metric_name"]
+        metrics.append(Metric(mlflow_name(metric), best["FinalHyperParameterTuningJobObjectiveMetric"], 0, 0))
+    mlflow.log_batch(run.info.run_id, metrics=metrics, params=params, tags=[RunTag(k, v) for k, v in tags.items() if v])
+    for summary in body["TrainingJobSummaries"]:
+        trial = find_run(mlflow, summary["TrainingJobName"])
+        if trial is not None:
+            mlflow.set_tag(trial.info.run_id, PARENT_TAG, run.info.run_id)
+    mlflow.set_terminated(run.info.run_id, RUN_STATUS.get(body["HyperParameterTuningJobStatus"], "FAILED"))
+    return str(run.info.run_id)
+
+
+def search(uri: str, filter_string: str, order_by: list[str], max_results: int) -> list[Run]:
+    """Runs of every experiment matching an MLflow filter, in the order asked."""
+    mlflow = client(uri)
+    experiments = [e.experiment_id for e in mlflow.search_experiments()]
+    if not experiments:
+        return []
+    return list(
+        mlflow.search_runs(experiments, filter_string=filter_string, order_by=order_by, max_results=max_results)
+    )
+
+
+def model_versions(uri: str) -> list[Any]:
+    """Every registered model version, newest first within each model."""
+    mlflow = client(uri)
+    versions = list(mlflow.search_model_versions(max_results=10_000))
+    return sorted(versions, key=lambda v: (v.name, -int(v.version)))
