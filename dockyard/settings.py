@@ -22,6 +22,7 @@ class Settings(BaseModel):
     staging_concurrency: int = 8  # DOCKYARD_STAGING_CONCURRENCY: parallel downloads
     monitor_lost_contact_seconds: float = 60.0  # how long the engine may be unreachable
     prefect_api_url: str | None = None  # PREFECT_API_URL: a Prefect server to use
+    cloudwatch: bool = False  # DOCKYARD_CLOUDWATCH=1: send job logs and metrics to CloudWatch
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -34,6 +35,7 @@ class Settings(BaseModel):
             staging_concurrency=int(environ.get("DOCKYARD_STAGING_CONCURRENCY", "8")),
             monitor_lost_contact_seconds=float(environ.get("DOCKYARD_LOST_CONTACT_SECONDS", "60")),
             prefect_api_url=environ.get("PREFECT_API_URL") or None,
+            cloudwatch=environ.get("DOCKYARD_CLOUDWATCH", "").lower() in ("1", "true", "yes"),
         )
 
     def job_dir(self, job_name: str) -> Path:

@@ -7,6 +7,7 @@ Exit codes: 0 Completed, 1 Failed, 2 the spec cannot run (nothing created),
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -98,7 +99,14 @@ def run_training(argv: list[str]) -> int:
     if body is None:
         return 1
     print(json.dumps(body, indent=2) if args.json else summary(body))
+    _skip_final_collection()
     return EXIT_CODES.get(body["TrainingJobStatus"], 1)
+
+
+def _skip_final_collection() -> None:
+    """The work is done and written: spare the interpreter's full garbage collection
+    at exit (about 1 s with Prefect and MLflow loaded). Exit handlers still run."""
+    gc.freeze()
 
 
 def _interrupt(*_: object) -> None:
@@ -168,6 +176,7 @@ def run_tuning(argv: list[str]) -> int:
         return 1
     body = dict(state.result())
     print(json.dumps(body, indent=2) if args.json else tuning_summary(body))
+    _skip_final_collection()
     return EXIT_CODES.get(body["HyperParameterTuningJobStatus"], 1)
 
 

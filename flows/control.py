@@ -195,19 +195,18 @@ def search(args: argparse.Namespace, home: str) -> int:
     kind = "tuning-job" if args.tuning_jobs else "training-job"
     pushed = [c for c in clauses if c.pushed_down()] + [Clause("tags", catalog.KIND_TAG, "=", f"'{kind}'")]
     checked_here = [c for c in clauses if not c.pushed_down()]
-    runs = catalog.search(
+
+    def keep(run: Any) -> bool:
+        data = {"params": run.data.params, "tags": run.data.tags}
+        return all(c.matches(data[c.kind].get(c.key)) for c in checked_here)
+
+    found = catalog.search(
         catalog.tracking_uri(home, dict(os.environ)),
         " and ".join(c.mlflow() for c in pushed),
         [order_clause(o) for o in args.order_by],
-        # a clause checked here may drop runs: fetch enough to still fill max_results
-        args.max_results if not checked_here else max(args.max_results * 20, 1000),
+        args.max_results,
+        keep if checked_here else None,
     )
-    found = []
-    for run in runs:
-        data = {"params": run.data.params, "tags": run.data.tags}
-        if all(c.matches(data[c.kind].get(c.key)) for c in checked_here):
-            found.append(run)
-    found = found[: args.max_results]
     rows = [
         {
             "name": run.data.tags.get(catalog.JOB_TAG, run.info.run_name),

@@ -18,10 +18,10 @@ from prefect.exceptions import TerminationSignal
 from dockyard.errors import DockyardError, SpotInterruption
 from dockyard.settings import Settings
 from flows.cli import read_job_file
-from infra import records
+from infra import catalog, records
 from infra.retry import is_transient
 from tasks.monitor import INTERRUPTED, MAX_WAIT, Outcome, monitor
-from tasks.persist import finalize, persist, record_in_catalog
+from tasks.persist import finalize, persist, publish_to_cloudwatch, record_in_catalog
 from tasks.provision import MaxWaitExceeded, provision, reclaim, wait_for_capacity
 from tasks.pull_image import pull_image
 from tasks.run import reattach, run
@@ -128,6 +128,7 @@ def train(job: dict[str, Any] | str) -> dict[str, Any]:
     home, endpoint = str(settings.home), settings.s3_endpoint_url
     if isinstance(job, str):
         job = read_job_file(job)
+    catalog.warm_up(catalog.tracking_uri(home, dict(os.environ)))
     validated = validate(job, home, endpoint, str(runtime.flow_run.id) if runtime.flow_run.id else None)
     spec = validated["spec"]
     name = spec["training_job_name"]
@@ -147,10 +148,16 @@ def train(job: dict[str, Any] | str) -> dict[str, Any]:
     body = finalize(
         spec, outcome.status, outcome.message or outcome.status, outcome.failure_reason, home, endpoint, scratch
     )
+    # The job has ended as it ended: a sink that fails leaves a warning, not another status.
     try:
         record_in_catalog(body, home)
-    except Exception as exc:  # noqa: BLE001 - the job has ended as it ended; the catalog can be written later
+    except Exception as exc:  # noqa: BLE001
         records.append_log(home, name, f"warning: the job is not in the MLflow catalog: {exc}")
+    if settings.cloudwatch:
+        try:
+            publish_to_cloudwatch(name, home)
+        except Exception as exc:  # noqa: BLE001
+            records.append_log(home, name, f"warning: the job's log and metrics did not reach CloudWatch: {exc}")
     return body
 
 

@@ -11,13 +11,14 @@ job's way to its container never waits for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,19 +35,40 @@ PARENT_TAG = "mlflow.parentRunId"
 RUN_STATUS = {"Completed": "FINISHED", "Failed": "FAILED", "Stopped": "KILLED"}
 _MLFLOW_NAME = re.compile(r"[^\w.\- :/]")  # what MLflow accepts in metric and param names
 BATCH = 1000  # MLflow's log_batch takes at most 1000 metrics at once
+PAGE = 10_000  # runs per search call (MLflow allows at most 50,000)
 
 
 def tracking_uri(home: str, environ: dict[str, str]) -> str:
     return environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(home) / 'mlflow.db'}"
 
 
-@cache
-def client(uri: str) -> MlflowClient:
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its schema-migration chatter
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    from mlflow.tracking import MlflowClient
+_clients: dict[str, MlflowClient] = {}
+_clients_lock = threading.Lock()
 
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+def client(uri: str) -> MlflowClient:
+    """One client per tracking URI per process, its store opened (and on first use created)."""
+    with _clients_lock:
+        if uri not in _clients:
+            from mlflow.tracking import MlflowClient
+
+            for name in ("mlflow", "alembic"):  # their schema-migration chatter
+                logging.getLogger(name).setLevel(logging.WARNING)
+            mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            mlflow.search_experiments(max_results=1)  # opens the store: connects, migrates a new one
+            _clients[uri] = mlflow
+        return _clients[uri]
+
+
+def warm_up(uri: str) -> None:
+    """Import MLflow and open the store in the background (about 1.5 s), so the write
+    when the job ends does not wait for it."""
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):  # the write itself reports what is wrong
+            client(uri)
+
+    threading.Thread(target=warm, name="catalog-warm-up", daemon=True).start()
 
 
 def experiment_id(mlflow: MlflowClient, name: str, home: str) -> str:
@@ -224,15 +246,28 @@ def record_tuning(home: str, uri: str, body: dict[str, Any]) -> str:
     return str(run.info.run_id)
 
 
-def search(uri: str, filter_string: str, order_by: list[str], max_results: int) -> list[Run]:
-    """Runs of every experiment matching an MLflow filter, in the order asked."""
+def search(
+    uri: str, filter_string: str, order_by: list[str], max_results: int, keep: Callable[[Run], bool] | None = None
+) -> list[Run]:
+    """Runs of every experiment matching an MLflow filter (and `keep`, for what MLflow
+    cannot filter), in the order asked, page by page until max_results are found."""
     mlflow = client(uri)
     experiments = [e.experiment_id for e in mlflow.search_experiments()]
-    if not experiments:
-        return []
-    return list(
-        mlflow.search_runs(experiments, filter_string=filter_string, order_by=order_by, max_results=max_results)
-    )
+    found: list[Run] = []
+    token = None
+    while experiments and len(found) < max_results:
+        page = mlflow.search_runs(
+            experiments,
+            filter_string=filter_string,
+            order_by=order_by,
+            max_results=min(PAGE, max_results if keep is None else PAGE),
+            page_token=token,
+        )
+        found += [run for run in page if keep is None or keep(run)]
+        token = page.token
+        if not token:
+            break
+    return found[:max_results]
 
 
 def model_versions(uri: str) -> list[Any]:

@@ -26,7 +26,7 @@ from dockyard.charts import curves, metric_digest
 from dockyard.record import JobRecord, MetricValue, describe
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus, path_to_final
-from infra import catalog, records, spot, storage
+from infra import catalog, cloudwatch, records, spot, storage
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan, host_dirs, remove_instances
 
@@ -205,3 +205,14 @@ def record_in_catalog(body: dict[str, Any], home: str) -> dict[str, str | None]:
     get_run_logger().info(message)
     records.append_log(home, name, message)
     return {"run_id": run_id, "model_version": version}
+
+
+@task(name="cloudwatch", cache_policy=NONE, **task_retry_options())
+def publish_to_cloudwatch(name: str, home: str) -> None:
+    """Send the job's log and metrics to CloudWatch, named as SageMaker names them."""
+    record = records.load(home, name)
+    events = cloudwatch.ship_logs(name, record.creation_time, records.job_dir(home, name) / records.LOG_FILE)
+    values = cloudwatch.ship_metrics(name, records.read_metrics(home, name))
+    message = f"sent {events} log event(s) to {cloudwatch.GROUP} and {values} metric value(s) to CloudWatch"
+    get_run_logger().info(message)
+    records.append_log(home, name, message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,43 @@ def test_experiment_config_picks_the_experiment_and_a_model_group_gets_a_version
         "registered as model churn-model version 2"
         in (Path(home) / "jobs" / bodies[1]["TrainingJobName"] / "job.log").read_text()
     )
+
+
+def test_cloudwatch_sinks_receive_the_log_and_metrics_as_sagemaker_names_them(
+    home: str, test_images: dict[str, str], s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    monkeypatch.setenv("DOCKYARD_CLOUDWATCH", "1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", s3_endpoint)  # moto's server speaks every AWS API
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", s3_endpoint)
+    body = run_job(sleeper(home, test_images["probe"], "0", "0.1"))
+    name = body["TrainingJobName"]
+    logs = boto3.client("logs", region_name="us-east-1")
+    streams = {
+        s["logStreamName"]
+        for s in logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name)[
+            "logStreams"
+        ]
+    }
+    [algo] = [s for s in streams if s.startswith(f"{name}/algo-1-")]
+    assert f"{name}/platform" in streams
+    messages = [
+        e["message"]
+        for e in logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=algo)["events"]
+    ]
+    assert messages and all(m.startswith("step=") for m in messages)
+    cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+    [metric] = cloudwatch.list_metrics(Namespace="/aws/sagemaker/TrainingJobs", MetricName="loss")["Metrics"]
+    assert metric["Dimensions"] == [{"Name": "Host", "Value": f"{name}/algo-1"}]
+    scraped = [m for m in (Path(home) / "jobs" / name / "metrics.jsonl").read_text().splitlines() if m]
+    stats = cloudwatch.get_metric_statistics(
+        Namespace="/aws/sagemaker/TrainingJobs",
+        MetricName="loss",
+        Dimensions=metric["Dimensions"],
+        StartTime=datetime.fromisoformat(body["CreationTime"]) - timedelta(minutes=5),
+        EndTime=datetime.fromisoformat(body["TrainingEndTime"]) + timedelta(minutes=5),
+        Period=3600,
+        Statistics=["SampleCount"],
+    )
+    assert sum(p["SampleCount"] for p in stats["Datapoints"]) == len(scraped) == len(messages)
