@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dockyard.spec import TrainingJobSpec
+from dockyard.spec import CompressionType, TrainingJobSpec
 
 ML = "/opt/ml"
 INPUT_DIR = f"{ML}/input"
@@ -58,9 +58,13 @@ def input_data_config(spec: TrainingJobSpec) -> dict[str, dict[str, str]]:
     for channel in spec.input_data_config:
         entry = {
             "TrainingInputMode": spec.channel_mode(channel).value,
-            "S3DistributionType": channel.data_source.s3_data_source.s3_data_distribution_type.value,
             "RecordWrapperType": channel.record_wrapper_type.value,
         }
+        source = channel.data_source.s3_data_source
+        if source is not None:
+            entry["S3DistributionType"] = source.s3_data_distribution_type.value
+        if channel.compression_type is not CompressionType.NONE:
+            entry["CompressionType"] = channel.compression_type.value
         if channel.content_type:
             entry["ContentType"] = channel.content_type
         config[channel.channel_name] = entry

@@ -12,13 +12,12 @@ from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.instances import INSTANCE_TYPES, InstanceType
 from dockyard.spec import (
     CompressionType,
+    DistributionType,
     InputMode,
     RecordWrapperType,
     S3DataType,
     TrainingJobSpec,
 )
-
-NOT_YET = "not supported yet"
 
 
 class HostFacts(BaseModel):
@@ -111,51 +110,102 @@ def _algorithm(spec: TrainingJobSpec) -> list[FieldProblem]:
     return problems
 
 
-def _channels(spec: TrainingJobSpec) -> list[FieldProblem]:
+def _pipe_only(spec: TrainingJobSpec, i: int) -> list[FieldProblem]:
+    """Options that only a Pipe channel can honour (as in SageMaker)."""
+    channel = spec.input_data_config[i]
+    at = f"input_data_config[{i}]"
+    mode = spec.channel_mode(channel).value
     problems = []
-    job_mode = spec.algorithm_specification.training_input_mode
-    if job_mode is not InputMode.FILE:
+    if channel.compression_type is CompressionType.GZIP:
         problems.append(
             FieldProblem(
-                "algorithm_specification.training_input_mode", f"{job_mode.value} mode is {NOT_YET}", "use File"
+                f"{at}.compression_type",
+                f"Gzip is decompressed only on the way through a Pipe channel; this one is {mode}",
+                "set input_mode: Pipe, or decompress the data and drop compression_type",
             )
         )
-    for i, channel in enumerate(spec.input_data_config):
-        at = f"input_data_config[{i}]"
-        if channel.input_mode and channel.input_mode is not InputMode.FILE:
-            problems.append(
-                FieldProblem(f"{at}.input_mode", f"{channel.input_mode.value} mode is {NOT_YET}", "use File")
+    if channel.record_wrapper_type is RecordWrapperType.RECORD_IO:
+        problems.append(
+            FieldProblem(
+                f"{at}.record_wrapper_type",
+                f"RecordIO wrapping applies to Pipe channels only; this one is {mode}",
+                "set input_mode: Pipe, or drop record_wrapper_type",
             )
-        source = channel.data_source.s3_data_source
+        )
+    if channel.shuffle_config is not None:
+        problems.append(
+            FieldProblem(
+                f"{at}.shuffle_config",
+                f"shuffling reorders a Pipe channel's objects each epoch; this one is {mode}",
+                "set input_mode: Pipe, or drop shuffle_config",
+            )
+        )
+    return problems
+
+
+def _channel(spec: TrainingJobSpec, i: int) -> list[FieldProblem]:
+    channel = spec.input_data_config[i]
+    at = f"input_data_config[{i}]"
+    mode = spec.channel_mode(channel)
+    problems = [] if mode is InputMode.PIPE else _pipe_only(spec, i)
+    if channel.data_source.file_system_data_source is not None:
+        if mode is not InputMode.FILE:
+            problems.append(
+                FieldProblem(
+                    f"{at}.input_mode",
+                    f"a file system channel is mounted as it is, so it is File mode only, not {mode.value}",
+                    "set this channel's input_mode: File",
+                )
+            )
+        return problems
+    source = channel.data_source.s3_data_source
+    assert source is not None
+    source_at = f"{at}.data_source.s3_data_source"
+    if source.s3_data_type is S3DataType.AUGMENTED_MANIFEST_FILE:
+        if mode is not InputMode.PIPE:
+            problems.append(
+                FieldProblem(
+                    f"{source_at}.s3_data_type",
+                    f"AugmentedManifestFile streams records, so it needs Pipe mode, not {mode.value}",
+                    "set input_mode: Pipe",
+                )
+            )
+        if not source.attribute_names:
+            problems.append(
+                FieldProblem(
+                    f"{source_at}.attribute_names",
+                    "an AugmentedManifestFile channel needs the attributes to send",
+                    "list them, e.g. attribute_names: [source-ref, class]",
+                )
+            )
+    elif source.attribute_names:
+        problems.append(
+            FieldProblem(
+                f"{source_at}.attribute_names", "applies to AugmentedManifestFile only", "drop attribute_names"
+            )
+        )
+    if mode is InputMode.FAST_FILE:
         if source.s3_data_type is not S3DataType.S3_PREFIX:
             problems.append(
                 FieldProblem(
-                    f"{at}.data_source.s3_data_source.s3_data_type",
-                    f"{source.s3_data_type.value} is {NOT_YET}",
-                    "use S3Prefix",
+                    f"{source_at}.s3_data_type",
+                    f"FastFile mounts a prefix, so it takes S3Prefix only, not {source.s3_data_type.value}",
+                    "use S3Prefix, or input_mode File or Pipe for a manifest",
                 )
             )
-        if channel.compression_type is CompressionType.GZIP:
+        if source.s3_data_distribution_type is DistributionType.SHARDED_BY_S3_KEY:
             problems.append(
                 FieldProblem(
-                    f"{at}.compression_type",
-                    "Gzip is only allowed in Pipe mode (as in SageMaker)",
-                    "decompress the data or drop compression_type",
+                    f"{source_at}.s3_data_distribution_type",
+                    "FastFile mounts the whole prefix on every host; dockyard does not shard it",
+                    "use FullyReplicated, or input_mode File or Pipe to shard",
                 )
-            )
-        if channel.record_wrapper_type is RecordWrapperType.RECORD_IO:
-            problems.append(
-                FieldProblem(
-                    f"{at}.record_wrapper_type",
-                    "RecordIO wrapping is only allowed in Pipe mode",
-                    "drop record_wrapper_type",
-                )
-            )
-        if channel.shuffle_config is not None:
-            problems.append(
-                FieldProblem(f"{at}.shuffle_config", "shuffling applies to Pipe mode only", "drop shuffle_config")
             )
     return problems
+
+
+def _channels(spec: TrainingJobSpec) -> list[FieldProblem]:
+    return [problem for i in range(len(spec.input_data_config)) for problem in _channel(spec, i)]
 
 
 def _managed(spec: TrainingJobSpec) -> list[FieldProblem]:

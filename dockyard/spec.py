@@ -122,8 +122,41 @@ class S3DataSource(_Model):
     attribute_names: list[str] | None = None
 
 
+class FileSystemAccessMode(StrEnum):
+    RW = "rw"
+    RO = "ro"
+
+
+class FileSystemType(StrEnum):
+    EFS = "EFS"
+    FSX_LUSTRE = "FSxLustre"
+
+
+class FileSystemDataSource(_Model):
+    """A file system channel: here, a host directory or network mount (the EFS / FSx analogue)."""
+
+    file_system_id: str = Field(min_length=1, max_length=256)  # recorded; the directory is what is mounted
+    file_system_access_mode: FileSystemAccessMode = FileSystemAccessMode.RO
+    file_system_type: FileSystemType = FileSystemType.EFS
+    directory_path: str = Field(min_length=1, max_length=4096)
+
+    @field_validator("directory_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must be an absolute path on this host — got '{value}'")
+        return value
+
+
 class DataSource(_Model):
-    s3_data_source: S3DataSource
+    s3_data_source: S3DataSource | None = None
+    file_system_data_source: FileSystemDataSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSource:
+        if (self.s3_data_source is None) == (self.file_system_data_source is None):
+            raise ValueError("give exactly one of s3_data_source or file_system_data_source")
+        return self
 
 
 class ShuffleConfig(_Model):

@@ -7,6 +7,7 @@ filesystem inside, so Prefect tasks never carry a client.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import fsspec
 
 from dockyard.errors import JobSpecError, TransientInfraError
+
+CHUNK = 1 << 20  # bytes per streamed read
 
 
 @dataclass(frozen=True)
@@ -182,3 +185,40 @@ def write_text(uri: str, text: str, endpoint_url: str | None = None) -> None:
 def delete(uri: str, endpoint_url: str | None = None) -> None:
     with contextlib.suppress(FileNotFoundError):
         filesystem(uri, endpoint_url).rm_file(_path(uri))
+
+
+def open_read(uri: str, endpoint_url: str | None = None) -> Any:
+    """A binary file object streaming the object (ranged reads for s3://, nothing staged on disk)."""
+    return filesystem(uri, endpoint_url).open(_path(uri), "rb", block_size=CHUNK)
+
+
+def read_bytes(uri: str, endpoint_url: str | None = None) -> bytes:
+    with open_read(uri, endpoint_url) as f:
+        return bytes(f.read())
+
+
+def manifest_objects(uri: str, endpoint_url: str | None = None) -> list[StoredObject]:
+    """The objects a ManifestFile names: `[{"prefix": "s3://b/p/"}, "key1", "sub/key2", ...]`,
+    each kept at its path below the prefix.
+
+    Raises:
+        JobSpecError: the manifest is not such a list, or names an object that is not there.
+    """
+    try:
+        entries = json.loads(read_bytes(uri, endpoint_url))
+        prefix = entries[0]["prefix"]
+        keys = [str(k) for k in entries[1:]]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise JobSpecError(
+            f'{uri}: not a manifest — write a JSON list: [{{"prefix": "s3://bucket/prefix/"}}, "key1", ...]'
+        ) from None
+    fs = filesystem(prefix, endpoint_url)
+    objects = []
+    for key in keys:
+        object_uri = prefix.rstrip("/") + "/" + key.lstrip("/")
+        try:
+            size = int(fs.info(_path(object_uri))["size"])
+        except FileNotFoundError:
+            raise JobSpecError(f"{uri}: names {object_uri}, which does not exist — fix the manifest") from None
+        objects.append(StoredObject(object_uri, key.lstrip("/"), size))
+    return objects

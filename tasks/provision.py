@@ -22,7 +22,7 @@ from dockyard.errors import DockyardError
 from dockyard.rules import HostFacts, instance_type_of
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
-from infra import docker_engine, records, spot
+from infra import docker_engine, fuse, pipe, records, spot
 from infra.retry import task_retry_options
 
 GIB = 1024**3
@@ -151,9 +151,13 @@ def create_instances(plan: ProvisionPlan) -> None:
 
 
 def remove_instances(job_name: str, scratch_root: str) -> int:
-    """Remove the job's containers, network and scratch space; returns the count of Docker objects."""
+    """Remove the job's containers and network, stop its Pipe streamers, unmount its
+    FastFile channels, and delete its scratch space; returns the count of Docker objects."""
     removed = docker_engine.remove_job_objects(job_name)
-    shutil.rmtree(scratch_root, ignore_errors=True)
+    pipe.stop_all(job_name)
+    still_mounted = fuse.unmount_all(scratch_root) if os.path.isdir(scratch_root) else []
+    if not still_mounted:  # never delete through a mount
+        shutil.rmtree(scratch_root, ignore_errors=True)
     return removed
 
 

@@ -16,11 +16,12 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard import contract
-from dockyard.spec import TrainingJobSpec
+from dockyard.spec import InputMode, TrainingJobSpec
 from dockyard.status import SecondaryStatus
 from infra import docker_engine, records
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan, host_dirs, plan_provision
+from tasks.stage_data import channel_mounts
 
 # Statuses in which a job's containers may still hold its work.
 REATTACHABLE = {SecondaryStatus.TRAINING, SecondaryStatus.STOPPING, SecondaryStatus.UPLOADING}
@@ -61,6 +62,9 @@ def plan_run(spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str) -> t
             for part, (target, read_only) in contract.MOUNTS.items()
         }
         volumes[dirs["checkpoints"]] = {"bind": checkpoint_path, "mode": "rw"}
+        for mount in channel_mounts(spec, provisioned.scratch_root):  # FastFile and file system channels
+            target = f"{contract.INPUT_DATA_DIR}/{mount.channel}"
+            volumes[mount.source] = {"bind": target, "mode": "ro" if mount.read_only else "rw"}
         plans.append(
             ContainerPlan(
                 host=host.host,
@@ -111,7 +115,9 @@ def reattach(spec_json: dict[str, Any], home: str) -> dict[str, Any] | None:
     record = records.load(home, name)
     found = docker_engine.job_containers(name)
     hosts = contract.host_names(spec.resource_config.instance_count)
-    if record.status.secondary in REATTACHABLE and sorted(found) == hosts:
+    # Pipe channels were fed by the dead orchestrator's threads: such a job restarts instead.
+    piped = any(spec.channel_mode(c) is InputMode.PIPE for c in spec.input_data_config)
+    if record.status.secondary in REATTACHABLE and sorted(found) == hosts and not piped:
         provisioned = plan_provision(spec, docker_engine.host_facts(), os.path.join(home, "scratch"))
         records.append_log(home, name, f"reattached to {len(found)} running container(s)")
         return {"provisioned": provisioned.model_dump(mode="json"), "containers": found}

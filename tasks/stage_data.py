@@ -1,16 +1,29 @@
-"""Stage 3, stage data (File mode): every channel's objects onto the instances.
+"""Stage 3, stage data: every channel made reachable at /opt/ml/input/data/CHANNEL.
 
-FullyReplicated channels go to every host; ShardedByS3Key channels give each
-host a 1/N share of the objects (round-robin over the sorted keys). Object
-paths below the prefix are kept; sizes are verified after each download.
+- File: the objects are downloaded onto each instance. FullyReplicated
+  channels go to every host; ShardedByS3Key channels give each host a 1/N
+  share (round-robin over the keys). Object paths below the prefix are kept;
+  sizes are verified after each download.
+- Pipe: FIFOs CHANNEL_0, CHANNEL_1, ... one per epoch, fed from storage by a
+  streamer thread per host (infra/pipe.py): key order, or reshuffled each
+  epoch with shuffle_config's seed; sharded per epoch; Gzip decompressed and
+  RecordIO framing on the way.
+- FastFile: an s3:// prefix mounted read-only with s3fs-fuse (infra/fuse.py)
+  and bound into every container; a file:// folder is bound as it is.
+- File system channels: the directory bound in, ro or rw as asked.
+
+ManifestFile channels take their objects from the manifest; an
+AugmentedManifestFile (Pipe only) streams each line's attributes as records.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import random
 import threading
 import time
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,9 +32,18 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard.errors import JobSpecError
-from dockyard.spec import DistributionType, TrainingJobSpec
+from dockyard.spec import (
+    Channel,
+    CompressionType,
+    DistributionType,
+    FileSystemAccessMode,
+    InputMode,
+    RecordWrapperType,
+    S3DataType,
+    TrainingJobSpec,
+)
 from dockyard.status import SecondaryStatus
-from infra import records, spot, storage
+from infra import fuse, pipe, records, spot, storage
 from infra.checkpoint_sync import CheckpointSync
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan, host_dirs
@@ -37,10 +59,41 @@ class Download(BaseModel):
     channel: str
 
 
+class Stream(BaseModel):
+    """One Pipe channel of one host."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    channel: str
+    folder: str  # the host's input/data, where the FIFOs are made
+    items: tuple[str, ...]  # object URIs, or an augmented manifest's lines
+    attributes: tuple[str, ...] | None  # an augmented manifest's attributes to send
+    host_index: int
+    host_count: int
+    sharded: bool
+    seed: int | None
+    gzip: bool
+    recordio: bool
+
+
+class Mount(BaseModel):
+    """A channel bound into every container at /opt/ml/input/data/CHANNEL."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    source: str  # the host path bound in
+    s3_uri: str | None  # FastFile over S3: mounted with s3fs at `source` first
+    read_only: bool
+
+
 class StageDataPlan(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     downloads: tuple[Download, ...]
+    streams: tuple[Stream, ...] = ()
+    mounts: tuple[Mount, ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -57,27 +110,111 @@ def _safe_relative(relative: str, channel: str) -> str:
     return posixpath.join(*parts)
 
 
+def channel_mounts(spec: TrainingJobSpec, scratch_root: str) -> tuple[Mount, ...]:
+    """The FastFile and file system channels, as binds into the containers."""
+    mounts = []
+    for channel in spec.input_data_config:
+        name = channel.channel_name
+        system = channel.data_source.file_system_data_source
+        source = channel.data_source.s3_data_source
+        if system is not None:
+            read_only = system.file_system_access_mode is FileSystemAccessMode.RO
+            mounts.append(Mount(channel=name, source=system.directory_path, s3_uri=None, read_only=read_only))
+        elif source is not None and spec.channel_mode(channel) is InputMode.FAST_FILE:
+            if source.s3_uri.startswith("s3://"):
+                mountpoint = os.path.join(scratch_root, "fastfile", name)
+                mounts.append(Mount(channel=name, source=mountpoint, s3_uri=source.s3_uri, read_only=True))
+            else:
+                mounts.append(Mount(channel=name, source=source.s3_uri[7:], s3_uri=None, read_only=True))
+    return tuple(mounts)
+
+
+def epoch_order(
+    items: tuple[str, ...], epoch: int, seed: int | None, host_index: int, host_count: int, sharded: bool
+) -> list[str]:
+    """What one host streams in one epoch: every item in order, or reshuffled for this
+    epoch (the same seed gives the same orders), then this host's share when sharded."""
+    order = list(items)
+    if seed is not None:
+        random.Random(f"{seed}/{epoch}").shuffle(order)
+    return order[host_index::host_count] if sharded else order
+
+
 def plan_stage_data(
-    spec: TrainingJobSpec, listings: dict[str, list[storage.StoredObject]], scratch_by_host: dict[str, str]
+    spec: TrainingJobSpec,
+    listings: dict[str, list[storage.StoredObject]],
+    scratch_by_host: dict[str, str],
+    scratch_root: str = "",
+    manifests: dict[str, tuple[str, ...]] | None = None,
 ) -> StageDataPlan:
-    """Which object goes to which host and path.
+    """Which object goes to which host and path (File), which host streams what (Pipe),
+    and what is bound in (FastFile, file systems). `manifests` holds the lines of each
+    augmented manifest channel.
 
     Raises:
         JobSpecError: an object path would escape its channel folder.
     """
-    hosts = sorted(scratch_by_host)
-    downloads = []
+    hosts = sorted(scratch_by_host, key=lambda h: int(h.rsplit("-", 1)[1]))
+    downloads, streams = [], []
     for channel in spec.input_data_config:
         name = channel.channel_name
+        source = channel.data_source.s3_data_source
+        mode = spec.channel_mode(channel)
+        if source is None or mode is InputMode.FAST_FILE:
+            continue
         objects = listings.get(name, [])
-        sharded = channel.data_source.s3_data_source.s3_data_distribution_type is DistributionType.SHARDED_BY_S3_KEY
+        sharded = source.s3_data_distribution_type is DistributionType.SHARDED_BY_S3_KEY
+        if mode is InputMode.PIPE:
+            augmented = source.s3_data_type is S3DataType.AUGMENTED_MANIFEST_FILE
+            items = (manifests or {}).get(name, ()) if augmented else tuple(o.uri for o in objects)
+            for index, host in enumerate(hosts):
+                streams.append(
+                    Stream(
+                        host=host,
+                        channel=name,
+                        folder=os.path.join(host_dirs(scratch_by_host[host])["input"], "data"),
+                        items=items,
+                        attributes=tuple(source.attribute_names or ()) if augmented else None,
+                        host_index=index,
+                        host_count=len(hosts),
+                        sharded=sharded,
+                        seed=channel.shuffle_config.seed if channel.shuffle_config else None,
+                        gzip=channel.compression_type is CompressionType.GZIP,
+                        recordio=channel.record_wrapper_type is RecordWrapperType.RECORD_IO or augmented,
+                    )
+                )
+            continue
         for index, obj in enumerate(objects):
             relative = _safe_relative(obj.relative, name)
             targets = [hosts[index % len(hosts)]] if sharded else hosts
             for host in targets:
                 dest = os.path.join(host_dirs(scratch_by_host[host])["input"], "data", name, relative)
                 downloads.append(Download(uri=obj.uri, size=obj.size, dest=dest, host=host, channel=name))
-    return StageDataPlan(downloads=tuple(downloads))
+    return StageDataPlan(downloads=tuple(downloads), streams=tuple(streams), mounts=channel_mounts(spec, scratch_root))
+
+
+def epoch_chunks(stream: Stream, endpoint_url: str | None) -> Callable[[int], Generator[bytes, None, None]]:
+    """The bytes a Pipe channel sends in an epoch."""
+
+    def chunks(epoch: int) -> Generator[bytes, None, None]:
+        for item in epoch_order(stream.items, epoch, stream.seed, stream.host_index, stream.host_count, stream.sharded):
+            if stream.attributes is not None:
+                yield from pipe.records_of_line(item, list(stream.attributes), endpoint_url)
+            elif stream.recordio:
+                yield pipe.recordio(b"".join(pipe.object_chunks(item, stream.gzip, endpoint_url)))
+            else:
+                yield from pipe.object_chunks(item, stream.gzip, endpoint_url)
+
+    return chunks
+
+
+def _listing(channel: Channel, endpoint_url: str | None) -> list[storage.StoredObject]:
+    source = channel.data_source.s3_data_source
+    if source is None or source.s3_data_type is S3DataType.AUGMENTED_MANIFEST_FILE:
+        return []
+    if source.s3_data_type is S3DataType.MANIFEST_FILE:
+        return storage.manifest_objects(source.s3_uri, endpoint_url)
+    return storage.list_objects(source.s3_uri, endpoint_url)
 
 
 class _Progress:
@@ -128,7 +265,7 @@ def carry_out(
 def stage_data(
     spec_json: dict[str, Any], provision_json: dict[str, Any], home: str, endpoint_url: str | None, concurrency: int
 ) -> int:
-    """Stage every File-mode channel; returns the bytes staged."""
+    """Download File channels, start Pipe streamers, mount FastFile channels; returns the bytes staged."""
     logger = get_run_logger()
     spec = TrainingJobSpec.model_validate(spec_json)
     provisioned = ProvisionPlan.model_validate(provision_json)
@@ -140,10 +277,23 @@ def stage_data(
         records.update(home, name, training_start_time=records.now())
     spot.check(home, name)
     listings = {
-        c.channel_name: storage.list_objects(c.data_source.s3_data_source.s3_uri, endpoint_url)
+        c.channel_name: _listing(c, endpoint_url)
         for c in spec.input_data_config
+        if spec.channel_mode(c) is not InputMode.FAST_FILE
     }
-    plan = plan_stage_data(spec, listings, {h.host: h.scratch for h in provisioned.hosts})
+    manifests = {
+        c.channel_name: tuple(
+            line
+            for line in storage.read_bytes(c.data_source.s3_data_source.s3_uri, endpoint_url).decode().splitlines()
+            if line.strip()
+        )
+        for c in spec.input_data_config
+        if c.data_source.s3_data_source is not None
+        and c.data_source.s3_data_source.s3_data_type is S3DataType.AUGMENTED_MANIFEST_FILE
+    }
+    plan = plan_stage_data(
+        spec, listings, {h.host: h.scratch for h in provisioned.hosts}, provisioned.scratch_root, manifests
+    )
 
     def report(message: str) -> None:
         logger.info(message)
@@ -155,6 +305,16 @@ def stage_data(
     # Only a spot job asks the market between downloads: it reads the record each time.
     between = (lambda: spot.check(home, name)) if spec.enable_managed_spot_training else None
     carry_out(plan, concurrency, endpoint_url, report, between=between)
+    for mount in plan.mounts:
+        for host in provisioned.hosts:  # the bind's target, inside the read-only input mount
+            os.makedirs(os.path.join(host_dirs(host.scratch)["input"], "data", mount.channel), exist_ok=True)
+        if mount.s3_uri:
+            fuse.mount(mount.s3_uri, mount.source, endpoint_url)
+            report(f"FastFile channel {mount.channel}: {mount.s3_uri} mounted with s3fs, read on demand")
+    for stream in plan.streams:
+        pipe.start(name, pipe.Streamer(stream.folder, stream.channel, epoch_chunks(stream, endpoint_url), report))
+    if plan.streams:
+        report(f"Pipe: {len(plan.streams)} channel stream(s) ready as FIFOs CHANNEL_0, CHANNEL_1, ...")
     for host in provisioned.hosts:
         if host.checkpoint_uri:
             restored = CheckpointSync(

@@ -17,9 +17,9 @@ from dockyard.errors import JobSpecError
 from dockyard.loading import build_job
 from dockyard.record import JobRecord
 from dockyard.rules import HostFacts, check_job
-from dockyard.spec import TrainingJobSpec
+from dockyard.spec import InputMode, TrainingJobSpec
 from dockyard.status import SecondaryStatus, is_final
-from infra import docker_engine, prefect_api, records, spot, storage
+from infra import docker_engine, fuse, prefect_api, records, spot, storage
 from infra.retry import task_retry_options
 
 
@@ -50,6 +50,7 @@ def plan_validate(spec: TrainingJobSpec, host: HostFacts) -> ValidatePlan:
             field=f"input_data_config[{i}].data_source.s3_data_source.s3_uri", uri=c.data_source.s3_data_source.s3_uri
         )
         for i, c in enumerate(spec.input_data_config)
+        if c.data_source.s3_data_source is not None
     )
     writable = (Location(field="output_data_config.s3_output_path", uri=spec.output_data_config.s3_output_path),)
     return ValidatePlan(job=spec, readable=readable, writable=writable)
@@ -66,8 +67,23 @@ def check_runnable(spec: TrainingJobSpec, endpoint_url: str | None) -> None:
         JobSpecError: the spec cannot run here as written.
     """
     plan = plan_validate(spec, docker_engine.host_facts())
+    for i, channel in enumerate(spec.input_data_config):
+        source = channel.data_source.s3_data_source
+        fast = spec.channel_mode(channel) is InputMode.FAST_FILE
+        if fast and source is not None and source.s3_uri.startswith("s3://") and not fuse.available():
+            raise JobSpecError(
+                f"input_data_config[{i}]: FastFile mounts s3:// with s3fs-fuse, which this host lacks "
+                "(no s3fs or no /dev/fuse) — apt-get install s3fs, or use input_mode File or Pipe"
+            )
     for loc in plan.readable:
         storage.check_readable_prefix(loc.uri, loc.field, endpoint_url)
+    for i, channel in enumerate(spec.input_data_config):
+        system = channel.data_source.file_system_data_source
+        if system is not None and not os.path.isdir(system.directory_path):
+            raise JobSpecError(
+                f"input_data_config[{i}].data_source.file_system_data_source.directory_path: "
+                f"{system.directory_path} is not a directory here — mount the file system there, or fix the path"
+            )
     for loc in plan.writable:
         storage.check_writable_location(loc.uri, loc.field, endpoint_url)
     if spec.enable_managed_spot_training:

@@ -134,3 +134,15 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def s3_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+def new_bucket(endpoint: str) -> str:
+    name = f"bucket-{uuid.uuid4().hex[:10]}"
+    s3_client(endpoint).create_bucket(Bucket=name)
+    return name

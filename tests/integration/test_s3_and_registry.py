@@ -7,26 +7,14 @@ import json
 import tarfile
 import uuid
 from pathlib import Path
-from typing import Any
 
-import boto3
 import docker
 import pytest
 
 from tests.integration.flaky_proxy import FlakyProxy
-from tests.integration.helpers import channel, probe_job, run_job
+from tests.integration.helpers import channel, new_bucket, probe_job, run_job, s3_client
 
 pytestmark = pytest.mark.integration
-
-
-def s3_client(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint)
-
-
-def new_bucket(endpoint: str) -> str:
-    name = f"bucket-{uuid.uuid4().hex[:10]}"
-    s3_client(endpoint).create_bucket(Bucket=name)
-    return name
 
 
 def archive_members(endpoint: str, uri: str) -> dict[str, bytes]:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from dockyard import contract
 from dockyard.loading import build_job
 from dockyard.rules import HostFacts
+from infra.pipe import recordio
 from infra.retry import is_transient
 from infra.storage import StoredObject, relative_key
 from tasks.monitor import HostExit, compile_definitions, plan_outcome, scrape
@@ -13,7 +14,7 @@ from tasks.persist import plan_persist
 from tasks.provision import plan_provision
 from tasks.pull_image import plan_pull_image, registry_of
 from tasks.run import plan_run
-from tasks.stage_data import plan_stage_data
+from tasks.stage_data import epoch_order, plan_stage_data
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 HOST = HostFacts(cpus=2, memory_bytes=8 * 1024**3, gpus=0)
@@ -118,6 +119,67 @@ def test_stage_data_shards_round_robin_and_replicates_the_rest() -> None:
     )
     assert len(by_host["algo-2"]) == 3
     assert plan.total_bytes == 5 * 10 + 2 * 3
+
+
+def test_pipe_streams_shuffle_per_epoch_then_shard_and_fastfile_binds_into_every_container() -> None:
+    s = spec(
+        input_data_config=[
+            {
+                "channel_name": "train",
+                "input_mode": "Pipe",
+                "shuffle_config": {"seed": 3},
+                "compression_type": "Gzip",
+                "data_source": {
+                    "s3_data_source": {"s3_uri": "s3://b/train/", "s3_data_distribution_type": "ShardedByS3Key"}
+                },
+            },
+            {
+                "channel_name": "fast",
+                "input_mode": "FastFile",
+                "data_source": {"s3_data_source": {"s3_uri": "s3://b/f"}},
+            },
+            {
+                "channel_name": "shared",
+                "data_source": {
+                    "file_system_data_source": {
+                        "file_system_id": "fs-1",
+                        "directory_path": "/mnt/efs",
+                        "file_system_access_mode": "rw",
+                    }
+                },
+            },
+        ]
+    )
+    objects = [StoredObject(f"s3://b/train/{i}", str(i), 1) for i in range(6)]
+    plan = plan_stage_data(s, {"train": objects}, {"algo-1": "/s/1", "algo-2": "/s/2"}, "/s")
+    assert plan.downloads == ()
+    one, two = plan.streams
+    assert (two.host, two.host_index, two.host_count, two.sharded) == ("algo-2", 1, 2, True)
+    assert (one.host, one.folder, one.gzip, one.seed) == ("algo-1", "/s/1/input/data", True, 3)
+    items = tuple(o.uri for o in objects)
+    for epoch in range(3):
+        first = epoch_order(items, epoch, 3, 0, 2, True)
+        second = epoch_order(items, epoch, 3, 1, 2, True)
+        assert sorted(first + second) == sorted(items) and not set(first) & set(second)
+    assert epoch_order(items, 0, 3, 0, 1, False) != epoch_order(items, 1, 3, 0, 1, False)
+    assert epoch_order(items, 1, 3, 0, 1, False) == epoch_order(items, 1, 3, 0, 1, False)
+    assert epoch_order(items, 0, None, 1, 2, True) == list(items[1::2])  # unshuffled: File mode's round robin
+    run = plan_run(s, plan_provision(s, HOST, "/s"), "img:1")[1]
+    assert run.volumes["/s/job-1/fastfile/fast"] == {"bind": "/opt/ml/input/data/fast", "mode": "ro"}
+    assert run.volumes["/mnt/efs"] == {"bind": "/opt/ml/input/data/shared", "mode": "rw"}
+    config = contract.input_data_config(s)
+    assert config["train"] == {
+        "TrainingInputMode": "Pipe",
+        "RecordWrapperType": "None",
+        "S3DistributionType": "ShardedByS3Key",
+        "CompressionType": "Gzip",
+    }
+    assert config["shared"] == {"TrainingInputMode": "File", "RecordWrapperType": "None"}
+
+
+def test_recordio_frames_as_mxnet_does() -> None:
+    assert recordio(b"abcde") == bytes.fromhex("0a23d7ce05000000") + b"abcde\0\0\0"
+    assert recordio(b"") == bytes.fromhex("0a23d7ce00000000")
 
 
 def test_object_paths_cannot_escape_the_channel() -> None:

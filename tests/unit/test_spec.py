@@ -24,6 +24,9 @@ def doc(**changes: Any) -> dict[str, Any]:
     return base
 
 
+S3_TRAIN = {"data_source": {"s3_data_source": {"s3_uri": "s3://b/train"}}}
+
+
 def problems(d: dict[str, Any]) -> list[str]:
     with pytest.raises(JobSpecError) as err:
         check_job(build_job(d, home="/h", now=NOW), HOST)
@@ -71,8 +74,51 @@ def test_dockyard_home_is_expanded() -> None:
         ({"resource_config": {"instance_type": "m5.large"}}, "unknown instance type 'm5.large'"),
         ({"input_data_config": []}, "needs a 'train' channel"),
         (
-            {"algorithm_specification": {"algorithm_name": "xgboost", "training_input_mode": "FastFile"}},
-            "FastFile mode is not supported yet",
+            {
+                "algorithm_specification": {"algorithm_name": "xgboost", "training_input_mode": "FastFile"},
+                "input_data_config": [
+                    {
+                        "channel_name": "train",
+                        "data_source": {
+                            "s3_data_source": {"s3_uri": "s3://b/t", "s3_data_distribution_type": "ShardedByS3Key"}
+                        },
+                    }
+                ],
+            },
+            "FastFile mounts the whole prefix on every host; dockyard does not shard it",
+        ),
+        (
+            {"input_data_config": [{"channel_name": "train", "compression_type": "Gzip", **S3_TRAIN}]},
+            "input_data_config[0].compression_type: Gzip is decompressed only on the way through a Pipe channel",
+        ),
+        (
+            {
+                "input_data_config": [
+                    {
+                        "channel_name": "train",
+                        "data_source": {
+                            "s3_data_source": {"s3_uri": "s3://b/m", "s3_data_type": "AugmentedManifestFile"}
+                        },
+                    }
+                ]
+            },
+            "AugmentedManifestFile streams records, so it needs Pipe mode, not File",
+        ),
+        (
+            {
+                "input_data_config": [
+                    {
+                        "channel_name": "train",
+                        "input_mode": "Pipe",
+                        "data_source": {"file_system_data_source": {"file_system_id": "fs-1", "directory_path": "/d"}},
+                    }
+                ]
+            },
+            "a file system channel is mounted as it is, so it is File mode only, not Pipe",
+        ),
+        (
+            {"input_data_config": [{"channel_name": "train", "data_source": {}}]},
+            "give exactly one of s3_data_source or file_system_data_source",
         ),
         ({"enable_managed_spot_training": True}, "required for managed spot training"),
         (
