@@ -7,6 +7,7 @@ filesystem inside, so Prefect tasks never carry a client.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -44,6 +45,23 @@ def filesystem(uri: str, endpoint_url: str | None = None) -> Any:
         fs.retries = 1
         return fs
     return fsspec.filesystem("file")
+
+
+@functools.cache
+def s3_client(endpoint_url: str | None) -> Any:
+    """boto3's S3 client (thread-safe, kept per endpoint) for what s3fs does slowly: whole-object
+    transfers. One attempt per call, as for s3fs: retries belong to the task's policy."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=32)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def _transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(max_concurrency=4, num_download_attempts=1)
 
 
 def _path(uri: str) -> str:
@@ -160,8 +178,11 @@ def download(obj: StoredObject, local_path: str, endpoint_url: str | None = None
     if os.path.isfile(local_path) and os.path.getsize(local_path) == obj.size:
         return  # staged by an earlier attempt of the task
     os.makedirs(os.path.dirname(local_path), exist_ok=True)
-    fs = filesystem(obj.uri, endpoint_url)
-    fs.get_file(_path(obj.uri), local_path)
+    if obj.uri.startswith("s3://"):
+        bucket, key = _path(obj.uri).split("/", 1)
+        s3_client(endpoint_url).download_file(bucket, key, local_path, Config=_transfer_config())
+    else:
+        filesystem(obj.uri, endpoint_url).get_file(_path(obj.uri), local_path)
     got = os.path.getsize(local_path)
     if got != obj.size:
         raise TransientInfraError(f"{obj.uri}: downloaded {got} bytes, expected {obj.size}")
@@ -188,8 +209,11 @@ def delete(uri: str, endpoint_url: str | None = None) -> None:
 
 
 def open_read(uri: str, endpoint_url: str | None = None) -> Any:
-    """A binary file object streaming the object (ranged reads for s3://, nothing staged on disk)."""
-    return filesystem(uri, endpoint_url).open(_path(uri), "rb", block_size=CHUNK)
+    """A binary file object streaming the object (one GET for s3://), nothing staged on disk."""
+    if uri.startswith("s3://"):
+        bucket, key = _path(uri).split("/", 1)
+        return contextlib.closing(s3_client(endpoint_url).get_object(Bucket=bucket, Key=key)["Body"])
+    return filesystem(uri, endpoint_url).open(_path(uri), "rb")
 
 
 def read_bytes(uri: str, endpoint_url: str | None = None) -> bytes:

@@ -23,6 +23,7 @@ TEST_IMAGES = {
     "dockyard-test/probe:1": ROOT / "tests" / "images" / "probe",
     "dockyard-test/sagemaker-toolkit:1": ROOT / "tests" / "images" / "sagemaker-toolkit",
     "byo-linear:latest": ROOT / "examples" / "byo-container",
+    "pipe-linear:latest": ROOT / "examples" / "pipe-mode",
 }
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -117,6 +118,7 @@ def test_images() -> dict[str, str]:
         "probe": "dockyard-test/probe:1",
         "toolkit": "dockyard-test/sagemaker-toolkit:1",
         "byo": "byo-linear:latest",
+        "pipe": "pipe-linear:latest",
     }
 
 

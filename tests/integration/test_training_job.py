@@ -159,3 +159,12 @@ def test_bring_your_own_container_example(home: str) -> None:
     body = run_example("examples/byo-container", home)
     weights = json.loads(members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["model.json"])["weights"]
     assert weights == pytest.approx([3, -2, 1], abs=0.1)
+
+
+@pytest.mark.usefixtures("test_images")
+def test_pipe_mode_example_trains_from_its_fifos(home: str) -> None:
+    body = run_example("examples/pipe-mode", home)
+    weights = json.loads(members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["model.json"])["weights"]
+    assert weights == pytest.approx([3, -2, 1], abs=0.1)
+    log = (Path(home) / "jobs" / body["TrainingJobName"] / "job.log").read_text()
+    assert all(f"epoch={e} rows=800 " in log for e in range(10))  # every row, every epoch
