@@ -67,8 +67,16 @@ BAD_SPECS = [
     ),
     ({"algorithm_specification": {"training_image": None, "algorithm_name": "xgbost"}}, "did you mean 'xgboost'?"),
     (
-        {"algorithm_specification": {"training_image": "x:1", "training_input_mode": "Pipe"}},
-        "Pipe mode is not supported yet",
+        {
+            "input_data_config": [
+                {
+                    "channel_name": "train",
+                    "compression_type": "Gzip",
+                    "data_source": {"s3_data_source": {"s3_uri": "file:///nonexistent/data"}},
+                }
+            ]
+        },
+        "Gzip is decompressed only on the way through a Pipe channel; this one is File",
     ),
     (
         {"output_data_config": {"s3_output_path": "s3://no-such-bucket-dockyard/out"}},
