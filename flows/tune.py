@@ -37,8 +37,8 @@ from dockyard.tuning import (
     median_rule,
     objective_value,
     trial_name,
-    tuning_record,
 )
+from dockyard.tuning_record import tuning_record
 from flows.cli import read_job_file
 from flows.train import train
 from infra import records

@@ -260,7 +260,8 @@ def search(
             experiments,
             filter_string=filter_string,
             order_by=order_by,
-            max_results=min(PAGE, max_results if keep is None else PAGE),
+            # a run `keep` turns down must be made up for: fetch a few times what is wanted
+            max_results=min(PAGE, max_results if keep is None else max(4 * max_results, 200)),
             page_token=token,
         )
         found += [run for run in page if keep is None or keep(run)]

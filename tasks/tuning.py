@@ -28,9 +28,8 @@ from dockyard.tuning import (
     hyperband_resources,
     log_scaled,
     trial_name,
-    warm_start_problems,
-    warm_start_results,
 )
+from dockyard.tuning_record import warm_start_problems, warm_start_results
 from infra import catalog, docker_engine, records
 from tasks.validate import check_runnable
 

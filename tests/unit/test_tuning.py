@@ -12,9 +12,8 @@ from dockyard.tuning import (
     grid,
     hyperband_resources,
     median_rule,
-    tuning_record,
-    warm_start_problems,
 )
+from dockyard.tuning_record import tuning_record, warm_start_problems
 from tasks.tuning import distributions, hyperparameters_of, params_of
 
 
