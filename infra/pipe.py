@@ -20,17 +20,20 @@ import os
 import select
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from infra import storage
+from infra.retry import is_transient
 
 RECORDIO_MAGIC = 0xCED7230A
 RECORDIO_MAX = (1 << 29) - 1  # longest payload one RecordIO header can describe
 POLL_SECONDS = 0.05
 WRITE_WAIT_SECONDS = 0.2
 JOIN_SECONDS = 10.0
+OPEN_RETRY_SECONDS = (1.0, 2.0, 4.0)
 
 
 def recordio(payload: bytes) -> bytes:
@@ -45,10 +48,22 @@ def recordio(payload: bytes) -> bytes:
     return bytes(out)
 
 
+def _open(uri: str, endpoint_url: str | None) -> Any:
+    """Open an object for streaming; a transient error is retried (1, 2, 4 s) before any byte is sent."""
+    for wait in OPEN_RETRY_SECONDS:
+        try:
+            return storage.open_read(uri, endpoint_url)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            time.sleep(wait)
+    return storage.open_read(uri, endpoint_url)
+
+
 def object_chunks(uri: str, gzip: bool, endpoint_url: str | None) -> Iterator[bytes]:
     """One object's bytes, decompressed on the way when it is Gzip."""
     inflate = zlib.decompressobj(wbits=31) if gzip else None
-    with storage.open_read(uri, endpoint_url) as f:
+    with _open(uri, endpoint_url) as f:
         while chunk := f.read(storage.CHUNK):
             if inflate is None:
                 yield chunk
@@ -85,6 +100,7 @@ class Streamer(threading.Thread):
         super().__init__(name=f"pipe-{channel}", daemon=True)
         self.folder, self.channel, self.epoch_chunks, self.report = folder, channel, epoch_chunks, report
         self.stopped = threading.Event()
+        self.error: str | None = None  # why an epoch could not be sent whole; the job fails with it
         os.makedirs(folder, exist_ok=True)
         os.mkfifo(self.fifo(0))  # there when `train` starts
 
@@ -105,9 +121,10 @@ class Streamer(threading.Thread):
                         whole = False
                         break
                     sent += len(chunk)
-            except Exception as exc:  # noqa: BLE001 - the reader sees the epoch end; the log says why
+            except Exception as exc:  # noqa: BLE001 - the job fails with it (see `failure`)
                 whole = False
-                self.report(f"error: Pipe channel {self.channel}, epoch {epoch}: {type(exc).__name__}: {exc}")
+                self.error = f"Pipe channel {self.channel}, epoch {epoch}: {type(exc).__name__}: {exc}"
+                self.report(f"error: {self.error}")
             finally:
                 chunks.close()  # closes the object being read
             os.mkfifo(self.fifo(epoch + 1))  # before the reader meets end-of-file
@@ -169,6 +186,12 @@ def stop_all(job: str) -> int:
     for s in streamers:
         s.join(JOIN_SECONDS)
     return len(streamers)
+
+
+def failure(job: str) -> str | None:
+    """Why one of the job's streamers could not send an epoch whole, if one could not."""
+    with _lock:
+        return next((s.error for s in _streamers.get(job, []) if s.error), None)
 
 
 def running(job: str) -> list[Any]:

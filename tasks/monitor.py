@@ -29,7 +29,7 @@ from dockyard.record import JobRecord, MetricValue
 from dockyard.spec import TrainingJobSpec
 from dockyard.spot import running_seconds
 from dockyard.status import JobStatus, SecondaryStatus
-from infra import docker_engine, prefect_api, records, spot
+from infra import docker_engine, pipe, prefect_api, records, spot
 from infra.checkpoint_sync import CheckpointSync
 from tasks.provision import ProvisionPlan, host_dirs
 
@@ -42,6 +42,7 @@ STOP = "Stopped"
 MAX_RUNTIME = "MaxRuntimeExceeded"
 MAX_WAIT = "MaxWaitTimeExceeded"
 INTERRUPTED = "Interrupted"
+PIPE_FAILED = "PipeFailed"  # a Pipe channel could not send an epoch whole
 
 
 class HostExit(BaseModel):
@@ -99,6 +100,13 @@ def plan_outcome(exits: list[HostExit], stop_reason: str | None) -> Outcome:
         return Outcome(status=MAX_RUNTIME, message="Training job reached its MaxRuntimeInSeconds and was stopped")
     if stop_reason == MAX_WAIT:
         return Outcome(status=MAX_WAIT, message="Training job reached its MaxWaitTimeInSeconds and was stopped")
+    if stop_reason is not None and stop_reason.startswith(PIPE_FAILED):
+        reason = f"ClientError: {stop_reason.removeprefix(f'{PIPE_FAILED}: ')}"
+        return Outcome(
+            status="Failed",
+            failure_reason=reason[: contract.FAILURE_REASON_LIMIT],
+            message="Input data could not be streamed",
+        )
     if stop_reason is not None and stop_reason.startswith(INTERRUPTED):
         return Outcome(status=INTERRUPTED, message=stop_reason.removeprefix(f"{INTERRUPTED}: "))
     if stop_reason is not None:
@@ -254,6 +262,9 @@ class _Watch:
                 except SpotInterruption as notice:
                     self.notice_seconds = notice.notice_seconds
                     return f"{INTERRUPTED}: {notice}"
+            broken = pipe.failure(self.name)
+            if broken:
+                return f"{PIPE_FAILED}: {broken}"
             ask_prefect = time.monotonic() >= next_prefect_check
             if ask_prefect:
                 next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
@@ -380,6 +391,9 @@ def monitor(
                 last_lines=tuple(follower.last_lines),
             )
         )
+    broken = pipe.failure(name)  # set before the reader met the cut epoch's end, so never missed
+    if broken and stop_reason is None:
+        stop_reason = f"{PIPE_FAILED}: {broken}"
     fault = platform_fault(exits, stop_reason, watch.lost_contact_seen)
     if fault:
         raise TransientInfraError(fault)

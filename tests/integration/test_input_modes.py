@@ -8,12 +8,22 @@ import gzip
 import hashlib
 import json
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.helpers import channel, local, members, new_bucket, probe_job, run_job, s3_client
+from tests.integration.helpers import (
+    channel,
+    local,
+    members,
+    new_bucket,
+    probe_job,
+    run_job,
+    s3_client,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +148,31 @@ def test_a_reader_that_stops_early_or_never_reads_leaves_no_streamer(
     assert pipe.running(peek["training_job_name"]) == [] and pipe.running(never["training_job_name"]) == []
     log = (Path(home) / "jobs" / peek["training_job_name"] / "job.log").read_text()
     assert "Pipe channel train: epoch 0 ended early" in log
+
+
+def test_an_object_that_cannot_be_streamed_fails_the_job_naming_the_channel(
+    home: str, s3_endpoint: str, bucket: str, test_images: dict[str, str]
+) -> None:
+    put(s3_endpoint, bucket, {"vanishing/a": b"a", "vanishing/b": b"b"})
+    job = probe_job(
+        home,
+        test_images["probe"],
+        "pipe",
+        [pipe_channel("train", f"s3://{bucket}/vanishing/")],
+        hyperparameters={"channels": "train", "delay": "2"},
+    )
+
+    def delete_once_training() -> None:  # listed at staging, gone when the container reads
+        wait_for_status(home, job["training_job_name"], "Training")
+        s3_client(s3_endpoint).delete_object(Bucket=bucket, Key="vanishing/b")
+
+    deleter = threading.Thread(target=delete_once_training)
+    deleter.start()
+    body = run_job(job)
+    deleter.join()
+    assert body["TrainingJobStatus"] == "Failed"
+    assert body["FailureReason"].startswith("ClientError: Pipe channel train, epoch 0: ")
+    assert "vanishing/b" in body["FailureReason"] or "NoSuchKey" in body["FailureReason"]
 
 
 def test_manifests_name_the_objects_and_augmented_manifests_stream_attributes_as_records(
