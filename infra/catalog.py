@@ -124,7 +124,7 @@ def job_tags(body: dict[str, Any]) -> dict[str, str]:
         "dockyard.billable_seconds": str(body.get("BillableTimeInSeconds", "")),
         "dockyard.trial": experiment.get("TrialName", ""),
         "dockyard.prefect_flow_run_id": body.get("PrefectFlowRunId", ""),
-        **{f"tag.{t['Key']}": t.get("Value", "") for t in body.get("Tags", [])},
+        **{f"tag.{mlflow_name(t['Key'])}": t.get("Value", "") for t in body.get("Tags", [])},
     }
     if "SpotSavingsPercent" in body:
         tags["dockyard.spot_savings_percent"] = str(body["SpotSavingsPercent"])

@@ -35,3 +35,20 @@ def test_bad_clauses_name_themselves_and_show_an_example() -> None:
     assert order_clause("metrics.validation:auc desc") == "metrics.`validation:auc` DESC"
     with pytest.raises(JobSpecError, match="--order-by"):
         order_clause("auc")
+
+
+def test_job_facts_become_tags_mlflow_accepts() -> None:
+    from infra.catalog import job_tags, mlflow_name
+
+    body = {
+        "TrainingJobName": "j-1",
+        "TrainingJobStatus": "Completed",
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        "Tags": [{"Key": "team=ml+ops@x", "Value": "a"}, {"Key": "empty", "Value": ""}],
+        "SpotSavingsPercent": 70.0,
+        "SpotSavingsUSD": 0.01,
+    }
+    tags = job_tags(body)
+    assert tags["tag.team_ml_ops_x"] == "a" and "tag.empty" not in tags  # SageMaker tag keys MLflow refuses
+    assert tags["dockyard.instance_type"] == "ml.m5.large" and tags["dockyard.spot_savings_percent"] == "70.0"
+    assert mlflow_name("validation:auc") == "validation:auc"
