@@ -29,8 +29,7 @@ def curves(values: list[MetricValue]) -> str:
     for name in sorted({v.metric_name for v in values}):
         ys = [v.value for v in values if v.metric_name == name and v.host == "algo-1"]
         if len(ys) > 1:
-            text = plot_to_string(ys, title=name, color=False, width=WIDTH, height=HEIGHT)
-            charts.append(text if isinstance(text, str) else "\n".join(text))
+            charts.append(plot_to_string(ys, title=name, color=False, width=WIDTH, height=HEIGHT))
     return "\n\n".join(charts)
 
 
@@ -41,7 +40,7 @@ def objective_over_trials(objectives: list[float | None], metric: str, maximize:
         return "(no trial reported the objective)"
     xs, ys = [float(x) for x, _ in points], [float(y) for _, y in points]
     best = list(itertools.accumulate(ys, max if maximize else min))
-    text = plot_to_string(
+    return plot_to_string(
         [ys, best],
         [xs, xs],
         title=f"{metric} by trial",
@@ -51,4 +50,3 @@ def objective_over_trials(objectives: list[float | None], metric: str, maximize:
         width=WIDTH,
         height=HEIGHT,
     )
-    return text if isinstance(text, str) else "\n".join(text)

@@ -212,6 +212,7 @@ class _Watch:
         self.median_rule = config.training_job_early_stopping_type is EarlyStopping.AUTO
         self.hyperband = config.strategy is Strategy.HYPERBAND
         self.max_resource = hyperband_resources(config, static)[1]
+        self.finished: dict[str, list[float]] = {}  # a finished trial's curve no longer changes: read it once
 
     def series(self, name: str) -> list[float]:
         return [
@@ -223,11 +224,13 @@ class _Watch:
     def check(self, running: list[Trial], summaries: list[dict[str, Any]]) -> None:
         if not (self.median_rule or self.hyperband):
             return
-        earlier = (
-            [self.series(s["TrainingJobName"]) for s in summaries if s["TrainingJobStatus"] != "Failed"]
-            if self.median_rule
-            else []
-        )
+        earlier = []
+        for s in summaries if self.median_rule else []:
+            if s["TrainingJobStatus"] != "Failed":
+                name = s["TrainingJobName"]
+                if name not in self.finished:
+                    self.finished[name] = self.series(name)
+                earlier.append(self.finished[name])
         for trial in running:
             if trial.stopped_because or not records.exists(self.home, trial.name):
                 continue

@@ -156,6 +156,7 @@ def finalize(
     name = spec.training_job_name
     records.end_attempt(home, name)
     record = records.load(home, name)
+    values = records.read_metrics(home, name)
     steps = path_to_final(record.status.secondary, SecondaryStatus(final_status))
     if steps:
         records.update(
@@ -163,7 +164,7 @@ def finalize(
             name,
             failure_reason=failure_reason,
             training_end_time=records.now(),
-            final_metrics=final_metrics(records.read_metrics(home, name)),
+            final_metrics=final_metrics(values),
         )
     for step in steps:
         record = records.transition(home, name, step, message)
@@ -176,7 +177,6 @@ def finalize(
         records.append_log(home, name, f"removed {removed} Docker object(s) and the scratch space")
     key = f"job-{name.lower()}"[:90].rstrip("-")
     create_markdown_artifact(key=key, markdown=summary_markdown(record), description=f"dockyard training job {name}")
-    values = records.read_metrics(home, name)
     if values:
         create_table_artifact(key=f"{key}-metrics", table=metric_digest(values), description=f"metrics of {name}")
         create_markdown_artifact(
