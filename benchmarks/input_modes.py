@@ -88,8 +88,7 @@ def main() -> None:
     )
     print(f"{table}\n\n{note}")
     if args.write:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from startup import write_section  # the sibling script
+        from startup import write_section  # the sibling script (this folder is on sys.path)
 
         command = " ".join(["python", "benchmarks/input_modes.py", *sys.argv[1:]])
         write_section("input-modes", "Input modes: File, Pipe and FastFile on the same data", table, note, command)

@@ -27,6 +27,15 @@ IMAGE = "dockyard-bench/noop:1"
 BASE = os.environ.get("DOCKYARD_BASE_IMAGE", "dockyard/python-base:bookworm")
 
 
+def build_image(tag: str, context: Path) -> None:
+    """Build a benchmark image on the base image (cached layers make a rebuild quick)."""
+    subprocess.run(
+        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={BASE}", "-t", tag, str(context)],
+        check=True,
+        capture_output=True,
+    )
+
+
 def timed(cmd: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -52,11 +61,7 @@ def main() -> None:
     parser.add_argument("--sagemaker-python", help="a Python with sagemaker<3 installed")
     parser.add_argument("--write", action="store_true", help="write the figures to benchmarks/RESULTS.md")
     args = parser.parse_args()
-    subprocess.run(
-        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={BASE}", "-t", IMAGE, str(ROOT / "benchmarks/noop")],
-        check=True,
-        capture_output=True,
-    )
+    build_image(IMAGE, ROOT / "benchmarks/noop")
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     data = work / "data"
     data.mkdir()

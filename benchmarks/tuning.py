@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from startup import build_image  # the sibling script (this folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "dockyard-bench/probe:1"
-BASE = os.environ.get("DOCKYARD_BASE_IMAGE", "dockyard/python-base:bookworm")
 BRANIN_MIN = 0.397887
 STRATEGIES = ("Random", "Bayesian", "Hyperband")
 
@@ -172,11 +172,7 @@ def main() -> None:
     parser.add_argument("--overhead-trials", type=int, default=6)
     parser.add_argument("--write", action="store_true", help="write the figures to benchmarks/RESULTS.md")
     args = parser.parse_args()
-    subprocess.run(
-        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={BASE}", "-t", IMAGE, str(ROOT / "tests/images/probe")],
-        check=True,
-        capture_output=True,
-    )
+    build_image(IMAGE, ROOT / "tests/images/probe")
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-tuning-"))
     env = {**os.environ, "DOCKYARD_HOME": str(work / "home")}
     try:
@@ -191,8 +187,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{quality_table}\n\n{quality_note}\n\n{overhead_table}\n\n{overhead_note}")
     if args.write:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from startup import write_section  # the sibling script
+        from startup import write_section  # the sibling script (this folder is on sys.path)
 
         command = " ".join(["python", "benchmarks/tuning.py", *sys.argv[1:]])
         write_section("tuning-quality", "Tuning: search quality on Branin", quality_table, quality_note, command)
