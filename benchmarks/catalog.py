@@ -47,12 +47,16 @@ JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'dockyard.kind' AND t.value =
 def populate(home: Path, jobs: int) -> tuple[float, int]:
     """N finished jobs in the record store and the catalog; returns (seconds per catalog write, matches)."""
     from dockyard.record import JobRecord, MetricValue, describe
+    from dockyard.settings import Settings
     from dockyard.spec import TrainingJobSpec
     from dockyard.status import SecondaryStatus
-    from infra import catalog, records
+    from infra import catalog, job_log
+    from infra.job_store import open_store
 
     rng = random.Random(0)
-    uri = catalog.tracking_uri(str(home), {})
+    settings = Settings.from_env({"DOCKYARD_HOME": str(home)})
+    store = open_store(settings)
+    uri = settings.catalog_uri()
     start = datetime(2026, 11, 1, tzinfo=UTC)
     writing = 0.0
     matches = 0
@@ -85,13 +89,11 @@ def populate(home: Path, jobs: int) -> tuple[float, int]:
         record = record.model_copy(
             update={"training_end_time": created + timedelta(seconds=20), "final_metrics": tuple(values[-2:])}
         )
-        records.save(str(home), record)
-        records.append_metrics(str(home), record.name, values)
-        records.append_log(str(home), record.name, "trained")
+        store.create(record)
+        store.add_metrics(record.name, values)
+        job_log.append(home, record.name, "trained")
         began = time.perf_counter()
-        catalog.record_job(
-            str(home), uri, describe(record), values, records.job_dir(str(home), record.name) / "job.log"
-        )
+        catalog.record_job(str(home), uri, describe(record), values, job_log.path(home, record.name))
         writing += time.perf_counter() - began
         if i % 1000 == 999:
             print(f"{i + 1} jobs recorded", file=sys.stderr)
@@ -100,14 +102,13 @@ def populate(home: Path, jobs: int) -> tuple[float, int]:
 
 def in_process(home: Path) -> Callable[..., None]:
     """Run a `dockyard` command inside this process, its output discarded."""
-    from flows.control import add_verbs, control
+    from cli.main import main
 
-    parser = argparse.ArgumentParser()
-    add_verbs(parser.add_subparsers(dest="command"))
+    os.environ["DOCKYARD_HOME"] = str(home)
 
     def run(*argv: str) -> None:
         with contextlib.redirect_stdout(io.StringIO()):
-            assert control(parser.parse_args(argv), str(home)) == 0
+            assert main(list(argv)) == 0
 
     return run
 
@@ -131,7 +132,7 @@ def main() -> None:
     home = work / "home"
     env = {**os.environ, "DOCKYARD_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    dockyard = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
+    dockyard = [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())"]
     try:
         per_write, matches = populate(home, args.jobs)
 

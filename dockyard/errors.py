@@ -62,3 +62,18 @@ class SpotInterruption(DockyardError):
 
 class StatusTransitionError(DockyardError):
     """A status change that the transition table does not allow."""
+
+
+class StatusConflict(StatusTransitionError):
+    """A compare-and-set status write found another status than it expected."""
+
+    def __init__(self, name: str, expected: str, actual: str) -> None:
+        self.actual = actual
+        super().__init__(
+            f"training job {name} is {actual}, not {expected} as this change expected: another process "
+            "moved it first — describe the job to see where it is"
+        )
+
+
+class LeaseHeld(DockyardError):
+    """Another live orchestrator holds the job's lease."""

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from dockyard.contract import job_arn
 from dockyard.instances import INSTANCE_TYPES
+from dockyard.outcome import StopReason
 from dockyard.spec import TrainingJobSpec
 from dockyard.spot import Attempt, billable_seconds
 from dockyard.status import JobStatus, SecondaryStatus, apply_transition
@@ -57,10 +58,19 @@ class JobRecord(BaseModel):
     attempts: tuple[Attempt, ...] = ()
     spot_events: tuple[SpotEvent, ...] = ()
     spot_price_ratio: float | None = None  # set for managed spot jobs
+    scratch_root: str | None = None  # where the instances' folders are made, on the orchestrating machine
+    stop_reason: StopReason | None = None  # why this attempt's containers are being stopped, once they are
 
     @property
     def name(self) -> str:
         return self.spec.training_job_name
+
+    @property
+    def secondary(self) -> SecondaryStatus:
+        """The current secondary status; a stored record always has one (Starting at least)."""
+        if self.status.secondary is None:
+            raise ValueError(f"training job {self.name} has not started")
+        return self.status.secondary
 
     def moved(self, to: SecondaryStatus, message: str, at: datetime) -> JobRecord:
         """This record with its status moved by the one status writer."""
@@ -70,6 +80,20 @@ class JobRecord(BaseModel):
                 "last_modified_time": at,
             }
         )
+
+    def attempt_started(self, at: datetime) -> JobRecord:
+        """A new stretch of running instances begins (an open one ends: its orchestrator restarted)."""
+        attempts = list(self.ended_attempt(at, "orchestrator restarted").attempts)
+        return self.model_copy(
+            update={"attempts": (*attempts, Attempt(start=at)), "stop_reason": None, "last_modified_time": at}
+        )
+
+    def ended_attempt(self, at: datetime, ended_by: str = "") -> JobRecord:
+        """This record with its open attempt, if any, ended at `at`."""
+        if not self.attempts or self.attempts[-1].end is not None:
+            return self
+        last = self.attempts[-1].model_copy(update={"end": at, "ended_by": ended_by})
+        return self.model_copy(update={"attempts": (*self.attempts[:-1], last), "last_modified_time": at})
 
     def training_seconds(self) -> int | None:
         if self.training_start_time is None or self.training_end_time is None:

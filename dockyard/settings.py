@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 
 class Settings(BaseModel):
@@ -23,6 +23,12 @@ class Settings(BaseModel):
     monitor_lost_contact_seconds: float = 60.0  # how long the engine may be unreachable
     prefect_api_url: str | None = None  # PREFECT_API_URL: a Prefect server to use
     cloudwatch: bool = False  # DOCKYARD_CLOUDWATCH=1: send job logs and metrics to CloudWatch
+    # DOCKYARD_DATABASE_URL: the job store (any SQLAlchemy URL); default SQLite under home.
+    # A secret: it may carry a password.
+    database_url: SecretStr | None = None
+    lease_seconds: float = 30.0  # DOCKYARD_LEASE_SECONDS: a dead orchestrator's job is free after this
+    spot_simulation: str = ""  # DOCKYARD_SPOT_SIMULATION: the local spot market (dockyard/spot.py)
+    mlflow_tracking_uri: str | None = None  # MLFLOW_TRACKING_URI; default SQLite under home
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -36,7 +42,29 @@ class Settings(BaseModel):
             monitor_lost_contact_seconds=float(environ.get("DOCKYARD_LOST_CONTACT_SECONDS", "60")),
             prefect_api_url=environ.get("PREFECT_API_URL") or None,
             cloudwatch=environ.get("DOCKYARD_CLOUDWATCH", "").lower() in ("1", "true", "yes"),
+            database_url=SecretStr(environ["DOCKYARD_DATABASE_URL"]) if environ.get("DOCKYARD_DATABASE_URL") else None,
+            lease_seconds=float(environ.get("DOCKYARD_LEASE_SECONDS", "30")),
+            spot_simulation=environ.get("DOCKYARD_SPOT_SIMULATION", ""),
+            mlflow_tracking_uri=environ.get("MLFLOW_TRACKING_URI") or None,
         )
 
     def job_dir(self, job_name: str) -> Path:
+        """Where a job's log lives on this machine."""
         return self.home / "jobs" / job_name
+
+    def job_log(self, job_name: str) -> Path:
+        return self.job_dir(job_name) / "job.log"
+
+    def scratch_root(self) -> Path:
+        """Where instances' /opt/ml folders are made on this machine."""
+        return self.home / "scratch"
+
+    def store_url(self) -> str:
+        """The job store's SQLAlchemy URL (with its password: never show it)."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.home / 'dockyard.db'}"
+
+    def catalog_uri(self) -> str:
+        """The MLflow tracking URI of the catalog."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"

@@ -16,17 +16,21 @@ from prefect import flow, runtime
 from prefect.exceptions import TerminationSignal
 
 from dockyard.errors import DockyardError, SpotInterruption
+from dockyard.outcome import Ending, Outcome
+from dockyard.record import describe
 from dockyard.settings import Settings
-from flows.cli import read_job_file
-from infra import catalog, records
+from dockyard.spec import TrainingJobSpec
+from infra import catalog, job_log
 from infra.retry import is_transient
-from tasks.monitor import INTERRUPTED, MAX_WAIT, Outcome, monitor
-from tasks.persist import finalize, persist, publish_to_cloudwatch, record_in_catalog
-from tasks.provision import MaxWaitExceeded, provision, reclaim, wait_for_capacity
+from tasks.finalize import finalize, publish
+from tasks.monitor import monitor
+from tasks.persist import persist
+from tasks.provision import ProvisionPlan, provision
 from tasks.pull_image import pull_image
-from tasks.run import reattach, run
+from tasks.recover import MaxWaitExceeded, reattach, reclaim, wait_for_capacity
+from tasks.run import run
 from tasks.stage_data import stage_data
-from tasks.validate import validate
+from tasks.validate import let_go, read_job_file, validate
 
 
 def _failure(exc: BaseException) -> Outcome:
@@ -35,7 +39,9 @@ def _failure(exc: BaseException) -> Outcome:
     else:
         reason = f"InternalServerError: {type(exc).__name__}: {exc}"
     return Outcome(
-        status="Failed", failure_reason=reason[:1024], message=str(exc).splitlines()[0][:200] if str(exc) else ""
+        ending=Ending.FAILED,
+        failure_reason=reason[:1024],
+        message=str(exc).splitlines()[0][:200] if str(exc) else "",
     )
 
 
@@ -51,66 +57,56 @@ class _AttemptResult:
     """How one attempt ended: a final outcome, or a reason to restart."""
 
     outcome: Outcome | None
-    provisioned: dict[str, Any] | None
+    provisioned: ProvisionPlan | None
     restart_reason: str = ""
     interrupted: bool = False  # a spot interruption, not an infrastructure fault
 
 
 def _attempt(
-    spec: dict[str, Any], settings: Settings, may_restart: bool, attached: dict[str, Any] | None = None
+    spec: TrainingJobSpec,
+    settings: Settings,
+    may_restart: bool,
+    attached: tuple[ProvisionPlan, dict[str, str]] | None = None,
 ) -> _AttemptResult:
     """One go at the job on fresh instances, from capacity to uploaded artifacts;
     or, with `attached`, the rest of one whose containers outlived their orchestrator."""
-    home, endpoint = str(settings.home), settings.s3_endpoint_url
-    name = spec["training_job_name"]
-    provisioned: dict[str, Any] | None = None
+    provisioned: ProvisionPlan | None = None
     containers: dict[str, str] | None = None
     try:
         if attached is None:
-            wait_for_capacity(spec, home)
-            provisioned = provision(spec, home)
-            stage_data(spec, provisioned, home, endpoint, settings.staging_concurrency)
-            image = pull_image(spec, home, settings.base_image)
-            containers = run(spec, provisioned, image["image"], home)
+            wait_for_capacity(spec, settings)
+            provisioned = provision(spec, settings)
+            stage_data(spec, provisioned, settings)
+            image = pull_image(spec, settings)
+            containers = run(spec, provisioned, image, settings)
         else:
-            provisioned, containers = attached["provisioned"], attached["containers"]
-        outcome = Outcome.model_validate(
-            monitor(
-                spec,
-                provisioned,
-                containers,
-                home,
-                settings.stop_grace_seconds,
-                settings.monitor_lost_contact_seconds,
-                endpoint,
-                reattached=attached is not None,
-            )
-        )
-        if outcome.status == INTERRUPTED:
+            provisioned, containers = attached
+        outcome = monitor(spec, provisioned, containers, settings, reattached=attached is not None)
+        if outcome.ending is Ending.INTERRUPTED:
             return _AttemptResult(None, provisioned, outcome.message, interrupted=True)
     except SpotInterruption as exc:
         return _AttemptResult(None, provisioned, str(exc), interrupted=True)
     except MaxWaitExceeded as exc:
-        return _AttemptResult(Outcome(status=MAX_WAIT, message=str(exc)), provisioned)
+        return _AttemptResult(Outcome(ending=Ending.MAX_WAIT_TIME_EXCEEDED, message=str(exc)), provisioned)
     except (KeyboardInterrupt, TerminationSignal):
-        outcome = Outcome(status="Stopped", message="Training job stopped before training ended")
+        outcome = Outcome(ending=Ending.STOPPED, message="Training job stopped before training ended")
     except Exception as exc:  # noqa: BLE001 - every failure becomes a final status or a restart here
         if may_restart and is_transient(exc):
             return _AttemptResult(None, provisioned, f"{type(exc).__name__}: {exc}")
         outcome = _failure(exc)
-        records.append_log(home, name, f"error: {outcome.failure_reason}")
+        job_log.append(settings.home, spec.training_job_name, f"error: {outcome.failure_reason}")
     if containers is not None and provisioned is not None:
         # As SageMaker does, whatever the containers left is uploaded, however they ended.
         try:
-            persist(spec, provisioned, home, endpoint)
+            persist(spec, provisioned, settings)
         except SpotInterruption as exc:
-            if outcome.status == "Completed":
+            if outcome.ending is Ending.COMPLETED:
                 return _AttemptResult(None, provisioned, str(exc), interrupted=True)
-            records.append_log(home, name, f"error: uploading artifacts was interrupted: {exc}")
+            job_log.append(settings.home, spec.training_job_name, f"error: uploading artifacts was interrupted: {exc}")
         except Exception as exc:  # noqa: BLE001
-            if outcome.status == "Completed":
+            if outcome.ending is Ending.COMPLETED:
                 outcome = _failure(exc)
-            records.append_log(home, name, f"error: uploading artifacts failed: {exc}")
+            job_log.append(settings.home, spec.training_job_name, f"error: uploading artifacts failed: {exc}")
     return _AttemptResult(outcome, provisioned)
 
 
@@ -125,47 +121,35 @@ def train(job: dict[str, Any] | str) -> dict[str, Any]:
     Raises JobSpecError, creating nothing, when the spec cannot run here.
     """
     settings = Settings.from_env(os.environ)
-    home, endpoint = str(settings.home), settings.s3_endpoint_url
     if isinstance(job, str):
         job = read_job_file(job)
-    catalog.warm_up(catalog.tracking_uri(home, dict(os.environ)))
-    validated = validate(job, home, endpoint, str(runtime.flow_run.id) if runtime.flow_run.id else None)
-    spec = validated["spec"]
-    name = spec["training_job_name"]
-    retry = spec.get("retry_strategy") or {}
-    restarts_left = int(retry.get("maximum_retry_attempts", 0))
-    attached = reattach(spec, home) if validated["resumed"] else None
-    while True:
-        result = _attempt(spec, settings, may_restart=restarts_left > 0, attached=attached)
-        attached = None
-        scratch = result.provisioned["scratch_root"] if result.provisioned else os.path.join(home, "scratch", name)
-        if result.outcome is not None:
-            break
-        if not result.interrupted:
-            restarts_left -= 1
-        reclaim(spec, home, scratch, result.restart_reason, result.interrupted)
-    outcome = result.outcome
-    body = finalize(
-        spec, outcome.status, outcome.message or outcome.status, outcome.failure_reason, home, endpoint, scratch
-    )
-    # The job has ended as it ended: a sink that fails leaves a warning, not another status.
+    catalog.warm_up(settings.catalog_uri())
+    spec, resumed = validate(job, settings, str(runtime.flow_run.id) if runtime.flow_run.id else None)
     try:
-        record_in_catalog(body, home)
-    except Exception as exc:  # noqa: BLE001
-        records.append_log(home, name, f"warning: the job is not in the MLflow catalog: {exc}")
-    if settings.cloudwatch:
-        try:
-            publish_to_cloudwatch(name, home)
-        except Exception as exc:  # noqa: BLE001
-            records.append_log(home, name, f"warning: the job's log and metrics did not reach CloudWatch: {exc}")
-    return body
-
-
-def main(argv: list[str] | None = None) -> int:
-    from flows.cli import run_training
-
-    return run_training(argv if argv is not None else sys.argv[1:])
+        restarts_left = spec.retry_strategy.maximum_retry_attempts if spec.retry_strategy else 0
+        attached = reattach(spec, settings) if resumed else None
+        while True:
+            result = _attempt(spec, settings, may_restart=restarts_left > 0, attached=attached)
+            attached = None
+            scratch = (
+                result.provisioned.scratch_root
+                if result.provisioned
+                else str(settings.scratch_root() / spec.training_job_name)
+            )
+            if result.outcome is not None:
+                break
+            if not result.interrupted:
+                restarts_left -= 1
+            reclaim(spec, settings, scratch, result.restart_reason, result.interrupted)
+        record = finalize(spec, result.outcome, settings, scratch)
+    finally:
+        let_go(spec.training_job_name)
+    publish(record, settings)
+    return describe(record)
 
 
 if __name__ == "__main__":
+    # `python -m flows.train` hands over to the command line, which imports this module.
+    from cli.train import main
+
     sys.exit(main())

@@ -10,6 +10,7 @@ every trial it started.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import sys
@@ -25,12 +26,13 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import TerminationSignal
 
 from dockyard.charts import objective_over_trials
+from dockyard.errors import DockyardError
+from dockyard.record import describe
 from dockyard.settings import Settings
 from dockyard.tuning import (
     EarlyStopping,
     Strategy,
     TuningJobConfig,
-    TuningJobSpec,
     completion_reason,
     grid,
     hyperband_resources,
@@ -39,9 +41,8 @@ from dockyard.tuning import (
     trial_name,
 )
 from dockyard.tuning_record import tuning_record
-from flows.cli import read_job_file
 from flows.train import train
-from infra import records
+from infra.job_store import JobStore, open_store
 from tasks.tuning import (
     distributions,
     host_slots,
@@ -54,6 +55,7 @@ from tasks.tuning import (
     trial_slots,
     validate_tuning,
 )
+from tasks.validate import read_job_file
 
 HOST_LIMIT = "dockyard-host-vcpus"
 CHECK_SECONDS = 1.0  # how often running trials' metric streams are read
@@ -71,18 +73,16 @@ class Trial:
     full_budget: bool = False  # stopped at Hyperband's max_resource: fully trained
 
 
-def _run_trial(doc: dict[str, Any], slots: int) -> dict[str, Any]:
+def _run_trial(doc: dict[str, Any], slots: int, store: JobStore) -> dict[str, Any]:
     """One training subflow, holding its share of the host while it runs."""
     with concurrency(HOST_LIMIT, occupy=slots):
         state = train(doc, return_state=True)
     if state.is_completed():
         return dict(state.result())
     name = doc["training_job_name"]
-    home = str(Settings.from_env(os.environ).home)
-    if records.exists(home, name):
-        from dockyard.record import describe
-
-        return describe(records.load(home, name))
+    record = store.find(name)
+    if record is not None:
+        return describe(record)
     return {"TrainingJobName": name, "TrainingJobStatus": "Failed", "FailureReason": str(state.message)}
 
 
@@ -115,10 +115,10 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
 
     `job` is the tuning spec as a mapping, or the path of a YAML or JSON file holding one."""
     settings = Settings.from_env(os.environ)
-    home = str(settings.home)
+    store = open_store(settings)
     if isinstance(job, str):
         job = read_job_file(job)
-    spec = TuningJobSpec.model_validate(validate_tuning(job, home, settings.s3_endpoint_url))
+    spec = validate_tuning(job, settings)
     config = spec.hyper_parameter_tuning_job_config
     name, metric = spec.hyper_parameter_tuning_job_name, config.hyper_parameter_tuning_job_objective.metric_name
     limits = config.resource_limits
@@ -129,13 +129,13 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
     slots = trial_slots(spec.training_job_definition, slots_total)
     study = make_study(config, static)
     space = distributions(config.parameter_ranges)
-    parents = [p for p in parents_of(spec, home).values() if p is not None]
+    parents = [p for p in parents_of(spec, store).values() if p is not None]
     if parents:
         seeded = seed_study(study, space, config.parameter_ranges, parents)
         print(f"warm start: {seeded} trials of {len(parents)} parent tuning job(s) seed the search")
     points = grid(config.parameter_ranges) if config.strategy is Strategy.GRID else None
     total = len(points) if points is not None else limits.max_number_of_training_jobs
-    watch = _Watch(home, metric, config, static)
+    watch = _Watch(store, metric, config, static)
     summaries: list[dict[str, Any]] = []
     running: dict[Future[dict[str, Any]], Trial] = {}
     stopped = False
@@ -167,7 +167,7 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
                         trial = Trial(trial_name(name, started), hps, asked)
                     doc = trial_doc(spec, started, trial.hyperparameters)
                     context = contextvars.copy_context()  # so each trial is a subflow of this run
-                    running[pool.submit(context.run, _run_trial, doc, slots)] = trial
+                    running[pool.submit(context.run, _run_trial, doc, slots, store)] = trial
                     started += 1
                 if not running:
                     break
@@ -181,12 +181,12 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
             # Every running trial stops gracefully, uploads what it has, and is recorded.
             stopped = True
             for trial in running.values():
-                if records.exists(home, trial.name):
-                    records.request_stop(home, trial.name, "the tuning job was stopped")
+                with contextlib.suppress(DockyardError):  # not created yet, or already ended
+                    store.request_stop(trial.name, "the tuning job was stopped")
             for future, trial in list(running.items()):
                 summaries.append(_summary(future.result(), trial, metric))
     body = tuning_record(spec, summaries, stopped, completed_because, parents)
-    record_tuning(home, name, body)
+    record_tuning(settings, name, body)
     _artifacts(name, body, config.maximize)
     return body
 
@@ -207,19 +207,15 @@ class _Watch:
     """Reads running trials' objective streams and stops the ones the rules say to:
     Auto early stopping's median rule, or Hyperband's rungs and max_resource."""
 
-    def __init__(self, home: str, metric: str, config: TuningJobConfig, static: dict[str, Any]) -> None:
-        self.home, self.metric, self.maximize = home, metric, config.maximize
+    def __init__(self, store: JobStore, metric: str, config: TuningJobConfig, static: dict[str, Any]) -> None:
+        self.store, self.metric, self.maximize = store, metric, config.maximize
         self.median_rule = config.training_job_early_stopping_type is EarlyStopping.AUTO
         self.hyperband = config.strategy is Strategy.HYPERBAND
         self.max_resource = hyperband_resources(config, static)[1]
         self.finished: dict[str, list[float]] = {}  # a finished trial's curve no longer changes: read it once
 
     def series(self, name: str) -> list[float]:
-        return [
-            m.value
-            for m in records.read_metrics(self.home, name)
-            if m.metric_name == self.metric and m.host == "algo-1"
-        ]
+        return [m.value for m in self.store.metrics(name, metric_name=self.metric, host="algo-1")]
 
     def check(self, running: list[Trial], summaries: list[dict[str, Any]]) -> None:
         if not (self.median_rule or self.hyperband):
@@ -232,7 +228,7 @@ class _Watch:
                     self.finished[name] = self.series(name)
                 earlier.append(self.finished[name])
         for trial in running:
-            if trial.stopped_because or not records.exists(self.home, trial.name):
+            if trial.stopped_because or not self.store.exists(trial.name):
                 continue
             series = self.series(trial.name)
             if self.median_rule and median_rule(series, earlier, self.maximize):
@@ -253,7 +249,8 @@ class _Watch:
 
     def stop(self, trial: Trial, reason: str) -> None:
         trial.stopped_because = reason
-        records.request_stop(self.home, trial.name, reason)
+        with contextlib.suppress(DockyardError):  # it ended on its own meanwhile
+            self.store.request_stop(trial.name, reason)
 
 
 def _artifacts(name: str, body: dict[str, Any], maximize: bool) -> None:
@@ -293,11 +290,8 @@ def _artifacts(name: str, body: dict[str, Any], maximize: bool) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    from flows.cli import run_tuning
-
-    return run_tuning(argv if argv is not None else sys.argv[1:])
-
-
 if __name__ == "__main__":
+    # `python -m flows.tune` hands over to the command line, which imports this module.
+    from cli.tune import main
+
     sys.exit(main())

@@ -19,6 +19,7 @@ from typing import Any
 import docker
 import docker.errors
 from docker.types import DeviceRequest, EndpointConfig
+from pydantic import BaseModel, ConfigDict
 
 from dockyard.errors import InfraError, TransientInfraError
 from dockyard.rules import HostFacts
@@ -144,9 +145,29 @@ def build(context_dir: str, tag: str, buildargs: dict[str, str], progress: Calla
     return found
 
 
-def create_container(plan: dict[str, Any]) -> str:
-    """Create (not start) a container from a run plan's host entry; returns its id."""
-    gpus = plan.get("gpu_device_ids")
+class ContainerSpec(BaseModel):
+    """One container as the engine is asked to create it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    hostname: str
+    aliases: list[str]
+    image: str
+    entrypoint: list[str] | None
+    command: list[str] | None
+    environment: dict[str, str]
+    volumes: dict[str, dict[str, str]]  # host path -> {"bind": container path, "mode": "ro" | "rw"}
+    labels: dict[str, str]
+    network: str
+    nano_cpus: int | None
+    mem_limit: int | None
+    gpu_device_ids: list[str] | None  # None: no GPUs; []: all of them
+
+
+def create_container(spec: ContainerSpec) -> str:
+    """Create (not start) a container, with an init process and never privileged; returns its id."""
+    gpus = spec.gpu_device_ids
     device_requests = None
     if gpus is not None:
         device_requests = (
@@ -155,20 +176,20 @@ def create_container(plan: dict[str, Any]) -> str:
             else [DeviceRequest(count=-1, capabilities=[["gpu"]])]
         )
     engine = client()
-    endpoint = EndpointConfig(engine.api._version, aliases=plan.get("aliases") or None)
+    endpoint = EndpointConfig(engine.api._version, aliases=spec.aliases or None)
     container = engine.containers.create(
-        plan["image"],
-        command=plan["command"],
-        entrypoint=plan["entrypoint"],
-        name=plan["container_name"],
-        hostname=plan["hostname"],
-        environment=plan["environment"],
-        labels=plan["labels"],
-        volumes=plan["volumes"],
-        nano_cpus=plan.get("nano_cpus"),
-        mem_limit=plan.get("mem_limit"),
-        network=plan["network"],
-        networking_config={plan["network"]: endpoint},
+        spec.image,
+        command=spec.command,
+        entrypoint=spec.entrypoint,
+        name=spec.name,
+        hostname=spec.hostname,
+        environment=spec.environment,
+        labels=spec.labels,
+        volumes=spec.volumes,
+        nano_cpus=spec.nano_cpus,
+        mem_limit=spec.mem_limit,
+        network=spec.network,
+        networking_config={spec.network: endpoint},
         init=True,
         privileged=False,
         device_requests=device_requests,

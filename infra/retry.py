@@ -13,7 +13,7 @@ from typing import Any
 
 from dockyard.errors import AlgorithmError, DockyardError, InfraError, JobSpecError, TransientInfraError
 from dockyard.settings import Settings
-from infra import records
+from infra import job_log
 
 log = logging.getLogger("dockyard.retry")
 
@@ -94,10 +94,10 @@ def _report_retry(message: str) -> None:
         get_run_logger().warning(message)
     except Exception:  # noqa: BLE001 - outside a run context: plain logging
         log.warning(message)
-    home = str(Settings.from_env(os.environ).home)
-    name = runtime.flow_run.name
-    if name and records.exists(home, name):
-        records.append_log(home, name, f"retry: {message}")
+    home = Settings.from_env(os.environ).home
+    name = runtime.flow_run.name  # a training flow run is named after its job
+    if name and job_log.path(home, name).parent.is_dir():
+        job_log.append(home, name, f"retry: {message}")
 
 
 RETRIES = 4

@@ -8,16 +8,15 @@ provider for a real cloud implements the same Protocol.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import Protocol
 
 from dockyard.errors import SpotInterruption
 from dockyard.record import JobRecord, SpotEvent
+from dockyard.settings import Settings
 from dockyard.spot import SpotSimulation, capacity_wait, due_interruption, parse_simulation
-from infra import records
-
-ENV = "DOCKYARD_SPOT_SIMULATION"
+from infra import job_log
+from infra.job_store import now as store_now
+from infra.job_store import open_store
 
 
 class SpotMarket(Protocol):
@@ -47,40 +46,53 @@ class LocalSpotMarket:
         return capacity_wait(self.simulation, elapsed)
 
 
-def market(environ: Mapping[str, str] | None = None) -> LocalSpotMarket:
-    """The market configured for this process (no interruptions when unset).
+def market(settings: Settings) -> LocalSpotMarket:
+    """The market `settings` configure (no interruptions when unset).
 
     Raises:
         JobSpecError: the simulation setting does not parse.
     """
-    return LocalSpotMarket(parse_simulation((environ or os.environ).get(ENV, "")))
+    return LocalSpotMarket(parse_simulation(settings.spot_simulation))
 
 
 def elapsed(record: JobRecord) -> float:
-    return (records.now() - record.creation_time).total_seconds()
+    return (store_now() - record.creation_time).total_seconds()
 
 
-def check(home: str, name: str) -> None:
+def check(settings: Settings, name: str) -> None:
     """Raise SpotInterruption when the market takes a spot job's capacity back now.
 
-    The interruption is recorded first, so each one happens once.
+    The interruption is recorded first, in one compare-and-set write, so each
+    one happens once however many threads ask at the same moment.
 
     Raises:
         SpotInterruption: a notice is due; the caller must yield the instances.
     """
-    record = records.load(home, name)
+    store = open_store(settings)
+    record = store.get(name)
     if not record.spec.enable_managed_spot_training:
         return
-    spot = market()
+    spot = market(settings)
     event = spot.due(record, elapsed(record))
     if event is None:
         return
-    status = record.status.secondary.value if record.status.secondary else ""
-    records.update(
-        home, name, spot_events=(*record.spot_events, SpotEvent(event=event, at=records.now(), status=status))
-    )
-    records.append_log(
-        home,
+    first: list[bool] = []
+
+    def add_event(current: JobRecord) -> JobRecord:
+        first[:] = [all(e.event != event for e in current.spot_events)]
+        if not first[0]:
+            return current
+        status = current.status.secondary.value if current.status.secondary else ""
+        return current.model_copy(
+            update={"spot_events": (*current.spot_events, SpotEvent(event=event, at=store_now(), status=status))}
+        )
+
+    record = store.change(name, add_event)
+    if not first[0]:
+        return  # another thread met this interruption first and yields the instances
+    status = record.spot_events[-1].status
+    job_log.append(
+        settings.home,
         name,
         f"spot: interruption notice ({event}) during {status}; "
         f"{spot.notice_seconds:g} s until the capacity is reclaimed",

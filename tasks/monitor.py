@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +26,15 @@ from pydantic import BaseModel, ConfigDict
 from dockyard import contract
 from dockyard.algorithms import metric_definitions_of
 from dockyard.errors import SpotInterruption, TransientInfraError
+from dockyard.outcome import Ending, Outcome, StopKind, StopReason
 from dockyard.record import JobRecord, MetricValue
+from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.spot import running_seconds
-from dockyard.status import JobStatus, SecondaryStatus
-from infra import docker_engine, pipe, prefect_api, records, spot
+from dockyard.status import SecondaryStatus
+from infra import docker_engine, job_log, pipe, prefect_api, spot
 from infra.checkpoint_sync import CheckpointSync
+from infra.job_store import JobStore, now, open_store
 from tasks.provision import ProvisionPlan, host_dirs
 
 # Poll fast at first (short jobs end fast), then settle at half a second.
@@ -38,11 +42,6 @@ FIRST_POLL_SECONDS = 0.05
 POLL_SECONDS = 0.5
 PREFECT_CHECK_SECONDS = 2.0  # how often to ask Prefect whether the run was cancelled
 LAST_LINES = 20
-STOP = "Stopped"
-MAX_RUNTIME = "MaxRuntimeExceeded"
-MAX_WAIT = "MaxWaitTimeExceeded"
-INTERRUPTED = "Interrupted"
-PIPE_FAILED = "PipeFailed"  # a Pipe channel could not send an epoch whole
 
 
 class HostExit(BaseModel):
@@ -53,16 +52,6 @@ class HostExit(BaseModel):
     oom_killed: bool = False
     failure_text: str | None = None  # /opt/ml/output/failure, when written
     last_lines: tuple[str, ...] = ()
-
-
-class Outcome(BaseModel):
-    """How the containers ended; the flow turns it into the final status."""
-
-    model_config = ConfigDict(frozen=True)
-
-    status: str  # Completed | Failed | Stopped | MaxRuntimeExceeded | MaxWaitTimeExceeded | Interrupted
-    failure_reason: str | None = None
-    message: str = ""
 
 
 def compile_definitions(spec: TrainingJobSpec) -> list[tuple[str, re.Pattern[str]]]:
@@ -94,33 +83,42 @@ def _exit_text(exit: HostExit) -> str:
     return f"{exit.host} exited with code {exit.exit_code}"
 
 
-def plan_outcome(exits: list[HostExit], stop_reason: str | None) -> Outcome:
+def plan_outcome(exits: list[HostExit], stop: StopReason | None) -> Outcome:
     """Decide the outcome from every host's exit and any stop that was asked for."""
-    if stop_reason == MAX_RUNTIME:
-        return Outcome(status=MAX_RUNTIME, message="Training job reached its MaxRuntimeInSeconds and was stopped")
-    if stop_reason == MAX_WAIT:
-        return Outcome(status=MAX_WAIT, message="Training job reached its MaxWaitTimeInSeconds and was stopped")
-    if stop_reason is not None and stop_reason.startswith(PIPE_FAILED):
-        reason = f"ClientError: {stop_reason.removeprefix(f'{PIPE_FAILED}: ')}"
-        return Outcome(
-            status="Failed",
-            failure_reason=reason[: contract.FAILURE_REASON_LIMIT],
-            message="Input data could not be streamed",
-        )
-    if stop_reason is not None and stop_reason.startswith(INTERRUPTED):
-        return Outcome(status=INTERRUPTED, message=stop_reason.removeprefix(f"{INTERRUPTED}: "))
-    if stop_reason is not None:
-        return Outcome(status=STOP, message=f"Training job stopped: {stop_reason}")
+    if stop is not None:
+        match stop.kind:
+            case StopKind.MAX_RUNTIME:
+                return Outcome(
+                    ending=Ending.MAX_RUNTIME_EXCEEDED,
+                    message="Training job reached its MaxRuntimeInSeconds and was stopped",
+                )
+            case StopKind.MAX_WAIT:
+                return Outcome(
+                    ending=Ending.MAX_WAIT_TIME_EXCEEDED,
+                    message="Training job reached its MaxWaitTimeInSeconds and was stopped",
+                )
+            case StopKind.PIPE_FAILED:
+                return Outcome(
+                    ending=Ending.FAILED,
+                    failure_reason=f"ClientError: {stop.detail}"[: contract.FAILURE_REASON_LIMIT],
+                    message="Input data could not be streamed",
+                )
+            case StopKind.INTERRUPTED:
+                return Outcome(ending=Ending.INTERRUPTED, message=stop.detail)
+            case StopKind.REQUESTED:
+                return Outcome(ending=Ending.STOPPED, message=f"Training job stopped: {stop.detail}")
     failed = [e for e in exits if e.exit_code != 0]
     if not failed:
-        return Outcome(status="Completed", message="Training job completed")
+        return Outcome(ending=Ending.COMPLETED, message="Training job completed")
     first = next((e for e in failed if e.failure_text), failed[0])
     if first.failure_text:
         reason = f"AlgorithmError: {first.failure_text}"
     else:
         tail = "\n".join(first.last_lines[-5:])
         reason = f"AlgorithmError: {_exit_text(first)}" + (f"; last lines:\n{tail}" if tail else "")
-    return Outcome(status="Failed", failure_reason=reason[: contract.FAILURE_REASON_LIMIT], message=_exit_text(first))
+    return Outcome(
+        ending=Ending.FAILED, failure_reason=reason[: contract.FAILURE_REASON_LIMIT], message=_exit_text(first)
+    )
 
 
 class _Follower(threading.Thread):
@@ -130,7 +128,7 @@ class _Follower(threading.Thread):
         self,
         host: str,
         container_id: str,
-        home: str,
+        settings: Settings,
         job: str,
         definitions: list[tuple[str, re.Pattern[str]]],
         logger: Any,
@@ -138,7 +136,8 @@ class _Follower(threading.Thread):
     ) -> None:
         super().__init__(name=f"logs-{host}", daemon=True)
         self.since = since  # when reattaching, the lines before were someone else's to record
-        self.host, self.container_id, self.home, self.job = host, container_id, home, job
+        self.host, self.container_id, self.home, self.job = host, container_id, settings.home, job
+        self.store = open_store(settings)
         self.definitions, self.logger = definitions, logger
         self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
         # Prefect's settings and run context live in context variables.
@@ -163,15 +162,16 @@ class _Follower(threading.Thread):
     def line(self, text: str) -> None:
         self.last_lines.append(text)
         self.logger.info(f"[{self.host}] {text}")
-        records.append_log(self.home, self.job, f"[{self.host}] {text}")
+        job_log.append(self.home, self.job, f"[{self.host}] {text}")
         values = scrape(text, self.definitions)
         if values:
-            at = records.now()
-            records.append_metrics(
-                self.home,
-                self.job,
-                [MetricValue(metric_name=n, value=v, timestamp=at, host=self.host) for n, v in values],
-            )
+            at = now()
+            try:
+                self.store.add_metrics(
+                    self.job, [MetricValue(metric_name=n, value=v, timestamp=at, host=self.host) for n, v in values]
+                )
+            except Exception as exc:  # noqa: BLE001 - a lost metric value must not stop the log stream
+                self.logger.warning(f"[{self.host}] metric values not recorded: {exc}")
 
 
 def _stop_all(container_ids: list[str], grace: float) -> None:
@@ -197,22 +197,22 @@ def _deadlines(spec: TrainingJobSpec, record: JobRecord) -> tuple[float, float |
     Runtime counts the instances' running time over every attempt, so pending
     for spot capacity does not use it up; max wait counts from the job's creation.
     """
-    now = records.now()
-    budget = spec.stopping_condition.max_runtime_in_seconds - running_seconds(record.attempts, now)
+    at = now()
+    budget = spec.stopping_condition.max_runtime_in_seconds - running_seconds(record.attempts, at)
     wait = spec.stopping_condition.max_wait_time_in_seconds
     max_wait = record.creation_time.timestamp() + wait if spec.enable_managed_spot_training and wait else None
-    return now.timestamp() + budget, max_wait
+    return at.timestamp() + budget, max_wait
 
 
-def _stop_reason(home: str, name: str, flow_run_id: str | None, ask_prefect: bool) -> str | None:
-    """A stop asked for through `dockyard jobs stop` or Prefect cancellation, if any."""
-    requested = records.stop_requested(home, name)
+def _requested_stop(store: JobStore, name: str, flow_run_id: str | None, ask_prefect: bool) -> StopReason | None:
+    """A stop asked for through `dockyard jobs stop`, a tuning rule or Prefect cancellation, if any."""
+    requested = store.stop_requested(name)
     if requested:
-        return requested
+        return StopReason(kind=StopKind.REQUESTED, detail=requested)
     if ask_prefect and flow_run_id:
         try:
             if prefect_api.cancel_requested(flow_run_id):
-                return "cancelled in Prefect"
+                return StopReason(kind=StopKind.REQUESTED, detail="cancelled in Prefect")
         except Exception:  # noqa: BLE001 - an unreachable API is no reason to stop training
             return None
     return None
@@ -221,8 +221,10 @@ def _stop_reason(home: str, name: str, flow_run_id: str | None, ask_prefect: boo
 class _Watch:
     """Waits until every container exits or a stop is due."""
 
-    def __init__(self, containers: dict[str, str], home: str, name: str, lost_contact: float) -> None:
-        self.containers, self.home, self.name, self.lost_contact = containers, home, name, lost_contact
+    def __init__(self, containers: dict[str, str], settings: Settings, name: str) -> None:
+        self.containers, self.settings, self.name = containers, settings, name
+        self.store = open_store(settings)
+        self.lost_contact = settings.monitor_lost_contact_seconds
         self.lost_contact_seen = False  # the engine was unreachable at some point
         self.notice_seconds: float | None = None  # set by a spot interruption
 
@@ -231,8 +233,8 @@ class _Watch:
             h for h, cid in self.containers.items() if docker_engine.state(cid).get("Status") not in ("exited", "dead")
         ]
 
-    def wait(self, deadline: float, max_wait: float | None, flow_run_id: str | None) -> str | None:
-        """Returns the stop reason, or None when the containers ended on their own."""
+    def wait(self, deadline: float, max_wait: float | None, flow_run_id: str | None) -> StopReason | None:
+        """Returns why to stop, or None when the containers ended on their own."""
         lost_since: float | None = None
         pause = FIRST_POLL_SECONDS
         next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
@@ -253,22 +255,22 @@ class _Watch:
             if not running:
                 return None
             if time.time() >= deadline:
-                return MAX_RUNTIME
+                return StopReason(kind=StopKind.MAX_RUNTIME)
             if max_wait is not None:  # a spot job: it has a max wait, and a market to ask
                 if time.time() >= max_wait:
-                    return MAX_WAIT
+                    return StopReason(kind=StopKind.MAX_WAIT)
                 try:
-                    spot.check(self.home, self.name)
+                    spot.check(self.settings, self.name)
                 except SpotInterruption as notice:
                     self.notice_seconds = notice.notice_seconds
-                    return f"{INTERRUPTED}: {notice}"
+                    return StopReason(kind=StopKind.INTERRUPTED, detail=str(notice))
             broken = pipe.failure(self.name)
             if broken:
-                return f"{PIPE_FAILED}: {broken}"
+                return StopReason(kind=StopKind.PIPE_FAILED, detail=broken)
             ask_prefect = time.monotonic() >= next_prefect_check
             if ask_prefect:
                 next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
-            requested = _stop_reason(self.home, self.name, flow_run_id, ask_prefect)
+            requested = _requested_stop(self.store, self.name, flow_run_id, ask_prefect)
             if requested:
                 return requested
             time.sleep(pause)
@@ -278,14 +280,14 @@ class _Watch:
 SIGNAL_EXITS = {128 + 15: "SIGTERM", 128 + 9: "SIGKILL"}
 
 
-def platform_fault(exits: list[HostExit], stop_reason: str | None, lost_contact: bool) -> str | None:
+def platform_fault(exits: list[HostExit], stop: StopReason | None, lost_contact: bool) -> str | None:
     """Why the containers' end was the infrastructure's doing, not the user code's, if it was.
 
     A container killed by a signal dockyard did not send (the Docker daemon
     restarting, the host shutting down, someone's `docker stop`) did not fail
     on its own; nor did one that ended while the engine was unreachable.
     """
-    if stop_reason is not None:
+    if stop is not None:
         return None
     for e in exits:
         if e.exit_code in SIGNAL_EXITS and not e.oom_killed:
@@ -298,17 +300,9 @@ def platform_fault(exits: list[HostExit], stop_reason: str | None, lost_contact:
     return None
 
 
-def pending_stop(status: JobStatus) -> str | None:
-    """The stop that was under way in this attempt when the orchestrator died, if any."""
-    for transition in reversed(status.transitions):
-        if transition.status is SecondaryStatus.STOPPING:
-            return transition.status_message.removeprefix("Stopping: ")
-        if transition.status is SecondaryStatus.TRAINING:
-            return None
-    return None
-
-
-def _checkpoint_syncs(provisioned: ProvisionPlan, endpoint_url: str | None, report: Any) -> list[CheckpointSync]:
+def _checkpoint_syncs(
+    provisioned: ProvisionPlan, endpoint_url: str | None, report: Callable[[str], None]
+) -> list[CheckpointSync]:
     syncs = [
         CheckpointSync(host_dirs(h.scratch)["checkpoints"], h.checkpoint_uri, endpoint_url, report)
         for h in provisioned.hosts
@@ -321,15 +315,12 @@ def _checkpoint_syncs(provisioned: ProvisionPlan, endpoint_url: str | None, repo
 
 @task(name="monitor", cache_policy=NONE)
 def monitor(
-    spec_json: dict[str, Any],
-    provision_json: dict[str, Any],
+    spec: TrainingJobSpec,
+    provisioned: ProvisionPlan,
     containers: dict[str, str],
-    home: str,
-    grace_seconds: float,
-    lost_contact_seconds: float,
-    endpoint_url: str | None = None,
+    settings: Settings,
     reattached: bool = False,
-) -> dict[str, Any]:
+) -> Outcome:
     """Watch the containers until they end; returns the Outcome.
 
     Not retried: a second watcher would see the same containers.
@@ -338,36 +329,38 @@ def monitor(
         TransientInfraError: the engine went away and took the containers with it.
     """
     logger = get_run_logger()
-    spec = TrainingJobSpec.model_validate(spec_json)
-    provisioned = ProvisionPlan.model_validate(provision_json)
+    store = open_store(settings)
     name = spec.training_job_name
 
     def report(message: str) -> None:
-        logger.info(message)
-        records.append_log(home, name, message)
+        job_log.report(settings.home, name, message)
 
     definitions = compile_definitions(spec)
-    since = records.now() if reattached else None
-    followers = [_Follower(h, cid, home, name, definitions, logger, since) for h, cid in containers.items()]
+    since = now() if reattached else None
+    followers = [_Follower(h, cid, settings, name, definitions, logger, since) for h, cid in containers.items()]
     for follower in followers:
         follower.start()
-    syncs = _checkpoint_syncs(provisioned, endpoint_url, report)
-    record = records.load(home, name)
+    syncs = _checkpoint_syncs(provisioned, settings.s3_endpoint_url, report)
+    record = store.get(name)
     deadline, max_wait = _deadlines(spec, record)
-    watch = _Watch(containers, home, name, lost_contact_seconds)
-    stop_reason = pending_stop(record.status) if reattached else None
-    already_stopping = stop_reason is not None
+    watch = _Watch(containers, settings, name)
+    # A stop under way when the orchestrator died is carried on, not asked again.
+    stop = record.stop_reason if reattached and record.secondary is not SecondaryStatus.TRAINING else None
+    already_stopping = stop is not None
     try:
         if not already_stopping:
-            stop_reason = watch.wait(deadline, max_wait, record.flow_run_id)
+            stop = watch.wait(deadline, max_wait, record.flow_run_id)
     except (KeyboardInterrupt, TerminationSignal) as interrupt:
-        stop_reason = "interrupted by Ctrl-C" if isinstance(interrupt, KeyboardInterrupt) else "SIGTERM"
-    if stop_reason is not None:
-        grace = grace_seconds
+        detail = "interrupted by Ctrl-C" if isinstance(interrupt, KeyboardInterrupt) else "SIGTERM"
+        stop = StopReason(kind=StopKind.REQUESTED, detail=detail)
+    if stop is not None:
+        grace = settings.stop_grace_seconds
         if watch.notice_seconds is not None:
             grace = watch.notice_seconds  # the reclaim comes when the notice runs out
         elif not already_stopping:
-            records.transition(home, name, SecondaryStatus.STOPPING, f"Stopping: {stop_reason}")
+            store.transition(
+                name, SecondaryStatus.TRAINING, SecondaryStatus.STOPPING, f"Stopping: {stop}", stop_reason=stop
+            )
         report(f"stopping {len(containers)} container(s): SIGTERM, SIGKILL after {grace:g} s")
         _stop_all(list(containers.values()), grace)
     for follower in followers:
@@ -392,11 +385,11 @@ def monitor(
             )
         )
     broken = pipe.failure(name)  # set before the reader met the cut epoch's end, so never missed
-    if broken and stop_reason is None:
-        stop_reason = f"{PIPE_FAILED}: {broken}"
-    fault = platform_fault(exits, stop_reason, watch.lost_contact_seen)
+    if broken and stop is None:
+        stop = StopReason(kind=StopKind.PIPE_FAILED, detail=broken)
+    fault = platform_fault(exits, stop, watch.lost_contact_seen)
     if fault:
         raise TransientInfraError(fault)
-    outcome = plan_outcome(exits, stop_reason)
+    outcome = plan_outcome(exits, stop)
     report(f"containers ended: {outcome.message}")
-    return outcome.model_dump()
+    return outcome

@@ -8,21 +8,20 @@ job's own on which hosts are algo-1..algo-N.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import time
-from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard import contract
-from dockyard.errors import DockyardError
 from dockyard.rules import HostFacts, instance_type_of
+from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
-from dockyard.status import SecondaryStatus
-from infra import docker_engine, fuse, pipe, records, spot
+from infra import docker_engine, fuse, job_log, pipe
+from infra.job_store import now, open_store
 from infra.retry import task_retry_options
 
 GIB = 1024**3
@@ -161,71 +160,22 @@ def remove_instances(job_name: str, scratch_root: str) -> int:
     return removed
 
 
-class MaxWaitExceeded(DockyardError):
-    """No spot capacity came within stopping_condition.max_wait_time_in_seconds."""
-
-
-@task(name="wait-for-capacity", cache_policy=NONE)
-def wait_for_capacity(spec_json: dict[str, Any], home: str) -> None:
-    """Wait, Pending, until the spot market has capacity for the job.
-
-    Raises:
-        MaxWaitExceeded: max_wait_time_in_seconds ran out first.
-    """
-    spec = TrainingJobSpec.model_validate(spec_json)
-    name = spec.training_job_name
-    record = records.load(home, name)
-    restarting = bool(record.attempts)
-    if spec.enable_managed_spot_training:
-        market = spot.market()
-        max_wait = spec.stopping_condition.max_wait_time_in_seconds or 0
-        while (wait := market.capacity_in(record, spot.elapsed(record))) > 0:
-            if record.status.secondary is not SecondaryStatus.PENDING:
-                record = records.transition(
-                    home, name, SecondaryStatus.PENDING, f"Waiting for spot capacity (about {wait:.0f} s)"
-                )
-            if spot.elapsed(record) >= max_wait:
-                raise MaxWaitExceeded(f"no spot capacity within MaxWaitTimeInSeconds ({max_wait} s)")
-            time.sleep(min(wait, 1.0, max(0.1, max_wait - spot.elapsed(record))))
-            record = records.load(home, name)
-        if record.status.secondary is SecondaryStatus.PENDING and not restarting:
-            records.transition(home, name, SecondaryStatus.STARTING, "Spot capacity available; preparing the instances")
-    if restarting and records.load(home, name).status.secondary is not SecondaryStatus.RESTARTING:
-        records.transition(home, name, SecondaryStatus.RESTARTING, "Restarting training from the last checkpoint")
-
-
-@task(name="reclaim", cache_policy=NONE, **task_retry_options())
-def reclaim(spec_json: dict[str, Any], home: str, scratch_root: str, reason: str, interrupted: bool) -> None:
-    """Give the instances back before a restart: spot reclaim or an infrastructure fault."""
-    name = TrainingJobSpec.model_validate(spec_json).training_job_name
-    records.end_attempt(home, name, reason)
-    to, message = (
-        (SecondaryStatus.INTERRUPTED, reason)
-        if interrupted
-        else (SecondaryStatus.RESTARTING, f"Restarting after an infrastructure fault: {reason}")
-    )
-    if records.load(home, name).status.secondary is not to:  # a retry of this task has been here
-        records.transition(home, name, to, message)
-    removed = remove_instances(name, scratch_root)
-    records.append_log(home, name, f"released the instances ({removed} Docker objects and the scratch space)")
-
-
 @task(name="provision", cache_policy=NONE, **task_retry_options())
-def provision(spec_json: dict[str, Any], home: str) -> dict[str, Any]:
+def provision(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
     """Provision the job's instances; returns the provision plan."""
-    logger = get_run_logger()
-    spec = TrainingJobSpec.model_validate(spec_json)
-    plan = plan_provision(spec, docker_engine.host_facts(), os.path.join(home, "scratch"))
+    plan = plan_provision(spec, docker_engine.host_facts(), str(settings.scratch_root()))
     for warning in plan.warnings:
-        logger.warning(warning)
-        records.append_log(home, plan.job_name, f"warning: {warning}")
+        job_log.report(settings.home, plan.job_name, warning, logging.WARNING)
     # A retry after a half-made attempt starts from nothing.
     remove_instances(plan.job_name, plan.scratch_root)
-    records.start_attempt(home, plan.job_name)
+    open_store(settings).change(
+        plan.job_name,
+        lambda record: record.attempt_started(now()).model_copy(update={"scratch_root": str(settings.scratch_root())}),
+    )
     create_instances(plan)
-    records.append_log(
-        home,
+    job_log.append(
+        settings.home,
         plan.job_name,
         f"provisioned {len(plan.hosts)} x {spec.resource_config.instance_type} on network {plan.network}",
     )
-    return plan.model_dump(mode="json")
+    return plan

@@ -12,15 +12,17 @@ import os
 import re
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard.algorithms import ALGORITHMS
 from dockyard.errors import InfraError
+from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
-from infra import docker_engine, records, registries
+from infra import docker_engine, job_log, registries
+from infra.job_store import open_store
 from infra.retry import task_retry_options
 
 IMAGES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "infra", "images")
@@ -88,20 +90,21 @@ def obtain(plan: PullImagePlan, report: Any) -> str:
 
 
 @task(name="pull-image", cache_policy=NONE, **task_retry_options())
-def pull_image(spec_json: dict[str, Any], home: str, base_image: str | None) -> dict[str, str]:
-    """Get the training image; returns its reference and digest."""
-    logger = get_run_logger()
-    spec = TrainingJobSpec.model_validate(spec_json)
+def pull_image(spec: TrainingJobSpec, settings: Settings) -> str:
+    """Get the training image; returns the reference to run (its digest is recorded)."""
+    store = open_store(settings)
     name = spec.training_job_name
-    if records.load(home, name).status.secondary is not SecondaryStatus.DOWNLOADING_TRAINING_IMAGE:
-        records.transition(home, name, SecondaryStatus.DOWNLOADING_TRAINING_IMAGE, "Downloading the training image")
-    plan = plan_pull_image(spec, base_image)
+    record = store.get(name)
+    if record.secondary is not SecondaryStatus.DOWNLOADING_TRAINING_IMAGE:  # else a retry of this task
+        store.transition(
+            name, record.secondary, SecondaryStatus.DOWNLOADING_TRAINING_IMAGE, "Downloading the training image"
+        )
+    plan = plan_pull_image(spec, settings.base_image)
 
     def report(message: str) -> None:
-        logger.info(message)
-        records.append_log(home, name, message)
+        job_log.report(settings.home, name, message)
 
     digest = obtain(plan, report)
-    records.update(home, name, training_image=plan.image, training_image_digest=digest)
+    store.update(name, training_image=plan.image, training_image_digest=digest)
     report(f"image {plan.image} is {digest}")
-    return {"image": plan.image, "digest": digest}
+    return plan.image

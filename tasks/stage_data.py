@@ -27,11 +27,12 @@ from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard.errors import JobSpecError
+from dockyard.settings import Settings
 from dockyard.spec import (
     Channel,
     CompressionType,
@@ -43,8 +44,9 @@ from dockyard.spec import (
     TrainingJobSpec,
 )
 from dockyard.status import SecondaryStatus
-from infra import fuse, pipe, records, spot, storage
+from infra import fuse, job_log, pipe, spot, storage
 from infra.checkpoint_sync import CheckpointSync
+from infra.job_store import now, open_store
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan, host_dirs
 
@@ -262,20 +264,16 @@ def carry_out(
 
 
 @task(name="stage-data", cache_policy=NONE, **task_retry_options())
-def stage_data(
-    spec_json: dict[str, Any], provision_json: dict[str, Any], home: str, endpoint_url: str | None, concurrency: int
-) -> int:
+def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Settings) -> int:
     """Download File channels, start Pipe streamers, mount FastFile channels; returns the bytes staged."""
-    logger = get_run_logger()
-    spec = TrainingJobSpec.model_validate(spec_json)
-    provisioned = ProvisionPlan.model_validate(provision_json)
+    store = open_store(settings)
+    endpoint_url = settings.s3_endpoint_url
     name = spec.training_job_name
-    record = records.load(home, name)
-    if record.status.secondary is not SecondaryStatus.DOWNLOADING:
-        records.transition(home, name, SecondaryStatus.DOWNLOADING, "Downloading input data")
-    if record.training_start_time is None:
-        records.update(home, name, training_start_time=records.now())
-    spot.check(home, name)
+    record = store.get(name)
+    start = {"training_start_time": record.training_start_time or now()}
+    if record.secondary is not SecondaryStatus.DOWNLOADING:  # else a retry of this task
+        store.transition(name, record.secondary, SecondaryStatus.DOWNLOADING, "Downloading input data", **start)
+    spot.check(settings, name)
     listings = {
         c.channel_name: _listing(c, endpoint_url)
         for c in spec.input_data_config
@@ -296,15 +294,14 @@ def stage_data(
     )
 
     def report(message: str) -> None:
-        logger.info(message)
-        records.append_log(home, name, message)
+        job_log.report(settings.home, name, message)
 
     report(
         f"staging {len(plan.downloads)} objects ({plan.total_bytes / 1e6:.1f} MB) to {len(provisioned.hosts)} host(s)"
     )
     # Only a spot job asks the market between downloads: it reads the record each time.
-    between = (lambda: spot.check(home, name)) if spec.enable_managed_spot_training else None
-    carry_out(plan, concurrency, endpoint_url, report, between=between)
+    between = (lambda: spot.check(settings, name)) if spec.enable_managed_spot_training else None
+    carry_out(plan, settings.staging_concurrency, endpoint_url, report, between=between)
     for mount in plan.mounts:
         for host in provisioned.hosts:  # the bind's target, inside the read-only input mount
             os.makedirs(os.path.join(host_dirs(host.scratch)["input"], "data", mount.channel), exist_ok=True)

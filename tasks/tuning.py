@@ -6,7 +6,6 @@ tuning flow runs each trial as a training subflow.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import optuna
@@ -17,7 +16,9 @@ from pydantic import ValidationError
 
 from dockyard.algorithms import metric_definitions_of
 from dockyard.errors import JobSpecError
+from dockyard.instances import INSTANCE_TYPES
 from dockyard.loading import build_job, field_problem, from_sagemaker_request, looks_like_sagemaker_request
+from dockyard.settings import Settings
 from dockyard.tuning import (
     ObjectiveType,
     ParameterRanges,
@@ -30,7 +31,8 @@ from dockyard.tuning import (
     trial_name,
 )
 from dockyard.tuning_record import warm_start_problems, warm_start_results
-from infra import catalog, docker_engine, records
+from infra import catalog, docker_engine
+from infra.job_store import JobStore, now, open_store
 from tasks.validate import check_runnable
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -65,7 +67,7 @@ def trial_doc(spec: TuningJobSpec, number: int, values: dict[str, str]) -> dict[
     }
 
 
-def check_tuning_doc(doc: dict[str, Any], home: str, endpoint_url: str | None) -> TuningJobSpec:
+def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
     """Everything a tuning job must pass before any trial starts; creates nothing.
 
     Raises:
@@ -75,7 +77,7 @@ def check_tuning_doc(doc: dict[str, Any], home: str, endpoint_url: str | None) -
     config = spec.hyper_parameter_tuning_job_config
     sample = trial_doc(spec, 0, first_values(config.parameter_ranges))
     try:
-        training = build_job(sample, home=home, now=records.now())
+        training = build_job(sample, home=str(settings.home), now=now())
     except JobSpecError as exc:
         raise JobSpecError(
             [p.__class__(f"training_job_definition.{p.path}", p.problem, p.fix) for p in exc.problems]
@@ -86,22 +88,23 @@ def check_tuning_doc(doc: dict[str, Any], home: str, endpoint_url: str | None) -
     ]
     static = spec.training_job_definition.get("static_hyper_parameters") or {}
     check_tuning(spec, metrics, static)
-    check_runnable(training, endpoint_url)
-    if records.load_tuning(home, spec.hyper_parameter_tuning_job_name) is not None:
+    check_runnable(training, settings)
+    store = open_store(settings)
+    if store.tuning(spec.hyper_parameter_tuning_job_name) is not None:
         raise JobSpecError(
             f"hyper_parameter_tuning_job_name: '{spec.hyper_parameter_tuning_job_name}' is taken — choose another name"
         )
-    problems = warm_start_problems(spec, parents_of(spec, home))
+    problems = warm_start_problems(spec, parents_of(spec, store))
     if problems:
         raise JobSpecError(problems)
     return spec
 
 
-def parents_of(spec: TuningJobSpec, home: str) -> dict[str, dict[str, Any] | None]:
+def parents_of(spec: TuningJobSpec, store: JobStore) -> dict[str, dict[str, Any] | None]:
     """The warm start parents' records by name (None where there is none)."""
     warm = spec.warm_start_config
     names = [p.hyper_parameter_tuning_job_name for p in warm.parent_hyper_parameter_tuning_jobs] if warm else []
-    return {name: records.load_tuning(home, name) for name in names}
+    return {name: store.tuning(name) for name in names}
 
 
 HYPERBAND_REDUCTION_FACTOR = 3  # Hyperband's eta: a third of a rung's trials go on to the next
@@ -205,8 +208,6 @@ def host_slots() -> int:
 
 def trial_slots(training: dict[str, Any], slots: int) -> int:
     """The host's vCPU slots one trial occupies: its instances times their vCPUs (1 for local types)."""
-    from dockyard.instances import INSTANCE_TYPES
-
     resources = training.get("resource_config") or {}
     itype = INSTANCE_TYPES.get(resources.get("instance_type", "local"))
     vcpus = (itype.vcpus if itype and itype.vcpus else 1) * int(resources.get("instance_count", 1))
@@ -214,17 +215,17 @@ def trial_slots(training: dict[str, Any], slots: int) -> int:
 
 
 @task(name="validate-tuning", cache_policy=NONE)
-def validate_tuning(doc: dict[str, Any], home: str, endpoint_url: str | None) -> dict[str, Any]:
-    return check_tuning_doc(doc, home, endpoint_url).model_dump(mode="json")
+def validate_tuning(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
+    return check_tuning_doc(doc, settings)
 
 
 @task(name="record-tuning", cache_policy=NONE)
-def record_tuning(home: str, name: str, body: dict[str, Any]) -> None:
+def record_tuning(settings: Settings, name: str, body: dict[str, Any]) -> None:
     """Write the tuning record (DescribeHyperParameterTuningJob's shape), and the tuning job
     into the catalog as an MLflow parent run of its trials' runs."""
-    records.save_tuning(home, name, body)
+    open_store(settings).save_tuning(name, body)
     try:
-        run_id = catalog.record_tuning(home, catalog.tracking_uri(home, dict(os.environ)), body)
+        run_id = catalog.record_tuning(str(settings.home), settings.catalog_uri(), body)
         get_run_logger().info(f"catalogued as MLflow run {run_id}, its trials nested under it")
     except Exception as exc:  # noqa: BLE001 - the record is written; the catalog is a view of it
         get_run_logger().warning(f"the tuning job is not in the MLflow catalog: {exc}")

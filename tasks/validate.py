@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -14,12 +15,14 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard.errors import JobSpecError
-from dockyard.loading import build_job
+from dockyard.loading import build_job, parse_document
 from dockyard.record import JobRecord
 from dockyard.rules import HostFacts, check_job
+from dockyard.settings import Settings
 from dockyard.spec import InputMode, TrainingJobSpec
 from dockyard.status import SecondaryStatus, is_final
-from infra import docker_engine, fuse, prefect_api, records, spot, storage
+from infra import docker_engine, fuse, job_log, prefect_api, spot, storage
+from infra.job_store import LeaseKeeper, now, open_store, this_process
 from infra.retry import task_retry_options
 
 
@@ -56,11 +59,24 @@ def plan_validate(spec: TrainingJobSpec, host: HostFacts) -> ValidatePlan:
     return ValidatePlan(job=spec, readable=readable, writable=writable)
 
 
+def read_job_file(path: str) -> dict[str, Any]:
+    """The job (or tuning) document in a YAML or JSON file.
+
+    Raises:
+        JobSpecError: the file is missing, does not parse, or is not a mapping.
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise JobSpecError(f"{path}: cannot read the job file ({exc.strerror}) — check the path") from None
+    return parse_document(text, path)
+
+
 def _same_job(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
     return a.model_dump(exclude={"training_job_name"}) == b.model_dump(exclude={"training_job_name"})
 
 
-def check_runnable(spec: TrainingJobSpec, endpoint_url: str | None) -> None:
+def check_runnable(spec: TrainingJobSpec, settings: Settings) -> None:
     """The rules on this host and the locations: all of validate but the name.
 
     Raises:
@@ -76,7 +92,7 @@ def check_runnable(spec: TrainingJobSpec, endpoint_url: str | None) -> None:
                 "(no s3fs or no /dev/fuse) — apt-get install s3fs, or use input_mode File or Pipe"
             )
     for loc in plan.readable:
-        storage.check_readable_prefix(loc.uri, loc.field, endpoint_url)
+        storage.check_readable_prefix(loc.uri, loc.field, settings.s3_endpoint_url)
     for i, channel in enumerate(spec.input_data_config):
         system = channel.data_source.file_system_data_source
         if system is not None and not os.path.isdir(system.directory_path):
@@ -85,29 +101,35 @@ def check_runnable(spec: TrainingJobSpec, endpoint_url: str | None) -> None:
                 f"{system.directory_path} is not a directory here — mount the file system there, or fix the path"
             )
     for loc in plan.writable:
-        storage.check_writable_location(loc.uri, loc.field, endpoint_url)
+        storage.check_writable_location(loc.uri, loc.field, settings.s3_endpoint_url)
     if spec.enable_managed_spot_training:
-        spot.market()  # a spot simulation that does not parse is the user's to fix
+        spot.market(settings)  # a spot simulation that does not parse is the user's to fix
 
 
-def check_spec(doc: dict[str, Any], home: str, endpoint_url: str | None) -> tuple[TrainingJobSpec, bool]:
+def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec, bool]:
     """Everything validate checks, without creating anything; returns the spec
     and whether it picks up an unfinished job whose orchestrator died.
 
     A job is picked up by its name or, for a spec that names none, when an
-    unfinished job has exactly this spec. This process then holds the job's lock.
+    unfinished job has exactly this spec. This process then holds the job's
+    lease. The locations are checked once per process and spec: the command
+    line checks before it starts the flow, whose validate task then does not
+    list them again.
 
     Raises:
         JobSpecError: the spec cannot run here as written, or its name is taken by a finished job.
-        DockyardError: a live process is running the job already.
+        LeaseHeld: a live orchestrator is running the job already.
     """
-    spec = build_job(doc, home=home, now=records.now())
+    store = open_store(settings)
+    spec = build_job(doc, home=str(settings.home), now=now())
     if not (doc.get("training_job_name") or doc.get("TrainingJobName")):
-        spec = next((r.spec for r in records.unfinished(home) if _same_job(r.spec, spec)), spec)
-    check_runnable(spec, endpoint_url)
-    resumed = records.exists(home, spec.training_job_name)
-    if resumed:
-        old = records.load(home, spec.training_job_name)
+        spec = next((r.spec for r in store.unfinished() if _same_job(r.spec, spec)), spec)
+    fingerprint = spec.model_dump_json()
+    if fingerprint not in _CHECKED:
+        check_runnable(spec, settings)
+        _CHECKED.add(fingerprint)
+    old = store.find(spec.training_job_name)
+    if old is not None:
         if is_final(old.status.secondary):
             raise JobSpecError(
                 f"training_job_name: '{spec.training_job_name}' already names a job "
@@ -119,33 +141,61 @@ def check_spec(doc: dict[str, Any], home: str, endpoint_url: str | None) -> tupl
                 f"training_job_name: '{spec.training_job_name}' names an unfinished job with a different spec — "
                 "rerun it with its own spec to finish it, or choose another name"
             )
-    records.hold_lock(home, spec.training_job_name)
-    return spec, resumed
+    hold(settings, spec.training_job_name)
+    return spec, old is not None
+
+
+_CHECKED: set[str] = set()  # specs whose rules and locations this process has checked
+_HELD: dict[str, LeaseKeeper] = {}  # the jobs this process orchestrates
+
+
+def lease_name(job_name: str) -> str:
+    return f"training-job/{job_name}"
+
+
+def hold(settings: Settings, name: str) -> None:
+    """Make this process the job's one orchestrator, until `let_go`.
+
+    Raises:
+        LeaseHeld: another live process holds the job's lease.
+    """
+    if name not in _HELD:
+        keeper = LeaseKeeper(open_store(settings), lease_name(name), settings.lease_seconds)
+        keeper.take()
+        _HELD[name] = keeper
+
+
+def let_go(name: str) -> None:
+    """Give up the job's lease: its orchestration is over."""
+    keeper = _HELD.pop(name, None)
+    if keeper is not None:
+        keeper.release()
 
 
 @task(name="validate", cache_policy=NONE, **task_retry_options())
-def validate(doc: dict[str, Any], home: str, endpoint_url: str | None, flow_run_id: str | None) -> dict[str, Any]:
+def validate(doc: dict[str, Any], settings: Settings, flow_run_id: str | None) -> tuple[TrainingJobSpec, bool]:
     """Validate the job document and create its record (Starting), or pick up
-    the unfinished job it names; returns {"spec": ..., "resumed": bool}."""
-    spec, resumed = check_spec(doc, home, endpoint_url)
+    the unfinished job it names; returns the spec and whether it was picked up."""
+    spec, resumed = check_spec(doc, settings)
+    store = open_store(settings)
     name = spec.training_job_name
     if resumed:
-        previous = records.load(home, name).flow_run_id
+        previous = store.get(name).flow_run_id
         if previous and previous != flow_run_id:
             with contextlib.suppress(Exception):  # the old run may live on another server
                 prefect_api.mark_crashed(previous, f"its orchestrator died; flow run {flow_run_id} carries on")
-        records.update(home, name, flow_run_id=flow_run_id)
-        records.append_log(home, name, f"picked up again by process {os.getpid()} (flow run {flow_run_id})")
+        store.update(name, flow_run_id=flow_run_id)
+        job_log.append(settings.home, name, f"picked up again by {this_process()} (flow run {flow_run_id})")
     else:
-        now = records.now()
-        ratio = spot.market().price_ratio if spec.enable_managed_spot_training else None
-        record = JobRecord(spec=spec, creation_time=now, flow_run_id=flow_run_id, spot_price_ratio=ratio).moved(
-            SecondaryStatus.STARTING, "Validated the job; preparing the instances", now
+        at = now()
+        ratio = spot.market(settings).price_ratio if spec.enable_managed_spot_training else None
+        record = JobRecord(spec=spec, creation_time=at, flow_run_id=flow_run_id, spot_price_ratio=ratio).moved(
+            SecondaryStatus.STARTING, "Validated the job; preparing the instances", at
         )
-        records.save(home, record)
+        store.create(record)
     if flow_run_id:
         experiment = spec.experiment_config.experiment_name if spec.experiment_config else None
         tags = ["dockyard", "training-job", f"job:{name}"] + ([f"experiment:{experiment}"] if experiment else [])
         with contextlib.suppress(Exception):  # a label is a convenience; the job runs without it
             prefect_api.label_flow_run(flow_run_id, name, tags)
-    return {"spec": spec.model_dump(mode="json"), "resumed": resumed}
+    return spec, resumed

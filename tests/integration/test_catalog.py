@@ -15,7 +15,7 @@ from tests.integration.helpers import ROOT, probe_job, run_job
 
 pytestmark = pytest.mark.integration
 
-DOCKYARD = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
+DOCKYARD = [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())"]
 
 
 def dockyard(*args: str) -> subprocess.CompletedProcess[str]:

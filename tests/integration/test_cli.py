@@ -175,7 +175,7 @@ def test_dockyard_jobs_on_a_running_job_then_stop_from_another_process(
     job = probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": "300"})
     name = job["training_job_name"]
     process = start_cli(job, tmp_path)
-    dockyard = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
+    dockyard = [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())"]
     wait_for_status(home, name, "Training")
     running = json.loads(
         subprocess.run(

@@ -1,0 +1,179 @@
+"""`dockyard jobs list|describe|stop|logs|metrics`: training jobs from the job store,
+running and finished alike."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cli.render import summary
+from dockyard.charts import metric_digest
+from dockyard.errors import DockyardError, JobSpecError
+from dockyard.record import MetricValue, describe
+from dockyard.settings import Settings
+from dockyard.status import is_final
+from infra.job_store import JobStore, now, open_store
+
+FOLLOW_POLL_SECONDS = 0.5
+_RELATIVE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def add_verbs(sub: Any) -> None:
+    """The jobs sub-commands, on `dockyard`'s parser."""
+    jobs = sub.add_parser("jobs", help="list, describe, stop and watch training jobs")
+    verbs = jobs.add_subparsers(dest="verb", required=True)
+    listing = verbs.add_parser("list", help="training jobs under DOCKYARD_HOME, newest first")
+    listing.add_argument("--status", help="Completed, Failed, Stopped, InProgress or Stopping")
+    listing.add_argument("--name-contains", help="only names containing this text")
+    listing.add_argument("--since", help="created at or after: an ISO time or an age such as 2h, 3d")
+    listing.add_argument("--until", help="created before: an ISO time or an age such as 30m")
+    listing.add_argument("--max-results", type=int, default=100)
+    listing.add_argument("--json", action="store_true")
+    describe = verbs.add_parser("describe", help="the DescribeTrainingJob record")
+    describe.add_argument("name")
+    describe.add_argument("--json", action="store_true", help="the whole record as JSON")
+    verbs.add_parser("stop", help="stop a running job gracefully (artifacts are uploaded)").add_argument("name")
+    logs = verbs.add_parser("logs", help="the job's log")
+    logs.add_argument("name")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    metrics = verbs.add_parser("metrics", help="a table of the scraped metric series")
+    metrics.add_argument("name")
+    metrics.add_argument("--plot", nargs="?", const="", metavar="PNG", help="also draw the curves (NAME-metrics.png)")
+
+
+def when(text: str | None, now: datetime) -> datetime | None:
+    """An ISO time, or an age (`90s`, `30m`, `2h`, `3d`) before now.
+
+    Raises: JobSpecError when it is neither.
+    """
+    if not text:
+        return None
+    age = _RELATIVE.match(text.strip())
+    if age:
+        return now - timedelta(**{_UNITS[age[2]]: int(age[1])})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise JobSpecError(f"'{text}': not a time — give an ISO time (2026-11-28T09:00) or an age (2h, 3d)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def list_jobs(store: JobStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The jobs `dockyard jobs list` shows, newest first, as ListTrainingJobs' summaries."""
+    at = now()
+    return [
+        {
+            "TrainingJobName": job.name,
+            "TrainingJobStatus": job.primary.value,
+            "SecondaryStatus": job.secondary.value,
+            "CreationTime": job.creation_time.isoformat(),
+            "TrainingEndTime": job.training_end_time.isoformat() if job.training_end_time else None,
+        }
+        for job in store.summaries(
+            name_contains=args.name_contains,
+            status=args.status,
+            since=when(args.since, at),
+            until=when(args.until, at),
+            limit=args.max_results,
+        )
+    ]
+
+
+def follow_log(store: JobStore, settings: Settings, name: str) -> None:
+    """Print the log, then what is appended, until the job reaches a final status."""
+    path = settings.job_log(name)
+    offset = 0
+    while True:
+        final = is_final(store.get(name).status.secondary)
+        if path.exists():
+            with path.open("rb") as log:
+                log.seek(offset)
+                chunk = log.read()
+            offset += len(chunk)
+            sys.stdout.write(chunk.decode(errors="replace"))
+            sys.stdout.flush()
+        if final:
+            return
+        time.sleep(FOLLOW_POLL_SECONDS)
+
+
+def metrics_table(values: list[MetricValue]) -> str:
+    """One line per metric and host: how many values, the last, the lowest and the highest."""
+    rows = metric_digest(values)
+    lines = [f"{'metric':<32} {'host':<8} {'count':>6} {'last':>12} {'min':>12} {'max':>12}"]
+    lines += [
+        f"{r['metric']:<32} {r['host']:<8} {r['count']:>6} {r['last']:>12.6g} {r['min']:>12.6g} {r['max']:>12.6g}"
+        for r in rows
+    ]
+    return "\n".join(lines) if rows else "no metrics recorded (does the job have metric_definitions?)"
+
+
+def plot_metrics(values: list[MetricValue], title: str, path: Path) -> None:
+    """A PNG of every metric's curve (one panel per metric, a line per host) against seconds."""
+    import matplotlib  # here, not at the top: only `--plot` pays for importing it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({v.metric_name for v in values})
+    start = min(v.timestamp for v in values)
+    figure, axes = plt.subplots(len(names), 1, figsize=(8, 2.6 * len(names)), squeeze=False, sharex=True)
+    for axis, name in zip(axes[:, 0], names, strict=True):
+        for host in sorted({v.host for v in values if v.metric_name == name}):
+            points = [v for v in values if v.metric_name == name and v.host == host]
+            axis.plot([(p.timestamp - start).total_seconds() for p in points], [p.value for p in points], label=host)
+        axis.set_ylabel(name)
+        axis.grid(alpha=0.3)
+        axis.legend(loc="best", fontsize="small")
+    axes[-1, 0].set_xlabel("seconds since the first value")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def jobs(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one `dockyard jobs` verb."""
+    store = open_store(settings)
+    if args.verb == "list":
+        rows = list_jobs(store, args)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        for r in [] if args.json else rows:
+            print(
+                f"{r['TrainingJobName']:<63} {r['TrainingJobStatus']:<11} {r.get('SecondaryStatus', '-'):<22}"
+                f" {r['CreationTime'][:19].replace('T', ' ')}"
+            )
+        return 0
+    record = store.get(args.name)
+    if args.verb == "describe":
+        print(json.dumps(describe(record), indent=2) if args.json else summary(describe(record)))
+    elif args.verb == "metrics":
+        values = store.metrics(args.name)
+        print(metrics_table(values))
+        if args.plot is not None and values:
+            path = Path(args.plot or f"{args.name}-metrics.png")
+            plot_metrics(values, f"{args.name} ({record.status.primary.value})", path)
+            print(f"chart: {path}")
+    elif args.verb == "logs":
+        if args.follow:
+            follow_log(store, settings, args.name)
+        elif settings.job_log(args.name).exists():
+            print(settings.job_log(args.name).read_text(), end="")
+        else:
+            raise DockyardError(
+                f"{args.name}'s log is not on this machine ({settings.job_log(args.name)}): "
+                "read it where the job was orchestrated"
+            )
+    elif args.verb == "stop":
+        store.request_stop(args.name, f"stop requested by {os.environ.get('USER', 'a user')}")
+        print(f"asked {args.name} to stop; it uploads its artifacts and ends Stopped", file=sys.stderr)
+    return 0

@@ -1,0 +1,80 @@
+"""`python -m flows.train` and `dockyard train`: run one training job from a spec file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from cli.render import EXIT_CODES, say, spec_problems, summary
+from cli.session import skip_final_collection, use_prefect
+from dockyard.errors import DockyardError, JobSpecError
+from dockyard.loading import looks_like_sagemaker_request
+from dockyard.record import describe
+from dockyard.settings import Settings
+from dockyard.status import is_final
+from flows.train import train
+from infra import prefect_api
+from infra.job_store import open_store
+from tasks.validate import check_spec, read_job_file
+
+
+def run_training(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.train", description="Run one managed training job on the local Docker engine."
+    )
+    parser.add_argument("job_file", help="job spec (YAML or JSON), or a SageMaker CreateTrainingJob body")
+    parser.add_argument("--name", help="training_job_name to use (overrides the file's)")
+    parser.add_argument("--json", action="store_true", help="print the final record as JSON")
+    parser.add_argument(
+        "--spot-simulation",
+        metavar="TEXT",
+        help="the local spot market, e.g. 'interrupt_at=30; notice=5' (else DOCKYARD_SPOT_SIMULATION)",
+    )
+    args = parser.parse_args(argv)
+    if args.spot_simulation is not None:
+        os.environ["DOCKYARD_SPOT_SIMULATION"] = args.spot_simulation
+    settings = Settings.from_env(os.environ)
+    try:
+        doc = read_job_file(args.job_file)
+        if args.name:
+            doc["TrainingJobName" if looks_like_sagemaker_request(doc) else "training_job_name"] = args.name
+        spec, resumed = check_spec(doc, settings)
+    except JobSpecError as exc:
+        return spec_problems(f"the job spec ({args.job_file})", exc)
+    except DockyardError as exc:
+        say(str(exc))
+        return 1
+    if resumed:
+        say(f"picking up the unfinished training job {spec.training_job_name}")
+    say(f"training job {spec.training_job_name}: log at {settings.job_log(spec.training_job_name)}")
+    body = _run_flow(spec.model_dump(mode="json"), settings)
+    if body is None:
+        return 1
+    print(json.dumps(body, indent=2) if args.json else summary(body))
+    skip_final_collection()
+    return EXIT_CODES.get(body["TrainingJobStatus"], 1)
+
+
+def _run_flow(spec: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
+    """The training flow to its end; the job's final record, or None when the flow broke down."""
+    use_prefect(str(settings.home))
+    started = datetime.now(UTC)
+    state = train(spec, return_state=True)
+    if state.is_completed():
+        return dict(state.result())
+    record = open_store(settings).find(spec["training_job_name"])
+    if record is not None and state.name == "Cancelling" and record.flow_run_id:
+        # The job honoured the cancellation and ended Stopped; close the run too.
+        prefect_api.mark_cancelled(record.flow_run_id, "the training job stopped")
+    if record is not None and is_final(record.status.secondary):
+        return describe(record)
+    say(f"the training flow ended {state.type.value} after {(datetime.now(UTC) - started).seconds} s: {state.message}")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_training(sys.argv[1:] if argv is None else argv)

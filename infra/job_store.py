@@ -1,0 +1,633 @@
+"""The job store: training jobs, their status history, tags, metric series,
+tuning jobs and the orchestrators' leases, in one SQL database.
+
+Embedded default: SQLite at DOCKYARD_HOME/dockyard.db; DOCKYARD_DATABASE_URL
+takes any SQLAlchemy URL (PostgreSQL for a fleet). The schema is Alembic's
+(infra/migrations), brought to its head when a store is first opened.
+
+Every write is compare-and-set: a status moves only from the status the caller
+expected (else StatusConflict names the actual one), and any other change of a
+record is written only over the version it was computed from, so two writers
+never lose each other's changes. One orchestrator per job by lease: a row with
+an owner and a heartbeat, taken over only once it expired or its owner is a
+dead process on this host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
+
+from dockyard.errors import DockyardError, LeaseHeld, StatusConflict
+from dockyard.record import JobRecord, MetricValue
+from dockyard.settings import Settings
+from dockyard.status import JobStatus, PrimaryStatus, SecondaryStatus, StatusTransition, is_final
+from infra.store_schema import job_metrics, job_tags, leases, status_transitions, training_jobs, tuning_jobs
+
+# The Alembic revision this code reads and writes (checked against the scripts by a test).
+SCHEMA_REVISION = "0001"
+WRITE_ATTEMPTS = 50  # optimistic writes retried over concurrent changes of the same record
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """The few fields a listing shows, read without the whole record."""
+
+    name: str
+    primary: PrimaryStatus
+    secondary: SecondaryStatus
+    creation_time: datetime
+    training_end_time: datetime | None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A process that may hold leases: who it is, and how to tell it is still alive."""
+
+    token: str
+    host: str
+    pid: int
+    process_started: str
+
+    def __str__(self) -> str:
+        return f"process {self.pid} on {self.host}"
+
+
+def _process_started(pid: int) -> str:
+    """When `pid` started (clock ticks since boot), so a reused pid is not taken for its predecessor."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+_OWNERS: dict[int, Owner] = {}
+
+
+def this_process() -> Owner:
+    pid = os.getpid()
+    if pid not in _OWNERS:
+        _OWNERS[pid] = Owner(uuid.uuid4().hex, socket.gethostname(), pid, _process_started(pid))
+    return _OWNERS[pid]
+
+
+@dataclass(frozen=True)
+class Lease:
+    resource: str
+    owner: Owner
+    heartbeat_at: datetime
+    expires_at: datetime
+
+    def dead_here(self) -> bool:
+        """Its owner was a process on this host that no longer runs."""
+        me = this_process()
+        return self.owner.host == me.host and _process_started(self.owner.pid) != self.owner.process_started
+
+
+def _lease_of(row: Any) -> Lease:
+    return Lease(
+        row.resource, Owner(row.owner, row.host, row.pid, row.process_started), row.heartbeat_at, row.expires_at
+    )
+
+
+def redacted(url: str) -> str:
+    """A database URL fit to show: its password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class JobStore:
+    """The store at one database URL. Open it with `JobStore.open` (cached per URL)."""
+
+    _opened: ClassVar[dict[str, JobStore]] = {}
+    _opening: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.sqlite = parsed.get_backend_name() == "sqlite"
+        if self.sqlite:
+            # One connection per use: SQLite locks the file, not a connection, and a
+            # pool of them would only outlive forked children.
+            self.engine: Engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=8)
+
+    @classmethod
+    def open(cls, url: str) -> JobStore:
+        """The store at `url`, its schema brought up to date on first use in this process.
+
+        Raises:
+            DockyardError: the database cannot be reached or migrated.
+        """
+        with cls._opening:
+            store = cls._opened.get(url)
+            if store is None:
+                store = cls(url)
+                try:
+                    store.migrate()
+                except Exception as exc:
+                    raise DockyardError(
+                        f"the job store at {redacted(url)} cannot be opened: {exc} — check DOCKYARD_DATABASE_URL "
+                        "and that the database is up"
+                    ) from exc
+                cls._opened[url] = store
+            return store
+
+    # -- schema ---------------------------------------------------------------
+
+    def revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            if not self.engine.dialect.has_table(conn, "alembic_version"):
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+    def migrate(self) -> None:
+        """Bring the schema to SCHEMA_REVISION with Alembic; one process at a time."""
+        if self.sqlite:
+            database = make_url(self.url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if self.revision() == SCHEMA_REVISION:
+            return
+        from infra import migrations  # Alembic loads only when the schema must change
+
+        with self._migration_lock(), self.engine.begin() as conn:
+            if not self.sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(7315)"))
+            migrations.upgrade(conn)
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        database = make_url(self.url).database if self.sqlite else None
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    # -- training jobs --------------------------------------------------------
+
+    def create(self, record: JobRecord) -> None:
+        """Store a new job with its first status.
+
+        Raises:
+            DockyardError: a job of that name exists.
+        """
+        try:
+            with self._write() as conn:
+                conn.execute(insert(training_jobs).values(**self._row(record), version=1, stop_requested=None))
+                self._write_transitions(conn, record.name, (), record.status.transitions)
+                if record.spec.tags:
+                    conn.execute(
+                        insert(job_tags),
+                        [{"job_name": record.name, "key": t.key, "value": t.value} for t in record.spec.tags],
+                    )
+        except IntegrityError:
+            raise DockyardError(f"a training job named {record.name} exists already — choose another name") from None
+
+    def find(self, name: str) -> JobRecord | None:
+        found = self._read(name)
+        return found[0] if found else None
+
+    def get(self, name: str) -> JobRecord:
+        """Raises: DockyardError when there is no job of that name."""
+        record = self.find(name)
+        if record is None:
+            raise DockyardError(f"no training job named '{name}' — check the name (dockyard jobs list shows them)")
+        return record
+
+    def exists(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(training_jobs.c.name).where(training_jobs.c.name == name)).first() is not None
+
+    def summaries(
+        self,
+        name_contains: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[JobSummary]:
+        """Jobs newest first, filtered in SQL."""
+        t = training_jobs
+        query = select(t.c.name, t.c.primary_status, t.c.secondary_status, t.c.creation_time, t.c.training_end_time)
+        if name_contains:
+            query = query.where(t.c.name.contains(name_contains, autoescape=True))
+        if status:
+            matching = [s.value for s in PrimaryStatus if s.value.lower() == status.lower()]
+            query = query.where(t.c.primary_status.in_(matching))
+        if since:
+            query = query.where(t.c.creation_time >= since)
+        if until:
+            query = query.where(t.c.creation_time < until)
+        query = query.order_by(t.c.creation_time.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [
+                JobSummary(r.name, PrimaryStatus(r.primary_status), SecondaryStatus(r.secondary_status),
+                           r.creation_time, r.training_end_time)
+                for r in conn.execute(query)
+            ]  # fmt: skip
+
+    def unfinished(self) -> list[JobRecord]:
+        """Every job whose status is not final."""
+        finals = [s.value for s in SecondaryStatus if is_final(s)]
+        with self.engine.connect() as conn:
+            names = conn.execute(
+                select(training_jobs.c.name).where(training_jobs.c.secondary_status.not_in(finals))
+            ).scalars()
+            return [r for r in (self.find(n) for n in list(names)) if r is not None]
+
+    def transition(
+        self,
+        name: str,
+        expected: SecondaryStatus | Collection[SecondaryStatus],
+        to: SecondaryStatus,
+        message: str,
+        **fields: Any,
+    ) -> JobRecord:
+        """Move job `name` to `to`, only from `expected` (one status or several),
+        setting `fields` of the record in the same write.
+
+        Raises:
+            StatusConflict: the job's status is not what was expected.
+            StatusTransitionError: the table does not allow the move.
+        """
+        allowed = {expected} if isinstance(expected, SecondaryStatus) else set(expected)
+
+        def change(record: JobRecord) -> JobRecord:
+            current = record.status.secondary
+            if current not in allowed:
+                raise StatusConflict(name, " or ".join(sorted(s.value for s in allowed)), str(current))
+            at = now()
+            return record.model_copy(update=fields).moved(to, message, at)
+
+        return self.change(name, change)
+
+    def update(self, name: str, **fields: Any) -> JobRecord:
+        """Set fields of the record other than its status, over the version they were read from."""
+        if "status" in fields:
+            raise ValueError("statuses change through transition(), never update()")
+        return self.change(name, lambda record: record.model_copy(update={**fields, "last_modified_time": now()}))
+
+    def change(self, name: str, edit: Callable[[JobRecord], JobRecord]) -> JobRecord:
+        """Apply `edit` to the current record and write the result where the record is
+        still the version `edit` saw; retried over concurrent writes, so no change is lost.
+        `edit` may raise to write nothing."""
+        for _ in range(WRITE_ATTEMPTS):
+            found = self._read(name)
+            if found is None:
+                raise DockyardError(f"no training job named '{name}'")
+            record, version = found
+            changed = edit(record)
+            with self._write() as conn:
+                written = conn.execute(
+                    update(training_jobs)
+                    .where(training_jobs.c.name == name, training_jobs.c.version == version)
+                    .values(**self._row(changed), version=version + 1)
+                ).rowcount
+                if written:
+                    self._write_transitions(conn, name, record.status.transitions, changed.status.transitions)
+                    return changed
+        raise DockyardError(f"training job {name} changed {WRITE_ATTEMPTS} times while one change was being written")
+
+    def request_stop(self, name: str, reason: str) -> None:
+        """Ask the job's orchestrator, wherever it runs, to stop it.
+
+        Raises:
+            DockyardError: no such job, or it is not in progress.
+        """
+        with self._write() as conn:
+            asked = conn.execute(
+                update(training_jobs)
+                .where(
+                    training_jobs.c.name == name,
+                    training_jobs.c.primary_status.in_([PrimaryStatus.IN_PROGRESS.value, PrimaryStatus.STOPPING.value]),
+                )
+                .values(stop_requested=reason)
+            ).rowcount
+        if not asked:
+            record = self.get(name)
+            raise DockyardError(f"{name} is {record.status.primary.value}; there is nothing to stop")
+
+    def stop_requested(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(training_jobs.c.stop_requested).where(training_jobs.c.name == name)
+            ).scalar_one_or_none()
+
+    def add_metrics(self, name: str, values: list[MetricValue]) -> None:
+        if not values:
+            return
+        with self._write() as conn:
+            conn.execute(
+                insert(job_metrics),
+                [
+                    {"job_name": name, "metric_name": v.metric_name, "host": v.host, "value": v.value,
+                     "timestamp": v.timestamp}
+                    for v in values
+                ],
+            )  # fmt: skip
+
+    def metrics(self, name: str, metric_name: str | None = None, host: str | None = None) -> list[MetricValue]:
+        """The job's scraped metric values in the order they came."""
+        m = job_metrics
+        query = select(m.c.metric_name, m.c.host, m.c.value, m.c.timestamp).where(m.c.job_name == name)
+        if metric_name is not None:
+            query = query.where(m.c.metric_name == metric_name)
+        if host is not None:
+            query = query.where(m.c.host == host)
+        with self.engine.connect() as conn:
+            return [
+                MetricValue(metric_name=r.metric_name, value=r.value, timestamp=r.timestamp, host=r.host)
+                for r in conn.execute(query.order_by(m.c.id))
+            ]
+
+    def tags(self, name: str) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(job_tags.c.key, job_tags.c.value).where(job_tags.c.job_name == name))
+            return {r.key: r.value for r in rows}
+
+    # -- tuning jobs ----------------------------------------------------------
+
+    def save_tuning(self, name: str, body: dict[str, Any]) -> None:
+        """Store a tuning job's record, a new one or a newer version of it."""
+        values = {
+            "status": str(body.get("HyperParameterTuningJobStatus", "InProgress")),
+            "last_modified_time": now(),
+            "record": json.dumps(body),
+        }
+        with self._write() as conn:
+            if not conn.execute(update(tuning_jobs).where(tuning_jobs.c.name == name).values(**values)).rowcount:
+                created = body.get("CreationTime")
+                conn.execute(
+                    insert(tuning_jobs).values(
+                        name=name,
+                        creation_time=datetime.fromisoformat(created) if isinstance(created, str) else now(),
+                        **values,
+                    )
+                )
+
+    def tuning(self, name: str) -> dict[str, Any] | None:
+        """A tuning job's record (DescribeHyperParameterTuningJob's shape), or None."""
+        with self.engine.connect() as conn:
+            raw = conn.execute(select(tuning_jobs.c.record).where(tuning_jobs.c.name == name)).scalar_one_or_none()
+        return dict(json.loads(raw)) if raw else None
+
+    # -- leases ---------------------------------------------------------------
+
+    def take_lease(self, resource: str, ttl_seconds: float) -> Lease:
+        """Make this process the holder of `resource` for `ttl_seconds` (renew to keep it).
+
+        Raises:
+            LeaseHeld: another process holds it, alive and within its lease.
+        """
+        me = this_process()
+        mine = {"owner": me.token, "host": me.host, "pid": me.pid, "process_started": me.process_started}
+        for _ in range(WRITE_ATTEMPTS):
+            at = now()
+            expiry = at + timedelta(seconds=ttl_seconds)
+            with self._write() as conn:
+                row = conn.execute(select(leases).where(leases.c.resource == resource)).first()
+                if row is None:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(
+                                insert(leases).values(resource=resource, heartbeat_at=at, expires_at=expiry, **mine)
+                            )
+                    except IntegrityError:
+                        continue  # another process inserted it first: look again
+                    return Lease(resource, me, at, expiry)
+                held = _lease_of(row)
+                if held.owner.token != me.token and held.expires_at > at and not held.dead_here():
+                    raise LeaseHeld(
+                        f"{resource} is being run by {held.owner} (last heartbeat "
+                        f"{(at - held.heartbeat_at).total_seconds():.0f} s ago) — wait for it, or stop it"
+                    )
+                taken = conn.execute(
+                    update(leases)
+                    .where(leases.c.resource == resource, leases.c.owner == held.owner.token)
+                    .values(heartbeat_at=at, expires_at=expiry, **mine)
+                ).rowcount
+                if taken:
+                    return Lease(resource, me, at, expiry)
+        raise DockyardError(f"could not take the lease on {resource}: it kept changing hands")
+
+    def renew_lease(self, resource: str, ttl_seconds: float) -> bool:
+        """Push this process's lease on `resource` forward; False when it no longer holds it."""
+        at = now()
+        with self._write() as conn:
+            return bool(
+                conn.execute(
+                    update(leases)
+                    .where(leases.c.resource == resource, leases.c.owner == this_process().token)
+                    .values(heartbeat_at=at, expires_at=at + timedelta(seconds=ttl_seconds))
+                ).rowcount
+            )
+
+    def release_lease(self, resource: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(leases).where(leases.c.resource == resource, leases.c.owner == this_process().token))
+
+    def lease(self, resource: str) -> Lease | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(leases).where(leases.c.resource == resource)).first()
+        return _lease_of(row) if row else None
+
+    # -- internals ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A transaction that writes: on SQLite it takes the write lock at once."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(dockyard_write=True)
+            with conn.begin():
+                yield conn
+
+    def _read(self, name: str) -> tuple[JobRecord, int] | None:
+        """The record and its version, read in one snapshot."""
+        options = {} if self.sqlite else {"isolation_level": "REPEATABLE READ"}
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
+            row = conn.execute(select(training_jobs).where(training_jobs.c.name == name)).first()
+            if row is None:
+                return None
+            steps = conn.execute(
+                select(status_transitions)
+                .where(status_transitions.c.job_name == name)
+                .order_by(status_transitions.c.seq)
+            )
+            history = tuple(
+                StatusTransition(status=SecondaryStatus(s.status), start_time=s.start_time, end_time=s.end_time,
+                                 status_message=s.message)
+                for s in steps
+            )  # fmt: skip
+        status = JobStatus(
+            primary=PrimaryStatus(row.primary_status),
+            secondary=SecondaryStatus(row.secondary_status),
+            transitions=history,
+        )
+        record = JobRecord.model_validate_json(row.record).model_copy(update={"status": status})
+        return record, int(row.version)
+
+    @staticmethod
+    def _row(record: JobRecord) -> dict[str, Any]:
+        if record.status.secondary is None:
+            raise ValueError(f"training job {record.name} has no status yet: move it to Starting first")
+        return {
+            "name": record.name,
+            "primary_status": record.status.primary.value,
+            "secondary_status": record.status.secondary.value,
+            "creation_time": record.creation_time,
+            "last_modified_time": record.last_modified_time or record.creation_time,
+            "training_end_time": record.training_end_time,
+            "record": record.model_dump_json(exclude={"status"}),
+        }
+
+    @staticmethod
+    def _write_transitions(
+        conn: Connection,
+        name: str,
+        before: tuple[StatusTransition, ...],
+        after: tuple[StatusTransition, ...],
+    ) -> None:
+        """Write the history's changes: the last entry closed, the new ones added."""
+        t = status_transitions
+        for seq, step in enumerate(after):
+            if seq >= len(before):
+                conn.execute(
+                    insert(t).values(
+                        job_name=name, seq=seq, status=step.status.value, start_time=step.start_time,
+                        end_time=step.end_time, message=step.status_message,
+                    )
+                )  # fmt: skip
+            elif before[seq] != step:
+                conn.execute(update(t).where(t.c.job_name == name, t.c.seq == seq).values(end_time=step.end_time))
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Transactions are begun by _sqlite_begin, not by the driver's guesswork.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A writer takes the write lock up front, so a read inside it cannot go stale
+    # and the write never meets a lock it would have to give up on.
+    immediate = conn.get_execution_options().get("dockyard_write")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class LeaseKeeper:
+    """Holds this process's lease on a resource, renewing it from a thread until released."""
+
+    def __init__(self, store: JobStore, resource: str, ttl_seconds: float) -> None:
+        self.store, self.resource, self.ttl = store, resource, ttl_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = False  # someone else took the lease over
+
+    def take(self) -> None:
+        """Raises: LeaseHeld when another live process holds the lease."""
+        self.store.take_lease(self.resource, self.ttl)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name=f"lease-{self.resource}", daemon=True)
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self.store.renew_lease(self.resource, self.ttl):
+                    self.lost = True
+                    return
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.store.release_lease(self.resource)
+
+
+_IMPORTED_MARK = ".in-job-store"
+
+
+def open_store(settings: Settings) -> JobStore:
+    """The job store `settings` name, with the home's job folders of earlier versions imported once.
+
+    Raises:
+        DockyardError: the database cannot be reached or migrated.
+    """
+    store = JobStore.open(settings.store_url())
+    jobs = settings.home / "jobs"
+    if jobs.is_dir() and not (jobs / _IMPORTED_MARK).exists():
+        import_home(store, settings.home)
+    return store
+
+
+def import_home(store: JobStore, home: Path) -> int:
+    """Move the job and tuning records that earlier versions kept as files under
+    `home` into the store (each file is kept, renamed *.imported); returns how many."""
+    count = 0
+    for record_file in sorted(home.glob("jobs/*/record.json")):
+        record = JobRecord.model_validate_json(record_file.read_text())
+        if not store.exists(record.name):
+            store.create(record)
+            metrics = record_file.parent / "metrics.jsonl"
+            if metrics.exists():
+                store.add_metrics(
+                    record.name,
+                    [MetricValue.model_validate_json(line) for line in metrics.read_text().splitlines() if line],
+                )
+            stop = record_file.parent / "stop-requested"
+            if stop.exists() and not is_final(record.status.secondary):
+                store.request_stop(record.name, stop.read_text() or "stop requested")
+            count += 1
+        for old in (record_file, record_file.parent / "metrics.jsonl", record_file.parent / "stop-requested"):
+            if old.exists():
+                old.rename(old.with_name(old.name + ".imported"))
+    for record_file in sorted(home.glob("tuning/*/record.json")):
+        body = json.loads(record_file.read_text())
+        if store.tuning(record_file.parent.name) is None:
+            store.save_tuning(record_file.parent.name, body)
+            count += 1
+        record_file.rename(record_file.with_name("record.json.imported"))
+    (home / "jobs").mkdir(parents=True, exist_ok=True)
+    (home / "jobs" / _IMPORTED_MARK).write_text(f"job records imported into {redacted(store.url)}\n")
+    return count

@@ -1,0 +1,94 @@
+"""The job store's tables, as the code reads and writes them.
+
+The database gets them from the Alembic migrations in infra/migrations; a
+test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, Text, TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no time zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:  # noqa: ARG002
+        return value.astimezone(UTC).replace(tzinfo=None) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:  # noqa: ARG002
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+metadata = MetaData()
+
+training_jobs = Table(
+    "training_jobs",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("primary_status", String(16), nullable=False),
+    Column("secondary_status", String(32), nullable=False),
+    Column("creation_time", UTCDateTime, nullable=False, index=True),
+    Column("last_modified_time", UTCDateTime, nullable=False),
+    Column("training_end_time", UTCDateTime),
+    Column("version", Integer, nullable=False),
+    Column("stop_requested", Text),
+    Column("record", Text, nullable=False),  # the JobRecord but its status, as JSON
+)
+
+status_transitions = Table(
+    "training_job_status_transitions",
+    metadata,
+    Column("job_name", String(63), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("status", String(32), nullable=False),
+    Column("start_time", UTCDateTime, nullable=False),
+    Column("end_time", UTCDateTime),
+    Column("message", Text, nullable=False),
+)
+
+job_tags = Table(
+    "training_job_tags",
+    metadata,
+    Column("job_name", String(63), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+job_metrics = Table(
+    "training_job_metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_name", String(63), nullable=False, index=True),
+    Column("metric_name", String(255), nullable=False),
+    Column("host", String(32), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("timestamp", UTCDateTime, nullable=False),
+)
+
+tuning_jobs = Table(
+    "tuning_jobs",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("creation_time", UTCDateTime, nullable=False),
+    Column("last_modified_time", UTCDateTime, nullable=False),
+    Column("record", Text, nullable=False),  # DescribeHyperParameterTuningJob's body, as JSON
+)
+
+leases = Table(
+    "orchestrator_leases",
+    metadata,
+    Column("resource", String(128), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("process_started", String(32), nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,147 @@
+"""After the last attempt: the final status the flow decided, job.json beside the
+artifacts, the instances torn down, and the finished job published to the
+MLflow catalog (a model version, when the spec names a model package group)
+and, when configured, to CloudWatch."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from dockyard.charts import curves, metric_digest
+from dockyard.outcome import Outcome
+from dockyard.record import JobRecord, MetricValue, describe
+from dockyard.settings import Settings
+from dockyard.spec import TrainingJobSpec
+from dockyard.status import path_to_final
+from infra import catalog, cloudwatch, job_log, storage
+from infra.job_store import now, open_store
+from infra.retry import task_retry_options
+from tasks.persist import output_prefix
+from tasks.provision import remove_instances
+
+
+def final_metrics(values: list[MetricValue]) -> tuple[MetricValue, ...]:
+    """The last value of each metric, as FinalMetricDataList reports it."""
+    last: dict[str, MetricValue] = {}
+    for value in sorted(values, key=lambda v: v.timestamp):
+        last[value.metric_name] = value
+    return tuple(last[n] for n in sorted(last))
+
+
+def summary_markdown(record: JobRecord) -> str:
+    body = describe(record)
+    lines = [f"# {record.name}: {record.status.primary.value} ({record.status.secondary})", ""]
+    if record.failure_reason:
+        lines += [f"**FailureReason:** `{record.failure_reason[:300]}`", ""]
+    lines += ["| status | started | message |", "|---|---|---|"]
+    lines += [
+        f"| {t['Status']} | {t['StartTime']} | {t['StatusMessage']} |" for t in body["SecondaryStatusTransitions"]
+    ]
+    if record.final_metrics:
+        lines += ["", "| metric | final value |", "|---|---|"]
+        lines += [f"| {m.metric_name} | {m.value:g} |" for m in record.final_metrics]
+    lines += [
+        "",
+        f"- model: {record.model_artifacts or '-'}",
+        f"- output: {record.output_artifacts or '-'}",
+        f"- image: {record.training_image} ({record.training_image_digest})",
+        f"- TrainingTimeInSeconds: {body.get('TrainingTimeInSeconds')}",
+    ]
+    return "\n".join(lines)
+
+
+@task(name="finalize", cache_policy=NONE, **task_retry_options())
+def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratch_root: str | None) -> JobRecord:
+    """Record the final status the flow decided, publish job.json, tear down; returns the final record."""
+    store = open_store(settings)
+    name = spec.training_job_name
+    values = store.metrics(name)
+    record = store.get(name)
+    steps = path_to_final(record.secondary, outcome.ending.final_status)
+    message = outcome.message or outcome.ending.value
+    for i, step in enumerate(steps):
+        fields: dict[str, Any] = {}
+        if i == len(steps) - 1:
+            at = now()
+            fields = {
+                "failure_reason": outcome.failure_reason,
+                "training_end_time": at,
+                "final_metrics": final_metrics(values),
+                "attempts": record.ended_attempt(at).attempts,
+            }
+        record = store.transition(name, record.secondary, step, message, **fields)
+    body = describe(record)
+    try:
+        storage.write_text(
+            storage.join(output_prefix(spec), "job.json"), json.dumps(body, indent=2), settings.s3_endpoint_url
+        )
+    finally:
+        removed = remove_instances(name, scratch_root) if scratch_root else 0
+        job_log.append(settings.home, name, f"removed {removed} Docker object(s) and the scratch space")
+    key = f"job-{name.lower()}"[:90].rstrip("-")
+    create_markdown_artifact(key=key, markdown=summary_markdown(record), description=f"dockyard training job {name}")
+    if values:
+        create_table_artifact(key=f"{key}-metrics", table=metric_digest(values), description=f"metrics of {name}")
+        create_markdown_artifact(
+            key=f"{key}-curves",
+            markdown=f"# Training curves of {name}\n\n```\n{curves(values)}\n```",
+            description=f"training curves of {name}",
+        )
+    return record
+
+
+@task(name="catalog", cache_policy=NONE, **task_retry_options())
+def record_in_catalog(record: JobRecord, settings: Settings) -> tuple[str, str | None]:
+    """The finished job as an MLflow run; a Completed job naming model_package_group_name
+    also becomes a new version of that registered model. Returns the run id and version."""
+    name, body = record.name, describe(record)
+    uri = settings.catalog_uri()
+    run_id = catalog.record_job(
+        str(settings.home), uri, body, open_store(settings).metrics(name), job_log.path(settings.home, name)
+    )
+    message = f"catalogued as MLflow run {run_id} ({uri})"
+    version = None
+    group = body.get("ModelPackageGroupName")
+    if group and body["TrainingJobStatus"] == "Completed" and body.get("ModelArtifacts"):
+        version = catalog.register_model(uri, group, run_id, body)
+        message += f"; registered as model {group} version {version}"
+    job_log.report(settings.home, name, message)
+    return run_id, version
+
+
+@task(name="cloudwatch", cache_policy=NONE, **task_retry_options())
+def publish_to_cloudwatch(record: JobRecord, settings: Settings) -> None:
+    """Send the job's log and metrics to CloudWatch, named as SageMaker names them."""
+    name = record.name
+    events = cloudwatch.ship_logs(name, record.creation_time, job_log.path(settings.home, name))
+    values = cloudwatch.ship_metrics(name, open_store(settings).metrics(name))
+    job_log.report(
+        settings.home,
+        name,
+        f"sent {events} log event(s) to {cloudwatch.GROUP} and {values} metric value(s) to CloudWatch",
+    )
+
+
+def publish(record: JobRecord, settings: Settings) -> None:
+    """The finished job to the catalog and, when configured, CloudWatch. The job has
+    ended as it ended: a sink that fails leaves a warning, not another status."""
+    try:
+        record_in_catalog(record, settings)
+    except Exception as exc:  # noqa: BLE001
+        job_log.report(settings.home, record.name, f"the job is not in the MLflow catalog: {exc}", logging.WARNING)
+    if settings.cloudwatch:
+        try:
+            publish_to_cloudwatch(record, settings)
+        except Exception as exc:  # noqa: BLE001
+            job_log.report(
+                settings.home,
+                record.name,
+                f"the job's log and metrics did not reach CloudWatch: {exc}",
+                logging.WARNING,
+            )

@@ -1,0 +1,108 @@
+"""The steps around the stages that bring a job back: waiting for spot capacity,
+giving instances back before a restart, and picking up a job whose
+orchestrator died (its containers watched again, or a restart from its
+checkpoints)."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from dockyard import contract
+from dockyard.errors import DockyardError
+from dockyard.record import JobRecord
+from dockyard.settings import Settings
+from dockyard.spec import InputMode, TrainingJobSpec
+from dockyard.status import SecondaryStatus
+from infra import docker_engine, job_log, spot
+from infra.job_store import now, open_store
+from infra.retry import task_retry_options
+from tasks.provision import ProvisionPlan, plan_provision, remove_instances
+
+S = SecondaryStatus
+# Statuses in which a job's containers may still hold its work.
+REATTACHABLE = {S.TRAINING, S.STOPPING, S.UPLOADING}
+
+
+class MaxWaitExceeded(DockyardError):
+    """No spot capacity came within stopping_condition.max_wait_time_in_seconds."""
+
+
+@task(name="wait-for-capacity", cache_policy=NONE)
+def wait_for_capacity(spec: TrainingJobSpec, settings: Settings) -> None:
+    """Wait, Pending, until the spot market has capacity for the job; a job
+    that ran before moves to Restarting.
+
+    Raises:
+        MaxWaitExceeded: max_wait_time_in_seconds ran out first.
+    """
+    store = open_store(settings)
+    name = spec.training_job_name
+    record = store.get(name)
+    restarting = bool(record.attempts)
+    if spec.enable_managed_spot_training:
+        market = spot.market(settings)
+        max_wait = spec.stopping_condition.max_wait_time_in_seconds or 0
+        while (wait := market.capacity_in(record, spot.elapsed(record))) > 0:
+            if record.status.secondary is not S.PENDING:
+                record = store.transition(
+                    name, record.secondary, S.PENDING, f"Waiting for spot capacity (about {wait:.0f} s)"
+                )
+            if spot.elapsed(record) >= max_wait:
+                raise MaxWaitExceeded(f"no spot capacity within MaxWaitTimeInSeconds ({max_wait} s)")
+            time.sleep(min(wait, 1.0, max(0.1, max_wait - spot.elapsed(record))))
+            record = store.get(name)
+        if record.status.secondary is S.PENDING and not restarting:
+            record = store.transition(name, S.PENDING, S.STARTING, "Spot capacity available; preparing the instances")
+    if restarting and record.status.secondary is not S.RESTARTING:
+        store.transition(name, record.secondary, S.RESTARTING, "Restarting training from the last checkpoint")
+
+
+@task(name="reclaim", cache_policy=NONE, **task_retry_options())
+def reclaim(spec: TrainingJobSpec, settings: Settings, scratch_root: str, reason: str, interrupted: bool) -> None:
+    """Give the instances back before a restart: spot reclaim or an infrastructure fault."""
+    store = open_store(settings)
+    name = spec.training_job_name
+    to, message = (
+        (S.INTERRUPTED, reason)
+        if interrupted
+        else (S.RESTARTING, f"Restarting after an infrastructure fault: {reason}")
+    )
+    record = store.change(name, lambda r: r.ended_attempt(now(), reason))
+    if record.status.secondary is not to:  # a retry of this task has been here
+        store.transition(name, record.secondary, to, message)
+    removed = remove_instances(name, scratch_root)
+    job_log.append(settings.home, name, f"released the instances ({removed} Docker objects and the scratch space)")
+
+
+def _piped(spec: TrainingJobSpec) -> bool:
+    return any(spec.channel_mode(c) is InputMode.PIPE for c in spec.input_data_config)
+
+
+@task(name="reattach", cache_policy=NONE, **task_retry_options())
+def reattach(spec: TrainingJobSpec, settings: Settings) -> tuple[ProvisionPlan, dict[str, str]] | None:
+    """Pick up a job whose orchestrator died: its containers, if they still
+    exist, are watched again (returns the plan and container ids by host);
+    otherwise it restarts from its checkpoints (None)."""
+    store = open_store(settings)
+    name = spec.training_job_name
+    record: JobRecord = store.get(name)
+    found = docker_engine.job_containers(name)
+    hosts = contract.host_names(spec.resource_config.instance_count)
+    # Pipe channels were fed by the dead orchestrator's threads: such a job restarts instead.
+    if record.status.secondary in REATTACHABLE and sorted(found) == hosts and not _piped(spec):
+        scratch = record.scratch_root or str(settings.scratch_root())
+        provisioned = plan_provision(spec, docker_engine.host_facts(), scratch)
+        job_log.append(settings.home, name, f"reattached to {len(found)} running container(s)")
+        return provisioned, found
+    record = store.change(name, lambda r: r.ended_attempt(now(), "orchestrator restarted"))
+    if record.status.secondary is not S.RESTARTING:
+        store.transition(
+            name,
+            record.secondary,
+            S.RESTARTING,
+            "The orchestrator restarted; restarting from the last checkpoint",
+        )
+    return None
