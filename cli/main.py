@@ -7,14 +7,14 @@ import importlib
 import os
 import sys
 
-from cli import catalog, jobs
+from cli import catalog, jobs, server
 from dockyard.errors import DockyardError, JobSpecError
 from dockyard.settings import Settings
 
 # `train` and `tune` are imported only when they run: they load Prefect
 # (about 1.5 s), which `dockyard jobs list` has no need of.
 _RUNNERS = {"train": "cli.train", "tune": "cli.tune"}
-_VERBS = {"jobs": jobs.jobs, "search": catalog.search, "models": catalog.models}
+_VERBS = {"jobs": jobs.jobs, "search": catalog.search, "models": catalog.models, "server": server.server}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("tune", help="run a tuning job (as python -m flows.tune)", add_help=False)
     jobs.add_verbs(sub)
     catalog.add_verbs(sub)
+    server.add_verbs(sub)
     return top
 
 

@@ -21,7 +21,13 @@ def use_prefect(home: str) -> None:
     """Point every Prefect client in this process (threads and exit-time
     flushes included) at one API, never an ephemeral one; and let SIGTERM stop
     the work gracefully, as Ctrl-C does."""
-    os.environ["PREFECT_API_URL"] = prefect_api.ensure_api(home, say)
+    own = not os.environ.get("PREFECT_API_URL")
+    url = prefect_api.ensure_api(home, say)
+    os.environ["PREFECT_API_URL"] = url
+    if own:
+        say(f"Prefect: dockyard's local server at {url.removesuffix('/api')} (`dockyard server stop` stops it)")
+    else:
+        say(f"Prefect: reporting to {url} (PREFECT_API_URL)")
     refresh_global_settings_context()
     signal.signal(signal.SIGTERM, _interrupt)
 

@@ -4,7 +4,9 @@
   retried, exit code 2.
 - TransientInfraError: a hiccup of the infrastructure (throttling, 5xx, a
   lost connection); retried with backoff and jitter.
-- AlgorithmError: the user's code failed (non-zero exit); not retried.
+
+A failure of the user's code is no exception: a container's non-zero exit
+becomes the job's outcome (FailureReason "AlgorithmError: ..."), never retried.
 """
 
 from __future__ import annotations
@@ -48,10 +50,6 @@ class InfraError(DockyardError):
     """An infrastructure failure that retrying will not fix (e.g. no such image)."""
 
 
-class AlgorithmError(DockyardError):
-    """The training container exited non-zero: the user's code failed."""
-
-
 class SpotInterruption(DockyardError):
     """Spot capacity is being taken back: the job must yield its instances."""
 
@@ -76,4 +74,10 @@ class StatusConflict(StatusTransitionError):
 
 
 class LeaseHeld(DockyardError):
-    """Another live orchestrator holds the job's lease."""
+    """Another live process holds the lease on a resource (a job's orchestration)."""
+
+    def __init__(self, resource: str, holder: str, heartbeat_age: float) -> None:
+        self.resource, self.holder, self.heartbeat_age = resource, holder, heartbeat_age
+        super().__init__(
+            f"{resource} is held by {holder} (last heartbeat {heartbeat_age:.0f} s ago) — wait for it to finish"
+        )

@@ -17,16 +17,8 @@ from pydantic import BaseModel, ValidationError
 from dockyard.algorithms import suggest
 from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.spec import TrainingJobSpec
+from dockyard.wire import to_snake
 
-# CreateTrainingJob keys whose snake_case is not the mechanical one.
-_SAGEMAKER_KEYS = {
-    "HyperParameters": "hyperparameters",
-    "RoleArn": "role",
-    "VolumeSizeInGB": "volume_size_in_gb",
-    "EnableSageMakerMetricsTimeSeries": "enable_sage_maker_metrics_time_series",
-}
-# Maps whose keys are the user's own names, not field names: left as they are.
-_USER_MAPS = {"HyperParameters", "StaticHyperParameters", "Environment"}
 # CreateTrainingJob fields that have no meaning on a host you own: accepted
 # from a SageMaker request and dropped, so a request runs as it is.
 SAGEMAKER_IGNORED = {
@@ -44,31 +36,14 @@ SAGEMAKER_IGNORED = {
 _ENV_REF = re.compile(r"\$\{DOCKYARD_HOME\}")
 
 
-def _snake(name: str) -> str:
-    if name in _SAGEMAKER_KEYS:
-        return _SAGEMAKER_KEYS[name]
-    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
-
-
 def from_sagemaker_request(body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Convert a CreateTrainingJob body (PascalCase) to spec keys.
 
     Returns the converted document and the top-level keys that were dropped.
     """
     dropped = sorted(k for k in body if k in SAGEMAKER_IGNORED)
-
-    def convert(value: Any, key: str | None = None) -> Any:
-        if isinstance(value, dict):
-            if key in _USER_MAPS:
-                return dict(value)
-            return {_snake(k): convert(v, k) for k, v in value.items()}
-        if isinstance(value, list):
-            return [convert(v) for v in value]
-        return value
-
     kept = {k: v for k, v in body.items() if k not in SAGEMAKER_IGNORED}
-    return convert(kept), dropped
+    return to_snake(kept), dropped
 
 
 def looks_like_sagemaker_request(doc: dict[str, Any]) -> bool:
@@ -172,6 +147,8 @@ def parse_document(text: str, source: str = "job spec") -> dict[str, Any]:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise JobSpecError(f"{source}: not valid YAML or JSON ({exc}) — fix the syntax") from None
+    if doc is None:
+        raise JobSpecError(f"{source}: the file is empty — write the job's fields in it (README.md lists them)")
     if not isinstance(doc, dict):
         raise JobSpecError(f"{source}: must be a mapping of job fields — see the spec reference in README.md")
     return doc

@@ -18,6 +18,7 @@ from dockyard.outcome import StopReason
 from dockyard.spec import TrainingJobSpec
 from dockyard.spot import Attempt, billable_seconds
 from dockyard.status import JobStatus, SecondaryStatus, apply_transition
+from dockyard.wire import to_pascal
 
 
 class MetricValue(BaseModel):
@@ -131,39 +132,13 @@ class JobRecord(BaseModel):
         )
 
 
-_SPECIAL = {
-    "hyperparameters": "HyperParameters",
-    "role": "RoleArn",
-    "volume_size_in_gb": "VolumeSizeInGB",
-    "enable_sage_maker_metrics_time_series": "EnableSageMakerMetricsTimeSeries",
-}
-_USER_MAPS = {"hyperparameters", "environment"}
-
-
-def _pascal(key: str) -> str:
-    if key in _SPECIAL:
-        return _SPECIAL[key]
-    return "".join(part[:1].upper() + part[1:] for part in key.split("_"))
-
-
-def to_sagemaker(value: Any, key: str | None = None) -> Any:
-    """snake_case spec data in CreateTrainingJob's PascalCase."""
-    if isinstance(value, dict):
-        if key in _USER_MAPS:
-            return dict(value)
-        return {_pascal(k): to_sagemaker(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_sagemaker(v) for v in value]
-    return value
-
-
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
 def describe(record: JobRecord) -> dict[str, Any]:
     """The record as a DescribeTrainingJob response body."""
-    spec = to_sagemaker(record.spec.model_dump(mode="json", exclude_none=True))
+    spec = to_pascal(record.spec.model_dump(mode="json", exclude_none=True))
     seconds = record.training_seconds()
     body: dict[str, Any] = {
         **spec,

@@ -88,6 +88,21 @@ def _algorithm(spec: TrainingJobSpec) -> list[FieldProblem]:
                 "set instance_count: 1",
             )
         )
+    for i, channel in enumerate(spec.input_data_config):
+        mode = spec.channel_mode(channel).value
+        if mode not in algo.input_modes:
+            field = (
+                f"input_data_config[{i}].input_mode"
+                if channel.input_mode
+                else "algorithm_specification.training_input_mode"
+            )
+            problems.append(
+                FieldProblem(
+                    field,
+                    f"the built-in {algo.name} reads its channels in {' or '.join(algo.input_modes)} mode, not {mode}",
+                    f"set it to {algo.input_modes[0]}",
+                )
+            )
     names = [c.channel_name for c in spec.input_data_config]
     for i, name in enumerate(names):
         if name not in algo.channels:

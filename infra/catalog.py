@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockyard.record import MetricValue
+from infra.store_schema import MIGRATING
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -38,10 +39,6 @@ BATCH = 1000  # MLflow's log_batch takes at most 1000 metrics at once
 PAGE = 10_000  # runs per search call (MLflow allows at most 50,000)
 
 
-def tracking_uri(home: str, environ: dict[str, str]) -> str:
-    return environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(home) / 'mlflow.db'}"
-
-
 _clients: dict[str, MlflowClient] = {}
 _clients_lock = threading.Lock()
 
@@ -55,7 +52,8 @@ def client(uri: str) -> MlflowClient:
             for name in ("mlflow", "alembic"):  # their schema-migration chatter
                 logging.getLogger(name).setLevel(logging.WARNING)
             mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
-            mlflow.search_experiments(max_results=1)  # opens the store: connects, migrates a new one
+            with MIGRATING:  # opening the store migrates a new one, with Alembic
+                mlflow.search_experiments(max_results=1)
             _clients[uri] = mlflow
         return _clients[uri]
 

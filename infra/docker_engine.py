@@ -68,7 +68,7 @@ def create_network(name: str, job_name: str, internal: bool) -> str:
 
 
 def image_id(ref: str) -> str | None:
-    """The local image's id and repo digest, or None when it is not here."""
+    """The local image's id (sha256 of its config), or None when it is not here."""
     try:
         image = client().images.get(ref)
     except docker.errors.ImageNotFound:

@@ -47,7 +47,7 @@ from dockyard.errors import DockyardError, LeaseHeld, StatusConflict
 from dockyard.record import JobRecord, MetricValue
 from dockyard.settings import Settings
 from dockyard.status import JobStatus, PrimaryStatus, SecondaryStatus, StatusTransition, is_final
-from infra.store_schema import job_metrics, job_tags, leases, status_transitions, training_jobs, tuning_jobs
+from infra.store_schema import MIGRATING, job_metrics, job_tags, leases, status_transitions, training_jobs, tuning_jobs
 
 # The Alembic revision this code reads and writes (checked against the scripts by a test).
 SCHEMA_REVISION = "0001"
@@ -164,6 +164,14 @@ class JobStore:
                 cls._opened[url] = store
             return store
 
+    @classmethod
+    def close(cls, url: str) -> None:
+        """Close the store opened at `url` in this process, if any, and its connections."""
+        with cls._opening:
+            store = cls._opened.pop(url, None)
+        if store is not None:
+            store.engine.dispose()
+
     # -- schema ---------------------------------------------------------------
 
     def revision(self) -> str | None:
@@ -182,7 +190,7 @@ class JobStore:
             return
         from infra import migrations  # Alembic loads only when the schema must change
 
-        with self._migration_lock(), self.engine.begin() as conn:
+        with MIGRATING, self._migration_lock(), self.engine.begin() as conn:
             if not self.sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7315)"))
             migrations.upgrade(conn)
@@ -431,10 +439,7 @@ class JobStore:
                     return Lease(resource, me, at, expiry)
                 held = _lease_of(row)
                 if held.owner.token != me.token and held.expires_at > at and not held.dead_here():
-                    raise LeaseHeld(
-                        f"{resource} is being run by {held.owner} (last heartbeat "
-                        f"{(at - held.heartbeat_at).total_seconds():.0f} s ago) — wait for it, or stop it"
-                    )
+                    raise LeaseHeld(resource, str(held.owner), (at - held.heartbeat_at).total_seconds())
                 taken = conn.execute(
                     update(leases)
                     .where(leases.c.resource == resource, leases.c.owner == held.owner.token)

@@ -4,25 +4,38 @@ PREFECT_API_URL wins when set. Otherwise dockyard starts a local Prefect
 server once (`prefect server start`, state under DOCKYARD_HOME/prefect) and
 reuses it from then on: a flow run then costs about a second instead of the
 many seconds an ephemeral API takes to start in every process, and the UI
-and history stay at the printed URL.
+and history stay at the printed URL. It runs until `dockyard server stop`
+(stop_server) ends it; `dockyard server status` (local_server) shows it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dockyard.errors import InfraError
 
 START_TIMEOUT = 120.0
+STOP_GRACE_SECONDS = 10.0  # SIGTERM, then SIGKILL for what is left of the server's process group
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """The Prefect server a DOCKYARD_HOME started, as its state file records it."""
+
+    url: str  # the API URL, http://127.0.0.1:PORT/api
+    pid: int  # the server process, leader of a process group of its own
 
 
 def _healthy(url: str) -> bool:
@@ -94,7 +107,7 @@ def start_server(home: str, report: Callable[[str], None], port: int = 4200) -> 
                 f"the Prefect server exited (code {process.returncode}); see {prefect_home / 'server.log'}"
             )
         time.sleep(0.5)
-    process.terminate()
+    _end_group(process.pid, STOP_GRACE_SECONDS)
     raise InfraError(
         f"the Prefect server did not answer within {START_TIMEOUT:.0f} s; "
         f"see {prefect_home / 'server.log'}, or set PREFECT_API_URL to a server"
@@ -109,18 +122,99 @@ def ensure_api(home: str, report: Callable[[str], None]) -> str:
     return running_server(home) or start_server(home, report)
 
 
-def stop_server(home: str) -> bool:
-    """Stop the local server this home started; True if one was running."""
+def local_server(home: str) -> LocalServer | None:
+    """The server this home started, if its process still runs (healthy or not)."""
     try:
-        pid = int(json.loads(state_file(home).read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return False
-    try:
-        os.killpg(pid, 15)
-    except ProcessLookupError:
-        return False
+        state = json.loads(state_file(home).read_text())
+        server = LocalServer(url=str(state["url"]), pid=int(state["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return server if _is_prefect_server(server.pid) else None
+
+
+def healthy(server: LocalServer) -> bool:
+    """True when the server answers its health check."""
+    return _healthy(server.url)
+
+
+def memory_bytes(server: LocalServer) -> int:
+    """Resident memory of the server's whole process group (from /proc)."""
+    total = 0
+    for pid in _group_members(server.pid):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue  # it ended while we looked
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def stop_server(home: str, grace: float = STOP_GRACE_SECONDS) -> LocalServer | None:
+    """Stop the local server this home started and wait until its processes are gone.
+
+    SIGTERM to its process group, SIGKILL to what is left after `grace` seconds;
+    the state file goes either way. Returns the server it stopped, None if none ran.
+    """
+    server = local_server(home)
+    if server is not None:
+        _end_group(server.pid, grace)
     state_file(home).unlink(missing_ok=True)
-    return True
+    return server
+
+
+def _is_prefect_server(pid: int) -> bool:
+    """True if `pid` runs `prefect server start`: a recycled pid of a stale state file is someone else's."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    stat = _proc_stat(pid)
+    return b"prefect" in argv and b"server" in argv and stat is not None and stat[0] != "Z"
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """A process's state letter (R, S, Z, ...) and process group, or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0], int(fields[2])
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        stat = _proc_stat(int(entry.name)) if entry.name.isdigit() else None
+        if stat is not None and stat[1] == pgid and stat[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _end_group(pgid: int, grace: float) -> None:
+    """SIGTERM a process group, SIGKILL it after `grace` seconds, and wait until none of it is left."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            _reap(pgid)
+            if not _group_members(pgid):
+                return
+            time.sleep(0.1)
+    raise InfraError(f"the Prefect server's processes (group {pgid}) are still there after SIGKILL")
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a server this process started itself, so that it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):  # not our child: its own parent (or init) collects it
+        os.waitpid(pid, os.WNOHANG)
 
 
 def cancel_requested(flow_run_id: str) -> bool:

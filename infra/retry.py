@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from dockyard.errors import AlgorithmError, DockyardError, InfraError, JobSpecError, TransientInfraError
+from dockyard.errors import DockyardError, TransientInfraError
 from dockyard.settings import Settings
 from infra import job_log
 
@@ -38,7 +38,7 @@ def is_transient(exc: BaseException) -> bool:
     """True for an infrastructure hiccup that the same call may survive."""
     if isinstance(exc, TransientInfraError):
         return True
-    if isinstance(exc, JobSpecError | AlgorithmError | InfraError | DockyardError):
+    if isinstance(exc, DockyardError):  # a spec error, a failure retrying will not fix, ...
         return False
     if isinstance(exc, ConnectionError | TimeoutError):
         return True

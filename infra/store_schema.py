@@ -6,10 +6,16 @@ test checks that the two agree.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, Text, TypeDecorator
+
+# Alembic's `op` and `context` are global to the process: two migrations at once
+# (the job store's, and MLflow's when it opens a new catalog) would run each
+# other's steps. Whoever migrates, or may, holds this.
+MIGRATING = threading.Lock()
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -14,7 +14,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
-from dockyard.errors import JobSpecError
+from dockyard.errors import DockyardError, JobSpecError, LeaseHeld
 from dockyard.loading import build_job, parse_document
 from dockyard.record import JobRecord
 from dockyard.rules import HostFacts, check_job
@@ -57,6 +57,10 @@ def plan_validate(spec: TrainingJobSpec, host: HostFacts) -> ValidatePlan:
     )
     writable = (Location(field="output_data_config.s3_output_path", uri=spec.output_data_config.s3_output_path),)
     return ValidatePlan(job=spec, readable=readable, writable=writable)
+
+
+class JobRunning(DockyardError):
+    """The job has a live orchestrator already."""
 
 
 def read_job_file(path: str) -> dict[str, Any]:
@@ -118,7 +122,7 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
 
     Raises:
         JobSpecError: the spec cannot run here as written, or its name is taken by a finished job.
-        LeaseHeld: a live orchestrator is running the job already.
+        JobRunning: a live orchestrator is running the job already.
     """
     store = open_store(settings)
     spec = build_job(doc, home=str(settings.home), now=now())
@@ -157,11 +161,17 @@ def hold(settings: Settings, name: str) -> None:
     """Make this process the job's one orchestrator, until `let_go`.
 
     Raises:
-        LeaseHeld: another live process holds the job's lease.
+        JobRunning: another live process holds the job's lease.
     """
     if name not in _HELD:
         keeper = LeaseKeeper(open_store(settings), lease_name(name), settings.lease_seconds)
-        keeper.take()
+        try:
+            keeper.take()
+        except LeaseHeld as held:
+            raise JobRunning(
+                f"training job {name} is being run by {held.holder} (last heartbeat {held.heartbeat_age:.0f} s "
+                f"ago) — wait for it, or stop it with `dockyard jobs stop {name}`"
+            ) from None
         _HELD[name] = keeper
 
 

@@ -17,6 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from infra.job_store import JobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGES = {
@@ -132,6 +136,24 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: str) -
     monkeypatch.setenv("DOCKYARD_BASE_IMAGE", base_image())
     monkeypatch.setenv("PREFECT_API_URL", prefect_server)
     return str(path)
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A database of its own on the PostgreSQL that setup starts, dropped afterwards."""
+    admin_url = os.environ.get(
+        "DOCKYARD_TEST_POSTGRES_URL", "postgresql+psycopg://dockyard:dockyard@127.0.0.1:5432/postgres"
+    )
+    name = f"dockyard_test_{os.urandom(4).hex()}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    JobStore.close(url)  # the store's connections must go before the database does
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture(autouse=True)

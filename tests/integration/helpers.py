@@ -14,6 +14,10 @@ from typing import Any
 
 import yaml
 
+from dockyard.record import JobRecord
+from dockyard.settings import Settings
+from infra.job_store import JobStore, open_store
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -87,15 +91,23 @@ def run_cli(module: str, path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def wait_for_status(home: str, name: str, secondary: str, timeout: float = 120) -> dict[str, Any]:
+def store_of(home: str) -> JobStore:
+    """The job store the jobs of `home` are in (DOCKYARD_DATABASE_URL when set, as for dockyard)."""
+    return open_store(Settings.from_env({**os.environ, "DOCKYARD_HOME": home}))
+
+
+def record_of(home: str, name: str) -> JobRecord:
+    return store_of(home).get(name)
+
+
+def wait_for_status(home: str, name: str, secondary: str, timeout: float = 120) -> JobRecord:
     """Wait until the job's record shows `secondary`; returns the record."""
-    path = Path(home) / "jobs" / name / "record.json"
+    store = store_of(home)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if path.exists():
-            record = json.loads(path.read_text())
-            if record["status"]["secondary"] == secondary:
-                return dict(record)
+        record = store.find(name)
+        if record is not None and record.status.secondary == secondary:
+            return record
         time.sleep(0.2)
     raise AssertionError(f"{name} did not reach {secondary} in {timeout} s")
 

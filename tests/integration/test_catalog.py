@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import ROOT, probe_job, run_job
+from tests.integration.helpers import ROOT, probe_job, run_job, store_of
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +150,7 @@ def test_cloudwatch_sinks_receive_the_log_and_metrics_as_sagemaker_names_them(
     cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
     [metric] = cloudwatch.list_metrics(Namespace="/aws/sagemaker/TrainingJobs", MetricName="loss")["Metrics"]
     assert metric["Dimensions"] == [{"Name": "Host", "Value": f"{name}/algo-1"}]
-    scraped = [m for m in (Path(home) / "jobs" / name / "metrics.jsonl").read_text().splitlines() if m]
+    scraped = store_of(home).metrics(name)
     stats = cloudwatch.get_metric_statistics(
         Namespace="/aws/sagemaker/TrainingJobs",
         MetricName="loss",

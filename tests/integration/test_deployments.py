@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import ROOT
+from tests.integration.helpers import ROOT, record_of
 
 pytestmark = pytest.mark.integration
 
@@ -70,5 +70,4 @@ def deploy_and_run_train(home: str, tmp_path: Path) -> None:
     keys = {a.key for a in artifacts}
     job = run.name.lower()
     assert {f"job-{job}", f"job-{job}-metrics", f"job-{job}-curves"} <= keys
-    record = (Path(home) / "jobs" / run.name / "record.json").read_text()
-    assert '"primary": "Completed"' in record
+    assert record_of(home, run.name).status.primary == "Completed"

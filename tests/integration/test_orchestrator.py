@@ -77,6 +77,26 @@ def test_a_job_that_is_running_cannot_be_started_twice(home: str, tmp_path: Path
     wait_for_status(home, job["training_job_name"], "Training")
     second = rerun(job, tmp_path)
     assert second.returncode == 1
-    assert f"training job {job['training_job_name']} is being run by process {first.pid}" in second.stderr
+    assert f"training job {job['training_job_name']} is being run by process {first.pid} on " in second.stderr
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err[-3000:]
+
+
+def test_another_home_sharing_the_database_picks_the_job_up_once(
+    home: str, tmp_path: Path, test_images: dict[str, str], postgres_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKYARD_DATABASE_URL", postgres_database)
+    job = counting_job(home, test_images["probe"], tmp_path)
+    kill_during_training(home, job, tmp_path)
+    other_home = tmp_path / "other-home"
+    monkeypatch.setenv("DOCKYARD_HOME", str(other_home))
+    result = rerun(job, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    body = json.loads(result.stdout)
+    assert body["TrainingJobStatus"] == "Completed" and len(body["Attempts"]) == 1
+    assert members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["steps.txt"] == b"30"
+    log = (other_home / "jobs" / job["training_job_name"] / "job.log").read_text()
+    assert "reattached to 1 running container(s)" in log
+    assert not (Path(home) / "dockyard.db").exists() and not (other_home / "dockyard.db").exists()
+    again = rerun(job, tmp_path)  # once: a finished job is not run a second time
+    assert again.returncode == 2 and "already names a job (Completed" in again.stderr

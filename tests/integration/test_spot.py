@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.integration.helpers import local, members, probe_job, run_job, start_cli
+from tests.integration.helpers import local, members, probe_job, record_of, run_job, start_cli
 
 pytestmark = pytest.mark.integration
 
@@ -199,8 +199,5 @@ def test_chaos_seeded_random_interruptions_across_concurrent_jobs_lose_nothing(
         assert body["TrainingJobStatus"] == "Completed"
         assert steps_done(home, job["training_job_name"]) == list(range(25)), job["training_job_name"]
         assert members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["steps.txt"] == b"25"
-    interruptions = [
-        len(json.loads((Path(home) / "jobs" / j["training_job_name"] / "record.json").read_text())["spot_events"])
-        for j, _ in jobs
-    ]
+    interruptions = [len(record_of(home, j["training_job_name"]).spot_events) for j, _ in jobs]
     assert sum(interruptions) >= 3, interruptions

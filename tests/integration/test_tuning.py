@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.helpers import ROOT, run_cli, run_job, wait_for_status
+from tests.integration.helpers import ROOT, record_of, run_cli, run_job, store_of, wait_for_status
 
 pytestmark = pytest.mark.integration
 
@@ -65,8 +65,8 @@ def test_xgboost_tuning_beats_the_untuned_default_within_the_parallel_limit(home
     untuned = next(m["Value"] for m in default["FinalMetricDataList"] if m["MetricName"] == "validation:auc")
     best = body["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]
     assert best > untuned, (best, untuned)
-    record = json.loads((Path(home) / "tuning" / "xgb-bc-tuning" / "record.json").read_text())
-    assert record["BestTrainingJob"] == body["BestTrainingJob"]
+    record = store_of(home).tuning("xgb-bc-tuning")
+    assert record is not None and record["BestTrainingJob"] == body["BestTrainingJob"]
 
 
 def probe_tuning(image: str, home: str, strategy: str, ranges: dict[str, Any], jobs: int = 6) -> dict[str, Any]:
@@ -219,8 +219,8 @@ def test_auto_early_stopping_stops_trials_worse_than_the_median(
     for x in "abc":
         stopped = by_offset[("5", x)]
         assert stopped["FinalHyperParameterTuningJobObjectiveMetric"] > 5  # its last objective is recorded
-        record = json.loads((Path(home) / "jobs" / stopped["TrainingJobName"] / "record.json").read_text())
-        assert record["status"]["transitions"][-1]["status_message"].startswith("Training job stopped: early stopping")
+        record = record_of(home, stopped["TrainingJobName"])
+        assert record.status.transitions[-1].status_message.startswith("Training job stopped: early stopping")
     assert body["BestTrainingJob"]["TunedHyperParameters"]["offset"] == "0"
 
 
@@ -250,7 +250,7 @@ def branin_tuning(image: str, home: str, strategy: str, jobs: int, parallel: int
 
 
 def epochs_of(home: str, job: str) -> int:
-    return sum(1 for line in (Path(home) / "jobs" / job / "metrics.jsonl").read_text().splitlines() if line)
+    return len(store_of(home).metrics(job))
 
 
 def test_hyperband_stops_trials_at_its_rungs(home: str, tmp_path: Path, test_images: dict[str, str]) -> None:

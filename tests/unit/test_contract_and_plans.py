@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 from dockyard import contract
 from dockyard.loading import build_job
+from dockyard.outcome import Ending, StopKind, StopReason
 from dockyard.rules import HostFacts
 from infra.pipe import recordio
 from infra.retry import is_transient
@@ -239,7 +240,6 @@ def test_persist_plan() -> None:
     plan = plan_persist(spec(), {"algo-2": "/s/2", "algo-1": "/s/1"})
     assert plan.model_sources == ("/s/1/model", "/s/2/model")
     assert plan.model_uri == "s3://b/out/job-1/output/model.tar.gz"
-    assert plan.record_uri == "s3://b/out/job-1/output/job.json"
 
 
 def test_metric_scraping_with_builtin_defaults() -> None:
@@ -255,18 +255,22 @@ def test_metric_scraping_with_builtin_defaults() -> None:
 
 def test_outcomes() -> None:
     ok = HostExit(host="algo-1", exit_code=0)
-    assert plan_outcome([ok], None).status == "Completed"
+    assert plan_outcome([ok], None).ending is Ending.COMPLETED
     failed = HostExit(host="algo-2", exit_code=1, failure_text="x" * 2000)
     outcome = plan_outcome([ok, failed], None)
-    assert outcome.status == "Failed" and len(outcome.failure_reason or "") == 1024
+    assert outcome.ending is Ending.FAILED and len(outcome.failure_reason or "") == 1024
     oom = plan_outcome([HostExit(host="algo-1", exit_code=137, oom_killed=True)], None)
     assert "out of memory" in (oom.failure_reason or "")
-    assert plan_outcome([ok], "MaxRuntimeExceeded").status == "MaxRuntimeExceeded"
-    assert plan_outcome([failed], "interrupted by Ctrl-C").status == "Stopped"
+    assert plan_outcome([ok], StopReason(kind=StopKind.MAX_RUNTIME)).ending is Ending.MAX_RUNTIME_EXCEEDED
+    stopped = plan_outcome([failed], StopReason(kind=StopKind.REQUESTED, detail="interrupted by Ctrl-C"))
+    assert stopped.ending is Ending.STOPPED and stopped.message == "Training job stopped: interrupted by Ctrl-C"
+    piped = plan_outcome([ok], StopReason(kind=StopKind.PIPE_FAILED, detail="channel train, epoch 0: gone"))
+    assert piped.ending is Ending.FAILED and piped.failure_reason == "ClientError: channel train, epoch 0: gone"
+    assert plan_outcome([ok], StopReason(kind=StopKind.INTERRUPTED)).ending is Ending.INTERRUPTED
 
 
 def test_transient_errors_are_told_apart() -> None:
-    from dockyard.errors import AlgorithmError, JobSpecError, TransientInfraError
+    from dockyard.errors import InfraError, JobSpecError, TransientInfraError
 
     class ClientError(Exception):
         def __init__(self, code: str, status: int) -> None:
@@ -275,7 +279,7 @@ def test_transient_errors_are_told_apart() -> None:
     assert is_transient(TransientInfraError("x")) and is_transient(ConnectionError())
     assert is_transient(ClientError("SlowDown", 503)) and is_transient(ClientError("InternalError", 500))
     assert not is_transient(ClientError("NoSuchKey", 404)) and not is_transient(ClientError("AccessDenied", 403))
-    assert not is_transient(JobSpecError("x")) and not is_transient(AlgorithmError("x"))
+    assert not is_transient(JobSpecError("x")) and not is_transient(InfraError("x"))
     wrapped = OSError("read failed")
     wrapped.__cause__ = ClientError("SlowDown", 503)
     assert is_transient(wrapped)

@@ -1,3 +1,4 @@
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -134,6 +135,15 @@ def test_dockyard_home_is_expanded() -> None:
         ({"algorithm_specification": {"algorithm_name": "xgboost", "training_image": "img"}}, "exactly one of"),
         ({"output_data_config": {"s3_output_path": "s3:///x"}}, "names no bucket"),
         ({"output_data_config": {"s3_output_path": "file://relative/x"}}, "needs an absolute path"),
+        (
+            {"algorithm_specification": {"algorithm_name": "xgboost", "training_input_mode": "Pipe"}},
+            "algorithm_specification.training_input_mode: the built-in xgboost reads its channels in File mode, "
+            "not Pipe — set it to File",
+        ),
+        (
+            {"input_data_config": [{"channel_name": "train", "input_mode": "FastFile", **S3_TRAIN}]},
+            "input_data_config[0].input_mode: the built-in xgboost reads its channels in File mode, not FastFile",
+        ),
     ],
 )
 def test_rules_name_the_field_and_the_fix(changes: dict[str, Any], expected: str) -> None:
@@ -209,3 +219,10 @@ def test_parse_errors_are_spec_errors() -> None:
         parse_document("a: [")
     with pytest.raises(JobSpecError, match="must be a mapping"):
         parse_document("- 1")
+
+
+def test_an_empty_job_file_says_it_is_empty() -> None:
+    with pytest.raises(JobSpecError, match=re.escape("job.yaml: the file is empty — write the job's fields in it")):
+        parse_document("", "job.yaml")
+    with pytest.raises(JobSpecError, match="must be a mapping of job fields"):
+        parse_document("- a list", "job.yaml")
