@@ -7,6 +7,7 @@ its environment is decided here and nowhere else.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from dockyard.spec import CompressionType, TrainingJobSpec
@@ -37,6 +38,62 @@ OUTPUT_ARCHIVE = "output.tar.gz"
 # The platform directories, each mounted on its own (never a volume over all
 # of /opt/ml: images may ship /opt/ml/code and the like). Input is read-only.
 MOUNTS = {"input": (INPUT_DIR, True), "model": (MODEL_DIR, False), "output": (OUTPUT_DIR, False)}
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """One instance's /opt/ml as folders on the host, under its scratch folder:
+    the one place host-side paths are built, each from its container path."""
+
+    scratch: str
+
+    def on_host(self, container_path: str) -> str:
+        """The host folder behind a path under /opt/ml."""
+        return self.scratch + container_path.removeprefix(ML)
+
+    @property
+    def input(self) -> str:
+        return self.on_host(INPUT_DIR)
+
+    @property
+    def input_config(self) -> str:
+        return self.on_host(INPUT_CONFIG_DIR)
+
+    @property
+    def input_data(self) -> str:
+        return self.on_host(INPUT_DATA_DIR)
+
+    def channel(self, name: str) -> str:
+        return self.on_host(channel_dir(name))
+
+    @property
+    def model(self) -> str:
+        return self.on_host(MODEL_DIR)
+
+    @property
+    def output(self) -> str:
+        return self.on_host(OUTPUT_DIR)
+
+    @property
+    def output_data(self) -> str:
+        return self.on_host(OUTPUT_DATA_DIR)
+
+    @property
+    def failure_file(self) -> str:
+        return self.on_host(FAILURE_FILE)
+
+    @property
+    def checkpoints(self) -> str:
+        """Synced to the checkpoint URI, and bound at checkpoint_config.local_path (default /opt/ml/checkpoints)."""
+        return self.on_host(CHECKPOINT_DIR)
+
+    def folders(self) -> tuple[str, ...]:
+        """Every folder an instance starts with."""
+        return (self.input_config, self.input_data, self.model, self.output_data, self.checkpoints)
+
+
+def host_layout(scratch: str) -> HostLayout:
+    return HostLayout(scratch.rstrip("/"))
 
 
 def host_names(count: int) -> list[str]:

@@ -9,7 +9,6 @@ or Prefect cancellation, and decides how the containers ended.
 from __future__ import annotations
 
 import contextvars
-import os
 import re
 import threading
 import time
@@ -35,7 +34,7 @@ from dockyard.status import SecondaryStatus
 from infra import docker_engine, job_log, pipe, prefect_api, spot
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import JobStore, now, open_store
-from tasks.provision import ProvisionPlan, host_dirs
+from tasks.provision import ProvisionPlan
 
 # Poll fast at first (short jobs end fast), then settle at half a second.
 FIRST_POLL_SECONDS = 0.05
@@ -183,7 +182,7 @@ def _stop_all(container_ids: list[str], grace: float) -> None:
 
 
 def _read_failure(scratch: str) -> str | None:
-    path = os.path.join(host_dirs(scratch)["output"], "failure")
+    path = contract.host_layout(scratch).failure_file
     try:
         with open(path, errors="replace") as f:
             return f.read(contract.FAILURE_REASON_LIMIT).strip() or None
@@ -304,7 +303,7 @@ def _checkpoint_syncs(
     provisioned: ProvisionPlan, endpoint_url: str | None, report: Callable[[str], None]
 ) -> list[CheckpointSync]:
     syncs = [
-        CheckpointSync(host_dirs(h.scratch)["checkpoints"], h.checkpoint_uri, endpoint_url, report)
+        CheckpointSync(contract.host_layout(h.scratch).checkpoints, h.checkpoint_uri, endpoint_url, report)
         for h in provisioned.hosts
         if h.checkpoint_uri
     ]

@@ -24,7 +24,7 @@ from dockyard.status import SecondaryStatus
 from infra import job_log, spot, storage
 from infra.job_store import open_store
 from infra.retry import task_retry_options
-from tasks.provision import ProvisionPlan, host_dirs
+from tasks.provision import ProvisionPlan
 
 
 class PersistPlan(BaseModel):
@@ -44,8 +44,8 @@ def plan_persist(spec: TrainingJobSpec, scratch_by_host: dict[str, str]) -> Pers
     hosts = sorted(scratch_by_host, key=lambda h: int(h.rsplit("-", 1)[1]))
     prefix = output_prefix(spec)
     return PersistPlan(
-        model_sources=tuple(host_dirs(scratch_by_host[h])["model"] for h in hosts),
-        output_sources=tuple(os.path.join(host_dirs(scratch_by_host[h])["output"], "data") for h in hosts),
+        model_sources=tuple(contract.host_layout(scratch_by_host[h]).model for h in hosts),
+        output_sources=tuple(contract.host_layout(scratch_by_host[h]).output_data for h in hosts),
         model_uri=storage.join(prefix, contract.MODEL_ARCHIVE),
         output_uri=storage.join(prefix, contract.OUTPUT_ARCHIVE),
     )

@@ -128,23 +128,14 @@ def plan_provision(spec: TrainingJobSpec, host: HostFacts, scratch_root: str) ->
     )
 
 
-def host_dirs(scratch: str) -> dict[str, str]:
-    """The host folders behind one instance's /opt/ml mounts."""
-    return {part: os.path.join(scratch, part) for part in ("input", "model", "output", "checkpoints")}
-
-
 def create_instances(plan: ProvisionPlan) -> None:
     """Make the scratch folders, write the config files, create the network."""
     for host in plan.hosts:
-        dirs = host_dirs(host.scratch)
-        for path in dirs.values():
+        layout = contract.host_layout(host.scratch)
+        for path in layout.folders():
             os.makedirs(path, exist_ok=True)
-        config = os.path.join(dirs["input"], "config")
-        os.makedirs(config, exist_ok=True)
-        os.makedirs(os.path.join(dirs["input"], "data"), exist_ok=True)
-        os.makedirs(os.path.join(dirs["output"], "data"), exist_ok=True)
         for file_name, text in host.config_files.items():
-            with open(os.path.join(config, file_name), "w") as f:
+            with open(os.path.join(layout.input_config, file_name), "w") as f:
                 f.write(text)
     docker_engine.create_network(plan.network, plan.job_name, plan.internal_network)
 

@@ -19,7 +19,7 @@ from infra import docker_engine, job_log
 from infra.docker_engine import ContainerSpec
 from infra.job_store import open_store
 from infra.retry import task_retry_options
-from tasks.provision import ProvisionPlan, host_dirs
+from tasks.provision import ProvisionPlan
 from tasks.stage_data import channel_mounts
 
 
@@ -34,12 +34,12 @@ def plan_run(spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str) -> t
     checkpoint_path = spec.checkpoint_config.local_path if spec.checkpoint_config else contract.CHECKPOINT_DIR
     plans = []
     for host in provisioned.hosts:
-        dirs = host_dirs(host.scratch)
+        layout = contract.host_layout(host.scratch)
         volumes = {
-            dirs[part]: {"bind": target, "mode": "ro" if read_only else "rw"}
-            for part, (target, read_only) in contract.MOUNTS.items()
+            layout.on_host(target): {"bind": target, "mode": "ro" if read_only else "rw"}
+            for target, read_only in contract.MOUNTS.values()
         }
-        volumes[dirs["checkpoints"]] = {"bind": checkpoint_path, "mode": "rw"}
+        volumes[layout.checkpoints] = {"bind": checkpoint_path, "mode": "rw"}
         for mount in channel_mounts(spec, provisioned.scratch_root):  # FastFile and file system channels
             target = f"{contract.INPUT_DATA_DIR}/{mount.channel}"
             volumes[mount.source] = {"bind": target, "mode": "ro" if mount.read_only else "rw"}

@@ -31,6 +31,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
+from dockyard import contract
 from dockyard.errors import JobSpecError
 from dockyard.settings import Settings
 from dockyard.spec import (
@@ -48,7 +49,7 @@ from infra import fuse, job_log, pipe, spot, storage
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
-from tasks.provision import ProvisionPlan, host_dirs
+from tasks.provision import ProvisionPlan
 
 
 class Download(BaseModel):
@@ -174,7 +175,7 @@ def plan_stage_data(
                     Stream(
                         host=host,
                         channel=name,
-                        folder=os.path.join(host_dirs(scratch_by_host[host])["input"], "data"),
+                        folder=contract.host_layout(scratch_by_host[host]).input_data,
                         items=items,
                         attributes=tuple(source.attribute_names or ()) if augmented else None,
                         host_index=index,
@@ -190,7 +191,7 @@ def plan_stage_data(
             relative = _safe_relative(obj.relative, name)
             targets = [hosts[index % len(hosts)]] if sharded else hosts
             for host in targets:
-                dest = os.path.join(host_dirs(scratch_by_host[host])["input"], "data", name, relative)
+                dest = os.path.join(contract.host_layout(scratch_by_host[host]).channel(name), relative)
                 downloads.append(Download(uri=obj.uri, size=obj.size, dest=dest, host=host, channel=name))
     return StageDataPlan(downloads=tuple(downloads), streams=tuple(streams), mounts=channel_mounts(spec, scratch_root))
 
@@ -304,7 +305,7 @@ def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Sett
     carry_out(plan, settings.staging_concurrency, endpoint_url, report, between=between)
     for mount in plan.mounts:
         for host in provisioned.hosts:  # the bind's target, inside the read-only input mount
-            os.makedirs(os.path.join(host_dirs(host.scratch)["input"], "data", mount.channel), exist_ok=True)
+            os.makedirs(contract.host_layout(host.scratch).channel(mount.channel), exist_ok=True)
         if mount.s3_uri:
             fuse.mount(mount.s3_uri, mount.source, endpoint_url)
             report(f"FastFile channel {mount.channel}: {mount.s3_uri} mounted with s3fs, read on demand")
@@ -315,7 +316,7 @@ def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Sett
     for host in provisioned.hosts:
         if host.checkpoint_uri:
             restored = CheckpointSync(
-                host_dirs(host.scratch)["checkpoints"], host.checkpoint_uri, endpoint_url, report
+                contract.host_layout(host.scratch).checkpoints, host.checkpoint_uri, endpoint_url, report
             ).restore()
             report(f"{host.host}: restored {restored} checkpoint file(s) from {host.checkpoint_uri}")
     return plan.total_bytes

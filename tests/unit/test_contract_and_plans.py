@@ -283,3 +283,12 @@ def test_transient_errors_are_told_apart() -> None:
     wrapped = OSError("read failed")
     wrapped.__cause__ = ClientError("SlowDown", 503)
     assert is_transient(wrapped)
+
+
+def test_the_host_layout_mirrors_the_container_paths() -> None:
+    layout = contract.host_layout("/s/algo-1/")
+    assert layout.on_host(contract.MODEL_DIR) == layout.model == "/s/algo-1/model"
+    assert layout.output_data == "/s/algo-1/output/data" and layout.failure_file == "/s/algo-1/output/failure"
+    assert layout.channel("train") == "/s/algo-1/input/data/train"
+    assert layout.input_config == "/s/algo-1/input/config" and layout.checkpoints == "/s/algo-1/checkpoints"
+    assert set(layout.folders()) >= {layout.input_data, layout.output_data, layout.checkpoints}
