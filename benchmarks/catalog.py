@@ -1,11 +1,12 @@
 """The catalog at scale: list and search over N recorded jobs with metrics.
 
 Builds a DOCKYARD_HOME of N finished jobs (record, log, 2 metrics x 20 steps,
-3 hyperparameters each) and writes each into the MLflow SQLite catalog through
-dockyard's own catalog code, then times, side by side in one run:
+3 hyperparameters each) in the job store, and writes each into the MLflow
+SQLite catalog through dockyard's own catalog code, then times, side by side
+in one run:
 
 - list: `dockyard jobs list --status Completed` (a whole process) against the
-  floor, reading every record.json in one Python loop;
+  floor, the same listing as one SQL query on the job store with sqlite3;
 - search: `dockyard search "metrics.validation:auc > 0.9 and params.eta < '0.3'"`
   (a whole process) against the floor, the same filter as one SQL query on
   MLflow's tables with sqlite3.
@@ -41,6 +42,12 @@ SELECT r.run_uuid FROM runs r
 JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key = 'validation:auc' AND m.value > 0.9
 JOIN params p ON p.run_uuid = r.run_uuid AND p.key = 'eta' AND CAST(p.value AS REAL) < 0.3
 JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'dockyard.kind' AND t.value = 'training-job'
+"""
+
+
+LIST_FLOOR_SQL = """
+SELECT name, primary_status, secondary_status, creation_time, training_end_time FROM training_jobs
+WHERE primary_status = 'Completed' ORDER BY creation_time DESC
 """
 
 
@@ -148,13 +155,14 @@ def main() -> None:
         db = sqlite3.connect(home / "mlflow.db")
         assert len(db.execute(FLOOR_SQL).fetchall()) == matches
 
-        def read_records() -> None:
-            for folder in (home / "jobs").iterdir():
-                raw = json.loads((folder / "record.json").read_text())
-                assert raw["status"]["primary"] == "Completed"
+        jobs_db = sqlite3.connect(home / "dockyard.db")
+
+        def list_floor() -> None:
+            found = jobs_db.execute(LIST_FLOOR_SQL).fetchall()
+            assert len(found) == args.jobs
 
         rows = {
-            "list: read every record.json (floor)": timed(read_records, args.runs),
+            "list: one SQL query on the job store (floor)": timed(list_floor, args.runs),
             "list: dockyard jobs list --status Completed": timed(
                 lambda: cli("jobs", "list", "--status", "Completed", "--max-results", str(args.jobs)), args.runs
             ),

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow, runtime
+from prefect import State, flow, runtime
 from prefect.exceptions import TerminationSignal
 
 from dockyard.errors import DockyardError, SpotInterruption
@@ -20,7 +21,9 @@ from dockyard.outcome import Ending, Outcome
 from dockyard.record import describe
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
+from dockyard.status import is_final
 from infra import catalog, job_log
+from infra.job_store import open_store
 from infra.retry import is_transient
 from tasks.finalize import finalize, publish
 from tasks.monitor import monitor
@@ -45,11 +48,27 @@ def _failure(exc: BaseException) -> Outcome:
     )
 
 
-def _run_name() -> str:
-    job = runtime.flow_run.parameters.get("job") or {}
-    if isinstance(job, str):
-        return os.path.basename(job)  # renamed after the job once its spec is read
-    return str(job.get("training_job_name") or job.get("TrainingJobName") or "train")
+def run_name(*keys: str, default: str) -> Callable[[], str]:
+    """A flow_run_name function: the job's name from the `job` parameter's spec
+    (the first of `keys` it has), or the spec file's name; the flow renames the
+    run after the job once it has read a file."""
+
+    def name() -> str:
+        job = runtime.flow_run.parameters.get("job") or {}
+        if isinstance(job, str):
+            return os.path.basename(job)
+        return str(next((job[k] for k in keys if job.get(k)), default))
+
+    return name
+
+
+def record_of_run(state: State[Any], name: str, settings: Settings) -> dict[str, Any] | None:
+    """What a training flow run ended with: its DescribeTrainingJob body when it
+    completed, else the job's record if the job reached a final status, else None."""
+    if state.is_completed():
+        return dict(state.result())
+    record = open_store(settings).find(name)
+    return describe(record) if record is not None and is_final(record.status.secondary) else None
 
 
 @dataclass(frozen=True)
@@ -110,7 +129,7 @@ def _attempt(
     return _AttemptResult(outcome, provisioned)
 
 
-@flow(name="train", flow_run_name=_run_name, log_prints=True)
+@flow(name="train", flow_run_name=run_name("training_job_name", "TrainingJobName", default="train"), log_prints=True)
 def train(job: dict[str, Any] | str) -> dict[str, Any]:
     """Run one training job to a final status; returns its DescribeTrainingJob record.
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from prefect import flow, runtime
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
@@ -27,7 +27,6 @@ from prefect.exceptions import TerminationSignal
 
 from dockyard.charts import objective_over_trials
 from dockyard.errors import DockyardError
-from dockyard.record import describe
 from dockyard.settings import Settings
 from dockyard.tuning import (
     EarlyStopping,
@@ -41,7 +40,7 @@ from dockyard.tuning import (
     trial_name,
 )
 from dockyard.tuning_record import tuning_record
-from flows.train import train
+from flows.train import record_of_run, run_name, train
 from infra.job_store import JobStore, open_store
 from tasks.tuning import (
     distributions,
@@ -73,17 +72,13 @@ class Trial:
     full_budget: bool = False  # stopped at Hyperband's max_resource: fully trained
 
 
-def _run_trial(doc: dict[str, Any], slots: int, store: JobStore) -> dict[str, Any]:
+def _run_trial(doc: dict[str, Any], slots: int, settings: Settings) -> dict[str, Any]:
     """One training subflow, holding its share of the host while it runs."""
     with concurrency(HOST_LIMIT, occupy=slots):
         state = train(doc, return_state=True)
-    if state.is_completed():
-        return dict(state.result())
     name = doc["training_job_name"]
-    record = store.find(name)
-    if record is not None:
-        return describe(record)
-    return {"TrainingJobName": name, "TrainingJobStatus": "Failed", "FailureReason": str(state.message)}
+    body = record_of_run(state, name, settings)
+    return body or {"TrainingJobName": name, "TrainingJobStatus": "Failed", "FailureReason": str(state.message)}
 
 
 def _summary(body: dict[str, Any], trial: Trial, metric: str) -> dict[str, Any]:
@@ -102,14 +97,11 @@ def _summary(body: dict[str, Any], trial: Trial, metric: str) -> dict[str, Any]:
     }
 
 
-def _run_name() -> str:
-    job = runtime.flow_run.parameters.get("job") or {}
-    if isinstance(job, str):
-        return os.path.basename(job)
-    return str(job.get("hyper_parameter_tuning_job_name") or job.get("HyperParameterTuningJobName") or "tune")
-
-
-@flow(name="tune", flow_run_name=_run_name, log_prints=True)
+@flow(
+    name="tune",
+    flow_run_name=run_name("hyper_parameter_tuning_job_name", "HyperParameterTuningJobName", default="tune"),
+    log_prints=True,
+)
 def tune(job: dict[str, Any] | str) -> dict[str, Any]:
     """Run a tuning job; returns its DescribeHyperParameterTuningJob-shaped record.
 
@@ -167,7 +159,7 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
                         trial = Trial(trial_name(name, started), hps, asked)
                     doc = trial_doc(spec, started, trial.hyperparameters)
                     context = contextvars.copy_context()  # so each trial is a subflow of this run
-                    running[pool.submit(context.run, _run_trial, doc, slots, store)] = trial
+                    running[pool.submit(context.run, _run_trial, doc, slots, settings)] = trial
                     started += 1
                 if not running:
                     break
