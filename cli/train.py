@@ -13,8 +13,9 @@ from cli.render import EXIT_CODES, say, spec_problems, summary
 from cli.session import skip_final_collection, use_prefect
 from dockyard.errors import DockyardError, JobSpecError
 from dockyard.loading import looks_like_sagemaker_request
+from dockyard.record import describe
 from dockyard.settings import Settings
-from flows.train import record_of_run, train
+from flows.train import final_record, train
 from infra import prefect_api
 from tasks.validate import check_spec, read_job_file
 
@@ -61,12 +62,12 @@ def _run_flow(spec: dict[str, Any], settings: Settings) -> dict[str, Any] | None
     use_prefect(str(settings.home))
     started = datetime.now(UTC)
     state = train(spec, return_state=True)
-    body = record_of_run(state, spec["training_job_name"], settings)
-    if body is not None:
-        if state.name == "Cancelling" and body.get("PrefectFlowRunId"):
+    record = final_record(spec["training_job_name"], settings)
+    if record is not None:
+        if state.name == "Cancelling" and record.flow_run_id:
             # The job honoured the cancellation and ended Stopped; close the run too.
-            prefect_api.mark_cancelled(body["PrefectFlowRunId"], "the training job stopped")
-        return body
+            prefect_api.mark_cancelled(record.flow_run_id, "the training job stopped")
+        return describe(record)
     say(f"the training flow ended {state.type.value} after {(datetime.now(UTC) - started).seconds} s: {state.message}")
     return None
 

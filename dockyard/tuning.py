@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dockyard.errors import FieldProblem, JobSpecError
+from dockyard.record import MetricValue
 from dockyard.spec import JOB_NAME_PATTERN
 
 
@@ -288,10 +290,11 @@ def trial_name(tuning_name: str, number: int) -> str:
     return f"{tuning_name}-{number + 1:03d}"
 
 
-def objective_value(final_metrics: list[dict[str, Any]], metric: str) -> float | None:
+def objective_value(final_metrics: Sequence[MetricValue], metric: str) -> float | None:
+    """The objective's final value, when the trial reported a finite one."""
     for m in final_metrics:
-        if m.get("MetricName") == metric and math.isfinite(float(m["Value"])):
-            return float(m["Value"])
+        if m.metric_name == metric and math.isfinite(m.value):
+            return m.value
     return None
 
 

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import State, flow, runtime
+from prefect import flow, runtime
 from prefect.exceptions import TerminationSignal
 
 from dockyard.errors import DockyardError, SpotInterruption
 from dockyard.outcome import Ending, Outcome
-from dockyard.record import describe
+from dockyard.record import JobRecord, describe
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import is_final
@@ -62,13 +62,10 @@ def run_name(*keys: str, default: str) -> Callable[[], str]:
     return name
 
 
-def record_of_run(state: State[Any], name: str, settings: Settings) -> dict[str, Any] | None:
-    """What a training flow run ended with: its DescribeTrainingJob body when it
-    completed, else the job's record if the job reached a final status, else None."""
-    if state.is_completed():
-        return dict(state.result())
+def final_record(name: str, settings: Settings) -> JobRecord | None:
+    """The job's record once it reached a final status (however its flow run ended), else None."""
     record = open_store(settings).find(name)
-    return describe(record) if record is not None and is_final(record.status.secondary) else None
+    return record if record is not None and is_final(record.status.secondary) else None
 
 
 @dataclass(frozen=True)

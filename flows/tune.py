@@ -27,7 +27,9 @@ from prefect.exceptions import TerminationSignal
 
 from dockyard.charts import objective_over_trials
 from dockyard.errors import DockyardError
+from dockyard.record import JobRecord
 from dockyard.settings import Settings
+from dockyard.status import PrimaryStatus
 from dockyard.tuning import (
     EarlyStopping,
     Strategy,
@@ -39,9 +41,9 @@ from dockyard.tuning import (
     objective_value,
     trial_name,
 )
-from dockyard.tuning_record import tuning_record
-from flows.train import record_of_run, run_name, train
-from infra.job_store import JobStore, open_store
+from dockyard.tuning_record import ObjectiveStatus, TrialSummary, TuningRecord, tuning_record
+from flows.train import final_record, run_name, train
+from infra.job_store import JobStore, now, open_store
 from tasks.tuning import (
     distributions,
     host_slots,
@@ -72,29 +74,36 @@ class Trial:
     full_budget: bool = False  # stopped at Hyperband's max_resource: fully trained
 
 
-def _run_trial(doc: dict[str, Any], slots: int, settings: Settings) -> dict[str, Any]:
-    """One training subflow, holding its share of the host while it runs."""
+def _run_trial(doc: dict[str, Any], slots: int, settings: Settings) -> JobRecord | str:
+    """One training subflow, holding its share of the host while it runs; returns the
+    trial's final record, or why its flow run broke down before the job ended."""
     with concurrency(HOST_LIMIT, occupy=slots):
         state = train(doc, return_state=True)
-    name = doc["training_job_name"]
-    body = record_of_run(state, name, settings)
-    return body or {"TrainingJobName": name, "TrainingJobStatus": "Failed", "FailureReason": str(state.message)}
+    return final_record(doc["training_job_name"], settings) or str(state.message)
 
 
-def _summary(body: dict[str, Any], trial: Trial, metric: str) -> dict[str, Any]:
-    value = objective_value(body.get("FinalMetricDataList", []), metric)
-    trained = body["TrainingJobStatus"] == "Completed" or trial.full_budget
-    return {
-        "TrainingJobName": body["TrainingJobName"],
-        "TrainingJobStatus": body["TrainingJobStatus"],
-        "TunedHyperParameters": trial.hyperparameters,
-        "FinalHyperParameterTuningJobObjectiveMetric": value,
-        "ObjectiveStatus": "Succeeded" if trained and value is not None else "Failed",
-        "TrainingStartTime": body.get("TrainingStartTime"),
-        "TrainingEndTime": body.get("TrainingEndTime"),
-        "FailureReason": body.get("FailureReason"),
-        "StoppedBecause": trial.stopped_because if body["TrainingJobStatus"] == "Stopped" else None,
-    }
+def _summary(ended: JobRecord | str, trial: Trial, metric: str) -> TrialSummary:
+    if isinstance(ended, str):
+        return TrialSummary(
+            training_job_name=trial.name,
+            training_job_status=PrimaryStatus.FAILED,
+            tuned_hyper_parameters=trial.hyperparameters,
+            failure_reason=ended,
+        )
+    status = ended.status.primary
+    value = objective_value(ended.final_metrics, metric)
+    trained = status is PrimaryStatus.COMPLETED or trial.full_budget
+    return TrialSummary(
+        training_job_name=trial.name,
+        training_job_status=status,
+        tuned_hyper_parameters=trial.hyperparameters,
+        final_objective=value,
+        objective_status=ObjectiveStatus.SUCCEEDED if trained and value is not None else ObjectiveStatus.FAILED,
+        training_start_time=ended.training_start_time,
+        training_end_time=ended.training_end_time,
+        failure_reason=ended.failure_reason,
+        stopped_because=trial.stopped_because if status is PrimaryStatus.STOPPED else None,
+    )
 
 
 @flow(
@@ -107,6 +116,7 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
 
     `job` is the tuning spec as a mapping, or the path of a YAML or JSON file holding one."""
     settings = Settings.from_env(os.environ)
+    created = now()
     store = open_store(settings)
     if isinstance(job, str):
         job = read_job_file(job)
@@ -128,8 +138,8 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
     points = grid(config.parameter_ranges) if config.strategy is Strategy.GRID else None
     total = len(points) if points is not None else limits.max_number_of_training_jobs
     watch = _Watch(store, metric, config, static)
-    summaries: list[dict[str, Any]] = []
-    running: dict[Future[dict[str, Any]], Trial] = {}
+    summaries: list[TrialSummary] = []
+    running: dict[Future[JobRecord | str], Trial] = {}
     stopped = False
     completed_because: str | None = None
     started = 0
@@ -138,11 +148,7 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
             while started < total or running:
                 completed_because = completed_because or completion_reason(
                     config.tuning_job_completion_criteria,
-                    [
-                        s["FinalHyperParameterTuningJobObjectiveMetric"]
-                        for s in summaries
-                        if s["ObjectiveStatus"] == "Succeeded"
-                    ],
+                    [s.final_objective for s in summaries if s.scored and s.final_objective is not None],
                     config.maximize,
                 )
                 while (
@@ -177,19 +183,19 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
                     store.request_stop(trial.name, "the tuning job was stopped")
             for future, trial in list(running.items()):
                 summaries.append(_summary(future.result(), trial, metric))
-    body = tuning_record(spec, summaries, stopped, completed_because, parents)
-    record_tuning(settings, name, body)
-    _artifacts(name, body, config.maximize)
-    return body
+    record = tuning_record(spec, summaries, stopped, completed_because, parents, (created, now()))
+    record_tuning(settings, record)
+    _artifacts(record)
+    return record.describe()
 
 
-def _tell(study: optuna.Study, trial: Trial, summary: dict[str, Any]) -> None:
+def _tell(study: optuna.Study, trial: Trial, summary: TrialSummary) -> None:
     if trial.asked is None:
         return
-    value = summary["FinalHyperParameterTuningJobObjectiveMetric"]
+    value = summary.final_objective
     if value is None:
         study.tell(trial.asked, state=optuna.trial.TrialState.FAIL)
-    elif summary["TrainingJobStatus"] == "Stopped" and not trial.full_budget:
+    elif summary.training_job_status is PrimaryStatus.STOPPED and not trial.full_budget:
         study.tell(trial.asked, state=optuna.trial.TrialState.PRUNED)
     else:
         study.tell(trial.asked, value)
@@ -209,13 +215,13 @@ class _Watch:
     def series(self, name: str) -> list[float]:
         return [m.value for m in self.store.metrics(name, metric_name=self.metric, host="algo-1")]
 
-    def check(self, running: list[Trial], summaries: list[dict[str, Any]]) -> None:
+    def check(self, running: list[Trial], summaries: list[TrialSummary]) -> None:
         if not (self.median_rule or self.hyperband):
             return
         earlier = []
         for s in summaries if self.median_rule else []:
-            if s["TrainingJobStatus"] != "Failed":
-                name = s["TrainingJobName"]
+            if s.training_job_status is not PrimaryStatus.FAILED:
+                name = s.training_job_name
                 if name not in self.finished:
                     self.finished[name] = self.series(name)
                 earlier.append(self.finished[name])
@@ -245,40 +251,36 @@ class _Watch:
             self.store.request_stop(trial.name, reason)
 
 
-def _artifacts(name: str, body: dict[str, Any], maximize: bool) -> None:
+def _artifacts(record: TuningRecord) -> None:
     """The trials table, the objective over trials and the best trial, on the flow run and printed."""
-    summaries = body["TrainingJobSummaries"]
+    name, config = record.name, record.spec.hyper_parameter_tuning_job_config
     rows = [
         {
-            "trial": s["TrainingJobName"],
-            **s["TunedHyperParameters"],
-            "objective": s["FinalHyperParameterTuningJobObjectiveMetric"],
-            "status": s["TrainingJobStatus"],
-            "start": s.get("TrainingStartTime"),
-            "end": s.get("TrainingEndTime"),
+            "trial": t.training_job_name,
+            **t.tuned_hyper_parameters,
+            "objective": t.final_objective,
+            "status": t.training_job_status.value,
+            "start": t.training_start_time.isoformat() if t.training_start_time else None,
+            "end": t.training_end_time.isoformat() if t.training_end_time else None,
         }
-        for s in summaries
+        for t in record.trials
     ]
     key = f"tuning-{name.lower()}"[:100]
     create_table_artifact(key=key, table=rows, description=f"trials of tuning job {name}")
-    metric = body["HyperParameterTuningJobConfig"]["hyper_parameter_tuning_job_objective"]["metric_name"]
-    chart = objective_over_trials(
-        [s["FinalHyperParameterTuningJobObjectiveMetric"] for s in summaries], metric, maximize
-    )
-    best = body.get("BestTrainingJob")
-    outcome = body.get("FailureReason", "")
-    if best:
+    metric = config.hyper_parameter_tuning_job_objective.metric_name
+    chart = objective_over_trials([t.final_objective for t in record.trials], metric, config.maximize)
+    outcome = record.failure_reason or ""
+    if record.best:
         outcome = (
-            f"Best: **{best['TrainingJobName']}**, objective "
-            f"{best['FinalHyperParameterTuningJobObjectiveMetric']}, "
-            f"hyperparameters `{best['TunedHyperParameters']}`"
+            f"Best: **{record.best.training_job_name}**, objective {record.best.final_objective}, "
+            f"hyperparameters `{record.best.tuned_hyper_parameters}`"
         )
-    if body.get("CompletionReason"):
-        outcome += f"\n\nEnded early: {body['CompletionReason']}."
-    print(f"{name}: {body['HyperParameterTuningJobStatus']}\n{chart}")
+    if record.completion_reason:
+        outcome += f"\n\nEnded early: {record.completion_reason}."
+    print(f"{name}: {record.status.value}\n{chart}")
     create_markdown_artifact(
         key=f"{key}-best"[:100],
-        markdown=f"# {name}: {body['HyperParameterTuningJobStatus']}\n\n{outcome}\n\n```\n{chart}\n```",
+        markdown=f"# {name}: {record.status.value}\n\n{outcome}\n\n```\n{chart}\n```",
     )
 
 

@@ -47,6 +47,7 @@ from dockyard.errors import DockyardError, LeaseHeld, StatusConflict
 from dockyard.record import JobRecord, MetricValue
 from dockyard.settings import Settings
 from dockyard.status import JobStatus, PrimaryStatus, SecondaryStatus, StatusTransition, is_final
+from dockyard.tuning_record import TuningRecord, from_description
 from infra.store_schema import MIGRATING, job_metrics, job_tags, leases, status_transitions, training_jobs, tuning_jobs
 
 # The Alembic revision this code reads and writes (checked against the scripts by a test).
@@ -389,29 +390,18 @@ class JobStore:
 
     # -- tuning jobs ----------------------------------------------------------
 
-    def save_tuning(self, name: str, body: dict[str, Any]) -> None:
+    def save_tuning(self, record: TuningRecord) -> None:
         """Store a tuning job's record, a new one or a newer version of it."""
-        values = {
-            "status": str(body.get("HyperParameterTuningJobStatus", "InProgress")),
-            "last_modified_time": now(),
-            "record": json.dumps(body),
-        }
+        values = {"status": record.status.value, "last_modified_time": now(), "record": record.model_dump_json()}
+        t = tuning_jobs
         with self._write() as conn:
-            if not conn.execute(update(tuning_jobs).where(tuning_jobs.c.name == name).values(**values)).rowcount:
-                created = body.get("CreationTime")
-                conn.execute(
-                    insert(tuning_jobs).values(
-                        name=name,
-                        creation_time=datetime.fromisoformat(created) if isinstance(created, str) else now(),
-                        **values,
-                    )
-                )
+            if not conn.execute(update(t).where(t.c.name == record.name).values(**values)).rowcount:
+                conn.execute(insert(t).values(name=record.name, creation_time=record.creation_time or now(), **values))
 
-    def tuning(self, name: str) -> dict[str, Any] | None:
-        """A tuning job's record (DescribeHyperParameterTuningJob's shape), or None."""
+    def tuning(self, name: str) -> TuningRecord | None:
         with self.engine.connect() as conn:
             raw = conn.execute(select(tuning_jobs.c.record).where(tuning_jobs.c.name == name)).scalar_one_or_none()
-        return dict(json.loads(raw)) if raw else None
+        return TuningRecord.model_validate_json(raw) if raw else None
 
     # -- leases ---------------------------------------------------------------
 
@@ -628,9 +618,8 @@ def import_home(store: JobStore, home: Path) -> int:
             if old.exists():
                 old.rename(old.with_name(old.name + ".imported"))
     for record_file in sorted(home.glob("tuning/*/record.json")):
-        body = json.loads(record_file.read_text())
         if store.tuning(record_file.parent.name) is None:
-            store.save_tuning(record_file.parent.name, body)
+            store.save_tuning(from_description(json.loads(record_file.read_text())))
             count += 1
         record_file.rename(record_file.with_name("record.json.imported"))
     (home / "jobs").mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from dockyard.tuning import (
     log_scaled,
     trial_name,
 )
-from dockyard.tuning_record import warm_start_problems, warm_start_results
+from dockyard.tuning_record import TuningRecord, warm_start_problems, warm_start_results
 from infra import catalog, docker_engine
 from infra.job_store import JobStore, now, open_store
 from tasks.validate import check_runnable
@@ -100,7 +100,7 @@ def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
     return spec
 
 
-def parents_of(spec: TuningJobSpec, store: JobStore) -> dict[str, dict[str, Any] | None]:
+def parents_of(spec: TuningJobSpec, store: JobStore) -> dict[str, TuningRecord | None]:
     """The warm start parents' records by name (None where there is none)."""
     warm = spec.warm_start_config
     names = [p.hyper_parameter_tuning_job_name for p in warm.parent_hyper_parameter_tuning_jobs] if warm else []
@@ -135,7 +135,7 @@ def make_study(config: TuningJobConfig, static_hyperparameters: dict[str, Any]) 
 
 
 def seed_study(
-    study: optuna.Study, space: dict[str, BaseDistribution], ranges: ParameterRanges, parents: list[dict[str, Any]]
+    study: optuna.Study, space: dict[str, BaseDistribution], ranges: ParameterRanges, parents: list[TuningRecord]
 ) -> int:
     """Add the warm start parents' scored trials that fit this search space to the study;
     returns how many were added."""
@@ -220,12 +220,12 @@ def validate_tuning(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
 
 
 @task(name="record-tuning", cache_policy=NONE)
-def record_tuning(settings: Settings, name: str, body: dict[str, Any]) -> None:
-    """Write the tuning record (DescribeHyperParameterTuningJob's shape), and the tuning job
-    into the catalog as an MLflow parent run of its trials' runs."""
-    open_store(settings).save_tuning(name, body)
+def record_tuning(settings: Settings, record: TuningRecord) -> None:
+    """Write the tuning record into the job store, and the tuning job into the catalog
+    as an MLflow parent run of its trials' runs."""
+    open_store(settings).save_tuning(record)
     try:
-        run_id = catalog.record_tuning(str(settings.home), settings.catalog_uri(), body)
+        run_id = catalog.record_tuning(str(settings.home), settings.catalog_uri(), record.describe())
         get_run_logger().info(f"catalogued as MLflow run {run_id}, its trials nested under it")
     except Exception as exc:  # noqa: BLE001 - the record is written; the catalog is a view of it
         get_run_logger().warning(f"the tuning job is not in the MLflow catalog: {exc}")

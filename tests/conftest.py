@@ -42,16 +42,18 @@ def base_image() -> str:
     return os.environ.get("DOCKYARD_BASE_IMAGE") or "dockyard/python-base:bookworm"
 
 
-_SERVER_HOME = tempfile.mkdtemp(prefix="dockyard-tests-prefect-")
+_SERVER_HOME = ""
 
 
 def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest's hook signature
     """Start one real local Prefect server before anything imports Prefect, so
     every thread and worker Prefect starts reports to it."""
     if os.environ.get("PREFECT_API_URL"):
-        return
+        return  # an xdist worker, or a server of the user's own
     from infra import prefect_api
 
+    global _SERVER_HOME
+    _SERVER_HOME = tempfile.mkdtemp(prefix="dockyard-tests-prefect-")
     os.environ["PREFECT_API_URL"] = prefect_api.start_server(_SERVER_HOME, print, port=free_port())
     # atexit runs last-in first-out: Prefect, imported later, flushes its logs before this stops the server.
     atexit.register(_stop_server)
@@ -127,15 +129,20 @@ def test_images() -> dict[str, str]:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: str) -> str:
-    """A fresh DOCKYARD_HOME per test, reporting to the session's Prefect server."""
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: str) -> Iterator[str]:
+    """A fresh DOCKYARD_HOME per test, reporting to the session's Prefect server;
+    no test may leave a Prefect server of its own running for it."""
+    from infra import prefect_api
+
     path = tmp_path / "home"
     path.mkdir()
     monkeypatch.setenv("DOCKYARD_HOME", str(path))
     monkeypatch.setenv("DOCKYARD_STOP_GRACE_SECONDS", "5")
     monkeypatch.setenv("DOCKYARD_BASE_IMAGE", base_image())
     monkeypatch.setenv("PREFECT_API_URL", prefect_server)
-    return str(path)
+    yield str(path)
+    leaked = prefect_api.stop_server(str(path))
+    assert leaked is None, f"a process started a Prefect server of its own for {path} (pid {leaked.pid})"
 
 
 @pytest.fixture
@@ -157,14 +164,17 @@ def postgres_database() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After every integration test: no dockyard-labelled container or network."""
+def nothing_left_behind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """After every integration test: none of its jobs left a dockyard-labelled container
+    or network. Its jobs are those with a folder in a home under the test's tmp_path;
+    other tests' jobs, running beside it, are theirs to check."""
     yield
     if request.node.get_closest_marker("integration") is None:
         return
     from infra import docker_engine
 
-    left = docker_engine.list_managed()
+    mine = {folder.name for folder in tmp_path.glob("**/jobs/*") if folder.is_dir()}
+    left = [obj for obj in docker_engine.list_managed() if obj["job"] in mine]
     for obj in left:
         docker_engine.remove_job_objects(obj["job"])
     assert not left, f"dockyard left Docker objects behind: {left}"

@@ -114,7 +114,7 @@ def wait_for_status(home: str, name: str, secondary: str, timeout: float = 120) 
 
 def run_example(folder: str, home: str) -> dict[str, Any]:
     """Make an example's data and run its job.yaml through the command line."""
-    env = {**os.environ, "DOCKYARD_HOME": home}
+    env = {**os.environ, "DOCKYARD_HOME": home, "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
     subprocess.run([sys.executable, str(ROOT / folder / "make_data.py")], check=True, env=env)
     result = subprocess.run(
         [sys.executable, "-m", "flows.train", f"{folder}/job.yaml", "--json"],

@@ -21,6 +21,8 @@ from dockyard.record import JobRecord, MetricValue
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
+from dockyard.tuning import TuningJobSpec
+from dockyard.tuning_record import TuningRecord, TuningStatus
 from infra import migrations
 from infra.job_store import SCHEMA_REVISION, JobStore, LeaseKeeper, import_home, open_store
 from infra.store_schema import metadata
@@ -53,6 +55,22 @@ def job(name: str, **fields: object) -> JobRecord:
         }
     )
     return JobRecord(spec=spec, creation_time=T0, **fields).moved(S.STARTING, "Validated", T0)  # type: ignore[arg-type]
+
+
+def tuning_job(name: str) -> TuningRecord:
+    spec = TuningJobSpec.model_validate(
+        {
+            "hyper_parameter_tuning_job_name": name,
+            "hyper_parameter_tuning_job_config": {
+                "strategy": "Random",
+                "hyper_parameter_tuning_job_objective": {"type": "Minimize", "metric_name": "loss"},
+                "resource_limits": {"max_number_of_training_jobs": 2, "max_parallel_training_jobs": 1},
+                "parameter_ranges": {"categorical_parameter_ranges": [{"name": "a", "values": ["1", "2"]}]},
+            },
+            "training_job_definition": {"algorithm_specification": {"training_image": "probe:1"}},
+        }
+    )
+    return TuningRecord(spec=spec, status=TuningStatus.IN_PROGRESS, creation_time=T0)
 
 
 def unique(prefix: str) -> str:
@@ -101,32 +119,37 @@ RACER = textwrap.dedent(
     from dockyard.errors import StatusConflict
     from dockyard.status import SecondaryStatus as S
     from infra.job_store import JobStore
-    url, name, at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    url, start, names = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
     store = JobStore.open(url)
-    time.sleep(max(0.0, at - time.time()))
-    try:
-        store.transition(name, S.STARTING, S.DOWNLOADING, "won")
-        print(json.dumps({"won": True}))
-    except StatusConflict as exc:
-        print(json.dumps({"won": False, "actual": exc.actual, "error": str(exc)}))
+    results = {}
+    for round, name in enumerate(names):  # each round's racers start at the same moment
+        time.sleep(max(0.0, start + round - time.time()))
+        try:
+            store.transition(name, S.STARTING, S.DOWNLOADING, "won")
+            results[name] = {"won": True}
+        except StatusConflict as exc:
+            results[name] = {"won": False, "actual": exc.actual}
+    print(json.dumps(results))
     """
 )
 
 
 def test_processes_racing_the_same_transition_exactly_one_wins(store: JobStore, store_url: str) -> None:
-    for _ in range(3):
-        name = unique("race")
+    names = [unique("race") for _ in range(3)]
+    for name in names:
         store.create(job(name))
-        at = time.time() + 4  # every racer has imported and connected by then
-        racers = [
-            subprocess.Popen(
-                [sys.executable, "-c", RACER, store_url, name, str(at)], cwd=ROOT, stdout=subprocess.PIPE, text=True
-            )
-            for _ in range(4)
-        ]
-        results = [json.loads(p.communicate(timeout=60)[0]) for p in racers]
-        assert sum(r["won"] for r in results) == 1, results
-        assert all(r["actual"] == "Downloading" for r in results if not r["won"]), results
+    start = time.time() + 4  # every racer has imported and connected by then
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, store_url, str(start), *names], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    results = [json.loads(p.communicate(timeout=60)[0]) for p in racers]
+    for name in names:
+        outcomes = [r[name] for r in results]
+        assert sum(o["won"] for o in outcomes) == 1, outcomes
+        assert all(o["actual"] == "Downloading" for o in outcomes if not o["won"]), outcomes
         assert [t.status for t in store.get(name).status.transitions] == [S.STARTING, S.DOWNLOADING]
 
 
@@ -170,11 +193,12 @@ def test_metrics_stop_requests_listings_and_tuning_records(store: JobStore) -> N
     assert [s.name for s in store.summaries(name_contains=finished, status="failed")] == [finished]
     assert store.summaries(name_contains=finished, since=T0 + timedelta(seconds=1)) == []
     assert running in {r.name for r in store.unfinished()} and finished not in {r.name for r in store.unfinished()}
-    tuning = unique("tuning")[:32]
-    assert store.tuning(tuning) is None
-    store.save_tuning(tuning, {"HyperParameterTuningJobStatus": "InProgress", "CreationTime": T0.isoformat()})
-    store.save_tuning(tuning, {"HyperParameterTuningJobStatus": "Completed", "CreationTime": T0.isoformat()})
-    assert store.tuning(tuning) == {"HyperParameterTuningJobStatus": "Completed", "CreationTime": T0.isoformat()}
+    tuning = tuning_job(unique("tuning")[:32])
+    assert store.tuning(tuning.name) is None
+    store.save_tuning(tuning)
+    done = tuning.model_copy(update={"status": TuningStatus.COMPLETED})
+    store.save_tuning(done)
+    assert store.tuning(tuning.name) == done
 
 
 HOLDER = textwrap.dedent(
@@ -246,9 +270,8 @@ def test_a_home_of_an_earlier_version_is_imported_without_losing_a_job(tmp_path:
     (folder / "stop-requested").write_text("stop requested by ana")
     (folder / "job.log").write_text("a line\n")
     (home / "tuning" / "old-tuning").mkdir(parents=True)
-    (home / "tuning" / "old-tuning" / "record.json").write_text(
-        json.dumps({"HyperParameterTuningJobStatus": "Completed"})
-    )
+    old_tuning = tuning_job("old-tuning").model_copy(update={"status": TuningStatus.COMPLETED})
+    (home / "tuning" / "old-tuning" / "record.json").write_text(json.dumps(old_tuning.describe()))
     environ = {"DOCKYARD_HOME": str(home)}
     if store_url.startswith("postgresql"):
         environ["DOCKYARD_DATABASE_URL"] = store_url
@@ -256,6 +279,6 @@ def test_a_home_of_an_earlier_version_is_imported_without_losing_a_job(tmp_path:
     assert store.get("old-job") == old
     assert store.metrics("old-job") == [value]
     assert store.stop_requested("old-job") == "stop requested by ana"
-    assert store.tuning("old-tuning") == {"HyperParameterTuningJobStatus": "Completed"}
+    assert store.tuning("old-tuning") == old_tuning
     assert (folder / "record.json.imported").exists() and (folder / "job.log").exists()
     assert import_home(store, home) == 0  # nothing twice

@@ -1,6 +1,9 @@
+import json
+
 import pytest
 
 from dockyard.errors import JobSpecError
+from dockyard.status import PrimaryStatus
 from dockyard.tuning import (
     CompletionCriteria,
     ConvergenceDetected,
@@ -13,7 +16,15 @@ from dockyard.tuning import (
     hyperband_resources,
     median_rule,
 )
-from dockyard.tuning_record import tuning_record, warm_start_problems
+from dockyard.tuning_record import (
+    ObjectiveStatus,
+    TrialSummary,
+    TuningRecord,
+    from_description,
+    tuning_record,
+    warm_start_problems,
+    warm_start_results,
+)
 from tasks.tuning import distributions, hyperparameters_of, params_of
 
 
@@ -106,21 +117,20 @@ def test_convergence_ends_a_search_that_stopped_improving() -> None:
     assert completion_reason(disabled, flat, maximize=False) is None
 
 
-def parent_record(definition: dict[str, object], metric: str = "loss") -> dict[str, object]:
-    parent = spec(definition)
-    summaries = [
-        {
-            "TrainingJobName": f"p-00{i}",
-            "TrainingJobStatus": "Completed",
-            "TunedHyperParameters": {"a": a, "b": "x"},
-            "FinalHyperParameterTuningJobObjectiveMetric": v,
-            "ObjectiveStatus": "Succeeded",
-        }
-        for i, (a, v) in enumerate([("1", 0.5), ("2", 0.25)])
-    ]
-    body = tuning_record(parent, summaries, stopped=False, completed_because=None, parents=[])
-    body["HyperParameterTuningJobConfig"]["hyper_parameter_tuning_job_objective"]["metric_name"] = metric
-    return body
+def trial(name: str, a: str, value: float, b: str = "x") -> TrialSummary:
+    return TrialSummary(
+        training_job_name=name,
+        training_job_status=PrimaryStatus.COMPLETED,
+        tuned_hyper_parameters={"a": a, "b": b},
+        final_objective=value,
+        objective_status=ObjectiveStatus.SUCCEEDED,
+    )
+
+
+def parent_record(definition: dict[str, object], metric: str = "loss") -> TuningRecord:
+    parent = spec(definition, hyper_parameter_tuning_job_objective={"type": "Minimize", "metric_name": metric})
+    trials = [trial(f"p-00{i}", a, v) for i, (a, v) in enumerate([("1", 0.5), ("2", 0.25)])]
+    return tuning_record(parent, trials, stopped=False, completed_because=None, parents=[])
 
 
 def test_warm_start_rules_and_overall_best() -> None:
@@ -137,18 +147,15 @@ def test_warm_start_rules_and_overall_best() -> None:
     assert warm_start_problems(transfer, {"p": parent_record(other)}) == []
     [objective] = warm_start_problems(transfer, {"p": parent_record(definition, metric="auc")})
     assert "Minimizes auc, this job Minimizes loss" in str(objective)
-    child = [
-        {
-            "TrainingJobName": "t-001",
-            "TrainingJobStatus": "Completed",
-            "TunedHyperParameters": {"a": "1", "b": "y"},
-            "FinalHyperParameterTuningJobObjectiveMetric": 0.4,
-            "ObjectiveStatus": "Succeeded",
-        }
-    ]
-    body = tuning_record(transfer, child, False, None, parents=[parent_record(definition)])
+    record = tuning_record(transfer, [trial("t-001", "1", 0.4, "y")], False, None, parents=[parent_record(definition)])
+    body = record.describe()
     assert body["BestTrainingJob"]["TrainingJobName"] == "t-001"
     assert body["OverallBestTrainingJob"]["TrainingJobName"] == "p-001"
+    assert warm_start_results([parent_record(definition)]) == [
+        ({"c": "1", "a": "1", "b": "x"}, 0.5),
+        ({"c": "1", "a": "2", "b": "x"}, 0.25),
+    ]
+    assert from_description(json.loads(json.dumps(body))) == record  # as earlier versions stored records
 
 
 def test_hyperparameter_strings_map_back_to_the_search_space() -> None:
