@@ -4,8 +4,10 @@
 - dockyard:  `python -m flows.train job.yaml` (local Prefect server already up)
 - sagemaker: SageMaker's local mode (`sagemaker<3`, instance_type='local'),
              when --sagemaker-python names a Python that has it
+- baseline:  dockyard as of an earlier commit (--baseline REF), its sources
+             exported from git and run with the same virtualenv and a home of its own
 
-    .venv/bin/python benchmarks/startup.py [--runs 5] [--sagemaker-python PY] [--write]
+    .venv/bin/python benchmarks/startup.py [--runs 5] [--sagemaker-python PY] [--baseline REF] [--write]
 
 --write replaces the startup section of benchmarks/RESULTS.md.
 """
@@ -36,9 +38,9 @@ def build_image(tag: str, context: Path) -> None:
     )
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> float:
     start = time.perf_counter()
-    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-2000:]}")
@@ -59,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sagemaker-python", help="a Python with sagemaker<3 installed")
+    parser.add_argument("--baseline", metavar="REF", help="also time dockyard as of this git commit")
     parser.add_argument("--write", action="store_true", help="write the figures to benchmarks/RESULTS.md")
     args = parser.parse_args()
     build_image(IMAGE, ROOT / "benchmarks/noop")
@@ -74,9 +77,19 @@ def main() -> None:
     sm = "SageMaker local mode"
     if args.sagemaker_python:
         rows[sm] = []
+    old, old_env, old_name = work / "baseline", {**env, "DOCKYARD_HOME": str(work / "baseline-home")}, ""
+    if args.baseline:
+        old_name = f"dockyard at {args.baseline}: python -m flows.train"
+        old.mkdir()
+        archive = subprocess.run(["git", "archive", args.baseline], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        rows[old_name] = []
+        timed(train, old_env, cwd=old)  # its own home: starts its own Prefect server once
     for _ in range(args.runs):
         rows["floor: docker run"].append(timed(["docker", "run", "--rm", IMAGE, "train"], env))
         rows["dockyard: python -m flows.train"].append(timed(train, env))
+        if args.baseline:
+            rows[old_name].append(timed(train, old_env, cwd=old))
         if args.sagemaker_python:
             sm_env = {**env, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
             rows[sm].append(
@@ -90,11 +103,12 @@ def main() -> None:
                     sm_env,
                 )
             )
-    subprocess.run(
-        [sys.executable, "-c", f"from infra.prefect_api import stop_server; stop_server('{work}/home')"],
-        cwd=ROOT,
-        check=True,
-    )
+    for home in ("home", "baseline-home"):
+        subprocess.run(
+            [sys.executable, "-c", f"from infra.prefect_api import stop_server; stop_server('{work}/{home}')"],
+            cwd=ROOT,
+            check=True,
+        )
     shutil.rmtree(work, ignore_errors=True)
     floor = statistics.median(rows["floor: docker run"])
     ours = statistics.median(rows["dockyard: python -m flows.train"])

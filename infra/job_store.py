@@ -592,7 +592,10 @@ def open_store(settings: Settings) -> JobStore:
     store = JobStore.open(settings.store_url())
     jobs = settings.home / "jobs"
     if jobs.is_dir() and not (jobs / _IMPORTED_MARK).exists():
-        import_home(store, settings.home)
+        with open(jobs / ".import.lock", "a") as lock:  # one importing process at a time
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (jobs / _IMPORTED_MARK).exists():
+                import_home(store, settings.home)
     return store
 
 

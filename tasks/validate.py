@@ -5,6 +5,7 @@ Nothing is created until this stage has passed; then the job record is.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from pathlib import Path
@@ -172,7 +173,14 @@ def hold(settings: Settings, name: str) -> None:
                 f"training job {name} is being run by {held.holder} (last heartbeat {held.heartbeat_age:.0f} s "
                 f"ago) — wait for it, or stop it with `dockyard jobs stop {name}`"
             ) from None
+        atexit.unregister(_let_go_all)  # registered once: a process that ends before its flows frees their jobs
+        atexit.register(_let_go_all)
         _HELD[name] = keeper
+
+
+def _let_go_all() -> None:
+    for name in list(_HELD):
+        let_go(name)
 
 
 def let_go(name: str) -> None:
