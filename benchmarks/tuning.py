@@ -91,11 +91,12 @@ def tuning_doc(work: Path, name: str, strategy: str, trials: int, parallel: int,
 
 
 def epochs_trained(home: Path, body: dict[str, Any]) -> int:
-    total = 0
-    for s in body["TrainingJobSummaries"]:
-        metrics = home / "jobs" / s["TrainingJobName"] / "metrics.jsonl"
-        total += sum(1 for line in metrics.read_text().splitlines() if line) if metrics.exists() else 0
-    return total
+    """Every trial's loss values (one an epoch), read from the job store."""
+    from dockyard.settings import Settings
+    from infra.job_store import open_store
+
+    store = open_store(Settings.from_env({"DOCKYARD_HOME": str(home)}))
+    return sum(len(store.metrics(s["TrainingJobName"])) for s in body["TrainingJobSummaries"])
 
 
 def search_quality(work: Path, env: dict[str, str], trials: int, seeds: int) -> tuple[str, str]:

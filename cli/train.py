@@ -33,9 +33,9 @@ def run_training(argv: list[str]) -> int:
         help="the local spot market, e.g. 'interrupt_at=30; notice=5' (else DOCKYARD_SPOT_SIMULATION)",
     )
     args = parser.parse_args(argv)
-    if args.spot_simulation is not None:
-        os.environ["DOCKYARD_SPOT_SIMULATION"] = args.spot_simulation
     settings = Settings.from_env(os.environ)
+    if args.spot_simulation is not None:
+        settings = settings.model_copy(update={"spot_simulation": args.spot_simulation})
     try:
         doc = read_job_file(args.job_file)
         if args.name:
@@ -49,7 +49,7 @@ def run_training(argv: list[str]) -> int:
     if resumed:
         say(f"picking up the unfinished training job {spec.training_job_name}")
     say(f"training job {spec.training_job_name}: log at {settings.job_log(spec.training_job_name)}")
-    body = _run_flow(spec.model_dump(mode="json"), settings)
+    body = _run_flow(spec.model_dump(mode="json"), settings, args.spot_simulation)
     if body is None:
         return 1
     print(json.dumps(body, indent=2) if args.json else summary(body))
@@ -57,11 +57,11 @@ def run_training(argv: list[str]) -> int:
     return EXIT_CODES.get(body["TrainingJobStatus"], 1)
 
 
-def _run_flow(spec: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
+def _run_flow(spec: dict[str, Any], settings: Settings, spot_simulation: str | None) -> dict[str, Any] | None:
     """The training flow to its end; the job's final record, or None when the flow broke down."""
     use_prefect(str(settings.home))
     started = datetime.now(UTC)
-    state = train(spec, return_state=True)
+    state = train(spec, spot_simulation=spot_simulation, return_state=True)
     record = final_record(spec["training_job_name"], settings)
     if record is not None:
         if state.name == "Cancelling" and record.flow_run_id:

@@ -73,6 +73,11 @@ class StatusConflict(StatusTransitionError):
         )
 
 
+class LeaseLost(DockyardError):
+    """Another orchestrator took this process's job over (its lease expired unrenewed):
+    this one must stop acting on the job."""
+
+
 class LeaseHeld(DockyardError):
     """Another live process holds the lease on a resource (a job's orchestration)."""
 

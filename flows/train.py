@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, runtime
 from prefect.exceptions import TerminationSignal
 
-from dockyard.errors import DockyardError, SpotInterruption
+from dockyard.errors import DockyardError, LeaseLost, SpotInterruption
 from dockyard.outcome import Ending, Outcome
 from dockyard.record import JobRecord, describe
 from dockyard.settings import Settings
@@ -33,7 +33,7 @@ from tasks.pull_image import pull_image
 from tasks.recover import MaxWaitExceeded, reattach, reclaim, wait_for_capacity
 from tasks.run import run
 from tasks.stage_data import stage_data
-from tasks.validate import let_go, read_job_file, validate
+from tasks.validate import let_go, read_job_file, still_held, validate
 
 
 def _failure(exc: BaseException) -> Outcome:
@@ -104,6 +104,8 @@ def _attempt(
         return _AttemptResult(None, provisioned, str(exc), interrupted=True)
     except MaxWaitExceeded as exc:
         return _AttemptResult(Outcome(ending=Ending.MAX_WAIT_TIME_EXCEEDED, message=str(exc)), provisioned)
+    except LeaseLost:
+        raise  # another orchestrator has the job now: nothing more to do here
     except (KeyboardInterrupt, TerminationSignal):
         outcome = Outcome(ending=Ending.STOPPED, message="Training job stopped before training ended")
     except Exception as exc:  # noqa: BLE001 - every failure becomes a final status or a restart here
@@ -112,6 +114,7 @@ def _attempt(
         outcome = _failure(exc)
         job_log.append(settings.home, spec.training_job_name, f"error: {outcome.failure_reason}")
     if containers is not None and provisioned is not None:
+        still_held(spec.training_job_name)
         # As SageMaker does, whatever the containers left is uploaded, however they ended.
         try:
             persist(spec, provisioned, settings)
@@ -127,16 +130,20 @@ def _attempt(
 
 
 @flow(name="train", flow_run_name=run_name("training_job_name", "TrainingJobName", default="train"), log_prints=True)
-def train(job: dict[str, Any] | str) -> dict[str, Any]:
+def train(job: dict[str, Any] | str, spot_simulation: str | None = None) -> dict[str, Any]:
     """Run one training job to a final status; returns its DescribeTrainingJob record.
 
     `job` is the spec as a mapping (snake_case, or a CreateTrainingJob body), or
     the path of a YAML or JSON file holding one (as deployments pass it).
+    `spot_simulation` sets the local spot market for this job (else
+    DOCKYARD_SPOT_SIMULATION's; see dockyard/spot.py).
     Spot interruptions restart it from its checkpoints, within max_wait;
     infrastructure faults do, up to retry_strategy.maximum_retry_attempts.
     Raises JobSpecError, creating nothing, when the spec cannot run here.
     """
     settings = Settings.from_env(os.environ)
+    if spot_simulation is not None:
+        settings = settings.model_copy(update={"spot_simulation": spot_simulation})
     if isinstance(job, str):
         job = read_job_file(job)
     catalog.warm_up(settings.catalog_uri())
@@ -157,6 +164,7 @@ def train(job: dict[str, Any] | str) -> dict[str, Any]:
             if not result.interrupted:
                 restarts_left -= 1
             reclaim(spec, settings, scratch, result.restart_reason, result.interrupted)
+        still_held(spec.training_job_name)
         record = finalize(spec, result.outcome, settings, scratch)
     finally:
         let_go(spec.training_job_name)

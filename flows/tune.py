@@ -41,7 +41,7 @@ from dockyard.tuning import (
     objective_value,
     trial_name,
 )
-from dockyard.tuning_record import ObjectiveStatus, TrialSummary, TuningRecord, tuning_record
+from dockyard.tuning_record import ObjectiveStatus, TrialSummary, TuningRecord, TuningStatus, tuning_record
 from flows.train import final_record, run_name, train
 from infra.job_store import JobStore, now, open_store
 from tasks.tuning import (
@@ -121,6 +121,7 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
     if isinstance(job, str):
         job = read_job_file(job)
     spec = validate_tuning(job, settings)
+    store.create_tuning(TuningRecord(spec=spec, status=TuningStatus.IN_PROGRESS, creation_time=created))
     config = spec.hyper_parameter_tuning_job_config
     name, metric = spec.hyper_parameter_tuning_job_name, config.hyper_parameter_tuning_job_objective.metric_name
     limits = config.resource_limits

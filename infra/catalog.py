@@ -51,9 +51,12 @@ def client(uri: str) -> MlflowClient:
 
             for name in ("mlflow", "alembic"):  # their schema-migration chatter
                 logging.getLogger(name).setLevel(logging.WARNING)
-            mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
-            with MIGRATING:  # opening the store migrates a new one, with Alembic
+            # Opening the tracking and registry stores creates or migrates their tables with
+            # Alembic, whose state is global: never beside another migration in this process.
+            with MIGRATING:
+                mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 mlflow.search_experiments(max_results=1)
+                mlflow.search_registered_models(max_results=1)
             _clients[uri] = mlflow
         return _clients[uri]
 

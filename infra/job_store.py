@@ -40,16 +40,18 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from dockyard.errors import DockyardError, LeaseHeld, StatusConflict
+from dockyard.errors import DockyardError, LeaseHeld, StatusConflict, TransientInfraError
+from dockyard.outcome import StopKind, StopReason
 from dockyard.record import JobRecord, MetricValue
 from dockyard.settings import Settings
 from dockyard.status import JobStatus, PrimaryStatus, SecondaryStatus, StatusTransition, is_final
 from dockyard.tuning_record import TuningRecord, from_description
 from infra.store_schema import MIGRATING, job_metrics, job_tags, leases, status_transitions, training_jobs, tuning_jobs
 
+S = SecondaryStatus
 # The Alembic revision this code reads and writes (checked against the scripts by a test).
 SCHEMA_REVISION = "0001"
 WRITE_ATTEMPTS = 50  # optimistic writes retried over concurrent changes of the same record
@@ -75,12 +77,24 @@ class Owner:
     """A process that may hold leases: who it is, and how to tell it is still alive."""
 
     token: str
-    host: str
+    host: str  # the host name, to show
+    machine: str  # this boot of this machine and PID namespace: where `pid` means this process
     pid: int
     process_started: str
 
     def __str__(self) -> str:
         return f"process {self.pid} on {self.host}"
+
+
+def _machine() -> str:
+    """Which processes a pid can be looked up among: this boot of this machine, in this PID
+    namespace. Host names repeat (cloned machines, containers sharing the host's name); this does not."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return f"unknown-{uuid.uuid4().hex}"  # never taken for another process's machine
+    return f"{boot}/{namespace}"
 
 
 def _process_started(pid: int) -> str:
@@ -97,7 +111,7 @@ _OWNERS: dict[int, Owner] = {}
 def this_process() -> Owner:
     pid = os.getpid()
     if pid not in _OWNERS:
-        _OWNERS[pid] = Owner(uuid.uuid4().hex, socket.gethostname(), pid, _process_started(pid))
+        _OWNERS[pid] = Owner(uuid.uuid4().hex, socket.gethostname(), _machine(), pid, _process_started(pid))
     return _OWNERS[pid]
 
 
@@ -109,14 +123,17 @@ class Lease:
     expires_at: datetime
 
     def dead_here(self) -> bool:
-        """Its owner was a process on this host that no longer runs."""
+        """Its owner was a process on this machine that no longer runs."""
         me = this_process()
-        return self.owner.host == me.host and _process_started(self.owner.pid) != self.owner.process_started
+        return self.owner.machine == me.machine and _process_started(self.owner.pid) != self.owner.process_started
 
 
 def _lease_of(row: Any) -> Lease:
     return Lease(
-        row.resource, Owner(row.owner, row.host, row.pid, row.process_started), row.heartbeat_at, row.expires_at
+        row.resource,
+        Owner(row.owner, row.host, row.machine, row.pid, row.process_started),
+        row.heartbeat_at,
+        row.expires_at,
     )
 
 
@@ -157,6 +174,10 @@ class JobStore:
                 store = cls(url)
                 try:
                     store.migrate()
+                except OperationalError as exc:
+                    raise TransientInfraError(
+                        f"the job store at {redacted(url)} cannot be reached: {exc.orig} — is the database up?"
+                    ) from exc
                 except Exception as exc:
                     raise DockyardError(
                         f"the job store at {redacted(url)} cannot be opened: {exc} — check DOCKYARD_DATABASE_URL "
@@ -191,7 +212,7 @@ class JobStore:
             return
         from infra import migrations  # Alembic loads only when the schema must change
 
-        with MIGRATING, self._migration_lock(), self.engine.begin() as conn:
+        with MIGRATING, self._migration_lock(), self._write() as conn:
             if not self.sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7315)"))
             migrations.upgrade(conn)
@@ -390,6 +411,23 @@ class JobStore:
 
     # -- tuning jobs ----------------------------------------------------------
 
+    def create_tuning(self, record: TuningRecord) -> None:
+        """Store a new tuning job, which reserves its name.
+
+        Raises:
+            DockyardError: a tuning job of that name exists.
+        """
+        values = {"status": record.status.value, "last_modified_time": now(), "record": record.model_dump_json()}
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    insert(tuning_jobs).values(name=record.name, creation_time=record.creation_time or now(), **values)
+                )
+        except IntegrityError:
+            raise DockyardError(
+                f"hyper_parameter_tuning_job_name: '{record.name}' is taken — choose another name"
+            ) from None
+
     def save_tuning(self, record: TuningRecord) -> None:
         """Store a tuning job's record, a new one or a newer version of it."""
         values = {"status": record.status.value, "last_modified_time": now(), "record": record.model_dump_json()}
@@ -412,7 +450,13 @@ class JobStore:
             LeaseHeld: another process holds it, alive and within its lease.
         """
         me = this_process()
-        mine = {"owner": me.token, "host": me.host, "pid": me.pid, "process_started": me.process_started}
+        mine = {
+            "owner": me.token,
+            "host": me.host,
+            "machine": me.machine,
+            "pid": me.pid,
+            "process_started": me.process_started,
+        }
         for _ in range(WRITE_ATTEMPTS):
             at = now()
             expiry = at + timedelta(seconds=ttl_seconds)
@@ -454,6 +498,11 @@ class JobStore:
     def release_lease(self, resource: str) -> None:
         with self._write() as conn:
             conn.execute(delete(leases).where(leases.c.resource == resource, leases.c.owner == this_process().token))
+
+    def lease_live(self, resource: str) -> bool:
+        """Whether a live process holds `resource` (this one included)."""
+        held = self.lease(resource)
+        return held is not None and held.expires_at > now() and not held.dead_here()
 
     def lease(self, resource: str) -> Lease | None:
         with self.engine.connect() as conn:
@@ -599,6 +648,19 @@ def open_store(settings: Settings) -> JobStore:
     return store
 
 
+def _stopping(record: JobRecord) -> StopReason | None:
+    """The stop an old record was making in its last attempt, read from its history
+    (earlier versions kept no stop reason): the message after "Stopping: "."""
+    for step in reversed(record.status.transitions):
+        if step.status is S.TRAINING:
+            return None
+        if step.status is S.STOPPING:
+            detail = step.status_message.removeprefix("Stopping: ")
+            kinds = {k.value: k for k in (StopKind.MAX_RUNTIME, StopKind.MAX_WAIT)}
+            return StopReason(kind=kinds.get(detail, StopKind.REQUESTED), detail=detail)
+    return None
+
+
 def import_home(store: JobStore, home: Path) -> int:
     """Move the job and tuning records that earlier versions kept as files under
     `home` into the store (each file is kept, renamed *.imported); returns how many."""
@@ -606,6 +668,8 @@ def import_home(store: JobStore, home: Path) -> int:
     for record_file in sorted(home.glob("jobs/*/record.json")):
         record = JobRecord.model_validate_json(record_file.read_text())
         if not store.exists(record.name):
+            if record.secondary is S.STOPPING or (record.secondary is S.UPLOADING and _stopping(record)):
+                record = record.model_copy(update={"stop_reason": _stopping(record)})
             store.create(record)
             metrics = record_file.parent / "metrics.jsonl"
             if metrics.exists():

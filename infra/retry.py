@@ -11,6 +11,9 @@ import logging
 import os
 from typing import Any
 
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from dockyard.errors import DockyardError, TransientInfraError
 from dockyard.settings import Settings
 from infra import job_log
@@ -41,6 +44,9 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DockyardError):  # a spec error, a failure retrying will not fix, ...
         return False
     if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    # The job store's database: unreachable, restarting, locked, or its pool exhausted.
+    if isinstance(exc, OperationalError | DisconnectionError | PoolTimeout):
         return True
     name = type(exc).__name__
     # botocore ClientError (and aiobotocore's) carry an error code and status.

@@ -84,7 +84,7 @@ tuning_jobs = Table(
     Column("status", String(16), nullable=False),
     Column("creation_time", UTCDateTime, nullable=False),
     Column("last_modified_time", UTCDateTime, nullable=False),
-    Column("record", Text, nullable=False),  # DescribeHyperParameterTuningJob's body, as JSON
+    Column("record", Text, nullable=False),  # the TuningRecord, as JSON
 )
 
 leases = Table(
@@ -93,6 +93,7 @@ leases = Table(
     Column("resource", String(128), primary_key=True),
     Column("owner", String(64), nullable=False),
     Column("host", String(255), nullable=False),
+    Column("machine", String(80), nullable=False),
     Column("pid", Integer, nullable=False),
     Column("process_started", String(32), nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),

@@ -18,12 +18,13 @@ from dockyard.outcome import Outcome
 from dockyard.record import JobRecord, MetricValue, describe
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
-from dockyard.status import path_to_final
+from dockyard.status import PrimaryStatus, path_to_final
 from infra import catalog, cloudwatch, job_log, storage
-from infra.job_store import now, open_store
+from infra.job_store import now, open_store, redacted
 from infra.retry import task_retry_options
 from tasks.persist import output_prefix
 from tasks.provision import remove_instances
+from tasks.status import move
 
 
 def final_metrics(values: list[MetricValue]) -> tuple[MetricValue, ...]:
@@ -35,13 +36,13 @@ def final_metrics(values: list[MetricValue]) -> tuple[MetricValue, ...]:
 
 
 def summary_markdown(record: JobRecord) -> str:
-    body = describe(record)
-    lines = [f"# {record.name}: {record.status.primary.value} ({record.status.secondary})", ""]
+    """The job's summary artifact: status timeline, final metrics, artifacts."""
+    lines = [f"# {record.name}: {record.status.primary.value} ({record.secondary.value})", ""]
     if record.failure_reason:
         lines += [f"**FailureReason:** `{record.failure_reason[:300]}`", ""]
     lines += ["| status | started | message |", "|---|---|---|"]
     lines += [
-        f"| {t['Status']} | {t['StartTime']} | {t['StatusMessage']} |" for t in body["SecondaryStatusTransitions"]
+        f"| {t.status.value} | {t.start_time.isoformat()} | {t.status_message} |" for t in record.status.transitions
     ]
     if record.final_metrics:
         lines += ["", "| metric | final value |", "|---|---|"]
@@ -51,7 +52,7 @@ def summary_markdown(record: JobRecord) -> str:
         f"- model: {record.model_artifacts or '-'}",
         f"- output: {record.output_artifacts or '-'}",
         f"- image: {record.training_image} ({record.training_image_digest})",
-        f"- TrainingTimeInSeconds: {body.get('TrainingTimeInSeconds')}",
+        f"- TrainingTimeInSeconds: {record.training_seconds()}",
     ]
     return "\n".join(lines)
 
@@ -75,7 +76,7 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
                 "final_metrics": final_metrics(values),
                 "attempts": record.ended_attempt(at).attempts,
             }
-        record = store.transition(name, record.secondary, step, message, **fields)
+        record = move(settings, name, record.secondary, step, message, **fields)
     body = describe(record)
     try:
         storage.write_text(
@@ -105,10 +106,10 @@ def record_in_catalog(record: JobRecord, settings: Settings) -> tuple[str, str |
     run_id = catalog.record_job(
         str(settings.home), uri, body, open_store(settings).metrics(name), job_log.path(settings.home, name)
     )
-    message = f"catalogued as MLflow run {run_id} ({uri})"
+    message = f"catalogued as MLflow run {run_id} ({redacted(uri)})"
     version = None
-    group = body.get("ModelPackageGroupName")
-    if group and body["TrainingJobStatus"] == "Completed" and body.get("ModelArtifacts"):
+    group = record.spec.model_package_group_name
+    if group and record.status.primary is PrimaryStatus.COMPLETED and record.model_artifacts:
         version = catalog.register_model(uri, group, run_id, body)
         message += f"; registered as model {group} version {version}"
     job_log.report(settings.home, name, message)

@@ -8,6 +8,7 @@ or Prefect cancellation, and decides how the containers ended.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import re
 import threading
@@ -21,10 +22,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.exceptions import TerminationSignal
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import SQLAlchemyError
 
 from dockyard import contract
 from dockyard.algorithms import metric_definitions_of
-from dockyard.errors import SpotInterruption, TransientInfraError
+from dockyard.errors import SpotInterruption, StatusConflict, TransientInfraError
 from dockyard.outcome import Ending, Outcome, StopKind, StopReason
 from dockyard.record import JobRecord, MetricValue
 from dockyard.settings import Settings
@@ -35,6 +37,8 @@ from infra import docker_engine, job_log, pipe, prefect_api, spot
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import JobStore, now, open_store
 from tasks.provision import ProvisionPlan
+from tasks.status import move
+from tasks.validate import still_held
 
 # Poll fast at first (short jobs end fast), then settle at half a second.
 FIRST_POLL_SECONDS = 0.05
@@ -233,47 +237,65 @@ class _Watch:
         ]
 
     def wait(self, deadline: float, max_wait: float | None, flow_run_id: str | None) -> StopReason | None:
-        """Returns why to stop, or None when the containers ended on their own."""
-        lost_since: float | None = None
+        """Returns why to stop, or None when the containers ended on their own.
+
+        Raises:
+            TransientInfraError: the Docker engine or the job store stayed unreachable
+                for monitor_lost_contact_seconds.
+        """
+        lost = {"the Docker engine": 0.0, "the job store": 0.0}  # unreachable since (monotonic), 0: reachable
         pause = FIRST_POLL_SECONDS
         next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
         while True:
             try:
                 running = self.running()
-                lost_since = None
+                lost["the Docker engine"] = 0.0
             except TransientInfraError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - an unreachable engine starts a deadline, not a failure
                 self.lost_contact_seen = True
-                lost_since = lost_since or time.monotonic()
-                if time.monotonic() - lost_since > self.lost_contact:
-                    raise TransientInfraError(
-                        f"lost contact with the Docker engine for {self.lost_contact:.0f} s: {exc}"
-                    ) from exc
+                self._lost("the Docker engine", lost, exc)
                 running = list(self.containers)
             if not running:
                 return None
-            if time.time() >= deadline:
-                return StopReason(kind=StopKind.MAX_RUNTIME)
-            if max_wait is not None:  # a spot job: it has a max wait, and a market to ask
-                if time.time() >= max_wait:
-                    return StopReason(kind=StopKind.MAX_WAIT)
-                try:
-                    spot.check(self.settings, self.name)
-                except SpotInterruption as notice:
-                    self.notice_seconds = notice.notice_seconds
-                    return StopReason(kind=StopKind.INTERRUPTED, detail=str(notice))
-            broken = pipe.failure(self.name)
-            if broken:
-                return StopReason(kind=StopKind.PIPE_FAILED, detail=broken)
+            still_held(self.name)
             ask_prefect = time.monotonic() >= next_prefect_check
             if ask_prefect:
                 next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
-            requested = _requested_stop(self.store, self.name, flow_run_id, ask_prefect)
-            if requested:
-                return requested
+            try:
+                stop = self._due(deadline, max_wait, flow_run_id, ask_prefect)
+                lost["the job store"] = 0.0
+            except SQLAlchemyError as exc:  # a database restart is no reason to stop training
+                self._lost("the job store", lost, exc)
+                stop = None
+            if stop is not None:
+                return stop
             time.sleep(pause)
             pause = min(pause * 1.5, POLL_SECONDS)
+
+    def _lost(self, what: str, lost: dict[str, float], exc: Exception) -> None:
+        lost[what] = lost[what] or time.monotonic()
+        if time.monotonic() - lost[what] > self.lost_contact:
+            raise TransientInfraError(f"lost contact with {what} for {self.lost_contact:.0f} s: {exc}") from exc
+
+    def _due(
+        self, deadline: float, max_wait: float | None, flow_run_id: str | None, ask_prefect: bool
+    ) -> StopReason | None:
+        """A stop that is due now: a stopping condition, a spot notice, a broken Pipe, a request."""
+        if time.time() >= deadline:
+            return StopReason(kind=StopKind.MAX_RUNTIME)
+        if max_wait is not None:  # a spot job: it has a max wait, and a market to ask
+            if time.time() >= max_wait:
+                return StopReason(kind=StopKind.MAX_WAIT)
+            try:
+                spot.check(self.settings, self.name)
+            except SpotInterruption as notice:
+                self.notice_seconds = notice.notice_seconds
+                return StopReason(kind=StopKind.INTERRUPTED, detail=str(notice))
+        broken = pipe.failure(self.name)
+        if broken:
+            return StopReason(kind=StopKind.PIPE_FAILED, detail=broken)
+        return _requested_stop(self.store, self.name, flow_run_id, ask_prefect)
 
 
 SIGNAL_EXITS = {128 + 15: "SIGTERM", 128 + 9: "SIGKILL"}
@@ -345,6 +367,8 @@ def monitor(
     watch = _Watch(containers, settings, name)
     # A stop under way when the orchestrator died is carried on, not asked again.
     stop = record.stop_reason if reattached and record.secondary is not SecondaryStatus.TRAINING else None
+    if reattached and stop is None and record.secondary is SecondaryStatus.STOPPING:
+        stop = StopReason(kind=StopKind.REQUESTED, detail="a stop was under way when the orchestrator died")
     already_stopping = stop is not None
     try:
         if not already_stopping:
@@ -357,9 +381,16 @@ def monitor(
         if watch.notice_seconds is not None:
             grace = watch.notice_seconds  # the reclaim comes when the notice runs out
         elif not already_stopping:
-            store.transition(
-                name, SecondaryStatus.TRAINING, SecondaryStatus.STOPPING, f"Stopping: {stop}", stop_reason=stop
-            )
+            # A job reattached past Training (Uploading) has no training left to stop.
+            with contextlib.suppress(StatusConflict):
+                move(
+                    settings,
+                    name,
+                    SecondaryStatus.TRAINING,
+                    SecondaryStatus.STOPPING,
+                    f"Stopping: {stop}",
+                    stop_reason=stop,
+                )
         report(f"stopping {len(containers)} container(s): SIGTERM, SIGKILL after {grace:g} s")
         _stop_all(list(containers.values()), grace)
     for follower in followers:

@@ -25,6 +25,7 @@ from infra import job_log, spot, storage
 from infra.job_store import open_store
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan
+from tasks.status import move
 
 
 class PersistPlan(BaseModel):
@@ -79,7 +80,7 @@ def persist(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Setting
     name = spec.training_job_name
     record = store.get(name)
     if record.secondary is not SecondaryStatus.UPLOADING:  # else a retry of this task, or a reattached job
-        store.transition(name, record.secondary, SecondaryStatus.UPLOADING, "Uploading generated training model")
+        move(settings, name, record.secondary, SecondaryStatus.UPLOADING, "Uploading generated training model")
     plan = plan_persist(spec, {h.host: h.scratch for h in provisioned.hosts})
     with tempfile.TemporaryDirectory(prefix="dockyard-persist-") as tmp:
         for sources, uri in ((plan.model_sources, plan.model_uri), (plan.output_sources, plan.output_uri)):

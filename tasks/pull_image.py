@@ -24,6 +24,7 @@ from dockyard.status import SecondaryStatus
 from infra import docker_engine, job_log, registries
 from infra.job_store import open_store
 from infra.retry import task_retry_options
+from tasks.status import move
 
 IMAGES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "infra", "images")
 ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
@@ -96,8 +97,12 @@ def pull_image(spec: TrainingJobSpec, settings: Settings) -> str:
     name = spec.training_job_name
     record = store.get(name)
     if record.secondary is not SecondaryStatus.DOWNLOADING_TRAINING_IMAGE:  # else a retry of this task
-        store.transition(
-            name, record.secondary, SecondaryStatus.DOWNLOADING_TRAINING_IMAGE, "Downloading the training image"
+        move(
+            settings,
+            name,
+            record.secondary,
+            SecondaryStatus.DOWNLOADING_TRAINING_IMAGE,
+            "Downloading the training image",
         )
     plan = plan_pull_image(spec, settings.base_image)
 

@@ -20,6 +20,7 @@ from infra import docker_engine, job_log, spot
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan, plan_provision, remove_instances
+from tasks.status import move
 
 S = SecondaryStatus
 # Statuses in which a job's containers may still hold its work.
@@ -47,17 +48,17 @@ def wait_for_capacity(spec: TrainingJobSpec, settings: Settings) -> None:
         max_wait = spec.stopping_condition.max_wait_time_in_seconds or 0
         while (wait := market.capacity_in(record, spot.elapsed(record))) > 0:
             if record.status.secondary is not S.PENDING:
-                record = store.transition(
-                    name, record.secondary, S.PENDING, f"Waiting for spot capacity (about {wait:.0f} s)"
+                record = move(
+                    settings, name, record.secondary, S.PENDING, f"Waiting for spot capacity (about {wait:.0f} s)"
                 )
             if spot.elapsed(record) >= max_wait:
                 raise MaxWaitExceeded(f"no spot capacity within MaxWaitTimeInSeconds ({max_wait} s)")
             time.sleep(min(wait, 1.0, max(0.1, max_wait - spot.elapsed(record))))
             record = store.get(name)
         if record.status.secondary is S.PENDING and not restarting:
-            record = store.transition(name, S.PENDING, S.STARTING, "Spot capacity available; preparing the instances")
+            record = move(settings, name, S.PENDING, S.STARTING, "Spot capacity available; preparing the instances")
     if restarting and record.status.secondary is not S.RESTARTING:
-        store.transition(name, record.secondary, S.RESTARTING, "Restarting training from the last checkpoint")
+        move(settings, name, record.secondary, S.RESTARTING, "Restarting training from the last checkpoint")
 
 
 @task(name="reclaim", cache_policy=NONE, **task_retry_options())
@@ -72,7 +73,7 @@ def reclaim(spec: TrainingJobSpec, settings: Settings, scratch_root: str, reason
     )
     record = store.change(name, lambda r: r.ended_attempt(now(), reason))
     if record.status.secondary is not to:  # a retry of this task has been here
-        store.transition(name, record.secondary, to, message)
+        move(settings, name, record.secondary, to, message)
     removed = remove_instances(name, scratch_root)
     job_log.append(settings.home, name, f"released the instances ({removed} Docker objects and the scratch space)")
 
@@ -99,7 +100,8 @@ def reattach(spec: TrainingJobSpec, settings: Settings) -> tuple[ProvisionPlan, 
         return provisioned, found
     record = store.change(name, lambda r: r.ended_attempt(now(), "orchestrator restarted"))
     if record.status.secondary is not S.RESTARTING:
-        store.transition(
+        move(
+            settings,
             name,
             record.secondary,
             S.RESTARTING,

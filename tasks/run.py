@@ -17,10 +17,10 @@ from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
 from infra import docker_engine, job_log
 from infra.docker_engine import ContainerSpec
-from infra.job_store import open_store
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan
 from tasks.stage_data import channel_mounts
+from tasks.status import move_once
 
 
 def plan_run(spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str) -> tuple[ContainerSpec, ...]:
@@ -74,8 +74,8 @@ def run(spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str, settings:
         ids[host.host] = docker_engine.create_container(container)
     for container_id in ids.values():
         docker_engine.start(container_id)
-    store = open_store(settings)
-    store.transition(
+    move_once(
+        settings,
         name,
         {SecondaryStatus.DOWNLOADING, SecondaryStatus.DOWNLOADING_TRAINING_IMAGE},
         SecondaryStatus.TRAINING,

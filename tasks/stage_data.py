@@ -50,6 +50,7 @@ from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan
+from tasks.status import move
 
 
 class Download(BaseModel):
@@ -273,7 +274,7 @@ def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Sett
     record = store.get(name)
     start = {"training_start_time": record.training_start_time or now()}
     if record.secondary is not SecondaryStatus.DOWNLOADING:  # else a retry of this task
-        store.transition(name, record.secondary, SecondaryStatus.DOWNLOADING, "Downloading input data", **start)
+        move(settings, name, record.secondary, SecondaryStatus.DOWNLOADING, "Downloading input data", **start)
     spot.check(settings, name)
     listings = {
         c.channel_name: _listing(c, endpoint_url)

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
-from dockyard.errors import DockyardError, JobSpecError, LeaseHeld
+from dockyard.errors import DockyardError, JobSpecError, LeaseHeld, LeaseLost
 from dockyard.loading import build_job, parse_document
 from dockyard.record import JobRecord
 from dockyard.rules import HostFacts, check_job
@@ -128,7 +128,8 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
     store = open_store(settings)
     spec = build_job(doc, home=str(settings.home), now=now())
     if not (doc.get("training_job_name") or doc.get("TrainingJobName")):
-        spec = next((r.spec for r in store.unfinished() if _same_job(r.spec, spec)), spec)
+        orphans = (r for r in store.unfinished() if not store.lease_live(lease_name(r.name)))
+        spec = next((r.spec for r in orphans if _same_job(r.spec, spec)), spec)
     fingerprint = spec.model_dump_json()
     if fingerprint not in _CHECKED:
         check_runnable(spec, settings)
@@ -183,6 +184,16 @@ def _let_go_all() -> None:
         let_go(name)
 
 
+def still_held(name: str) -> None:
+    """Raises: LeaseLost when another process took this job over; this one must leave it be."""
+    keeper = _HELD.get(name)
+    if keeper is not None and keeper.lost:
+        raise LeaseLost(
+            f"training job {name} was taken over by another orchestrator while this one could not renew "
+            "its lease; this one leaves the job to it"
+        )
+
+
 def let_go(name: str) -> None:
     """Give up the job's lease: its orchestration is over."""
     keeper = _HELD.pop(name, None)
@@ -195,6 +206,15 @@ def validate(doc: dict[str, Any], settings: Settings, flow_run_id: str | None) -
     """Validate the job document and create its record (Starting), or pick up
     the unfinished job it names; returns the spec and whether it was picked up."""
     spec, resumed = check_spec(doc, settings)
+    try:
+        _create_or_pick_up(spec, resumed, settings, flow_run_id)
+    except BaseException:
+        let_go(spec.training_job_name)  # the flow will not get to release it
+        raise
+    return spec, resumed
+
+
+def _create_or_pick_up(spec: TrainingJobSpec, resumed: bool, settings: Settings, flow_run_id: str | None) -> None:
     store = open_store(settings)
     name = spec.training_job_name
     if resumed:
@@ -216,4 +236,3 @@ def validate(doc: dict[str, Any], settings: Settings, flow_run_id: str | None) -
         tags = ["dockyard", "training-job", f"job:{name}"] + ([f"experiment:{experiment}"] if experiment else [])
         with contextlib.suppress(Exception):  # a label is a convenience; the job runs without it
             prefect_api.label_flow_run(flow_run_id, name, tags)
-    return spec, resumed

@@ -243,9 +243,12 @@ def test_an_expired_lease_is_taken_over_and_a_kept_one_is_not(store: JobStore, s
     keeper.take()
     holder = hold_in_another_process(store_url, short, 1.5)
     try:
-        # Another host's holder cannot be seen dying: only the expiry frees its lease.
+        # Another machine's holder (even one of the same host name) cannot be seen dying:
+        # only the expiry frees its lease.
         with store.engine.begin() as conn:
-            conn.exec_driver_sql(f"UPDATE orchestrator_leases SET host = 'elsewhere' WHERE resource = '{short}'")
+            conn.exec_driver_sql(
+                f"UPDATE orchestrator_leases SET machine = 'another-boot/1' WHERE resource = '{short}'"
+            )
         with pytest.raises(LeaseHeld):
             store.take_lease(short, 30)
         time.sleep(2)
@@ -282,3 +285,20 @@ def test_a_home_of_an_earlier_version_is_imported_without_losing_a_job(tmp_path:
     assert store.tuning("old-tuning") == old_tuning
     assert (folder / "record.json.imported").exists() and (folder / "job.log").exists()
     assert import_home(store, home) == 0  # nothing twice
+
+
+def test_a_keeper_notices_when_its_lease_was_taken_over(store: JobStore) -> None:
+    resource = unique("training-job/taken")
+    keeper = LeaseKeeper(store, resource, ttl_seconds=0.6)
+    keeper.take()
+    try:
+        with store.engine.begin() as conn:  # as another orchestrator does once the lease expired
+            conn.exec_driver_sql(f"UPDATE orchestrator_leases SET owner = 'someone-else' WHERE resource = '{resource}'")
+        deadline = time.time() + 10
+        while not keeper.lost and time.time() < deadline:
+            time.sleep(0.1)
+        assert keeper.lost
+    finally:
+        keeper.release()
+    lease = store.lease(resource)
+    assert lease is not None and lease.owner.token == "someone-else"  # releasing never frees another's lease

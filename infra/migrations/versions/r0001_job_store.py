@@ -68,6 +68,7 @@ def upgrade() -> None:
         sa.Column("resource", sa.String(128), primary_key=True),
         sa.Column("owner", sa.String(64), nullable=False),
         sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("machine", sa.String(80), nullable=False),
         sa.Column("pid", sa.Integer, nullable=False),
         sa.Column("process_started", sa.String(32), nullable=False),
         sa.Column("heartbeat_at", sa.DateTime, nullable=False),
