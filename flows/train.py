@@ -146,6 +146,7 @@ def train(job: dict[str, Any] | str, spot_simulation: str | None = None) -> dict
         settings = settings.model_copy(update={"spot_simulation": spot_simulation})
     if isinstance(job, str):
         job = read_job_file(job)
+    open_store(settings)  # before MLflow's warm-up, which holds the migration lock a while on a new catalog
     catalog.warm_up(settings.catalog_uri())
     spec, resumed = validate(job, settings, str(runtime.flow_run.id) if runtime.flow_run.id else None)
     try:

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+from cli.train import run_training
 from infra import docker_engine
 from tests.conftest import ROOT
-from tests.integration.helpers import local, members, probe_job, start_cli, wait_for_status, write_files
+from tests.integration.helpers import local, members, probe_job, start_cli, store_of, wait_for_status, write_files
 
 pytestmark = pytest.mark.integration
 
@@ -88,17 +89,28 @@ BAD_SPECS = [
 
 @pytest.mark.parametrize(("change", "message"), BAD_SPECS, ids=[m[:40] for _, m in BAD_SPECS])
 def test_bad_spec_exits_2_naming_the_field_and_creates_nothing(
-    change: dict[str, Any], message: str, home: str, tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    change: dict[str, Any],
+    message: str,
+    home: str,
+    tmp_path: Path,
+    s3_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The command line's own code, in this process (a whole process costs seconds of imports
+    a case; test_a_second_run_of_a_finished_job_name_is_refused runs one for exit code 2)."""
     monkeypatch.setenv("DOCKYARD_S3_ENDPOINT_URL", s3_endpoint)
     job = probe_job(home, "dockyard-test/probe:1", "noop")
     for key, value in change.items():
         job[key] = {**job[key], **value} if isinstance(job.get(key), dict) and key != "hyperparameters" else value
-    result = cli(job, tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    assert run_training([str(path), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
     assert not (Path(home) / "jobs").exists() and not (Path(home) / "output").exists()
-    assert docker_engine.list_managed() == []
+    assert store_of(home).summaries() == []
+    assert [o for o in docker_engine.list_managed() if o["job"] == job["training_job_name"]] == []
 
 
 def test_a_second_run_of_a_finished_job_name_is_refused(home: str, tmp_path: Path, test_images: dict[str, str]) -> None:
