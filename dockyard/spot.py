@@ -8,7 +8,9 @@ or `--spot-simulation`, e.g.
     interrupt_at=20,45; notice=2; no_capacity=50-70; rate=3/h; seed=7; on=Uploading; price=0.3
 
 - interrupt_at: seconds after the job was created
-- on: secondary statuses; the first time the job enters each, it is interrupted
+- on: secondary statuses; the first time the job enters each, it is interrupted;
+      STATUS+SECONDS: once the job has been in STATUS that long (each such entry
+      once, so on=Training+3,Training+5 interrupts two stretches of training)
 - rate, seed: random interruptions, a seeded Poisson process (per hour)
 - notice: seconds between the notice and the reclaim (default 120)
 - no_capacity: windows START-END (seconds after creation) with no capacity
@@ -17,6 +19,7 @@ or `--spot-simulation`, e.g.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from datetime import datetime
@@ -33,6 +36,7 @@ class SpotSimulation(BaseModel):
 
     interrupt_at: tuple[float, ...] = ()
     interrupt_on: tuple[str, ...] = ()
+    interrupt_in: tuple[tuple[str, float], ...] = ()  # (status, seconds in it)
     rate_per_hour: float = Field(default=0.0, ge=0)
     seed: int = 0
     notice_seconds: float = Field(default=120.0, ge=0)
@@ -55,7 +59,12 @@ def parse_simulation(text: str) -> SpotSimulation:
             if key == "interrupt_at":
                 fields["interrupt_at"] = tuple(float(v) for v in value.split(",") if v.strip())
             elif key == "on":
-                fields["interrupt_on"] = tuple(v.strip() for v in value.split(",") if v.strip())
+                entries = [v.strip() for v in value.split(",") if v.strip()]
+                fields["interrupt_on"] = tuple(e for e in entries if "+" not in e)
+                fields["interrupt_in"] = tuple(
+                    (status.strip(), float(after))
+                    for status, _, after in (e.partition("+") for e in entries if "+" in e)
+                )
             elif key == "rate":
                 fields["rate_per_hour"] = float(value.removesuffix("/h"))
             elif key == "seed":
@@ -82,8 +91,10 @@ def parse_simulation(text: str) -> SpotSimulation:
     return SpotSimulation.model_validate(fields)
 
 
+@functools.lru_cache(maxsize=16)
 def interruption_times(sim: SpotSimulation) -> list[tuple[str, float]]:
-    """Every timed interruption as (event id, seconds after creation), sorted."""
+    """Every timed interruption as (event id, seconds after creation), sorted. Computed once
+    per simulation: a high rate makes many thousands of them over the horizon."""
     events = [(f"at-{t:g}", t) for t in sim.interrupt_at]
     if sim.rate_per_hour > 0:
         rng = random.Random(sim.seed)
@@ -97,10 +108,17 @@ def interruption_times(sim: SpotSimulation) -> list[tuple[str, float]]:
     return sorted(events, key=lambda e: e[1])
 
 
-def due_interruption(sim: SpotSimulation, elapsed: float, status: str, fired: set[str]) -> str | None:
-    """The id of an interruption that is due now and has not fired yet, or None."""
+def due_interruption(
+    sim: SpotSimulation, elapsed: float, status: str, fired: set[str], in_status: float = 0.0
+) -> str | None:
+    """The id of an interruption that is due now and has not fired yet, or None.
+    `elapsed`: seconds since the job was created; `in_status`: since it entered `status`."""
     if status in sim.interrupt_on and f"on-{status}" not in fired:
         return f"on-{status}"
+    for name, after in sim.interrupt_in:
+        event = f"on-{name}+{after:g}"
+        if name == status and in_status >= after and event not in fired:
+            return event
     for event, at in interruption_times(sim):
         if at > elapsed:
             break

@@ -47,6 +47,7 @@ class TrialSummary(BaseModel):
         return self.objective_status is ObjectiveStatus.SUCCEEDED and self.final_objective is not None
 
     def describe(self) -> dict[str, Any]:
+        """A TrainingJobSummary of DescribeHyperParameterTuningJob (with dockyard's StoppedBecause)."""
         body = {
             "TrainingJobName": self.training_job_name,
             "TrainingJobStatus": self.training_job_status.value,
@@ -58,7 +59,7 @@ class TrialSummary(BaseModel):
             "FailureReason": self.failure_reason,
             "StoppedBecause": self.stopped_because,
         }
-        return {k: v for k, v in body.items() if v is not None or k == "FinalHyperParameterTuningJobObjectiveMetric"}
+        return body  # every key, None included: readers look each one up
 
 
 class TuningRecord(BaseModel):

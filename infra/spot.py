@@ -40,7 +40,9 @@ class LocalSpotMarket:
 
     def due(self, record: JobRecord, elapsed: float) -> str | None:
         status = record.status.secondary.value if record.status.secondary else ""
-        return due_interruption(self.simulation, elapsed, status, {e.event for e in record.spot_events})
+        entered = record.status.transitions[-1].start_time if record.status.transitions else record.creation_time
+        in_status = (store_now() - entered).total_seconds()
+        return due_interruption(self.simulation, elapsed, status, {e.event for e in record.spot_events}, in_status)
 
     def capacity_in(self, record: JobRecord, elapsed: float) -> float:  # noqa: ARG002 - same for every job
         return capacity_wait(self.simulation, elapsed)

@@ -252,7 +252,7 @@ def test_cancelling_the_flow_run_in_prefect_stops_the_job(
     process = start_cli(job, tmp_path)
     record = wait_for_status(home, job["training_job_name"], "Training")
     with get_client(sync_client=True) as client:
-        client.set_flow_run_state(UUID(record["flow_run_id"]), Cancelling(), force=True)
+        client.set_flow_run_state(UUID(str(record.flow_run_id)), Cancelling(), force=True)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 3, err[-3000:]
     body = json.loads(out)

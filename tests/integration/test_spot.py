@@ -47,7 +47,8 @@ def statuses(body: dict[str, Any]) -> list[str]:
 def test_interrupted_twice_resumes_from_checkpoints_and_completes(
     home: str, bucket: str, test_images: dict[str, str], monkeypatch: pytest.MonkeyPatch, s3_endpoint: str
 ) -> None:
-    monkeypatch.setenv("DOCKYARD_SPOT_SIMULATION", "interrupt_at=3,7; notice=1; price=0.3")
+    # Timed from the start of each stretch of training, so a slow machine meets them mid-training too.
+    monkeypatch.setenv("DOCKYARD_SPOT_SIMULATION", "on=Training+2,Training+3; notice=1; price=0.3")
     job = spot_job(home, test_images["probe"], bucket, steps=30)
     body = run_job(job)
     assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
@@ -64,7 +65,7 @@ def test_interrupted_twice_resumes_from_checkpoints_and_completes(
         "Downloading",
         "DownloadingTrainingImage",
     ]
-    assert [e["Event"] for e in body["SpotInterruptions"]] == ["at-3", "at-7"]
+    assert [e["Event"] for e in body["SpotInterruptions"]] == ["on-Training+2", "on-Training+3"]
     assert len(body["Attempts"]) == 3
     assert body["BillableTimeInSeconds"] < body["TrainingTimeInSeconds"]
     assert 50 < body["SpotSavingsPercent"] < 75 and body["SpotSavingsUSD"] == 0  # 'local' has no price
@@ -150,7 +151,7 @@ def test_xgboost_resumes_its_round_count_and_matches_an_uninterrupted_run(
     plain = run_job(xgboost_job(home, tmp_path / "data", rounds))
     assert plain["TrainingJobStatus"] == "Completed", plain.get("FailureReason")
 
-    monkeypatch.setenv("DOCKYARD_SPOT_SIMULATION", "interrupt_at=4,8; notice=5")
+    monkeypatch.setenv("DOCKYARD_SPOT_SIMULATION", "on=Training+2,Training+2.5; notice=5")
     job = xgboost_job(home, tmp_path / "data", rounds)
     job["enable_managed_spot_training"] = True
     job["checkpoint_config"] = {"s3_uri": f"s3://{bucket}/xgb/{job['training_job_name']}"}
@@ -190,7 +191,7 @@ def test_chaos_seeded_random_interruptions_across_concurrent_jobs_lose_nothing(
     jobs = []
     for seed in (11, 12, 13):
         job = spot_job(home, test_images["probe"], bucket, steps=25)
-        env = {**os.environ, "DOCKYARD_SPOT_SIMULATION": f"rate=900/h; seed={seed}; notice=1"}
+        env = {**os.environ, "DOCKYARD_SPOT_SIMULATION": f"rate=360/h; seed={seed}; notice=1"}
         jobs.append((job, start_cli(job, tmp_path, env=env)))
     for job, process in jobs:
         out, err = process.communicate(timeout=600)

@@ -66,7 +66,7 @@ def test_xgboost_tuning_beats_the_untuned_default_within_the_parallel_limit(home
     best = body["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]
     assert best > untuned, (best, untuned)
     record = store_of(home).tuning("xgb-bc-tuning")
-    assert record is not None and record["BestTrainingJob"] == body["BestTrainingJob"]
+    assert record is not None and record.describe()["BestTrainingJob"] == body["BestTrainingJob"]
 
 
 def probe_tuning(image: str, home: str, strategy: str, ranges: dict[str, Any], jobs: int = 6) -> dict[str, Any]:

@@ -38,6 +38,13 @@ def test_interruptions_fire_once_each_in_order() -> None:
     assert due_interruption(sim, 11, "Training", {"at-5", "at-10"}) is None
     assert due_interruption(sim, 1, "Uploading", set()) == "on-Uploading"
     assert due_interruption(sim, 1, "Uploading", {"on-Uploading"}) is None
+    timed = parse_simulation("on=Training+2,Training+3.5")
+    assert timed.interrupt_in == (("Training", 2.0), ("Training", 3.5)) and timed.interrupt_on == ()
+    assert due_interruption(timed, 99, "Training", set(), in_status=1.9) is None
+    assert due_interruption(timed, 99, "Downloading", set(), in_status=9) is None
+    assert due_interruption(timed, 99, "Training", set(), in_status=2.1) == "on-Training+2"
+    assert due_interruption(timed, 99, "Training", {"on-Training+2"}, in_status=2.1) is None  # the next stretch
+    assert due_interruption(timed, 99, "Training", {"on-Training+2"}, in_status=3.6) == "on-Training+3.5"
 
 
 def test_random_interruptions_repeat_by_seed() -> None:
