@@ -260,4 +260,4 @@ def test_cancelling_the_flow_run_in_prefect_stops_the_job(
     assert body["SecondaryStatusTransitions"][-1]["StatusMessage"] == "Training job stopped: cancelled in Prefect"
     assert members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["stopped.txt"] == b"stopped by SIGTERM"
     with get_client(sync_client=True) as client:
-        assert client.read_flow_run(UUID(record["flow_run_id"])).state.name == "Cancelled"  # type: ignore[union-attr]
+        assert client.read_flow_run(UUID(str(record.flow_run_id))).state.name == "Cancelled"  # type: ignore[union-attr]

@@ -49,10 +49,10 @@ def test_interrupted_twice_resumes_from_checkpoints_and_completes(
 ) -> None:
     # Timed from the start of each stretch of training, so a slow machine meets them mid-training too.
     monkeypatch.setenv("DOCKYARD_SPOT_SIMULATION", "on=Training+2,Training+3; notice=1; price=0.3")
-    job = spot_job(home, test_images["probe"], bucket, steps=30)
+    job = spot_job(home, test_images["probe"], bucket, steps=60)  # 12 s of training: both land mid-training
     body = run_job(job)
     assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
-    assert steps_done(home, job["training_job_name"]) == list(range(30))  # every step once, none lost
+    assert steps_done(home, job["training_job_name"]) == list(range(60))  # every step once, none lost
     log = (Path(home) / "jobs" / job["training_job_name"] / "job.log").read_text()
     assert len(re.findall(r"resuming at step \d+", log)) == 2
     seq = statuses(body)
@@ -69,10 +69,10 @@ def test_interrupted_twice_resumes_from_checkpoints_and_completes(
     assert len(body["Attempts"]) == 3
     assert body["BillableTimeInSeconds"] < body["TrainingTimeInSeconds"]
     assert 50 < body["SpotSavingsPercent"] < 75 and body["SpotSavingsUSD"] == 0  # 'local' has no price
-    assert members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["steps.txt"] == b"30"
+    assert members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["steps.txt"] == b"60"
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     saved = s3.get_object(Bucket=bucket, Key=f"checkpoints/{job['training_job_name']}/progress.json")
-    assert saved["Body"].read() == b'{"next": 30}'
+    assert saved["Body"].read() == b'{"next": 60}'
 
 
 def test_interruptions_during_staging_and_upload_lose_nothing(
@@ -101,13 +101,15 @@ def test_interruptions_during_staging_and_upload_lose_nothing(
 def test_no_capacity_past_max_wait_stops_the_job_and_keeps_checkpoints(
     home: str, bucket: str, test_images: dict[str, str], monkeypatch: pytest.MonkeyPatch, s3_endpoint: str
 ) -> None:
-    monkeypatch.setenv("DOCKYARD_SPOT_SIMULATION", "interrupt_at=3; no_capacity=3-1000; notice=1")
+    # Capacity goes 3 s after creation, the interruption comes 1 s into training: however slow the way
+    # to training, the job then waits Pending until max_wait (20 s from creation) runs out.
+    monkeypatch.setenv("DOCKYARD_SPOT_SIMULATION", "on=Training+1; no_capacity=3-1000; notice=1")
     job = spot_job(
         home,
         test_images["probe"],
         bucket,
-        steps=100,
-        stopping_condition={"max_runtime_in_seconds": 8, "max_wait_time_in_seconds": 8},
+        steps=200,
+        stopping_condition={"max_runtime_in_seconds": 20, "max_wait_time_in_seconds": 20},
     )
     body = run_job(job)
     assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Stopped", "MaxWaitTimeExceeded")
