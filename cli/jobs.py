@@ -19,6 +19,7 @@ from dockyard.errors import DockyardError, JobSpecError
 from dockyard.record import MetricValue, describe
 from dockyard.settings import Settings
 from dockyard.status import is_final
+from infra import job_log
 from infra.job_store import JobStore, now, open_store
 
 FOLLOW_POLL_SECONDS = 0.5
@@ -89,7 +90,7 @@ def list_jobs(store: JobStore, args: argparse.Namespace) -> list[dict[str, Any]]
 
 def follow_log(store: JobStore, settings: Settings, name: str) -> None:
     """Print the log, then what is appended, until the job reaches a final status."""
-    path = settings.job_log(name)
+    path = job_log.path(settings.home, name)
     offset = 0
     while True:
         final = is_final(store.get(name).status.secondary)
@@ -166,11 +167,11 @@ def jobs(args: argparse.Namespace, settings: Settings) -> int:
     elif args.verb == "logs":
         if args.follow:
             follow_log(store, settings, args.name)
-        elif settings.job_log(args.name).exists():
-            print(settings.job_log(args.name).read_text(), end="")
+        elif job_log.path(settings.home, args.name).exists():
+            print(job_log.path(settings.home, args.name).read_text(), end="")
         else:
             raise DockyardError(
-                f"{args.name}'s log is not on this machine ({settings.job_log(args.name)}): "
+                f"{args.name}'s log is not on this machine ({job_log.path(settings.home, args.name)}): "
                 "read it where the job was orchestrated"
             )
     elif args.verb == "stop":

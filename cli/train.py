@@ -16,7 +16,7 @@ from dockyard.loading import looks_like_sagemaker_request
 from dockyard.record import describe
 from dockyard.settings import Settings
 from flows.train import final_record, train
-from infra import prefect_api
+from infra import job_log, prefect_api
 from tasks.validate import check_spec, read_job_file
 
 
@@ -48,7 +48,7 @@ def run_training(argv: list[str]) -> int:
         return 1
     if resumed:
         say(f"picking up the unfinished training job {spec.training_job_name}")
-    say(f"training job {spec.training_job_name}: log at {settings.job_log(spec.training_job_name)}")
+    say(f"training job {spec.training_job_name}: log at {job_log.path(settings.home, spec.training_job_name)}")
     body = _run_flow(spec.model_dump(mode="json"), settings, args.spot_simulation)
     if body is None:
         return 1

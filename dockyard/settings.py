@@ -48,13 +48,6 @@ class Settings(BaseModel):
             mlflow_tracking_uri=environ.get("MLFLOW_TRACKING_URI") or None,
         )
 
-    def job_dir(self, job_name: str) -> Path:
-        """Where a job's log lives on this machine."""
-        return self.home / "jobs" / job_name
-
-    def job_log(self, job_name: str) -> Path:
-        return self.job_dir(job_name) / "job.log"
-
     def scratch_root(self) -> Path:
         """Where instances' /opt/ml folders are made on this machine."""
         return self.home / "scratch"

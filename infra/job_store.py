@@ -630,6 +630,7 @@ class LeaseKeeper:
 
 
 _IMPORTED_MARK = ".in-job-store"
+_HOMES_CHECKED: set[tuple[Path, str]] = set()  # (home, store) pairs this process has imported
 
 
 def open_store(settings: Settings) -> JobStore:
@@ -639,12 +640,15 @@ def open_store(settings: Settings) -> JobStore:
         DockyardError: the database cannot be reached or migrated.
     """
     store = JobStore.open(settings.store_url())
+    if (settings.home, store.url) in _HOMES_CHECKED:  # called on hot paths: look at the folder once a process
+        return store
     jobs = settings.home / "jobs"
     if jobs.is_dir() and not (jobs / _IMPORTED_MARK).exists():
         with open(jobs / ".import.lock", "a") as lock:  # one importing process at a time
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (jobs / _IMPORTED_MARK).exists():
                 import_home(store, settings.home)
+        _HOMES_CHECKED.add((settings.home, store.url))
     return store
 
 
