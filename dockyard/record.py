@@ -61,6 +61,12 @@ class JobRecord(BaseModel):
     spot_price_ratio: float | None = None  # set for managed spot jobs
     scratch_root: str | None = None  # where the instances' folders are made, on the orchestrating machine
     stop_reason: StopReason | None = None  # why this attempt's containers are being stopped, once they are
+    # Created through the SageMaker API and waiting for a worker's flow run, which
+    # then starts it (a first run, not a pick-up of a job whose orchestrator died).
+    queued: bool = False
+    # CreateTrainingJob fields with no effect here (DebugHookConfig, ProfilerConfig, ...),
+    # kept as sent so that DescribeTrainingJob answers them back.
+    request_extras: dict[str, Any] = {}
 
     @property
     def name(self) -> str:
@@ -181,6 +187,8 @@ def describe(record: JobRecord) -> dict[str, Any]:
         body["Attempts"] = [
             {"StartTime": _iso(a.start), "EndTime": _iso(a.end), "EndedBy": a.ended_by} for a in record.attempts
         ]
+    for key, value in record.request_extras.items():
+        body.setdefault(key, value)
     algo = body.setdefault("AlgorithmSpecification", {})
     if record.training_image:
         algo.setdefault("TrainingImage", record.training_image)

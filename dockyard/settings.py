@@ -29,6 +29,12 @@ class Settings(BaseModel):
     lease_seconds: float = 30.0  # DOCKYARD_LEASE_SECONDS: a dead orchestrator's job is free after this
     spot_simulation: str = ""  # DOCKYARD_SPOT_SIMULATION: the local spot market (dockyard/spot.py)
     mlflow_tracking_uri: str | None = None  # MLFLOW_TRACKING_URI; default SQLite under home
+    # `dockyard serve`'s principals: one key pair from DOCKYARD_ACCESS_KEY_ID and
+    # DOCKYARD_SECRET_ACCESS_KEY, and/or several in DOCKYARD_KEYS_FILE (api/auth.py).
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    keys_file: str | None = None
+    work_pool: str = "dockyard"  # DOCKYARD_WORK_POOL: the Prefect work pool `dockyard serve` submits jobs to
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -46,6 +52,12 @@ class Settings(BaseModel):
             lease_seconds=float(environ.get("DOCKYARD_LEASE_SECONDS", "30")),
             spot_simulation=environ.get("DOCKYARD_SPOT_SIMULATION", ""),
             mlflow_tracking_uri=environ.get("MLFLOW_TRACKING_URI") or None,
+            access_key_id=environ.get("DOCKYARD_ACCESS_KEY_ID") or None,
+            secret_access_key=SecretStr(environ["DOCKYARD_SECRET_ACCESS_KEY"])
+            if environ.get("DOCKYARD_SECRET_ACCESS_KEY")
+            else None,
+            keys_file=environ.get("DOCKYARD_KEYS_FILE") or None,
+            work_pool=environ.get("DOCKYARD_WORK_POOL") or "dockyard",
         )
 
     def scratch_root(self) -> Path:

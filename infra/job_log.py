@@ -6,7 +6,10 @@ the Prefect run's logger when there is a run to send it to.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,3 +36,30 @@ def report(home: str | Path, name: str, message: str, level: int = logging.INFO)
     if TaskRunContext.get() or FlowRunContext.get():
         get_run_logger().log(level, message)
     append(home, name, message if level < logging.WARNING else f"{logging.getLevelName(level).lower()}: {message}")
+
+
+@dataclass(frozen=True)
+class HostLine:
+    """One line a job's container printed."""
+
+    host: str  # algo-1, algo-2, ...
+    at: datetime
+    text: str
+
+
+_HOST_LINE = re.compile(r"(?P<at>\S+) \[(?P<host>algo-\d+)\] (?P<text>.*)")
+
+
+def host_lines(home: str | Path, name: str) -> list[HostLine]:
+    """The container lines of a job's log, in order (the platform's own lines left out)."""
+    try:
+        raw = path(home, name).read_text(errors="replace")
+    except OSError:
+        return []
+    lines = []
+    for line in raw.splitlines():
+        match = _HOST_LINE.fullmatch(line)
+        if match is not None:
+            with contextlib.suppress(ValueError):
+                lines.append(HostLine(match["host"], datetime.fromisoformat(match["at"]), match["text"]))
+    return lines

@@ -34,6 +34,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     text,
@@ -62,6 +63,18 @@ def now() -> datetime:
 
 
 @dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a listing shows; None leaves a condition out."""
+
+    name_contains: str | None = None
+    status: str | None = None  # a primary status, any case
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    modified_after: datetime | None = None
+    modified_before: datetime | None = None
+
+
+@dataclass(frozen=True)
 class JobSummary:
     """The few fields a listing shows, read without the whole record."""
 
@@ -70,6 +83,7 @@ class JobSummary:
     secondary: SecondaryStatus
     creation_time: datetime
     training_end_time: datetime | None
+    last_modified_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -271,24 +285,52 @@ class JobStore:
         limit: int | None = None,
     ) -> list[JobSummary]:
         """Jobs newest first, filtered in SQL."""
+        return self.page(JobFilter(name_contains=name_contains, status=status, created_after=since,
+                                   created_before=until), limit=limit)  # fmt: skip
+
+    def page(
+        self,
+        where: JobFilter,
+        sort_by: str = "CreationTime",
+        ascending: bool = False,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[JobSummary]:
+        """One page of the jobs `where` selects, sorted by Name, CreationTime or Status, in SQL."""
         t = training_jobs
-        query = select(t.c.name, t.c.primary_status, t.c.secondary_status, t.c.creation_time, t.c.training_end_time)
-        if name_contains:
-            query = query.where(t.c.name.contains(name_contains, autoescape=True))
-        if status:
-            matching = [s.value for s in PrimaryStatus if s.value.lower() == status.lower()]
+        query = select(
+            t.c.name, t.c.primary_status, t.c.secondary_status, t.c.creation_time, t.c.training_end_time,
+            t.c.last_modified_time,
+        )  # fmt: skip
+        if where.name_contains:
+            query = query.where(t.c.name.contains(where.name_contains, autoescape=True))
+        if where.status:
+            matching = [s.value for s in PrimaryStatus if s.value.lower() == where.status.lower()]
             query = query.where(t.c.primary_status.in_(matching))
-        if since:
-            query = query.where(t.c.creation_time >= since)
-        if until:
-            query = query.where(t.c.creation_time < until)
-        query = query.order_by(t.c.creation_time.desc()).limit(limit)
+        for column, after, before in (
+            (t.c.creation_time, where.created_after, where.created_before),
+            (t.c.last_modified_time, where.modified_after, where.modified_before),
+        ):
+            if after:
+                query = query.where(column >= after)
+            if before:
+                query = query.where(column < before)
+        key = {"Name": t.c.name, "Status": t.c.primary_status}.get(sort_by, t.c.creation_time)
+        order = [key.asc() if ascending else key.desc(), t.c.name.asc()]
+        query = query.order_by(*order).offset(offset).limit(limit)
         with self.engine.connect() as conn:
             return [
                 JobSummary(r.name, PrimaryStatus(r.primary_status), SecondaryStatus(r.secondary_status),
-                           r.creation_time, r.training_end_time)
+                           r.creation_time, r.training_end_time, r.last_modified_time)
                 for r in conn.execute(query)
             ]  # fmt: skip
+
+    def name_of(self, lowered: str) -> str | None:
+        """The job whose name is `lowered` but for case (an ARN holds names in lower case)."""
+        t = training_jobs
+        with self.engine.connect() as conn:
+            found = conn.execute(select(t.c.name).where(func.lower(t.c.name) == lowered.lower())).first()
+        return str(found.name) if found else None
 
     def unfinished(self) -> list[JobRecord]:
         """Every job whose status is not final."""
@@ -406,8 +448,21 @@ class JobStore:
 
     def tags(self, name: str) -> dict[str, str]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(job_tags.c.key, job_tags.c.value).where(job_tags.c.job_name == name))
+            rows = conn.execute(
+                select(job_tags.c.key, job_tags.c.value).where(job_tags.c.job_name == name).order_by(job_tags.c.key)
+            )
             return {r.key: r.value for r in rows}
+
+    def set_tags(self, name: str, tags: dict[str, str]) -> None:
+        """Add tags to a job, replacing the values of keys it has."""
+        with self._write() as conn:
+            conn.execute(delete(job_tags).where(job_tags.c.job_name == name, job_tags.c.key.in_(list(tags))))
+            if tags:
+                conn.execute(insert(job_tags), [{"job_name": name, "key": k, "value": v} for k, v in tags.items()])
+
+    def delete_tags(self, name: str, keys: list[str]) -> None:
+        with self._write() as conn:
+            conn.execute(delete(job_tags).where(job_tags.c.job_name == name, job_tags.c.key.in_(keys)))
 
     # -- tuning jobs ----------------------------------------------------------
 

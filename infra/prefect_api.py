@@ -265,3 +265,55 @@ def label_flow_run(flow_run_id: str, name: str, tags: list[str]) -> None:
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(UUID(flow_run_id)).tags
         client.update_flow_run(UUID(flow_run_id), name=name, tags=sorted({*current, *tags}))
+
+
+# The deployments `dockyard serve` submits jobs to, by flow: entrypoints are
+# module paths, so they load wherever dockyard is installed.
+API_DEPLOYMENTS = {"train": "flows.train:train", "tune": "flows.tune:tune"}
+API_DEPLOYMENT_NAME = "sagemaker-api"
+
+
+def ensure_deployments(work_pool: str) -> None:
+    """Create (or update) the process work pool and the train and tune deployments on it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        with contextlib.suppress(ObjectAlreadyExists):
+            client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"))
+        for flow_name, entrypoint in API_DEPLOYMENTS.items():
+            flow_id = client.create_flow_from_name(flow_name)
+            client.create_deployment(
+                flow_id=flow_id,
+                name=API_DEPLOYMENT_NAME,
+                entrypoint=entrypoint,
+                work_pool_name=work_pool,
+                description=f"{flow_name} jobs created through dockyard serve's SageMaker API",
+                tags=["dockyard", "sagemaker-api"],
+            )
+
+
+def submit(flow_name: str, parameters: dict[str, Any], name: str, tags: list[str]) -> str:
+    """Create a flow run of `flow_name`'s API deployment, for a worker to pick up; returns its id."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(f"{flow_name}/{API_DEPLOYMENT_NAME}")
+        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, name=name, tags=tags)
+    return str(flow_run.id)
+
+
+def cancel_if_waiting(flow_run_id: str, message: str) -> bool:
+    """Cancel a flow run no worker has started yet; True if it was still waiting."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(flow_run_id)).state
+        if state is None or not (state.is_scheduled() or state.is_pending()):
+            return False
+        result: Any = client.set_flow_run_state(UUID(flow_run_id), Cancelled(message=message))
+    return bool(result.status.value == "ACCEPT")

@@ -148,7 +148,7 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
                 "rerun it with its own spec to finish it, or choose another name"
             )
     hold(settings, spec.training_job_name)
-    return spec, old is not None
+    return spec, old is not None and not old.queued
 
 
 _CHECKED: set[str] = set()  # specs whose rules and locations this process has checked
@@ -214,10 +214,41 @@ def validate(doc: dict[str, Any], settings: Settings, flow_run_id: str | None) -
     return spec, resumed
 
 
+def create_record(
+    spec: TrainingJobSpec,
+    settings: Settings,
+    flow_run_id: str | None,
+    message: str = "Validated the job; preparing the instances",
+    queued: bool = False,
+    request_extras: dict[str, Any] | None = None,
+) -> JobRecord:
+    """Store the new job's record, Starting.
+
+    Raises:
+        DockyardError: a job of that name exists.
+    """
+    at = now()
+    ratio = spot.market(settings).price_ratio if spec.enable_managed_spot_training else None
+    record = JobRecord(
+        spec=spec,
+        creation_time=at,
+        flow_run_id=flow_run_id,
+        spot_price_ratio=ratio,
+        queued=queued,
+        request_extras=request_extras or {},
+    ).moved(SecondaryStatus.STARTING, message, at)
+    open_store(settings).create(record)
+    return record
+
+
 def _create_or_pick_up(spec: TrainingJobSpec, resumed: bool, settings: Settings, flow_run_id: str | None) -> None:
     store = open_store(settings)
     name = spec.training_job_name
-    if resumed:
+    old = store.find(name)
+    if old is not None and old.queued:  # created through the API: this run starts it
+        store.update(name, queued=False, flow_run_id=flow_run_id)
+        job_log.append(settings.home, name, f"started by {this_process()} (flow run {flow_run_id})")
+    elif resumed:
         previous = store.get(name).flow_run_id
         if previous and previous != flow_run_id:
             with contextlib.suppress(Exception):  # the old run may live on another server
@@ -225,12 +256,7 @@ def _create_or_pick_up(spec: TrainingJobSpec, resumed: bool, settings: Settings,
         store.update(name, flow_run_id=flow_run_id)
         job_log.append(settings.home, name, f"picked up again by {this_process()} (flow run {flow_run_id})")
     else:
-        at = now()
-        ratio = spot.market(settings).price_ratio if spec.enable_managed_spot_training else None
-        record = JobRecord(spec=spec, creation_time=at, flow_run_id=flow_run_id, spot_price_ratio=ratio).moved(
-            SecondaryStatus.STARTING, "Validated the job; preparing the instances", at
-        )
-        store.create(record)
+        create_record(spec, settings, flow_run_id)
     if flow_run_id:
         experiment = spec.experiment_config.experiment_name if spec.experiment_config else None
         tags = ["dockyard", "training-job", f"job:{name}"] + ([f"experiment:{experiment}"] if experiment else [])

@@ -1,0 +1,187 @@
+"""SageMaker's training-job operations over the job store; Create hands the job to a Prefect worker.
+
+The endpoint holds no job state of its own: a Create validates the request,
+stores the job's record (Starting, queued) and creates a flow run of the
+`train` deployment, which a worker on any machine sharing the store runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from api.protocol import ApiError, validation
+from dockyard.contract import job_arn
+from dockyard.errors import DockyardError, FieldProblem, JobSpecError, StatusConflict
+from dockyard.loading import SAGEMAKER_IGNORED, build_job
+from dockyard.record import JobRecord, describe
+from dockyard.settings import Settings
+from dockyard.status import SecondaryStatus
+from dockyard.wire import pascal
+from infra import prefect_api
+from infra.job_store import JobFilter, JobStore, now
+from tasks.validate import check_runnable, create_record
+
+NOT_FOUND = "Requested resource not found."  # what SageMaker answers for an unknown name
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every operation works on."""
+
+    settings: Settings
+    store: JobStore
+
+
+def wire_problems(exc: JobSpecError) -> str:
+    """A spec error's lines with their field paths in the request's PascalCase."""
+    return "; ".join(
+        str(FieldProblem(_FIELD.sub(lambda m: pascal(m.group()), p.path), p.problem, p.fix)) for p in exc.problems
+    )
+
+
+_FIELD = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def record_of(ctx: Context, name: str) -> JobRecord:
+    """Raises: ApiError (ValidationException) when there is no such job, as SageMaker does."""
+    record = ctx.store.find(name)
+    if record is None:
+        raise validation(NOT_FOUND)
+    return record
+
+
+def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate, store the job as queued, and submit its flow run."""
+    name = params["TrainingJobName"]
+    if ctx.store.exists(name):
+        raise ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already")
+    try:
+        spec = build_job(params, home=str(ctx.settings.home), now=now())
+        check_runnable(spec, ctx.settings)
+    except JobSpecError as exc:
+        raise validation(wire_problems(exc)) from None
+    extras = {k: v for k, v in params.items() if k in SAGEMAKER_IGNORED}
+    pool = ctx.settings.work_pool
+    try:
+        create_record(
+            spec, ctx.settings, None, f"Queued for a worker of work pool '{pool}'", queued=True, request_extras=extras
+        )
+    except DockyardError:
+        raise ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already") from None
+    tags = ["dockyard", "training-job", f"job:{name}", "sagemaker-api"]
+    try:
+        flow_run_id = prefect_api.submit("train", {"job": spec.model_dump(mode="json")}, name, tags)
+    except Exception as exc:  # noqa: BLE001 - whatever kept Prefect from taking it, the job must not stay queued
+        reason = f"InternalServerError: the job could not be handed to Prefect: {type(exc).__name__}: {exc}"
+        with contextlib.suppress(StatusConflict):
+            ctx.store.transition(
+                name, SecondaryStatus.STARTING, SecondaryStatus.FAILED, "Could not be queued", failure_reason=reason
+            )
+        raise ApiError("InternalFailure", reason[:500], 500) from None
+    with contextlib.suppress(DockyardError):
+        ctx.store.change(name, lambda r: r.model_copy(update={"flow_run_id": r.flow_run_id or flow_run_id}))
+    return {"TrainingJobArn": job_arn(name)}
+
+
+def describe_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    record = record_of(ctx, params["TrainingJobName"])
+    body = describe(record)
+    # Fields the SageMaker SDK reads without checking for them.
+    body.setdefault("OutputDataConfig", {}).setdefault("KmsKeyId", "")
+    body.setdefault("RoleArn", record.spec.role or "")
+    for step in body.get("SecondaryStatusTransitions", []):
+        step["StatusMessage"] = step.get("StatusMessage") or ""
+    return body
+
+
+def stop_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Stop a job: one still waiting for a worker ends Stopped at once; a running one is asked to stop."""
+    record = record_of(ctx, params["TrainingJobName"])
+    name = record.name
+    if record.queued and record.flow_run_id and prefect_api.cancel_if_waiting(record.flow_run_id, "job stopped"):
+        with contextlib.suppress(StatusConflict):
+            ctx.store.transition(name, SecondaryStatus.STARTING, SecondaryStatus.STOPPING, "Stop requested")
+            ctx.store.transition(
+                name, SecondaryStatus.STOPPING, SecondaryStatus.STOPPED, "Stopped before it started", queued=False
+            )
+            return {}
+    try:
+        ctx.store.request_stop(name, "StopTrainingJob")
+    except DockyardError as exc:
+        raise validation(str(exc)) from None
+    return {}
+
+
+def _token(offset: int, query: dict[str, Any]) -> str:
+    raw = json.dumps({"o": offset, "q": query}, sort_keys=True, default=str)
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _offset(token: str | None, query: dict[str, Any]) -> int:
+    if not token:
+        return 0
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if decoded["q"] == json.loads(json.dumps(query, sort_keys=True, default=str)):
+            return int(decoded["o"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise validation("NextToken is not one this listing returned — repeat the call with the same filters")
+
+
+def list_training_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """One page of jobs, filtered and sorted in SQL; NextToken holds the offset and the filters."""
+    query = {k: v for k, v in params.items() if k not in ("NextToken", "MaxResults")}
+    limit = int(params.get("MaxResults", 10))
+    offset = _offset(params.get("NextToken"), query)
+    where = JobFilter(
+        name_contains=params.get("NameContains"),
+        status=params.get("StatusEquals"),
+        created_after=_utc(params.get("CreationTimeAfter")),
+        created_before=_utc(params.get("CreationTimeBefore")),
+        modified_after=_utc(params.get("LastModifiedTimeAfter")),
+        modified_before=_utc(params.get("LastModifiedTimeBefore")),
+    )
+    rows = ctx.store.page(
+        where,
+        sort_by=params.get("SortBy", "CreationTime"),
+        ascending=params.get("SortOrder", "Descending") == "Ascending",
+        offset=offset,
+        limit=limit + 1,
+    )
+    body: dict[str, Any] = {
+        "TrainingJobSummaries": [
+            {
+                "TrainingJobName": r.name,
+                "TrainingJobArn": job_arn(r.name),
+                "CreationTime": r.creation_time,
+                "TrainingEndTime": r.training_end_time,
+                "LastModifiedTime": r.last_modified_time,
+                "TrainingJobStatus": r.primary.value,
+                "SecondaryStatus": r.secondary.value,
+            }
+            for r in rows[:limit]
+        ]
+    }
+    if len(rows) > limit:
+        body["NextToken"] = _token(offset + limit, query)
+    return body
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A moment as the store keeps it: UTC."""
+    return moment.astimezone(now().tzinfo) if moment is not None else None
+
+
+HANDLERS = {
+    "CreateTrainingJob": create_training_job,
+    "DescribeTrainingJob": describe_training_job,
+    "StopTrainingJob": stop_training_job,
+    "ListTrainingJobs": list_training_jobs,
+}
