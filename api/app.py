@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api import logs, tags, training
+from api import logs, search, tags, training, tuning
 from api.auth import Principal, SignedRequest, verify
 from api.protocol import ApiError, operation, parse_input, render_output
 from api.training import Context
@@ -24,7 +24,10 @@ from api.training import Context
 CONTENT_TYPE = "application/x-amz-json-1.1"
 Handler = Callable[[Context, dict[str, Any]], dict[str, Any]]
 HANDLERS: dict[tuple[str, str], Handler] = {
-    **{("sagemaker", op): h for op, h in {**training.HANDLERS, **tags.HANDLERS}.items()},
+    **{
+        ("sagemaker", op): h
+        for op, h in {**training.HANDLERS, **tuning.HANDLERS, **tags.HANDLERS, **search.HANDLERS}.items()
+    },
     **{("logs", op): h for op, h in logs.HANDLERS.items()},
 }
 

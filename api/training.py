@@ -76,7 +76,7 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         raise ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already") from None
     tags = ["dockyard", "training-job", f"job:{name}", "sagemaker-api"]
     try:
-        flow_run_id = prefect_api.submit("train", {"job": spec.model_dump(mode="json")}, name, tags)
+        flow_run_id = prefect_api.submit("train", pool, {"job": spec.model_dump(mode="json")}, name, tags)
     except Exception as exc:  # noqa: BLE001 - whatever kept Prefect from taking it, the job must not stay queued
         reason = f"InternalServerError: the job could not be handed to Prefect: {type(exc).__name__}: {exc}"
         with contextlib.suppress(StatusConflict):
@@ -118,12 +118,13 @@ def stop_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _token(offset: int, query: dict[str, Any]) -> str:
+def page_token(offset: int, query: dict[str, Any]) -> str:
+    """A NextToken: where the next page starts, bound to the listing's filters."""
     raw = json.dumps({"o": offset, "q": query}, sort_keys=True, default=str)
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-def _offset(token: str | None, query: dict[str, Any]) -> int:
+def page_offset(token: str | None, query: dict[str, Any]) -> int:
     if not token:
         return 0
     try:
@@ -135,11 +136,9 @@ def _offset(token: str | None, query: dict[str, Any]) -> int:
     raise validation("NextToken is not one this listing returned — repeat the call with the same filters")
 
 
-def list_training_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    """One page of jobs, filtered and sorted in SQL; NextToken holds the offset and the filters."""
+def list_params(params: dict[str, Any]) -> tuple[JobFilter, str, bool, int, int, dict[str, Any]]:
+    """A List call's filter, sort key, order, offset and page size, and the query its tokens are bound to."""
     query = {k: v for k, v in params.items() if k not in ("NextToken", "MaxResults")}
-    limit = int(params.get("MaxResults", 10))
-    offset = _offset(params.get("NextToken"), query)
     where = JobFilter(
         name_contains=params.get("NameContains"),
         status=params.get("StatusEquals"),
@@ -148,13 +147,22 @@ def list_training_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         modified_after=_utc(params.get("LastModifiedTimeAfter")),
         modified_before=_utc(params.get("LastModifiedTimeBefore")),
     )
-    rows = ctx.store.page(
+    ascending = params.get("SortOrder", "Descending") == "Ascending"
+    limit = int(params.get("MaxResults", 10))
+    return (
         where,
-        sort_by=params.get("SortBy", "CreationTime"),
-        ascending=params.get("SortOrder", "Descending") == "Ascending",
-        offset=offset,
-        limit=limit + 1,
+        params.get("SortBy", "CreationTime"),
+        ascending,
+        page_offset(params.get("NextToken"), query),
+        limit,
+        query,
     )
+
+
+def list_training_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """One page of jobs, filtered and sorted in SQL; NextToken holds the offset and the filters."""
+    where, sort_by, ascending, offset, limit, query = list_params(params)
+    rows = ctx.store.page(where, sort_by=sort_by, ascending=ascending, offset=offset, limit=limit + 1)
     body: dict[str, Any] = {
         "TrainingJobSummaries": [
             {
@@ -170,7 +178,7 @@ def list_training_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         ]
     }
     if len(rows) > limit:
-        body["NextToken"] = _token(offset + limit, query)
+        body["NextToken"] = page_token(offset + limit, query)
     return body
 
 

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from dockyard.search import Clause, order_clause, parse_query
+from dockyard.search import order_clause, parse_query
 from dockyard.settings import Settings
 from infra import catalog
 
@@ -33,20 +33,8 @@ def search(args: argparse.Namespace, settings: Settings) -> int:
     """`dockyard search QUERY`: training or tuning jobs in the MLflow catalog."""
     clauses = parse_query(args.query)
     kind = "tuning-job" if args.tuning_jobs else "training-job"
-    pushed = [c for c in clauses if c.pushed_down()] + [Clause("tags", catalog.KIND_TAG, "=", f"'{kind}'")]
-    checked_here = [c for c in clauses if not c.pushed_down()]
-
-    def keep(run: Any) -> bool:
-        data = {"params": run.data.params, "tags": run.data.tags}
-        return all(c.matches(data[c.kind].get(c.key)) for c in checked_here)
-
-    found = catalog.search(
-        settings.catalog_uri(),
-        " and ".join(c.mlflow() for c in pushed),
-        [order_clause(o) for o in args.order_by],
-        args.max_results,
-        keep if checked_here else None,
-    )
+    order = [order_clause(o) for o in args.order_by]
+    found = catalog.find_jobs(settings.catalog_uri(), clauses, order, args.max_results, kind)
     rows = [
         {
             "name": run.data.tags.get(catalog.JOB_TAG, run.info.run_name),

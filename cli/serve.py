@@ -1,6 +1,6 @@
 """`dockyard serve`: SageMaker's API (and CloudWatch Logs' reads) for your SageMaker code, on one port.
 
-    dockyard serve [--host 127.0.0.1] [--port 8900] [--no-worker]
+    dockyard serve [--host 127.0.0.1] [--port 8900] [--no-worker] [--jobs N]
 
 Creates the Prefect work pool and the train and tune deployments jobs are
 submitted to, and (unless --no-worker) runs a Prefect process worker for this
@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8900, help="port to listen on (default 8900)")
     parser.add_argument("--no-worker", action="store_true", help="accept requests only; workers run elsewhere")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=max(2, os.cpu_count() or 2),
+        help="how many flow runs this machine's worker runs at once; the rest wait their turn (default: cores)",
+    )
     return parser
 
 
@@ -55,7 +61,7 @@ def own_keys(settings: Settings) -> dict[str, Principal]:
     return load_principals(settings.model_copy(update={"keys_file": str(path)}))
 
 
-def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, limit: int) -> subprocess.Popen[bytes]:
     """A Prefect process worker on the work pool, its output in DOCKYARD_HOME/serve/worker.log."""
     log = settings.home / "serve" / "worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -64,23 +70,26 @@ def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     env["PREFECT_WORKER_QUERY_SECONDS"] = env["PREFECT_WORKER_QUERY_SECONDS"] or WORKER_QUERY_SECONDS
     with open(log, "ab") as out:
         worker = subprocess.Popen(
-            [str(prefect), "worker", "start", "--pool", settings.work_pool, "--type", "process"],
+            [str(prefect), "worker", "start", "--pool", settings.work_pool, "--type", "process", "--limit", str(limit)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
-    say(f"worker: a Prefect process worker on work pool '{settings.work_pool}' (pid {worker.pid}; log {log})")
+    say(
+        f"worker: a Prefect process worker on work pool '{settings.work_pool}', {limit} flow runs at once "
+        f"(pid {worker.pid}; log {log})"
+    )
     return worker
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the worker's group; running jobs keep their leases and are picked up by the next worker."""
+    """Stop the worker, not the jobs it started: their flow runs carry on to the end."""
+    worker.send_signal(signal.SIGTERM)
     try:
-        os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(worker.pid, signal.SIGKILL)
+    except subprocess.TimeoutExpired:
+        worker.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     except DockyardError as exc:
         say(str(exc))
         return 1
-    worker = None if args.no_worker else start_worker(settings)
+    worker = None if args.no_worker else start_worker(settings, args.jobs)
     url = f"http://{args.host}:{args.port}"
     say(f"SageMaker API at {url}: set AWS_ENDPOINT_URL_SAGEMAKER={url} and AWS_ENDPOINT_URL_CLOUDWATCH_LOGS={url}")
     try:

@@ -76,6 +76,8 @@ class TuningRecord(BaseModel):
     overall_best: TrialSummary | None = None  # with warm start: the best of this job's and its parents'
     failure_reason: str | None = None
     completion_reason: str | None = None  # a completion criterion that ended the search early
+    flow_run_id: str | None = None  # the tune flow run carrying it out
+    queued: bool = False  # created through the SageMaker API, waiting for a worker's flow run
 
     @property
     def name(self) -> str:

@@ -16,10 +16,11 @@ import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import optuna
-from prefect import flow
+from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
@@ -34,6 +35,7 @@ from dockyard.tuning import (
     EarlyStopping,
     Strategy,
     TuningJobConfig,
+    TuningJobSpec,
     completion_reason,
     grid,
     hyperband_resources,
@@ -41,7 +43,14 @@ from dockyard.tuning import (
     objective_value,
     trial_name,
 )
-from dockyard.tuning_record import ObjectiveStatus, TrialSummary, TuningRecord, TuningStatus, tuning_record
+from dockyard.tuning_record import (
+    ObjectiveStatus,
+    TrialSummary,
+    TuningRecord,
+    TuningStatus,
+    best_of,
+    tuning_record,
+)
 from flows.train import final_record, run_name, train
 from infra.job_store import JobStore, now, open_store
 from tasks.tuning import (
@@ -121,7 +130,15 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
     if isinstance(job, str):
         job = read_job_file(job)
     spec = validate_tuning(job, settings)
-    store.create_tuning(TuningRecord(spec=spec, status=TuningStatus.IN_PROGRESS, creation_time=created))
+    flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+    queued = store.tuning(spec.hyper_parameter_tuning_job_name)
+    if queued is not None and queued.queued:  # created through the API: this run carries it out
+        created = queued.creation_time or created
+        store.save_tuning(queued.model_copy(update={"queued": False, "flow_run_id": flow_run_id}))
+    else:
+        store.create_tuning(
+            TuningRecord(spec=spec, status=TuningStatus.IN_PROGRESS, creation_time=created, flow_run_id=flow_run_id)
+        )
     config = spec.hyper_parameter_tuning_job_config
     name, metric = spec.hyper_parameter_tuning_job_name, config.hyper_parameter_tuning_job_objective.metric_name
     limits = config.resource_limits
@@ -176,6 +193,7 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
                     trial = running.pop(future)
                     summaries.append(_summary(future.result(), trial, metric))
                     _tell(study, trial, summaries[-1])
+                    store.save_tuning(_progress(spec, summaries, created, flow_run_id))
         except (KeyboardInterrupt, TerminationSignal):
             # Every running trial stops gracefully, uploads what it has, and is recorded.
             stopped = True
@@ -185,9 +203,25 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
             for future, trial in list(running.items()):
                 summaries.append(_summary(future.result(), trial, metric))
     record = tuning_record(spec, summaries, stopped, completed_because, parents, (created, now()))
+    record = record.model_copy(update={"flow_run_id": flow_run_id})
     record_tuning(settings, record)
     _artifacts(record)
     return record.describe()
+
+
+def _progress(
+    spec: TuningJobSpec, summaries: list[TrialSummary], created: datetime, flow_run_id: str | None
+) -> TuningRecord:
+    """The record of a tuning job still running: its trials so far and the best of them."""
+    maximize = spec.hyper_parameter_tuning_job_config.maximize
+    return TuningRecord(
+        spec=spec,
+        status=TuningStatus.IN_PROGRESS,
+        creation_time=created,
+        trials=tuple(summaries),
+        best=best_of(summaries, maximize),
+        flow_run_id=flow_run_id,
+    )
 
 
 def _tell(study: optuna.Study, trial: Trial, summary: TrialSummary) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockyard.record import MetricValue
+from dockyard.search import Clause
 from infra.store_schema import MIGRATING
 
 if TYPE_CHECKING:
@@ -270,6 +271,19 @@ def search(
         if not token:
             break
     return found[:max_results]
+
+
+def find_jobs(uri: str, clauses: list[Clause], order_by: list[str], max_results: int, kind: str) -> list[Run]:
+    """Training (or tuning) jobs' runs matching every clause: MLflow evaluates what it
+    can, and the param and tag comparisons it cannot are checked here."""
+    pushed = [c for c in clauses if c.pushed_down()] + [Clause("tags", KIND_TAG, "=", f"'{kind}'")]
+    checked_here = [c for c in clauses if not c.pushed_down()]
+
+    def keep(run: Run) -> bool:
+        data = {"params": run.data.params, "tags": run.data.tags}
+        return all(c.matches(data[c.kind].get(c.key)) for c in checked_here)
+
+    return search(uri, " and ".join(c.mlflow() for c in pushed), order_by, max_results, keep if checked_here else None)
 
 
 def model_versions(uri: str) -> list[Any]:

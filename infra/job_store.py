@@ -67,6 +67,7 @@ class JobFilter:
     """Which jobs a listing shows; None leaves a condition out."""
 
     name_contains: str | None = None
+    name_prefix: str | None = None
     status: str | None = None  # a primary status, any case
     created_after: datetime | None = None
     created_before: datetime | None = None
@@ -304,6 +305,8 @@ class JobStore:
         )  # fmt: skip
         if where.name_contains:
             query = query.where(t.c.name.contains(where.name_contains, autoescape=True))
+        if where.name_prefix:
+            query = query.where(t.c.name.startswith(where.name_prefix, autoescape=True))
         if where.status:
             matching = [s.value for s in PrimaryStatus if s.value.lower() == where.status.lower()]
             query = query.where(t.c.primary_status.in_(matching))
@@ -490,6 +493,34 @@ class JobStore:
         with self._write() as conn:
             if not conn.execute(update(t).where(t.c.name == record.name).values(**values)).rowcount:
                 conn.execute(insert(t).values(name=record.name, creation_time=record.creation_time or now(), **values))
+
+    def tuning_page(
+        self,
+        where: JobFilter,
+        sort_by: str = "CreationTime",
+        ascending: bool = False,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[TuningRecord]:
+        """One page of the tuning jobs `where` selects, sorted by Name, CreationTime or Status, in SQL."""
+        t = tuning_jobs
+        query = select(t.c.record)
+        if where.name_contains:
+            query = query.where(t.c.name.contains(where.name_contains, autoescape=True))
+        if where.status:
+            query = query.where(func.lower(t.c.status) == where.status.lower())
+        for column, after, before in (
+            (t.c.creation_time, where.created_after, where.created_before),
+            (t.c.last_modified_time, where.modified_after, where.modified_before),
+        ):
+            if after:
+                query = query.where(column >= after)
+            if before:
+                query = query.where(column < before)
+        key = {"Name": t.c.name, "Status": t.c.status}.get(sort_by, t.c.creation_time)
+        query = query.order_by(key.asc() if ascending else key.desc(), t.c.name.asc()).offset(offset).limit(limit)
+        with self.engine.connect() as conn:
+            return [TuningRecord.model_validate_json(raw) for raw in conn.execute(query).scalars()]  # fmt: skip
 
     def tuning(self, name: str) -> TuningRecord | None:
         with self.engine.connect() as conn:

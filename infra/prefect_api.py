@@ -267,10 +267,10 @@ def label_flow_run(flow_run_id: str, name: str, tags: list[str]) -> None:
         client.update_flow_run(UUID(flow_run_id), name=name, tags=sorted({*current, *tags}))
 
 
-# The deployments `dockyard serve` submits jobs to, by flow: entrypoints are
-# module paths, so they load wherever dockyard is installed.
+# The deployments `dockyard serve` submits jobs to, by flow, each named after its
+# work pool (train/dockyard): entrypoints are module paths, so they load
+# wherever dockyard is installed.
 API_DEPLOYMENTS = {"train": "flows.train:train", "tune": "flows.tune:tune"}
-API_DEPLOYMENT_NAME = "sagemaker-api"
 
 
 def ensure_deployments(work_pool: str) -> None:
@@ -286,7 +286,7 @@ def ensure_deployments(work_pool: str) -> None:
             flow_id = client.create_flow_from_name(flow_name)
             client.create_deployment(
                 flow_id=flow_id,
-                name=API_DEPLOYMENT_NAME,
+                name=work_pool,
                 entrypoint=entrypoint,
                 work_pool_name=work_pool,
                 description=f"{flow_name} jobs created through dockyard serve's SageMaker API",
@@ -294,12 +294,12 @@ def ensure_deployments(work_pool: str) -> None:
             )
 
 
-def submit(flow_name: str, parameters: dict[str, Any], name: str, tags: list[str]) -> str:
-    """Create a flow run of `flow_name`'s API deployment, for a worker to pick up; returns its id."""
+def submit(flow_name: str, work_pool: str, parameters: dict[str, Any], name: str, tags: list[str]) -> str:
+    """Create a flow run of `flow_name`'s deployment on `work_pool`, for a worker to pick up; returns its id."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(f"{flow_name}/{API_DEPLOYMENT_NAME}")
+        deployment = client.read_deployment_by_name(f"{flow_name}/{work_pool}")
         flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, name=name, tags=tags)
     return str(flow_run.id)
 
@@ -317,3 +317,11 @@ def cancel_if_waiting(flow_run_id: str, message: str) -> bool:
             return False
         result: Any = client.set_flow_run_state(UUID(flow_run_id), Cancelled(message=message))
     return bool(result.status.value == "ACCEPT")
+
+
+def cancel(flow_run_id: str, message: str) -> None:
+    """Ask Prefect to cancel a running flow run: its worker stops the process (SIGTERM),
+    which ends the work gracefully."""
+    from prefect.states import Cancelling
+
+    _force_state(flow_run_id, Cancelling(message=message))

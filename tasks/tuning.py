@@ -42,6 +42,14 @@ def parse_tuning(doc: dict[str, Any]) -> TuningJobSpec:
     """Raises: JobSpecError, one line per field problem."""
     if looks_like_sagemaker_request(doc):
         doc, _ = from_sagemaker_request(doc)
+    definition = doc.get("training_job_definition")
+    if isinstance(definition, dict) and "hyper_parameter_tuning_resource_config" in definition:
+        # What the SageMaker SDK sends in place of ResourceConfig: its instance fields are the trials'.
+        definition = dict(definition)
+        doc = {**doc, "training_job_definition": definition}
+        resources = definition.pop("hyper_parameter_tuning_resource_config") or {}
+        kept = ("instance_type", "instance_count", "volume_size_in_gb", "volume_kms_key_id")
+        definition.setdefault("resource_config", {k: v for k, v in resources.items() if k in kept})
     try:
         return TuningJobSpec.model_validate(doc)
     except ValidationError as exc:
@@ -90,7 +98,8 @@ def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
     check_tuning(spec, metrics, static)
     check_runnable(training, settings)
     store = open_store(settings)
-    if store.tuning(spec.hyper_parameter_tuning_job_name) is not None:
+    taken = store.tuning(spec.hyper_parameter_tuning_job_name)
+    if taken is not None and not taken.queued:
         raise JobSpecError(
             f"hyper_parameter_tuning_job_name: '{spec.hyper_parameter_tuning_job_name}' is taken — choose another name"
         )

@@ -1,0 +1,68 @@
+"""SageMaker Python SDK v2 code as its users write it, run in .venv-clients against `dockyard serve`.
+
+    python sagemaker_sdk.py '{"scenario": "fit", "image": ..., "train": "s3://...", "output": "s3://..."}'
+
+The only changes from code that runs on AWS: AWS_ENDPOINT_URL_SAGEMAKER and
+AWS_ENDPOINT_URL_CLOUDWATCH_LOGS in the environment, and telemetry opted out.
+Prints one JSON line with what the test checks.
+"""
+
+import json
+import sys
+
+import boto3
+import sagemaker
+from sagemaker.estimator import Estimator
+from sagemaker.exceptions import UnexpectedStatusException
+from sagemaker.tuner import ContinuousParameter, HyperparameterTuner
+
+args = json.loads(sys.argv[1])
+session = sagemaker.Session(
+    boto3.Session(region_name="us-east-1"),
+    sagemaker_config={"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}},
+)
+
+
+def estimator(**hyperparameters):
+    return Estimator(
+        image_uri=args["image"],
+        role="arn:aws:iam::111111111111:role/dockyard",
+        instance_count=1,
+        instance_type="ml.m5.large",
+        output_path=args["output"],
+        sagemaker_session=session,
+        hyperparameters=hyperparameters,
+        metric_definitions=[{"Name": "loss", "Regex": "loss=([0-9.]+)"}],
+        max_run=600,
+    )
+
+
+result = {}
+if args["scenario"] == "fit":
+    est = estimator(mode="sleep", seconds="3")
+    est.fit({"train": args["train"]}, logs="All")
+    result["job"] = est.latest_training_job.name
+    result["model_data"] = est.model_data
+    attached = Estimator.attach(result["job"], sagemaker_session=session)
+    result["attached_model_data"] = attached.model_data
+    result["attached_instance_type"] = attached.instance_type
+elif args["scenario"] == "fail":
+    est = estimator(mode="fail", failure_text="the probe was told to fail")
+    try:
+        est.fit(logs="All")
+    except UnexpectedStatusException as exc:
+        result["error"] = str(exc)
+elif args["scenario"] == "tune":
+    est = estimator(mode="branin", x2="2.275", epochs="3")
+    tuner = HyperparameterTuner(
+        est,
+        objective_metric_name="loss",
+        objective_type="Minimize",
+        hyperparameter_ranges={"x1": ContinuousParameter(-5, 10)},
+        metric_definitions=[{"Name": "loss", "Regex": "loss=([0-9.]+)"}],
+        max_jobs=2,
+        max_parallel_jobs=2,
+    )
+    tuner.fit(wait=True)
+    result["best"] = tuner.best_training_job()
+print("RESULT " + json.dumps(result), flush=True)

@@ -1,0 +1,397 @@
+"""`dockyard serve` against the real clients: boto3, the SageMaker Python SDK v2 and the AWS CLI.
+
+One `dockyard serve` (with its Prefect process worker) for the module, on the
+session's Prefect server and S3 endpoint. The SDK and the CLI run from
+.venv-clients, installed by scripts/setup as users install them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+
+from dockyard.settings import Settings
+from tests.conftest import ROOT, base_image, free_port
+from tests.integration.helpers import store_of, unique
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("sagemaker-api")]
+
+KEY, SECRET = "AKIDOCKYARDTEST", "a-secret-for-the-tests"
+CLIENTS = ROOT / ".venv-clients" / "bin"
+GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+@dataclass
+class Api:
+    url: str
+    home: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+
+    def client(self, service: str = "sagemaker", secret: str = SECRET, key: str = KEY, **config: Any) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            config=Config(retries={"max_attempts": 1}, **config),
+        )
+
+    def start(self) -> None:
+        log = open(self.home.parent / "serve.log", "ab")  # noqa: SIM115 - the server's whole life
+        self.process = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "dockyard"), "serve", "--port", self.url.rsplit(":", 1)[1]],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            assert self.process.poll() is None, (self.home.parent / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError("dockyard serve did not answer within 240 s")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(120)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, prefect_server: str, s3_endpoint: str) -> Iterator[Api]:
+    home = tmp_path_factory.mktemp("serve") / "home"
+    env = {
+        **os.environ,
+        "DOCKYARD_HOME": str(home),
+        "DOCKYARD_ACCESS_KEY_ID": KEY,
+        "DOCKYARD_SECRET_ACCESS_KEY": SECRET,
+        "DOCKYARD_WORK_POOL": unique("api-tests"),
+        "DOCKYARD_S3_ENDPOINT_URL": s3_endpoint,
+        "DOCKYARD_STOP_GRACE_SECONDS": "5",
+        "DOCKYARD_BASE_IMAGE": base_image(),
+        "PREFECT_API_URL": prefect_server,
+    }
+    server = Api(f"http://127.0.0.1:{free_port()}", home, env, None)  # type: ignore[arg-type]
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_endpoint: str) -> str:
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    name = unique("api-bucket")
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="train/data.csv", Body=b"1,2,3\n")
+    return name
+
+
+def create_job(api: Api, bucket: str, name: str, **hyperparameters: str) -> None:
+    api.client().create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={
+            "TrainingImage": "dockyard-test/probe:1",
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [{"Name": "loss", "Regex": "loss=([0-9.]+)"}],
+        },
+        RoleArn="arn:aws:iam::111111111111:role/dockyard",
+        HyperParameters=hyperparameters,
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/train"}},
+            }
+        ],
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+        DebugHookConfig={"S3OutputPath": f"s3://{bucket}/debug", "CollectionConfigurations": []},
+        Tags=[{"Key": "team", "Value": "vision"}],
+    )
+
+
+def wait_done(api: Api, name: str) -> dict[str, Any]:
+    api.client().get_waiter("training_job_completed_or_stopped").wait(
+        TrainingJobName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 600}
+    )
+    return dict(api.client().describe_training_job(TrainingJobName=name))
+
+
+def error_of(call: Any, **kwargs: Any) -> tuple[str, str]:
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        call(**kwargs)
+    return caught.value.response["Error"]["Code"], caught.value.response["Error"]["Message"]
+
+
+@pytest.mark.usefixtures("test_images")
+def test_boto3_and_the_aws_cli_run_watch_and_tag_a_job(api: Api, bucket: str, s3_endpoint: str) -> None:
+    sm, name = api.client(), unique("api-job")
+    create_job(api, bucket, name, mode="sleep", seconds="2")
+    first = sm.describe_training_job(TrainingJobName=name)
+    assert first["TrainingJobStatus"] == "InProgress"
+    assert first["SecondaryStatusTransitions"][-1]["StatusMessage"]  # the SDK indexes it from the first poll
+
+    done = wait_done(api, name)
+    assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
+    assert done["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{bucket}/output/{name}/output/model.tar.gz"
+    assert done["OutputDataConfig"]["KmsKeyId"] == ""
+    assert done["DebugHookConfig"]["S3OutputPath"] == f"s3://{bucket}/debug"  # accepted and echoed
+    assert isinstance(done["CreationTime"], datetime) and done["TrainingTimeInSeconds"] >= 1
+    assert [t["Status"] for t in done["SecondaryStatusTransitions"]][-2:] == ["Uploading", "Completed"]
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    assert s3.head_object(Bucket=bucket, Key=f"output/{name}/output/model.tar.gz")["ContentLength"] > 0
+
+    logs = api.client("logs")
+    streams = logs.describe_log_streams(logGroupName=GROUP, logStreamNamePrefix=f"{name}/")
+    assert "nextToken" not in streams  # the SDK loops for as long as one comes back
+    [stream] = [s["logStreamName"] for s in streams["logStreams"]]
+    assert stream.startswith(f"{name}/algo-1-")
+    page = logs.get_log_events(logGroupName=GROUP, logStreamName=stream, startFromHead=True)
+    assert any("step=0" in e["message"] for e in page["events"])
+    end = logs.get_log_events(logGroupName=GROUP, logStreamName=stream, nextToken=page["nextForwardToken"])
+    assert end["events"] == [] and end["nextForwardToken"] == page["nextForwardToken"]
+
+    arn = done["TrainingJobArn"]
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "vision"}]
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": "stage", "Value": "dev"}, {"Key": "team", "Value": "nlp"}])
+    assert {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]} == {"stage": "dev", "team": "nlp"}
+    sm.delete_tags(ResourceArn=arn, TagKeys=["stage"])
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "nlp"}]
+
+    code, message = error_of(create_job, api=api, bucket=bucket, name=name)
+    assert code == "ResourceInUse" and name in message
+    assert error_of(sm.describe_training_job, TrainingJobName="no-such-job") == (
+        "ValidationException",
+        "Requested resource not found.",
+    )
+    code, message = error_of(sm.describe_endpoint, EndpointName="x")
+    assert code == "UnknownOperationException" and "DescribeEndpoint" in message
+
+    found = sm.search(
+        Resource="TrainingJob",
+        SearchExpression={
+            "Filters": [
+                {"Name": "TrainingJobName", "Operator": "Equals", "Value": name},
+                {"Name": "Metrics.loss", "Operator": "LessThan", "Value": "10"},
+                {"Name": "HyperParameters.mode", "Operator": "Equals", "Value": "sleep"},
+            ]
+        },
+    )["Results"]
+    assert [r["TrainingJob"]["TrainingJobName"] for r in found] == [name]
+    assert {"Key": "team", "Value": "nlp"} in found[0]["TrainingJob"]["Tags"]
+    none = sm.search(
+        Resource="TrainingJob",
+        SearchExpression={"Filters": [{"Name": "TrainingJobName", "Operator": "Equals", "Value": name},
+                                      {"Name": "Metrics.loss", "Operator": "GreaterThan", "Value": "10"}]},
+    )  # fmt: skip
+    assert none["Results"] == []
+    code, message = error_of(
+        sm.search, Resource="TrainingJob", SearchExpression={"Filters": [{"Name": "Nope", "Value": "x"}]}
+    )
+    assert code == "ValidationException" and "'Nope'" in message
+
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
+    cli = [str(CLIENTS / "aws"), "--endpoint-url", api.url, "--output", "json"]
+    listed = subprocess.run([*cli, "sagemaker", "list-training-jobs"], env=env, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert name in [j["TrainingJobName"] for j in json.loads(listed.stdout)["TrainingJobSummaries"]]
+    events = subprocess.run(
+        [*cli, "logs", "get-log-events", "--log-group-name", GROUP, "--log-stream-name", stream, "--start-from-head"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert events.returncode == 0, events.stderr
+    assert any("step=0" in e["message"] for e in json.loads(events.stdout)["events"])
+
+
+def test_a_request_that_breaks_the_api_shape_or_the_spec_is_refused_naming_the_field(api: Api, bucket: str) -> None:
+    unchecked = api.client(parameter_validation=False)  # botocore would refuse it before sending
+    code, message = error_of(unchecked.create_training_job, TrainingJobName=unique("bad"), RoleArn="r")
+    assert code == "ValidationException" and 'Missing required parameter in input: "OutputDataConfig"' in message
+    code, message = error_of(
+        api.client().create_training_job,
+        TrainingJobName=unique("bad"),
+        AlgorithmSpecification={"TrainingImage": "dockyard-test/probe:1", "TrainingInputMode": "File"},
+        RoleArn="arn:aws:iam::111111111111:role/dockyard",
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output"},
+        ResourceConfig={"InstanceType": "ml.nope.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+    )
+    assert code == "ValidationException" and "ResourceConfig.InstanceType" in message
+
+
+def test_listing_pages_filters_and_sorts_in_the_store(api: Api) -> None:
+    from dockyard.loading import build_job
+    from tasks.validate import create_record
+
+    settings = Settings.from_env(api.env)
+    prefix = unique("page")
+    for i in range(25):
+        spec = build_job(
+            {
+                "training_job_name": f"{prefix}-{i:02d}",
+                "algorithm_specification": {"training_image": "dockyard-test/probe:1"},
+                "resource_config": {"instance_type": "local", "instance_count": 1},
+                "output_data_config": {"s3_output_path": "file:///tmp/unused"},
+            },
+            home=str(settings.home),
+            now=datetime.now(UTC),
+        )
+        create_record(spec, settings, None)
+    paginator = api.client().get_paginator("list_training_jobs")
+    pages = list(paginator.paginate(NameContains=prefix, SortBy="Name", SortOrder="Ascending", MaxResults=10))
+    assert [len(p["TrainingJobSummaries"]) for p in pages] == [10, 10, 5]
+    names = [j["TrainingJobName"] for p in pages for j in p["TrainingJobSummaries"]]
+    assert names == [f"{prefix}-{i:02d}" for i in range(25)]
+    newest = api.client().list_training_jobs(NameContains=prefix, MaxResults=1)["TrainingJobSummaries"]
+    assert newest[0]["TrainingJobName"] == f"{prefix}-24"  # CreationTime, newest first, by default
+    later = api.client().list_training_jobs(CreationTimeAfter=datetime.now(UTC) + timedelta(hours=1))
+    assert later["TrainingJobSummaries"] == []
+    assert error_of(api.client().list_training_jobs, NextToken="forged")[0] == "ValidationException"
+    store_of(str(settings.home))  # the store the server writes is the one the home names
+
+
+@pytest.mark.usefixtures("test_images")
+def test_stop_training_job_stops_a_running_job_which_keeps_what_it_saved(api: Api, bucket: str) -> None:
+    sm, name = api.client(), unique("api-stop")
+    create_job(api, bucket, name, mode="sleep", seconds="300")
+    deadline = time.time() + 300
+    while sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] != "Training":
+        assert time.time() < deadline, "the job did not reach Training"
+        time.sleep(1)
+    sm.stop_training_job(TrainingJobName=name)
+    done = wait_done(api, name)
+    assert (done["TrainingJobStatus"], done["SecondaryStatus"]) == ("Stopped", "Stopped")
+    assert "ModelArtifacts" in done  # uploaded, as SageMaker does for a stopped job
+    code, message = error_of(sm.stop_training_job, TrainingJobName=name)
+    assert code == "ValidationException" and "Stopped" in message
+
+
+def _signed(api: Api, body: bytes, key: str, secret: str, at: datetime) -> urllib.request.Request:
+    request = AWSRequest(
+        method="POST",
+        url=api.url + "/",
+        data=body,
+        headers={"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"},
+    )
+    request.context["timestamp"] = at.strftime("%Y%m%dT%H%M%SZ")
+    request.headers["X-Amz-Date"] = request.context["timestamp"]
+    signer = SigV4Auth(Credentials(key, secret), "sagemaker", "us-east-1")
+    canonical = signer.canonical_request(request)
+    signature = signer.signature(signer.string_to_sign(request, canonical), request)
+    request.headers["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={signer.scope(request)}, "
+        f"SignedHeaders={signer.signed_headers(signer.headers_to_sign(request))}, Signature={signature}"
+    )
+    return urllib.request.Request(api.url + "/", data=body, headers=dict(request.headers.items()), method="POST")
+
+
+def _answer(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_only_requests_signed_now_with_a_known_key_pair_get_in(api: Api) -> None:
+    assert error_of(api.client(secret="wrong").list_training_jobs)[0] == "InvalidSignatureException"
+    assert error_of(api.client(key="AKIAUNKNOWN").list_training_jobs)[0] == "UnrecognizedClientException"
+    now = datetime.now(UTC)
+    assert _answer(_signed(api, b"{}", KEY, SECRET, now))[0] == 200  # the hand-made signature is right...
+    status, body = _answer(_signed(api, b"{}", KEY, SECRET, now - timedelta(minutes=20)))
+    assert (status, body["__type"]) == (400, "InvalidSignatureException")  # ...but not 20 minutes late
+    assert "Signature expired" in body["message"]
+    tampered = _signed(api, b"{}", KEY, SECRET, now)
+    tampered.data = b'{"MaxResults": 5}'
+    assert _answer(tampered)[1]["__type"] == "InvalidSignatureException"
+    unsigned = urllib.request.Request(
+        api.url + "/", data=b"{}", headers={"X-Amz-Target": "SageMaker.ListTrainingJobs"}, method="POST"
+    )
+    assert _answer(unsigned)[1]["__type"] == "MissingAuthenticationTokenException"
+    log = (api.home.parent / "serve.log").read_text() + (api.home / "serve" / "worker.log").read_text()
+    assert SECRET not in log
+
+
+def _sdk(api: Api, scenario: str, **args: str) -> tuple[dict[str, Any], str]:
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL_SAGEMAKER": api.url,
+        "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": api.url,
+        "AWS_ACCESS_KEY_ID": KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+    }
+    script = Path(__file__).parent / "clients" / "sagemaker_sdk.py"
+    run = subprocess.run(
+        [str(CLIENTS / "python"), str(script), json.dumps({"scenario": scenario, **args})],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=api.home.parent,
+    )
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert run.returncode == 0 and lines, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    return json.loads(lines[-1].removeprefix("RESULT ")), run.stdout
+
+
+def test_the_sagemaker_sdk_fits_tails_logs_attaches_and_reports_a_failure(
+    api: Api, bucket: str, test_images: dict[str, str]
+) -> None:
+    args = {"image": test_images["probe"], "train": f"s3://{bucket}/train", "output": f"s3://{bucket}/sdk"}
+    result, printed = _sdk(api, "fit", **args)
+    job = result["job"]
+    assert "step=0 loss=1.00000" in printed  # the container's lines, through the SDK's log tailing
+    assert result["model_data"] == f"s3://{bucket}/sdk/{job}/output/model.tar.gz"
+    assert result["attached_model_data"] == result["model_data"]
+    assert result["attached_instance_type"] == "ml.m5.large"
+
+    failed, _ = _sdk(api, "fail", **args)
+    assert "Failed" in failed["error"] and "the probe was told to fail" in failed["error"]
+
+
+def test_the_sagemaker_sdk_tunes_and_boto3_lists_the_trials(api: Api, bucket: str, test_images: dict[str, str]) -> None:
+    args = {"image": test_images["probe"], "train": f"s3://{bucket}/train", "output": f"s3://{bucket}/tuning"}
+    result, _ = _sdk(api, "tune", **args)
+    sm = api.client()
+    [tuning] = [
+        t["HyperParameterTuningJobName"]
+        for t in sm.list_hyper_parameter_tuning_jobs(SortBy="CreationTime", MaxResults=100)[
+            "HyperParameterTuningJobSummaries"
+        ]
+        if result["best"].startswith(t["HyperParameterTuningJobName"])
+    ]
+    described = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning)
+    assert described["HyperParameterTuningJobStatus"] == "Completed"
+    assert described["BestTrainingJob"]["TrainingJobName"] == result["best"]
+    assert described["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 2
+    trials = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=tuning, SortBy="FinalObjectiveMetricValue", SortOrder="Ascending"
+    )["TrainingJobSummaries"]
+    assert len(trials) == 2 and trials[0]["TrainingJobName"] == result["best"]  # loss is minimized
+    assert {t["TrainingJobStatus"] for t in trials} == {"Completed"}
+    assert trials[0]["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == "loss"
