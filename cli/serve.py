@@ -3,9 +3,10 @@
     dockyard serve [--host 127.0.0.1] [--port 8900] [--no-worker] [--jobs N]
 
 Creates the Prefect work pool and the train and tune deployments jobs are
-submitted to, and (unless --no-worker) runs a Prefect process worker for this
-machine beside the endpoint, so that one command is enough on one box. The
-endpoint keeps no job state: restart it, or run several, while jobs run.
+submitted to, and (unless --no-worker) starts a Prefect process worker for
+this machine, so that one command is enough on one box. The endpoint keeps no
+job state, and the worker outlives it: restart it, or run several, while jobs
+run. `dockyard server stop` stops the worker with the local Prefect server.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
-import subprocess
 import sys
-from pathlib import Path
 
 import uvicorn
 import yaml
@@ -30,8 +28,6 @@ from dockyard.errors import DockyardError
 from dockyard.settings import Settings
 from infra import prefect_api
 from infra.job_store import open_store
-
-WORKER_QUERY_SECONDS = "1"  # how often the worker asks for new flow runs (Prefect's default: 10)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,37 +57,6 @@ def own_keys(settings: Settings) -> dict[str, Principal]:
     return load_principals(settings.model_copy(update={"keys_file": str(path)}))
 
 
-def start_worker(settings: Settings, limit: int) -> subprocess.Popen[bytes]:
-    """A Prefect process worker on the work pool, its output in DOCKYARD_HOME/serve/worker.log."""
-    log = settings.home / "serve" / "worker.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    prefect = Path(sys.executable).parent / "prefect"
-    env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "")}
-    env["PREFECT_WORKER_QUERY_SECONDS"] = env["PREFECT_WORKER_QUERY_SECONDS"] or WORKER_QUERY_SECONDS
-    with open(log, "ab") as out:
-        worker = subprocess.Popen(
-            [str(prefect), "worker", "start", "--pool", settings.work_pool, "--type", "process", "--limit", str(limit)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    say(
-        f"worker: a Prefect process worker on work pool '{settings.work_pool}', {limit} flow runs at once "
-        f"(pid {worker.pid}; log {log})"
-    )
-    return worker
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """Stop the worker, not the jobs it started: their flow runs carry on to the end."""
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     settings = Settings.from_env(os.environ)
@@ -110,14 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     except DockyardError as exc:
         say(str(exc))
         return 1
-    worker = None if args.no_worker else start_worker(settings, args.jobs)
+    if not args.no_worker:
+        worker = prefect_api.local_worker(str(settings.home))
+        if worker is None:
+            worker = prefect_api.start_worker(str(settings.home), settings.work_pool, args.jobs)
+            started = "started"
+        else:
+            started = "already running"
+        say(
+            f"worker: a Prefect process worker on work pool '{worker.pool}', {worker.limit} flow runs at once, "
+            f"{started} (pid {worker.pid}; log {worker.log}); it outlives this server, so jobs run on through a "
+            "restart — `dockyard server stop` stops it"
+        )
     url = f"http://{args.host}:{args.port}"
     say(f"SageMaker API at {url}: set AWS_ENDPOINT_URL_SAGEMAKER={url} and AWS_ENDPOINT_URL_CLOUDWATCH_LOGS={url}")
-    try:
-        uvicorn.run(create_app(Context(settings, store), principals), host=args.host, port=args.port, log_level="info")
-    finally:
-        if worker is not None:
-            stop_worker(worker)
+    uvicorn.run(create_app(Context(settings, store), principals), host=args.host, port=args.port, log_level="info")
     return 0
 
 

@@ -1,6 +1,6 @@
 """`dockyard server status|stop`: the local Prefect server that dockyard starts
 once per DOCKYARD_HOME (when PREFECT_API_URL is unset) and leaves running for
-the runs that follow."""
+the runs that follow, and the Prefect worker `dockyard serve` starts beside it."""
 
 from __future__ import annotations
 
@@ -16,15 +16,21 @@ NOT_RUNNING = 3  # `dockyard server status`'s exit code when no server runs
 
 def add_verbs(sub: Any) -> None:
     """The server sub-commands, on `dockyard`'s parser."""
-    server = sub.add_parser("server", help="the local Prefect server of DOCKYARD_HOME: status, stop")
+    server = sub.add_parser("server", help="the local Prefect server (and serve's worker) of DOCKYARD_HOME")
     verbs = server.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("status", help="its URL, pid, memory and health; exit code 3 when none runs")
-    verbs.add_parser("stop", help="stop it and wait until it is gone (the next run starts it again)")
+    verbs.add_parser("status", help="its URL, pid, memory and health, and the worker's; exit code 3 when none runs")
+    verbs.add_parser(
+        "stop", help="stop the worker (interrupting its jobs) and the server; the next run or serve starts them"
+    )
 
 
 def status(settings: Settings) -> int:
-    """Print this home's server; 0 when it runs, 3 when it does not."""
+    """Print this home's server (and worker); 0 when the server runs, 3 when it does not."""
     home = str(settings.home)
+    worker = prefect_api.local_worker(home)
+    if worker is not None:
+        print(f"worker:  pid {worker.pid}, work pool '{worker.pool}', at most {worker.limit} flow runs at once")
+        print(f"         log {worker.log}")
     found = prefect_api.local_server(home)
     if found is None:
         say(f"no local Prefect server runs for {home} (the next run without PREFECT_API_URL starts one)")
@@ -40,8 +46,11 @@ def status(settings: Settings) -> int:
 
 
 def stop(settings: Settings) -> int:
-    """Stop this home's server and wait until its processes are gone; 0 either way."""
+    """Stop this home's worker and server and wait until their processes are gone; 0 either way."""
     home = str(settings.home)
+    worker = prefect_api.stop_worker(home)
+    if worker is not None:
+        say(f"stopped the Prefect worker of {home} (pid {worker.pid}, work pool '{worker.pool}')")
     stopped = prefect_api.stop_server(home)
     if stopped is None:
         say(f"no local Prefect server was running for {home}; nothing to stop")

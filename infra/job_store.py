@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
+    Table,
     create_engine,
     delete,
     event,
@@ -303,24 +305,10 @@ class JobStore:
             t.c.name, t.c.primary_status, t.c.secondary_status, t.c.creation_time, t.c.training_end_time,
             t.c.last_modified_time,
         )  # fmt: skip
-        if where.name_contains:
-            query = query.where(t.c.name.contains(where.name_contains, autoescape=True))
-        if where.name_prefix:
-            query = query.where(t.c.name.startswith(where.name_prefix, autoescape=True))
         if where.status:
             matching = [s.value for s in PrimaryStatus if s.value.lower() == where.status.lower()]
             query = query.where(t.c.primary_status.in_(matching))
-        for column, after, before in (
-            (t.c.creation_time, where.created_after, where.created_before),
-            (t.c.last_modified_time, where.modified_after, where.modified_before),
-        ):
-            if after:
-                query = query.where(column >= after)
-            if before:
-                query = query.where(column < before)
-        key = {"Name": t.c.name, "Status": t.c.primary_status}.get(sort_by, t.c.creation_time)
-        order = [key.asc() if ascending else key.desc(), t.c.name.asc()]
-        query = query.order_by(*order).offset(offset).limit(limit)
+        query = _listing(query, t, t.c.primary_status, where, sort_by, ascending).offset(offset).limit(limit)
         with self.engine.connect() as conn:
             return [
                 JobSummary(r.name, PrimaryStatus(r.primary_status), SecondaryStatus(r.secondary_status),
@@ -505,20 +493,9 @@ class JobStore:
         """One page of the tuning jobs `where` selects, sorted by Name, CreationTime or Status, in SQL."""
         t = tuning_jobs
         query = select(t.c.record)
-        if where.name_contains:
-            query = query.where(t.c.name.contains(where.name_contains, autoescape=True))
         if where.status:
             query = query.where(func.lower(t.c.status) == where.status.lower())
-        for column, after, before in (
-            (t.c.creation_time, where.created_after, where.created_before),
-            (t.c.last_modified_time, where.modified_after, where.modified_before),
-        ):
-            if after:
-                query = query.where(column >= after)
-            if before:
-                query = query.where(column < before)
-        key = {"Name": t.c.name, "Status": t.c.status}.get(sort_by, t.c.creation_time)
-        query = query.order_by(key.asc() if ascending else key.desc(), t.c.name.asc()).offset(offset).limit(limit)
+        query = _listing(query, t, t.c.status, where, sort_by, ascending).offset(offset).limit(limit)
         with self.engine.connect() as conn:
             return [TuningRecord.model_validate_json(raw) for raw in conn.execute(query).scalars()]  # fmt: skip
 
@@ -663,6 +640,24 @@ class JobStore:
                 )  # fmt: skip
             elif before[seq] != step:
                 conn.execute(update(t).where(t.c.job_name == name, t.c.seq == seq).values(end_time=step.end_time))
+
+
+def _listing(query: Select[Any], t: Table, status: Any, where: JobFilter, sort_by: str, ascending: bool) -> Select[Any]:
+    """A listing's name and time filters, and its order: by Name, Status or CreationTime, then name."""
+    if where.name_contains:
+        query = query.where(t.c.name.contains(where.name_contains, autoescape=True))
+    if where.name_prefix:
+        query = query.where(t.c.name.startswith(where.name_prefix, autoescape=True))
+    for column, after, before in (
+        (t.c.creation_time, where.created_after, where.created_before),
+        (t.c.last_modified_time, where.modified_after, where.modified_before),
+    ):
+        if after:
+            query = query.where(column >= after)
+        if before:
+            query = query.where(column < before)
+    key = {"Name": t.c.name, "Status": status}.get(sort_by, t.c.creation_time)
+    return query.order_by(key.asc() if ascending else key.desc(), t.c.name.asc())
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

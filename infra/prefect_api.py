@@ -208,7 +208,7 @@ def _end_group(pgid: int, grace: float) -> None:
             if not _group_members(pgid):
                 return
             time.sleep(0.1)
-    raise InfraError(f"the Prefect server's processes (group {pgid}) are still there after SIGKILL")
+    raise InfraError(f"the processes of group {pgid} are still there after SIGKILL")
 
 
 def _reap(pid: int) -> None:
@@ -325,3 +325,84 @@ def cancel(flow_run_id: str, message: str) -> None:
     from prefect.states import Cancelling
 
     _force_state(flow_run_id, Cancelling(message=message))
+
+
+# -- this machine's worker ------------------------------------------------------
+
+WORKER_QUERY_SECONDS = "1"  # how often the worker asks for new flow runs (Prefect's default: 10)
+
+
+@dataclass(frozen=True)
+class LocalWorker:
+    """The Prefect process worker `dockyard serve` started for a DOCKYARD_HOME."""
+
+    pid: int  # leader of a process group of its own
+    pool: str
+    limit: int
+    log: Path
+
+
+def _worker_file(home: str) -> Path:
+    return Path(home) / "serve" / "worker.json"
+
+
+def local_worker(home: str) -> LocalWorker | None:
+    """The worker this home started, if it still runs."""
+    try:
+        state = json.loads(_worker_file(home).read_text())
+        worker = LocalWorker(int(state["pid"]), str(state["pool"]), int(state["limit"]), Path(state["log"]))
+        argv = Path(f"/proc/{worker.pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    stat = _proc_stat(worker.pid)
+    alive = stat is not None and stat[0] != "Z" and b"worker" in argv and worker.pool.encode() in argv
+    return worker if alive else None
+
+
+def start_worker(home: str, pool: str, limit: int) -> LocalWorker:
+    """Start a detached Prefect process worker on `pool`, running at most `limit` flow runs at once.
+
+    It outlives the command that started it, as the local server does: the flow
+    runs it starts are its children, and stopping it interrupts them. It runs
+    with this process's environment (PREFECT_API_URL included), which its flow
+    runs inherit.
+    """
+    log = Path(home) / "serve" / "worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS") or WORKER_QUERY_SECONDS,
+    }
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                pool,
+                "--type",
+                "process",
+                "--limit",
+                str(limit),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    worker = LocalWorker(process.pid, pool, limit, log)
+    _worker_file(home).write_text(json.dumps({"pid": worker.pid, "pool": pool, "limit": limit, "log": str(log)}))
+    return worker
+
+
+def stop_worker(home: str, grace: float = STOP_GRACE_SECONDS) -> LocalWorker | None:
+    """Stop this home's worker (and so the flow runs it is running); returns it, or None if none ran."""
+    worker = local_worker(home)
+    if worker is not None:
+        _end_group(worker.pid, grace)
+    _worker_file(home).unlink(missing_ok=True)
+    return worker

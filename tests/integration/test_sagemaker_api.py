@@ -74,8 +74,15 @@ class Api:
         raise AssertionError("dockyard serve did not answer within 240 s")
 
     def stop(self) -> None:
+        """Stop the endpoint; the worker (and its jobs) run on."""
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(120)
+
+    def stop_worker(self) -> None:
+        stopped = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "dockyard"), "server", "stop"], env=self.env, capture_output=True, text=True
+        )
+        assert "stopped the Prefect worker" in stopped.stderr, stopped.stderr
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +103,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, prefect_server: str, s3_endpoi
     server.start()
     yield server
     server.stop()
+    server.stop_worker()
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +144,13 @@ def wait_done(api: Api, name: str) -> dict[str, Any]:
         TrainingJobName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 600}
     )
     return dict(api.client().describe_training_job(TrainingJobName=name))
+
+
+def wait_training(api: Api, name: str) -> None:
+    deadline = time.time() + 300
+    while api.client().describe_training_job(TrainingJobName=name)["SecondaryStatus"] != "Training":
+        assert time.time() < deadline, "the job did not reach Training"
+        time.sleep(1)
 
 
 def error_of(call: Any, **kwargs: Any) -> tuple[str, str]:
@@ -277,10 +292,7 @@ def test_listing_pages_filters_and_sorts_in_the_store(api: Api) -> None:
 def test_stop_training_job_stops_a_running_job_which_keeps_what_it_saved(api: Api, bucket: str) -> None:
     sm, name = api.client(), unique("api-stop")
     create_job(api, bucket, name, mode="sleep", seconds="300")
-    deadline = time.time() + 300
-    while sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] != "Training":
-        assert time.time() < deadline, "the job did not reach Training"
-        time.sleep(1)
+    wait_training(api, name)
     sm.stop_training_job(TrainingJobName=name)
     done = wait_done(api, name)
     assert (done["TrainingJobStatus"], done["SecondaryStatus"]) == ("Stopped", "Stopped")
@@ -395,3 +407,16 @@ def test_the_sagemaker_sdk_tunes_and_boto3_lists_the_trials(api: Api, bucket: st
     assert len(trials) == 2 and trials[0]["TrainingJobName"] == result["best"]  # loss is minimized
     assert {t["TrainingJobStatus"] for t in trials} == {"Completed"}
     assert trials[0]["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == "loss"
+
+
+@pytest.mark.usefixtures("test_images")
+def test_restarting_the_endpoint_leaves_a_running_job_to_finish(api: Api, bucket: str) -> None:
+    name = unique("api-restart")
+    create_job(api, bucket, name, mode="sleep", seconds="25")
+    wait_training(api, name)
+    api.stop()
+    api.start()
+    assert api.client().describe_training_job(TrainingJobName=name)["TrainingJobStatus"] in ("InProgress", "Completed")
+    done = wait_done(api, name)
+    assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
+    assert [t["Status"] for t in done["SecondaryStatusTransitions"]].count("Training") == 1  # not restarted
