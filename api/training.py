@@ -69,9 +69,8 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     extras = {k: v for k, v in params.items() if k in SAGEMAKER_IGNORED}
     pool = ctx.settings.work_pool
     try:
-        create_record(
-            spec, ctx.settings, None, f"Queued for a worker of work pool '{pool}'", queued=True, request_extras=extras
-        )
+        message = f"Queued for a worker of work pool '{pool}'"
+        create_record(spec, ctx.settings, None, message, work_pool=pool, request_extras=extras)
     except DockyardError:
         raise ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already") from None
     tags = ["dockyard", "training-job", f"job:{name}", "sagemaker-api"]

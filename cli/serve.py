@@ -15,10 +15,12 @@ import argparse
 import os
 import secrets
 import sys
+import threading
 
 import uvicorn
 import yaml
 
+from api import recovery
 from api.app import create_app
 from api.auth import Principal, load_principals
 from api.training import Context
@@ -89,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     url = f"http://{args.host}:{args.port}"
     say(f"SageMaker API at {url}: set AWS_ENDPOINT_URL_SAGEMAKER={url} and AWS_ENDPOINT_URL_CLOUDWATCH_LOGS={url}")
-    uvicorn.run(create_app(Context(settings, store), principals), host=args.host, port=args.port, log_level="info")
+    ctx = Context(settings, store)
+    stop = threading.Event()
+    threading.Thread(target=recovery.watch, args=(ctx, stop), name="recovery", daemon=True).start()
+    try:
+        uvicorn.run(create_app(ctx, principals), host=args.host, port=args.port, log_level="info")
+    finally:
+        stop.set()
     return 0
 
 

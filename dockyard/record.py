@@ -61,9 +61,10 @@ class JobRecord(BaseModel):
     spot_price_ratio: float | None = None  # set for managed spot jobs
     scratch_root: str | None = None  # where the instances' folders are made, on the orchestrating machine
     stop_reason: StopReason | None = None  # why this attempt's containers are being stopped, once they are
-    # Created through the SageMaker API and waiting for a worker's flow run, which
-    # then starts it (a first run, not a pick-up of a job whose orchestrator died).
+    # Waiting for a worker's flow run (created through the SageMaker API, or handed
+    # back to the work pool after its orchestrator died), which then carries it on.
     queued: bool = False
+    work_pool: str | None = None  # the Prefect work pool a SageMaker API job runs from
     # CreateTrainingJob fields with no effect here (DebugHookConfig, ProfilerConfig, ...),
     # kept as sent so that DescribeTrainingJob answers them back.
     request_extras: dict[str, Any] = {}

@@ -304,6 +304,21 @@ def submit(flow_name: str, work_pool: str, parameters: dict[str, Any], name: str
     return str(flow_run.id)
 
 
+def run_ended(flow_run_id: str) -> bool:
+    """True when the flow run is in a final state (completed, failed, crashed, cancelled) or gone."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            state = client.read_flow_run(UUID(flow_run_id)).state
+        except ObjectNotFound:
+            return True
+    return state is not None and state.is_final()
+
+
 def cancel_if_waiting(flow_run_id: str, message: str) -> bool:
     """Cancel a flow run no worker has started yet; True if it was still waiting."""
     from uuid import UUID

@@ -148,7 +148,8 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
                 "rerun it with its own spec to finish it, or choose another name"
             )
     hold(settings, spec.training_job_name)
-    return spec, old is not None and not old.queued
+    # A queued job still at Starting has not begun: its first run is no pick-up.
+    return spec, old is not None and not (old.queued and old.status.secondary is SecondaryStatus.STARTING)
 
 
 _CHECKED: set[str] = set()  # specs whose rules and locations this process has checked
@@ -219,7 +220,7 @@ def create_record(
     settings: Settings,
     flow_run_id: str | None,
     message: str = "Validated the job; preparing the instances",
-    queued: bool = False,
+    work_pool: str | None = None,
     request_extras: dict[str, Any] | None = None,
 ) -> JobRecord:
     """Store the new job's record, Starting.
@@ -234,7 +235,8 @@ def create_record(
         creation_time=at,
         flow_run_id=flow_run_id,
         spot_price_ratio=ratio,
-        queued=queued,
+        queued=work_pool is not None,
+        work_pool=work_pool,
         request_extras=request_extras or {},
     ).moved(SecondaryStatus.STARTING, message, at)
     open_store(settings).create(record)
@@ -245,7 +247,7 @@ def _create_or_pick_up(spec: TrainingJobSpec, resumed: bool, settings: Settings,
     store = open_store(settings)
     name = spec.training_job_name
     old = store.find(name)
-    if old is not None and old.queued:  # created through the API: this run starts it
+    if old is not None and old.queued and not resumed:  # created through the API: this run starts it
         store.update(name, queued=False, flow_run_id=flow_run_id)
         job_log.append(settings.home, name, f"started by {this_process()} (flow run {flow_run_id})")
     elif resumed:
@@ -253,7 +255,7 @@ def _create_or_pick_up(spec: TrainingJobSpec, resumed: bool, settings: Settings,
         if previous and previous != flow_run_id:
             with contextlib.suppress(Exception):  # the old run may live on another server
                 prefect_api.mark_crashed(previous, f"its orchestrator died; flow run {flow_run_id} carries on")
-        store.update(name, flow_run_id=flow_run_id)
+        store.update(name, flow_run_id=flow_run_id, queued=False)
         job_log.append(settings.home, name, f"picked up again by {this_process()} (flow run {flow_run_id})")
     else:
         create_record(spec, settings, flow_run_id)

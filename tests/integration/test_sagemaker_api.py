@@ -96,6 +96,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, prefect_server: str, s3_endpoi
         "DOCKYARD_WORK_POOL": unique("api-tests"),
         "DOCKYARD_S3_ENDPOINT_URL": s3_endpoint,
         "DOCKYARD_STOP_GRACE_SECONDS": "5",
+        "DOCKYARD_LEASE_SECONDS": "10",
         "DOCKYARD_BASE_IMAGE": base_image(),
         "PREFECT_API_URL": prefect_server,
     }
@@ -420,3 +421,19 @@ def test_restarting_the_endpoint_leaves_a_running_job_to_finish(api: Api, bucket
     done = wait_done(api, name)
     assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
     assert [t["Status"] for t in done["SecondaryStatusTransitions"]].count("Training") == 1  # not restarted
+
+
+@pytest.mark.usefixtures("test_images")
+def test_a_job_whose_orchestrator_is_killed_goes_back_to_the_work_pool_and_finishes(api: Api, bucket: str) -> None:
+    from tasks.validate import lease_name
+
+    name = unique("api-orphan")
+    create_job(api, bucket, name, mode="sleep", seconds="30")
+    wait_training(api, name)
+    held = store_of(str(api.home)).lease(lease_name(name))
+    assert held is not None
+    os.kill(held.owner.pid, signal.SIGKILL)  # the flow run's process, as a lost machine or OOM kill would end it
+    done = wait_done(api, name)
+    assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
+    assert [t["Status"] for t in done["SecondaryStatusTransitions"]].count("Training") == 1  # reattached, not rerun
+    assert "handed back to work pool" in (api.home / "jobs" / name / "job.log").read_text()

@@ -1,0 +1,75 @@
+"""Jobs of the SageMaker API whose orchestrator died go back to their work pool.
+
+A worker's flow run orchestrates a job while holding its lease. When that
+process dies (the worker stopped, the machine rebooted, a SIGKILL) the lease
+lapses; `dockyard serve` then hands the job to the work pool again as a new
+flow run, which picks it up as a rerun on the command line does: it reattaches
+to the job's containers when they still run, else restarts it from its
+checkpoints. Jobs started from the command line are left to their command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+from api.training import Context
+from dockyard.errors import DockyardError, LeaseHeld
+from dockyard.record import JobRecord
+from infra import job_log, prefect_api
+from tasks.validate import lease_name
+
+log = logging.getLogger("dockyard.api")
+
+
+def orphans(ctx: Context) -> list[JobRecord]:
+    """Unfinished API jobs that no live orchestrator holds and no live flow run is queued for."""
+    found = []
+    for record in ctx.store.unfinished():
+        if record.work_pool is None or ctx.store.lease_live(lease_name(record.name)):
+            continue
+        if record.queued and (record.flow_run_id is None or not prefect_api.run_ended(record.flow_run_id)):
+            continue  # waiting for a worker
+        found.append(record)
+    return found
+
+
+def hand_back(ctx: Context, record: JobRecord) -> str | None:
+    """Submit a new flow run for an orphaned job; its id, or None when another server did it first."""
+    name, pool = record.name, record.work_pool or ctx.settings.work_pool
+    try:  # one server of several resubmits it
+        ctx.store.take_lease(f"resubmit/{name}", ctx.settings.lease_seconds)
+    except LeaseHeld:
+        return None
+
+    def queue(current: JobRecord) -> JobRecord:
+        if current.flow_run_id != record.flow_run_id:
+            raise DockyardError("handed back already")
+        return current.model_copy(update={"queued": True})
+
+    try:
+        ctx.store.change(name, queue)
+    except DockyardError:
+        return None
+    if record.flow_run_id:
+        with contextlib.suppress(Exception):  # the old run may be gone with its server
+            prefect_api.mark_crashed(record.flow_run_id, "its orchestrator died; the job went back to the work pool")
+    tags = ["dockyard", "training-job", f"job:{name}", "sagemaker-api"]
+    flow_run_id = prefect_api.submit("train", pool, {"job": record.spec.model_dump(mode="json")}, name, tags)
+    ctx.store.update(name, flow_run_id=flow_run_id)
+    job_log.append(
+        ctx.settings.home, name, f"its orchestrator died: handed back to work pool '{pool}' (flow run {flow_run_id})"
+    )
+    return flow_run_id
+
+
+def watch(ctx: Context, stop: threading.Event) -> None:
+    """Hand orphaned API jobs back to their work pool, every lease period, until `stop` is set."""
+    while not stop.wait(ctx.settings.lease_seconds):
+        try:
+            for record in orphans(ctx):
+                if hand_back(ctx, record):
+                    log.warning("training job %s lost its orchestrator; handed back to its work pool", record.name)
+        except Exception:  # the watch goes on; the next round tries again
+            log.exception("looking for orphaned jobs failed")
