@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 
-from api.training import Context
+from api.training import Context, submit
 from dockyard.errors import DockyardError, LeaseHeld
 from dockyard.record import JobRecord
 from infra import job_log, prefect_api
@@ -56,7 +56,7 @@ def hand_back(ctx: Context, record: JobRecord) -> str | None:
         with contextlib.suppress(Exception):  # the old run may be gone with its server
             prefect_api.mark_crashed(record.flow_run_id, "its orchestrator died; the job went back to the work pool")
     tags = ["dockyard", "training-job", f"job:{name}", "sagemaker-api"]
-    flow_run_id = prefect_api.submit("train", pool, {"job": record.spec.model_dump(mode="json")}, name, tags)
+    flow_run_id = submit("train", pool, {"job": record.spec.model_dump(mode="json")}, name, tags)
     ctx.store.update(name, flow_run_id=flow_run_id)
     job_log.append(
         ctx.settings.home, name, f"its orchestrator died: handed back to work pool '{pool}' (flow run {flow_run_id})"

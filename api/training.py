@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import random
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +27,7 @@ from dockyard.status import SecondaryStatus
 from dockyard.wire import pascal
 from infra import prefect_api
 from infra.job_store import JobFilter, JobStore, now
+from infra.retry import is_transient
 from tasks.validate import check_runnable, create_record
 
 NOT_FOUND = "Requested resource not found."  # what SageMaker answers for an unknown name
@@ -75,17 +78,36 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         raise ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already") from None
     tags = ["dockyard", "training-job", f"job:{name}", "sagemaker-api"]
     try:
-        flow_run_id = prefect_api.submit("train", pool, {"job": spec.model_dump(mode="json")}, name, tags)
+        flow_run_id = submit("train", pool, {"job": spec.model_dump(mode="json")}, name, tags)
     except Exception as exc:  # noqa: BLE001 - whatever kept Prefect from taking it, the job must not stay queued
-        reason = f"InternalServerError: the job could not be handed to Prefect: {type(exc).__name__}: {exc}"
-        with contextlib.suppress(StatusConflict):
-            ctx.store.transition(
-                name, SecondaryStatus.STARTING, SecondaryStatus.FAILED, "Could not be queued", failure_reason=reason
-            )
-        raise ApiError("InternalFailure", reason[:500], 500) from None
+        if ctx.store.discard_queued(name):  # not created after all: the client may send it again
+            raise ApiError(
+                "ThrottlingException",
+                f"Rate exceeded: Prefect did not take the job ({type(exc).__name__}) — retry the request",
+            ) from None
+        raise ApiError("InternalFailure", f"the job could not be handed to Prefect: {exc}"[:500], 500) from None
     with contextlib.suppress(DockyardError):
         ctx.store.change(name, lambda r: r.model_copy(update={"flow_run_id": r.flow_run_id or flow_run_id}))
     return {"TrainingJobArn": job_arn(name)}
+
+
+SUBMIT_ATTEMPTS = 5  # Prefect busy (a local server's SQLite under load answers 503): back off, then give up
+
+
+def submit(flow_name: str, pool: str, parameters: dict[str, Any], name: str, tags: list[str]) -> str:
+    """A flow run of the flow's deployment on `pool`, retried with backoff while Prefect is busy.
+
+    Raises:
+        Exception: Prefect's own error once the attempts are spent, or at once when retrying cannot help.
+    """
+    for attempt in range(SUBMIT_ATTEMPTS):
+        try:
+            return prefect_api.submit(flow_name, pool, parameters, name, tags)
+        except Exception as exc:
+            if attempt == SUBMIT_ATTEMPTS - 1 or not is_transient(exc):
+                raise
+            time.sleep(min(8.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable")
 
 
 def describe_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import contextlib
 from typing import Any
 
 from api.protocol import ApiError, validation
-from api.training import NOT_FOUND, Context, list_params, page_token, wire_problems
+from api.training import NOT_FOUND, Context, list_params, page_token, submit, wire_problems
 from dockyard.contract import job_arn
 from dockyard.errors import DockyardError, JobSpecError
 from dockyard.tuning_record import TuningRecord, TuningStatus
@@ -45,9 +45,7 @@ def create_tuning_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         ) from None
     tags = ["dockyard", "tuning-job", f"tuning-job:{name}", "sagemaker-api"]
     try:
-        flow_run_id = prefect_api.submit(
-            "tune", ctx.settings.work_pool, {"job": spec.model_dump(mode="json")}, name, tags
-        )
+        flow_run_id = submit("tune", ctx.settings.work_pool, {"job": spec.model_dump(mode="json")}, name, tags)
     except Exception as exc:  # noqa: BLE001 - the tuning job must not stay queued for a run that never comes
         reason = f"InternalServerError: the tuning job could not be handed to Prefect: {type(exc).__name__}: {exc}"
         failed = TuningRecord(spec=spec, status=TuningStatus.FAILED, creation_time=now(), failure_reason=reason)

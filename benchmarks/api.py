@@ -83,6 +83,7 @@ def serve(home: Path, *extra: str) -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(300)
+        shutil.copy(home.parent / "serve.log", Path(tempfile.gettempdir()) / "dockyard-bench-serve.log")
         subprocess.run([str(ROOT / ".venv" / "bin" / "dockyard"), "server", "stop"], env=env, capture_output=True)
 
 
@@ -93,7 +94,8 @@ def client(url: str) -> Any:
         region_name="us-east-1",
         aws_access_key_id=KEY,
         aws_secret_access_key=SECRET,
-        config=Config(retries={"max_attempts": 1}, max_pool_connections=200),
+        # No retries: a retried Create would answer ResourceInUse for a job its first try made.
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=600, max_pool_connections=200),
     )
 
 

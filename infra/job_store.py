@@ -385,6 +385,19 @@ class JobStore:
                     return changed
         raise DockyardError(f"training job {name} changed {WRITE_ATTEMPTS} times while one change was being written")
 
+    def discard_queued(self, name: str) -> bool:
+        """Delete a job that was queued and never started (its submission failed); False if it has moved on."""
+        found = self._read(name)
+        if found is None or not found[0].queued or found[0].status.secondary is not SecondaryStatus.STARTING:
+            return False
+        with self._write() as conn:
+            t = training_jobs
+            if not conn.execute(delete(t).where(t.c.name == name, t.c.version == found[1])).rowcount:
+                return False
+            conn.execute(delete(status_transitions).where(status_transitions.c.job_name == name))
+            conn.execute(delete(job_tags).where(job_tags.c.job_name == name))
+        return True
+
     def request_stop(self, name: str, reason: str) -> None:
         """Ask the job's orchestrator, wherever it runs, to stop it.
 

@@ -55,8 +55,9 @@ def is_transient(exc: BaseException) -> bool:
         code = str(response.get("Error", {}).get("Code", ""))
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500)
-    # docker.errors.APIError: 5xx from the engine; requests' connection errors.
-    status_code = getattr(exc, "status_code", None)
+    # docker.errors.APIError: 5xx from the engine; requests' connection errors; httpx's
+    # HTTPStatusError (Prefect's client) carries the status on its response.
+    status_code = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
     if isinstance(status_code, int):
         return status_code >= 500 or status_code == 429
     if name in {

@@ -283,6 +283,13 @@ def test_transient_errors_are_told_apart() -> None:
     wrapped = OSError("read failed")
     wrapped.__cause__ = ClientError("SlowDown", 503)
     assert is_transient(wrapped)
+    import httpx  # Prefect's client raises httpx's status errors: a busy server is transient, a bad request not
+
+    def http_error(status: int) -> httpx.HTTPStatusError:
+        request = httpx.Request("POST", "http://prefect/api/deployments/x/create_flow_run")
+        return httpx.HTTPStatusError("x", request=request, response=httpx.Response(status, request=request))
+
+    assert is_transient(http_error(503)) and is_transient(http_error(429)) and not is_transient(http_error(422))
 
 
 def test_the_host_layout_mirrors_the_container_paths() -> None:
