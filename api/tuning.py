@@ -85,13 +85,24 @@ def _trials(ctx: Context, record: TuningRecord) -> list[dict[str, Any]]:
     return summaries
 
 
+def _counters(record: TuningRecord) -> dict[str, Any]:
+    """The trials counted as SageMaker counts them: a failed trial is a NonRetryableError."""
+    body = record.describe()
+    jobs = {"Completed": 0, "InProgress": 0, "RetryableError": 0, "NonRetryableError": 0, "Stopped": 0}
+    for status, count in body["TrainingJobStatusCounters"].items():
+        key = {"Failed": "NonRetryableError", "Stopping": "InProgress"}.get(status, status)
+        jobs[key] = jobs.get(key, 0) + count
+    objectives = {"Pending": 0, **body["ObjectiveStatusCounters"]}
+    return {"TrainingJobStatusCounters": jobs, "ObjectiveStatusCounters": objectives}
+
+
 def describe_tuning_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     record = _record(ctx, params["HyperParameterTuningJobName"])
     body = record.describe()
     body["HyperParameterTuningJobArn"] = tuning_arn(record.name)
     body["HyperParameterTuningJobConfig"] = to_pascal(body["HyperParameterTuningJobConfig"])
     body["TrainingJobDefinition"] = to_pascal(body["TrainingJobDefinition"])
-    body.setdefault("TrainingJobStatusCounters", {})
+    body.update(_counters(record))
     body["LastModifiedTime"] = record.end_time or now()
     for key in ("BestTrainingJob", "OverallBestTrainingJob"):
         if key in body:
@@ -103,7 +114,6 @@ def describe_tuning_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 def list_tuning_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     where, sort_by, ascending, offset, limit, query = list_params(params)
     rows = ctx.store.tuning_page(where, sort_by, ascending, offset, limit + 1)
-    counts = {"Completed": 0, "InProgress": 0, "RetryableError": 0, "NonRetryableError": 0, "Stopped": 0}
     body: dict[str, Any] = {
         "HyperParameterTuningJobSummaries": [
             {
@@ -113,8 +123,7 @@ def list_tuning_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
                 "Strategy": r.spec.hyper_parameter_tuning_job_config.strategy.value,
                 "CreationTime": r.creation_time,
                 "HyperParameterTuningEndTime": r.end_time,
-                "TrainingJobStatusCounters": counts,
-                "ObjectiveStatusCounters": {"Succeeded": 0, "Pending": 0, "Failed": 0},
+                **_counters(r),
             }
             for r in rows[:limit]
         ]

@@ -286,7 +286,6 @@ def test_listing_pages_filters_and_sorts_in_the_store(api: Api) -> None:
     later = api.client().list_training_jobs(CreationTimeAfter=datetime.now(UTC) + timedelta(hours=1))
     assert later["TrainingJobSummaries"] == []
     assert error_of(api.client().list_training_jobs, NextToken="forged")[0] == "ValidationException"
-    store_of(str(settings.home))  # the store the server writes is the one the home names
 
 
 @pytest.mark.usefixtures("test_images")
@@ -401,6 +400,8 @@ def test_the_sagemaker_sdk_tunes_and_boto3_lists_the_trials(api: Api, bucket: st
     described = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning)
     assert described["HyperParameterTuningJobStatus"] == "Completed"
     assert described["BestTrainingJob"]["TrainingJobName"] == result["best"]
+    assert described["TrainingJobStatusCounters"]["Completed"] == 2
+    assert described["ObjectiveStatusCounters"]["Succeeded"] == 2
     assert described["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 2
     trials = sm.list_training_jobs_for_hyper_parameter_tuning_job(
         HyperParameterTuningJobName=tuning, SortBy="FinalObjectiveMetricValue", SortOrder="Ascending"
