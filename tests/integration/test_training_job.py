@@ -129,7 +129,7 @@ def test_max_runtime_stops_the_job_and_keeps_artifacts(home: str, test_images: d
         test_images["probe"],
         "sleep",
         hyperparameters={"seconds": "120"},
-        stopping_condition={"max_runtime_in_seconds": 4},
+        stopping_condition={"max_runtime_in_seconds": 15},
     )
     body = run_job(spec)
     assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
