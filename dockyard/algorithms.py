@@ -1,6 +1,7 @@
 """The built-in algorithm catalog: image, hyperparameter schema, metrics.
 
-A built-in is named in a spec by `algorithm_specification.algorithm_name`.
+A built-in is named in a spec by `algorithm_specification.algorithm_name`, or
+by the SageMaker image URI of the same algorithm as `training_image`.
 Its image is built from infra/images/<name>/ when it is neither local nor
 pullable. Hyperparameters are validated against the schema here before
 anything is created.
@@ -9,6 +10,7 @@ anything is created.
 from __future__ import annotations
 
 import difflib
+import re
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
@@ -67,6 +69,7 @@ class Algorithm(BaseModel):
     name: str
     image: str  # the tag dockyard gives the image it builds
     image_dir: str  # folder under infra/images/
+    build_target: str | None = None  # the Dockerfile stage to build, when the folder's Dockerfile has several
     distributed: bool  # whether instance_count > 1 really trains across hosts
     input_modes: tuple[str, ...]
     channels: tuple[str, ...]
@@ -147,7 +150,100 @@ XGBOOST = Algorithm(
     metric_definitions=_xgb_metrics(),
 )
 
-ALGORITHMS: dict[str, Algorithm] = {XGBOOST.name: XGBOOST}
+
+def _ic_metrics() -> tuple[MetricDefinitionDefault, ...]:
+    """What SageMaker's image classifier prints each epoch: `Epoch[3] Validation-accuracy=0.91`."""
+    return tuple(
+        MetricDefinitionDefault(name=f"{channel}:accuracy", regex=rf".*Epoch\[[0-9]+\] {label}-accuracy={_NUM}")
+        for channel, label in (("train", "Train"), ("validation", "Validation"))
+    )
+
+
+_UNIT = {"min": 0, "max": 1}
+
+IMAGE_CLASSIFICATION = Algorithm(
+    name="image-classification",
+    image="dockyard/image-classification:1.0",
+    image_dir="pytorch",
+    build_target="image-classification",
+    distributed=True,
+    input_modes=("File", "Pipe", "FastFile"),
+    channels=("train", "validation", "train_lst", "validation_lst", "model", "pretrained"),
+    required_channels=("train",),
+    hyperparameters={
+        "num_classes": HyperparameterSpec(kind=_I, required=True, min=2, description="number of output classes"),
+        "num_training_samples": HyperparameterSpec(
+            kind=_I, required=True, min=1, description="number of training images"
+        ),
+        "image_shape": HyperparameterSpec(kind=HpKind.STRING, description="'channels,height,width', e.g. '3,224,224'"),
+        "num_layers": HyperparameterSpec(kind=_C, choices=("18", "34", "50", "101", "152", "200")),
+        "use_pretrained_model": HyperparameterSpec(kind=_C, choices=("0", "1")),
+        "epochs": HyperparameterSpec(kind=_I, min=1, max=10000),
+        "learning_rate": HyperparameterSpec(kind=_F, **_UNIT),
+        "mini_batch_size": HyperparameterSpec(kind=_I, min=1, max=65536, description="images per host per step"),
+        "optimizer": HyperparameterSpec(kind=_C, choices=("sgd", "adam", "rmsprop", "nag")),
+        "momentum": HyperparameterSpec(kind=_F, **_UNIT),
+        "weight_decay": HyperparameterSpec(kind=_F, **_UNIT),
+        "beta_1": HyperparameterSpec(kind=_F, **_UNIT),
+        "beta_2": HyperparameterSpec(kind=_F, **_UNIT),
+        "eps": HyperparameterSpec(kind=_F, **_UNIT),
+        "gamma": HyperparameterSpec(kind=_F, **_UNIT),
+        "lr_scheduler_factor": HyperparameterSpec(kind=_F, **_UNIT),
+        "lr_scheduler_step": HyperparameterSpec(kind=HpKind.STRING, description="comma-separated epochs, e.g. '10,20'"),
+        "augmentation_type": HyperparameterSpec(kind=_C, choices=("crop", "crop_color", "crop_color_transform")),
+        "resize": HyperparameterSpec(kind=_I, min=1, description="shorter side in pixels before cropping"),
+        "top_k": HyperparameterSpec(kind=_I, min=2),
+        "checkpoint_frequency": HyperparameterSpec(
+            kind=_I, min=1, description="epochs between checkpoints in /opt/ml/checkpoints"
+        ),
+        "early_stopping": HyperparameterSpec(kind=_C, choices=("True", "False", "true", "false")),
+        "early_stopping_min_epochs": HyperparameterSpec(kind=_I, min=1),
+        "early_stopping_patience": HyperparameterSpec(kind=_I, min=1),
+        "early_stopping_tolerance": HyperparameterSpec(kind=_F, **_UNIT),
+        "precision_dtype": HyperparameterSpec(kind=_C, choices=("float32", "float16")),
+        "multi_label": HyperparameterSpec(kind=_C, choices=("0",), description="multi-label training is not built"),
+        "use_weighted_loss": HyperparameterSpec(kind=_C, choices=("0", "1")),
+        "kv_store": HyperparameterSpec(kind=_C, choices=("dist_sync", "dist_async", "device", "local")),
+    },
+    metric_definitions=_ic_metrics(),
+)
+
+ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (XGBOOST, IMAGE_CLASSIFICATION)}
+
+# What `sagemaker.image_uris.retrieve(NAME, region)` returns for the built-ins
+# dockyard has: ACCOUNT.dkr.ecr.REGION.amazonaws.com[.cn]/REPOSITORY:TAG, where
+# ACCOUNT is one of SageMaker's algorithm accounts (the SageMaker Python SDK's
+# image_uri_config lists them per region). Such an image runs dockyard's built-in
+# of that name, so SageMaker code that names the image runs unchanged.
+SAGEMAKER_REPOSITORIES = {
+    "image-classification": "image-classification",
+    "xgboost": "xgboost",
+    "sagemaker-xgboost": "xgboost",
+}
+SAGEMAKER_ALGORITHM_ACCOUNTS = frozenset(
+    {
+        "104374241257", "106583098589", "108575199400", "121021644041", "124985052026", "141502667606", "190319476487",
+        "226302683700", "237065988967", "246618743249", "249704162688", "257386234256", "257758044811", "272398656194",
+        "281123927165", "286214385809", "306986355934", "341280168497", "354813040037", "366743142698", "387376663083",
+        "390948362332", "414596584902", "433757028032", "450853457545", "451049120500", "455444449433", "469771592824",
+        "475088953585", "490574956308", "492215442770", "501404015308", "510948584623", "544295431143", "628508329040",
+        "632365934929", "644912444149", "651117190479", "659782779980", "662702820516", "669576153137", "680994064768",
+        "683313688378", "685385470294", "720646828776", "737474898029", "746614075791", "749696950732", "764974769150",
+        "765400339828", "783357654285", "801668240914", "811284229777", "813361260812", "825641698319", "833128469047",
+        "855470959533", "867004704886", "898809789911", "951798379941", "978288397137", "991648021394",
+    }
+)  # fmt: skip
+_SAGEMAKER_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?/(?P<repository>[a-z0-9-]+)(?::[\w.-]+)?$"
+)
+
+
+def sagemaker_builtin(image: str | None) -> str | None:
+    """The built-in that a SageMaker algorithm image URI names, or None for any other image."""
+    match = _SAGEMAKER_IMAGE.match(image or "")
+    if not match or match["account"] not in SAGEMAKER_ALGORITHM_ACCOUNTS:
+        return None
+    return SAGEMAKER_REPOSITORIES.get(match["repository"])
 
 
 def suggest(word: str, options: list[str] | tuple[str, ...]) -> str:

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from dockyard import script_mode
 from dockyard.spec import CompressionType, TrainingJobSpec
 
 ML = "/opt/ml"
@@ -153,7 +154,7 @@ def checkpoint_config(local_path: str, s3_uri: str) -> dict[str, str]:
 def config_files(spec: TrainingJobSpec, current_host: str, hosts: list[str]) -> dict[str, str]:
     """The files under input/config for one host, by file name."""
     files = {
-        HYPERPARAMETERS_FILE: spec.hyperparameters,
+        HYPERPARAMETERS_FILE: script_mode.container_hyperparameters(spec),
         INPUT_DATA_CONFIG_FILE: input_data_config(spec),
         RESOURCE_CONFIG_FILE: resource_config(current_host, hosts, spec.resource_config.instance_type),
     }

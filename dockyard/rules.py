@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from dockyard.algorithms import ALGORITHMS, check_hyperparameters, suggest
+from dockyard import image_classification, script_mode
+from dockyard.algorithms import ALGORITHMS, IMAGE_CLASSIFICATION, check_hyperparameters, suggest
 from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.instances import INSTANCE_TYPES, InstanceType
 from dockyard.spec import (
@@ -66,20 +67,22 @@ def _resources(spec: TrainingJobSpec, host: HostFacts) -> list[FieldProblem]:
 
 
 def _algorithm(spec: TrainingJobSpec) -> list[FieldProblem]:
-    algo_spec = spec.algorithm_specification
-    if not algo_spec.algorithm_name:
+    name = spec.algorithm_specification.builtin_name
+    if not name:
         return []
-    algo = ALGORITHMS.get(algo_spec.algorithm_name)
+    algo = ALGORITHMS.get(name)
     if algo is None:
-        hint = suggest(algo_spec.algorithm_name, list(ALGORITHMS))
+        hint = suggest(name, list(ALGORITHMS))
         return [
             FieldProblem(
                 "algorithm_specification.algorithm_name",
-                f"no built-in algorithm '{algo_spec.algorithm_name}'",
+                f"no built-in algorithm '{name}'",
                 hint or f"use one of: {', '.join(ALGORITHMS)}, or give training_image",
             )
         ]
     problems = check_hyperparameters(algo, spec.hyperparameters)
+    if algo is IMAGE_CLASSIFICATION:
+        problems += image_classification.problems(spec)
     if spec.resource_config.instance_count > 1 and not algo.distributed:
         problems.append(
             FieldProblem(
@@ -278,12 +281,42 @@ def _managed(spec: TrainingJobSpec) -> list[FieldProblem]:
     return problems
 
 
+def _script(spec: TrainingJobSpec) -> list[FieldProblem]:
+    """Script mode's two fields go together, and the script lies inside the code folder."""
+    if spec.source_dir and not spec.entry_point:
+        return [FieldProblem("entry_point", "source_dir is given but no entry point", "name the script, e.g. train.py")]
+    if spec.entry_point and not spec.source_dir:
+        return [
+            FieldProblem("source_dir", f"entry_point {spec.entry_point} needs the folder it is in", "add source_dir")
+        ]
+    problems = []
+    if spec.entry_point and (wrong := script_mode.entry_point_problem(spec.entry_point)):
+        problems.append(FieldProblem("entry_point", wrong, "give the script's path relative to source_dir"))
+    if spec.source_dir and "://" not in spec.source_dir and not spec.source_dir.startswith("/"):
+        problems.append(
+            FieldProblem(
+                "source_dir",
+                f"a local folder must be an absolute path — got '{spec.source_dir}'",
+                "write it as /abs/path, ${DOCKYARD_HOME}/..., file:// or s3://",
+            )
+        )
+    if spec.source_dir and spec.algorithm_specification.algorithm_name:
+        problems.append(
+            FieldProblem(
+                "source_dir",
+                "a built-in algorithm runs its own code, not a script",
+                "give training_image (a framework image such as dockyard/pytorch:2.13) instead of algorithm_name",
+            )
+        )
+    return problems
+
+
 def check_job(spec: TrainingJobSpec, host: HostFacts) -> None:
     """Raise JobSpecError listing every rule `spec` breaks on this host.
 
     Raises:
         JobSpecError: one line per problem, each with its field path and fix.
     """
-    problems = _resources(spec, host) + _algorithm(spec) + _channels(spec) + _managed(spec)
+    problems = _resources(spec, host) + _algorithm(spec) + _channels(spec) + _managed(spec) + _script(spec)
     if problems:
         raise JobSpecError(problems)

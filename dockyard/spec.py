@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dockyard.algorithms import sagemaker_builtin
+
 JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 EXPERIMENT_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}$"
 CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
@@ -99,6 +101,11 @@ class AlgorithmSpecification(_Model):
     container_entrypoint: list[str] | None = Field(default=None, min_length=1, max_length=100)
     container_arguments: list[str] | None = Field(default=None, min_length=1, max_length=100)
     enable_sage_maker_metrics_time_series: bool = False
+
+    @property
+    def builtin_name(self) -> str | None:
+        """The built-in this job runs: algorithm_name, or the one a SageMaker algorithm image URI names."""
+        return self.algorithm_name or sagemaker_builtin(self.training_image)
 
     @model_validator(mode="after")
     def _image_or_algorithm(self) -> AlgorithmSpecification:
@@ -244,6 +251,10 @@ class TrainingJobSpec(_Model):
     experiment_config: ExperimentConfig | None = None
     # dockyard's own: a Completed job registers model.tar.gz as a new version of this model
     model_package_group_name: str | None = Field(default=None, pattern=JOB_NAME_PATTERN, max_length=63)
+    # dockyard's own, for script mode (dockyard.script_mode): the code folder (a local path,
+    # file:// or s3://, a folder or a .tar.gz) and the script in it that the image's toolkit runs
+    source_dir: str | None = Field(default=None, min_length=1, max_length=1024)
+    entry_point: str | None = Field(default=None, min_length=1, max_length=256)
 
     @field_validator("hyperparameters", mode="before")
     @classmethod

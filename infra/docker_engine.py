@@ -121,7 +121,9 @@ def _pull_error(ref: str, text: str) -> Exception:
     return TransientInfraError(f"pulling {ref} failed: {text}")
 
 
-def build(context_dir: str, tag: str, buildargs: dict[str, str], progress: Callable[[str], None]) -> str:
+def build(
+    context_dir: str, tag: str, buildargs: dict[str, str], progress: Callable[[str], None], target: str | None = None
+) -> str:
     """Build an image from `context_dir`, streaming the build's steps.
 
     Raises:
@@ -130,7 +132,13 @@ def build(context_dir: str, tag: str, buildargs: dict[str, str], progress: Calla
     api = client(timeout=1800).api
     image = None
     for event in api.build(
-        path=context_dir, tag=tag, buildargs=buildargs, rm=True, decode=True, labels={MANAGED_LABEL: "true"}
+        path=context_dir,
+        tag=tag,
+        buildargs=buildargs,
+        target=target,
+        rm=True,
+        decode=True,
+        labels={MANAGED_LABEL: "true"},
     ):
         if "error" in event:
             raise InfraError(f"building {tag} from {context_dir} failed: {event['error'].strip()}")

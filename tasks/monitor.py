@@ -60,7 +60,7 @@ class HostExit(BaseModel):
 def compile_definitions(spec: TrainingJobSpec) -> list[tuple[str, re.Pattern[str]]]:
     """The job's metric regexes, or its built-in algorithm's defaults, compiled."""
     algo = spec.algorithm_specification
-    pairs = metric_definitions_of(algo.algorithm_name, [(d.name, d.regex) for d in algo.metric_definitions])
+    pairs = metric_definitions_of(algo.builtin_name, [(d.name, d.regex) for d in algo.metric_definitions])
     return [(name, re.compile(regex)) for name, regex in pairs]
 
 

@@ -37,6 +37,7 @@ class PullImagePlan(BaseModel):
     registry: str | None  # None: Docker Hub
     ecr_region: str | None
     build_context: str | None  # infra/images/<name> for built-ins
+    build_target: str | None = None  # the Dockerfile stage, for a folder that builds several images
     build_args: dict[str, str]
 
 
@@ -48,7 +49,7 @@ def registry_of(image: str) -> str | None:
 
 
 def plan_pull_image(spec: TrainingJobSpec, base_image: str | None, images_dir: str = IMAGES_DIR) -> PullImagePlan:
-    algo_name = spec.algorithm_specification.algorithm_name
+    algo_name = spec.algorithm_specification.builtin_name
     if algo_name:
         algo = ALGORITHMS[algo_name]
         return PullImagePlan(
@@ -56,6 +57,7 @@ def plan_pull_image(spec: TrainingJobSpec, base_image: str | None, images_dir: s
             registry=None,
             ecr_region=None,
             build_context=os.path.join(images_dir, algo.image_dir),
+            build_target=algo.build_target,
             build_args={"BASE_IMAGE": base_image} if base_image else {},
         )
     image = str(spec.algorithm_specification.training_image)
@@ -79,7 +81,7 @@ def obtain(plan: PullImagePlan, report: Any) -> str:
             f"building built-in image {plan.image} from {plan.build_context}"
             + (f" on {plan.build_args['BASE_IMAGE']}" if plan.build_args else "")
         )
-        docker_engine.build(plan.build_context, plan.image, plan.build_args, report)
+        docker_engine.build(plan.build_context, plan.image, plan.build_args, report, plan.build_target)
     else:
         auth = registries.ecr_auth(plan.ecr_region) if plan.ecr_region else None
         report(f"pulling {plan.image}")

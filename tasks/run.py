@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from dockyard import contract
+from dockyard import contract, script_mode
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
@@ -19,7 +19,7 @@ from infra import docker_engine, job_log
 from infra.docker_engine import ContainerSpec
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan
-from tasks.stage_data import channel_mounts
+from tasks.stage_data import channel_mounts, code_folder
 from tasks.status import move_once
 
 
@@ -40,6 +40,8 @@ def plan_run(spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str) -> t
             for target, read_only in contract.MOUNTS.values()
         }
         volumes[layout.checkpoints] = {"bind": checkpoint_path, "mode": "rw"}
+        if script_mode.code_source(spec):
+            volumes[code_folder(provisioned.scratch_root)] = {"bind": script_mode.CODE_DIR, "mode": "ro"}
         for mount in channel_mounts(spec, provisioned.scratch_root):  # FastFile and file system channels
             target = f"{contract.INPUT_DATA_DIR}/{mount.channel}"
             volumes[mount.source] = {"bind": target, "mode": "ro" if mount.read_only else "rw"}

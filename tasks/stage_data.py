@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import posixpath
 import random
+import shutil
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -31,7 +33,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
-from dockyard import contract
+from dockyard import contract, script_mode
 from dockyard.errors import JobSpecError
 from dockyard.settings import Settings
 from dockyard.spec import (
@@ -265,6 +267,39 @@ def carry_out(
             raise
 
 
+def code_folder(scratch_root: str) -> str:
+    """The host folder that holds a script-mode job's code, mounted read-only at /opt/ml/code."""
+    return os.path.join(scratch_root, "code")
+
+
+def stage_code(code: script_mode.CodeSource, folder: str, endpoint_url: str | None) -> int:
+    """Copy the job's code into `folder`: a folder's files as they are, a .tar.gz unpacked; returns the file count.
+
+    Raises:
+        JobSpecError: the archive cannot be unpacked, or a path in it leads outside the folder.
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    objects = storage.list_objects(code.uri, endpoint_url)
+    if not code.is_archive:
+        for obj in objects:
+            storage.download(obj, os.path.join(folder, _safe_relative(obj.relative, "code")), endpoint_url)
+        return len(objects)
+    archive = folder + ".tar.gz"
+    exact = [o for o in objects if o.uri == code.uri] or objects[:1]
+    storage.download(exact[0], archive, endpoint_url)
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            tar.extractall(folder, filter="data")  # refuses absolute paths, .. and links out of the folder
+    except (tarfile.TarError, OSError) as exc:
+        raise JobSpecError(
+            f"{code.field}: cannot unpack {code.uri} ({exc}) — give a .tar.gz of the code folder"
+        ) from None
+    finally:
+        os.remove(archive)
+    return sum(1 for m in members if m.isfile())
+
+
 @task(name="stage-data", cache_policy=NONE, **task_retry_options())
 def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Settings) -> int:
     """Download File channels, start Pipe streamers, mount FastFile channels; returns the bytes staged."""
@@ -314,6 +349,10 @@ def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Sett
         pipe.start(name, pipe.Streamer(stream.folder, stream.channel, epoch_chunks(stream, endpoint_url), report))
     if plan.streams:
         report(f"Pipe: {len(plan.streams)} channel stream(s) ready as FIFOs CHANNEL_0, CHANNEL_1, ...")
+    code = script_mode.code_source(spec)
+    if code:
+        count = stage_code(code, code_folder(provisioned.scratch_root), endpoint_url)
+        report(f"script mode: {count} file(s) of code from {code.uri}, read-only at {script_mode.CODE_DIR}")
     for host in provisioned.hosts:
         if host.checkpoint_uri:
             restored = CheckpointSync(

@@ -92,7 +92,7 @@ def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
         ) from None
     algo = training.algorithm_specification
     metrics = [
-        n for n, _ in metric_definitions_of(algo.algorithm_name, [(m.name, m.regex) for m in algo.metric_definitions])
+        n for n, _ in metric_definitions_of(algo.builtin_name, [(m.name, m.regex) for m in algo.metric_definitions])
     ]
     static = spec.training_job_definition.get("static_hyper_parameters") or {}
     check_tuning(spec, metrics, static)

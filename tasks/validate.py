@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
+from dockyard import script_mode
 from dockyard.errors import DockyardError, JobSpecError, LeaseHeld, LeaseLost
 from dockyard.loading import build_job, parse_document
 from dockyard.record import JobRecord
@@ -56,6 +57,9 @@ def plan_validate(spec: TrainingJobSpec, host: HostFacts) -> ValidatePlan:
         for i, c in enumerate(spec.input_data_config)
         if c.data_source.s3_data_source is not None
     )
+    code = script_mode.code_source(spec)
+    if code:
+        readable += (Location(field=code.field, uri=code.uri),)
     writable = (Location(field="output_data_config.s3_output_path", uri=spec.output_data_config.s3_output_path),)
     return ValidatePlan(job=spec, readable=readable, writable=writable)
 
@@ -65,7 +69,8 @@ class JobRunning(DockyardError):
 
 
 def read_job_file(path: str) -> dict[str, Any]:
-    """The job (or tuning) document in a YAML or JSON file.
+    """The job (or tuning) document in a YAML or JSON file; a relative `source_dir`
+    is taken relative to the file's folder.
 
     Raises:
         JobSpecError: the file is missing, does not parse, or is not a mapping.
@@ -74,7 +79,11 @@ def read_job_file(path: str) -> dict[str, Any]:
         text = Path(path).read_text()
     except OSError as exc:
         raise JobSpecError(f"{path}: cannot read the job file ({exc.strerror}) — check the path") from None
-    return parse_document(text, path)
+    doc = parse_document(text, path)
+    source = doc.get("source_dir")
+    if isinstance(source, str) and source and "://" not in source and not source.startswith(("/", "${")):
+        doc["source_dir"] = str((Path(path).resolve().parent / source).resolve())
+    return doc
 
 
 def _same_job(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:

@@ -1,0 +1,220 @@
+"""Deep learning on real Docker: the built-in image classifier (PyTorch) on one and
+two instances, SageMaker's own image URI, incremental training, spot resume from
+epoch checkpoints, its errors on bad data, and a DDP script in script mode."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import ROOT, local, run_example, run_job, unique
+
+pytestmark = pytest.mark.integration
+
+IMAGE = "dockyard/image-classification:1.0"
+SAGEMAKER_URI = "811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1"
+
+
+def metric(body: dict[str, Any], name: str) -> float:
+    return next(float(m["Value"]) for m in body["FinalMetricDataList"] if m["MetricName"] == name)
+
+
+def job_log(home: str, body: dict[str, Any]) -> str:
+    return (Path(home) / "jobs" / body["TrainingJobName"] / "job.log").read_text()
+
+
+def lst_channels(data: Path, *names: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "channel_name": name,
+            "content_type": "application/x-image",
+            "data_source": {"s3_data_source": {"s3_uri": f"file://{data}/{name}"}},
+        }
+        for name in names
+    ]
+
+
+def ic_job(home: str, channels: list[dict[str, Any]], **hyperparameters: Any) -> dict[str, Any]:
+    return {
+        "training_job_name": unique("ic"),
+        "algorithm_specification": {"training_image": SAGEMAKER_URI, "training_input_mode": "File"},
+        "resource_config": {"instance_type": "ml.m5.large", "instance_count": 1},
+        "input_data_config": channels,
+        "hyperparameters": {
+            "num_classes": 10,
+            "num_training_samples": 1437,
+            "image_shape": "3,32,32",
+            "num_layers": 18,
+            "optimizer": "adam",
+            "learning_rate": 0.001,
+            "mini_batch_size": 64,
+            "epochs": 2,
+            **hyperparameters,
+        },
+        "output_data_config": {"s3_output_path": f"file://{home}/output"},
+        "stopping_condition": {"max_runtime_in_seconds": 1800},
+    }
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits example's data: JPEGs with .lst files, and the same as RecordIO."""
+    out = tmp_path_factory.mktemp("digits")
+    script = str(ROOT / "examples" / "image-classification-digits" / "make_data.py")
+    subprocess.run([sys.executable, script, "--out", str(out)], check=True)
+    subprocess.run([sys.executable, script, "--out", str(out), "--recordio"], check=True)
+    return out
+
+
+def test_digits_example_on_two_instances_then_incremental_from_its_model_by_sagemakers_uri(
+    home: str, digits: Path, tmp_path: Path
+) -> None:
+    body = run_example("examples/image-classification-digits", home)
+    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
+    accuracy = metric(body, "validation:accuracy")
+    assert accuracy >= 0.9, accuracy
+    log = job_log(home, body)
+    assert "[algo-1]" in log and "[algo-2]" in log and "rank 1 of 2" in log
+    assert re.search(r"\[algo-1\] Epoch\[7\] Validation-accuracy=", log)
+
+    # The model loads as README says, and classifies digits.
+    model = local(body["ModelArtifacts"]["S3ModelArtifacts"])
+    (tmp_path / "model").mkdir()
+    subprocess.run(["tar", "-xzf", str(model), "-C", str(tmp_path / "model")], check=True)
+    info = json.loads((tmp_path / "model" / "model-info.json").read_text())
+    assert (info["num_classes"], info["image_shape"]) == (10, [3, 32, 32])
+    script = (
+        "import torch; net = torch.jit.load('/m/image-classification.pt'); "
+        "print(tuple(net(torch.zeros(4, 3, 32, 32)).shape))"
+    )
+    out = subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{tmp_path / 'model'}:/m:ro", IMAGE, "python", "-c", script],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert out.strip().endswith("(4, 10)"), out
+
+    # Incremental training, asked for by SageMaker's image URI with .lst channels, continues from it.
+    model_channel = {
+        "channel_name": "model",
+        "content_type": "application/x-sagemaker-model",
+        "data_source": {"s3_data_source": {"s3_uri": body["ModelArtifacts"]["S3ModelArtifacts"]}},
+    }
+    channels = [*lst_channels(Path(digits), "train", "train_lst", "validation", "validation_lst"), model_channel]
+    more = run_job(ic_job(home, channels, epochs=1))
+    assert more["TrainingJobStatus"] == "Completed", more.get("FailureReason")
+    assert more["AlgorithmSpecification"]["TrainingImage"] == SAGEMAKER_URI
+    assert metric(more, "validation:accuracy") >= accuracy - 0.02  # from scratch, one epoch gets far less
+
+
+def test_recordio_in_pipe_mode_and_a_spot_interruption_resumes_from_the_last_epoch_checkpoint(
+    home: str, digits: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKYARD_SPOT_SIMULATION", "on=Training+45; notice=1")
+    channels = [
+        {
+            "channel_name": name,
+            "content_type": "application/x-recordio",
+            "input_mode": "Pipe",
+            "data_source": {"s3_data_source": {"s3_uri": f"file://{digits}/{name}-rec"}},
+        }
+        for name in ("train", "validation")
+    ]
+    job = ic_job(home, channels, epochs=40, checkpoint_frequency=1, image_shape="3,16,16")
+    job["enable_managed_spot_training"] = True
+    job["checkpoint_config"] = {"s3_uri": f"file://{home}/checkpoints/{job['training_job_name']}"}
+    job["stopping_condition"] = {"max_runtime_in_seconds": 1800, "max_wait_time_in_seconds": 3600}
+    body = run_job(job)
+    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
+    assert len(body["SpotInterruptions"]) == 1
+    log = job_log(home, body)
+    resumed = [int(n) for n in re.findall(r"resuming from checkpoint-epoch-(\d+)\.pt", log)]
+    assert len(resumed) == 1 and 0 <= resumed[0] < 39, resumed
+    # Every epoch after the checkpoint is trained again, none skipped.
+    epochs = [int(n) for n in re.findall(r"\[algo-1\] Epoch\[(\d+)\] Train-accuracy=", log)]
+    assert sorted(set(epochs)) == list(range(40)) and epochs.count(resumed[0] + 1) >= 1
+
+
+def _write(folder: Path, files: dict[str, bytes]) -> None:
+    for relative, data in files.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(data)
+
+
+def _jpeg() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("lst", "images", "expected"),
+    [
+        ("0\t12\ta.jpg\n", {"a.jpg": b"jpeg"}, r"label 12.*num_classes"),
+        ("0\t1\ta.jpg\n1\t2\tmissing.jpg\n", {"a.jpg": b"jpeg"}, r"missing\.jpg"),
+        ("0\t1\ta.jpg\n1\t2\tbroken.jpg\n", {"a.jpg": b"jpeg", "broken.jpg": b"not a jpeg at all"}, r"broken\.jpg"),
+    ],
+    ids=["label-beyond-num-classes", "missing-image", "corrupt-jpeg"],
+)
+def test_bad_data_fails_the_job_with_a_reason_naming_it(
+    home: str, tmp_path: Path, lst: str, images: dict[str, bytes], expected: str
+) -> None:
+    jpeg = _jpeg()
+    _write(tmp_path / "data" / "train", {k: jpeg if v == b"jpeg" else v for k, v in images.items()})
+    _write(tmp_path / "data" / "train_lst", {"train.lst": lst.encode()})
+    body = run_job(ic_job(home, lst_channels(tmp_path / "data", "train", "train_lst"), num_training_samples=2))
+    assert body["TrainingJobStatus"] == "Failed"
+    reason = body["FailureReason"]
+    assert re.search(expected, reason), reason
+    assert "Traceback" not in reason
+
+
+def test_pytorch_ddp_script_mode_example_trains_on_two_instances(home: str) -> None:
+    body = run_example("examples/pytorch-ddp", home)
+    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
+    assert metric(body, "train:accuracy") >= 0.9
+    log = job_log(home, body)
+    assert "algo-1: rank 0 of 2" in log and "algo-2: rank 1 of 2" in log
+    assert "script mode: 1 file(s) of code" in log
+
+
+def test_script_mode_from_an_sdk_style_sourcedir_archive(home: str, tmp_path: Path) -> None:
+    """What the SageMaker SDK sends: sagemaker_program and sagemaker_submit_directory (a sourcedir.tar.gz)."""
+    shutil.copytree(ROOT / "examples" / "pytorch-ddp" / "src", tmp_path / "src")
+    (tmp_path / "src" / "extra.txt").write_text("shipped with the code\n")
+    subprocess.run(["tar", "-czf", str(tmp_path / "sourcedir.tar.gz"), "-C", str(tmp_path / "src"), "."], check=True)
+    data = tmp_path / "data"
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "pytorch-ddp" / "make_data.py"), "--out", str(data)], check=True
+    )
+    job = {
+        "training_job_name": unique("script"),
+        "algorithm_specification": {"training_image": "dockyard/pytorch:2.13"},
+        "resource_config": {"instance_type": "local", "instance_count": 1},
+        "input_data_config": [
+            {"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": f"file://{data}/train"}}}
+        ],
+        "hyperparameters": {
+            "sagemaker_program": json.dumps("train.py"),
+            "sagemaker_submit_directory": json.dumps(f"file://{tmp_path}/sourcedir.tar.gz"),
+            "epochs": 2,
+        },
+        "output_data_config": {"s3_output_path": f"file://{home}/output"},
+    }
+    body = run_job(job)
+    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
+    log = job_log(home, body)
+    assert "script mode: 2 file(s) of code" in log and "epoch=1 " in log
+    # Describe echoes the hyperparameters as sent; only the container saw /opt/ml/code.
+    assert body["HyperParameters"]["sagemaker_submit_directory"] == json.dumps(f"file://{tmp_path}/sourcedir.tar.gz")
