@@ -3,8 +3,10 @@
 Filter names map to what the catalog keeps of a job: TrainingJobName and
 TrainingJobStatus, Metrics.NAME (the final value), HyperParameters.NAME,
 Tags.KEY, and a few ResourceConfig / AlgorithmSpecification fields. Filters
-and SubExpressions join with And (the catalog's queries have no Or); each
-result is the job's whole record from the job store, as SageMaker answers it.
+and SubExpressions join with And (the catalog's queries have no Or). The
+catalog answers a page's job names in one query (infra/catalog_query.py); each
+result is then the job's whole record from the job store, as SageMaker answers
+it, the page's records read together.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from api.protocol import validation
-from api.training import Context, describe_training_job, page_offset, page_token
+from api.training import Context, describe_body, page_offset, page_token
 from dockyard.search import Clause
-from infra import catalog
+from infra import catalog, catalog_query
 
 # SageMaker's field names -> (kind, key) in the catalog.
 FIELDS = {
@@ -105,16 +107,17 @@ def search(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     order = [f"{order_key} {'ASC' if params.get('SortOrder') == 'Ascending' else 'DESC'}"]
     query = {k: v for k, v in params.items() if k not in ("NextToken", "MaxResults")}
     offset, limit = page_offset(params.get("NextToken"), query), int(params.get("MaxResults", 10))
-    runs = catalog.find_jobs(ctx.settings.catalog_uri(), clauses, order, offset + limit + 1, "training-job")
-    results = []
-    for run in runs[offset : offset + limit]:
-        name = run.data.tags.get(catalog.JOB_TAG)
-        if name and ctx.store.exists(name):
-            job = describe_training_job(ctx, {"TrainingJobName": name})
-            job["Tags"] = [{"Key": k, "Value": v} for k, v in ctx.store.tags(name).items()]
-            results.append({"TrainingJob": job})
+    names = catalog_query.job_names(ctx.settings.catalog_uri(), clauses, order, offset + limit + 1, "training-job")
+    page = names[offset : offset + limit]
+    # The page's records and tags in two reads, not a Describe per job.
+    records, tags = ctx.store.find_many(page), ctx.store.tags_of(page)
+    results = [
+        {"TrainingJob": {**describe_body(records[n]), "Tags": [{"Key": k, "Value": v} for k, v in tags[n].items()]}}
+        for n in page
+        if n in records  # catalogued, but no longer in this job store
+    ]
     body: dict[str, Any] = {"Results": results}
-    if len(runs) > offset + limit:
+    if len(names) > offset + limit:
         body["NextToken"] = page_token(offset + limit, query)
     return body
 

@@ -111,7 +111,11 @@ def submit(flow_name: str, pool: str, parameters: dict[str, Any], name: str, tag
 
 
 def describe_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    record = record_of(ctx, params["TrainingJobName"])
+    return describe_body(record_of(ctx, params["TrainingJobName"]))
+
+
+def describe_body(record: JobRecord) -> dict[str, Any]:
+    """The record as DescribeTrainingJob answers it (and Search, for each job it finds)."""
     body = describe(record)
     # Fields the SageMaker SDK reads without checking for them.
     body.setdefault("OutputDataConfig", {}).setdefault("KmsKeyId", "")

@@ -1,7 +1,7 @@
 """`dockyard serve` under load, side by side with the floor, in one run.
 
     .venv/bin/python benchmarks/api.py load [--jobs 50] [--clients 100]
-    .venv/bin/python benchmarks/api.py search [--jobs 10000]
+    .venv/bin/python benchmarks/api.py search [--jobs 10000] [--runs 5] [--home DIR]
 
 load: starts `dockyard serve` (its own worker) on a fresh DOCKYARD_HOME, then
 - 50 clients call CreateTrainingJob at once, each for a no-op container;
@@ -12,8 +12,11 @@ load: starts `dockyard serve` (its own worker) on a fresh DOCKYARD_HOME, then
   container started).
 search: N catalogued jobs (benchmarks/catalog.py's population), a warm
 server; Search (Metrics + HyperParameters filter) and ListTrainingJobs
-(status filter, one page of 100) against the same queries as one SQL
-statement on the same tables with sqlite3 (the floor).
+(status filter, one page of 100), each through boto3 (what a client waits,
+botocore's parsing included) and as the server's answer alone (a signed
+request, its bytes read), against the same page as one SQL statement on the
+same tables with sqlite3 (the floor; the script checks that it answers the
+same jobs in the same order).
 """
 
 from __future__ import annotations
@@ -218,57 +221,125 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
-def _timed(fn: Callable[[], Any], runs: int) -> float:
-    fn()  # warm
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def server_seconds(url: str, operation: str, params: dict[str, Any]) -> float:
+    """How long the server alone takes to answer `operation`: the request signed beforehand, the
+    answer's bytes read but not parsed (botocore's parsing of a page is the client's time)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(
+        "POST",
+        f"{url}/",
+        data=json.dumps(params).encode(),
+        headers={"X-Amz-Target": f"SageMaker.{operation}", "Content-Type": "application/x-amz-json-1.1"},
+    )
+    SigV4Auth(Credentials(KEY, SECRET), "sagemaker", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    where = urlsplit(url)
+    connection = http.client.HTTPConnection(str(where.hostname), where.port, timeout=600)
+    connection.connect()
+    began = time.perf_counter()
+    connection.request("POST", "/", body=prepared.body, headers=dict(prepared.headers))
+    response = connection.getresponse()
+    body = response.read()
+    seconds = time.perf_counter() - began
+    connection.close()
+    assert response.status == 200, body[:500]
+    return seconds
+
+
+def _seconds(fn: Callable[[], Any]) -> float:
+    began = time.perf_counter()
+    fn()
+    return time.perf_counter() - began
+
+
+# The Search below as one SQL query: the page's jobs, newest first, with their stored records.
+SEARCH_FLOOR_SQL = """
+SELECT j.name, j.record FROM runs r
+JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key = 'validation:auc' AND m.value > 0.9
+JOIN params p ON p.run_uuid = r.run_uuid AND p.key = 'eta' AND CAST(p.value AS REAL) < 0.3
+JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = 'dockyard.kind' AND k.value = 'training-job'
+JOIN tags n ON n.run_uuid = r.run_uuid AND n.key = 'dockyard.job_name'
+JOIN store.training_jobs j ON j.name = n.value
+ORDER BY r.start_time DESC, r.run_uuid LIMIT 101
+"""
+# The ListTrainingJobs below as one SQL query on the job store, in the order the store pages it.
+LIST_FLOOR_SQL = """
+SELECT name, primary_status, secondary_status, creation_time, training_end_time, last_modified_time
+FROM training_jobs WHERE primary_status = 'Completed' ORDER BY creation_time DESC, name ASC LIMIT 101
+"""
+
+
+def populated(home: Path, jobs: int) -> int:
+    """A home of `jobs` catalogued jobs (benchmarks/catalog.py's), made unless it holds them; its matches."""
+    from benchmarks.catalog import FLOOR_SQL, populate
+
+    os.environ["DOCKYARD_HOME"] = str(home)
+    if (home / "mlflow.db").exists():
+        with sqlite3.connect(home / "dockyard.db") as db:
+            held = db.execute("SELECT count(*) FROM training_jobs").fetchone()[0]
+        assert held == jobs, f"{home} holds {held} jobs, not {jobs}: use another --home"
+        with sqlite3.connect(home / "mlflow.db") as db:
+            return len(db.execute(FLOOR_SQL).fetchall())
+    home.mkdir(parents=True, exist_ok=True)
+    return populate(home, jobs)[1]
 
 
 def search(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.catalog import FLOOR_SQL, populate
-
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-search-"))
-    home = work / "home"
-    home.mkdir(parents=True)
+    home = Path(args.home) if args.home else work / "home"
     try:
-        os.environ["DOCKYARD_HOME"] = str(home)
-        _, matches = populate(home, args.jobs)
-        with serve(home, "--no-worker") as url:
-            sm = client(url)
-            expression = {
+        matches = populated(home, args.jobs)
+        search_params = {
+            "Resource": "TrainingJob",
+            "SearchExpression": {
                 "Filters": [
                     {"Name": "Metrics.validation:auc", "Operator": "GreaterThan", "Value": "0.9"},
                     {"Name": "HyperParameters.eta", "Operator": "LessThan", "Value": "0.3"},
                 ]
-            }
-            found = sm.search(Resource="TrainingJob", SearchExpression=expression, MaxResults=100)["Results"]
-            ours_search = _timed(
-                lambda: sm.search(Resource="TrainingJob", SearchExpression=expression, MaxResults=100), args.runs
-            )
-            ours_list = _timed(lambda: sm.list_training_jobs(StatusEquals="Completed", MaxResults=100), args.runs)
-        mlflow_db = sqlite3.connect(home / "mlflow.db")
-        floor_search = _timed(lambda: mlflow_db.execute(FLOOR_SQL + " LIMIT 100").fetchall(), args.runs)
-        store_db = sqlite3.connect(home / "dockyard.db")
-        list_sql = (
-            "SELECT name, primary_status, secondary_status, creation_time, training_end_time, last_modified_time "
-            "FROM training_jobs WHERE primary_status = 'Completed' ORDER BY creation_time DESC LIMIT 101"
-        )
-        floor_list = _timed(lambda: store_db.execute(list_sql).fetchall(), args.runs)
-        return {
-            "jobs": args.jobs,
-            "search_matches": matches,
-            "search_results_page": len(found),
-            "search_ms": round(ours_search * 1000, 1),
-            "search_floor_ms": round(floor_search * 1000, 2),
-            "search_ratio": round(ours_search / floor_search, 1),
-            "list_ms": round(ours_list * 1000, 1),
-            "list_floor_ms": round(floor_list * 1000, 2),
-            "list_ratio": round(ours_list / floor_list, 1),
+            },
+            "MaxResults": 100,
         }
+        list_params = {"StatusEquals": "Completed", "MaxResults": 100}
+        catalog_db = sqlite3.connect(home / "mlflow.db")
+        catalog_db.execute("ATTACH DATABASE ? AS store", (str(home / "dockyard.db"),))
+        store_db = sqlite3.connect(home / "dockyard.db")
+        with serve(home, "--no-worker") as url:
+            sm = client(url)
+            found, listed = sm.search(**search_params), sm.list_training_jobs(**list_params)
+            # The floors answer what the API answered: the same jobs, in the same order.
+            floor_page = catalog_db.execute(SEARCH_FLOOR_SQL).fetchall()
+            assert [r[0] for r in floor_page[:100]] == [r["TrainingJob"]["TrainingJobName"] for r in found["Results"]]
+            assert ("NextToken" in found) == (len(floor_page) > 100)
+            floor_rows = store_db.execute(LIST_FLOOR_SQL).fetchall()
+            assert [r[0] for r in floor_rows[:100]] == [j["TrainingJobName"] for j in listed["TrainingJobSummaries"]]
+            # Each run times every row once, in turn, so that a busy moment of the machine falls on all alike.
+            times: dict[str, list[float]] = {}
+            for _ in range(args.runs):
+                for row, seconds in {
+                    "search_floor": lambda: _seconds(lambda: catalog_db.execute(SEARCH_FLOOR_SQL).fetchall()),
+                    "search_server": lambda: server_seconds(url, "Search", search_params),
+                    "search_boto3": lambda: _seconds(lambda: sm.search(**search_params)),
+                    "list_floor": lambda: _seconds(lambda: store_db.execute(LIST_FLOOR_SQL).fetchall()),
+                    "list_server": lambda: server_seconds(url, "ListTrainingJobs", list_params),
+                    "list_boto3": lambda: _seconds(lambda: sm.list_training_jobs(**list_params)),
+                    "one_row_list_server": lambda: server_seconds(url, "ListTrainingJobs", {"MaxResults": 1}),
+                }.items():
+                    times.setdefault(row, []).append(seconds())
+        ms = {row: statistics.median(values) * 1000 for row, values in times.items()}
+        figures: dict[str, Any] = {"jobs": args.jobs, "runs": args.runs, "search_matches": matches,
+                                   "search_results_page": len(found["Results"])}  # fmt: skip
+        for row, value in ms.items():
+            figures[f"{row}_ms"] = round(value, 2)
+            floor = ms.get(f"{row.split('_')[0]}_floor")
+            if floor and not row.endswith("_floor") and not row.startswith("one_row"):
+                figures[f"{row}_ratio"] = round(value / floor, 1)
+        return figures
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -285,6 +356,7 @@ def main() -> None:
     s_ = sub.add_parser("search")
     s_.add_argument("--jobs", type=int, default=10_000)
     s_.add_argument("--runs", type=int, default=5)
+    s_.add_argument("--home", help="a DOCKYARD_HOME to populate once and keep, or one populated before")
     args = parser.parse_args()
     figures = load(args) if args.what == "load" else search(args)
     print(json.dumps(figures, indent=2))

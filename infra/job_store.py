@@ -268,6 +268,22 @@ class JobStore:
         found = self._read(name)
         return found[0] if found else None
 
+    def find_many(self, names: Collection[str]) -> dict[str, JobRecord]:
+        """The records of the jobs named (those that exist), read together in one snapshot."""
+        wanted = list(dict.fromkeys(names))
+        t, st = training_jobs, status_transitions
+        rows: list[Any] = []
+        history: dict[str, list[StatusTransition]] = {n: [] for n in wanted}
+        options = {} if self.sqlite else {"isolation_level": "REPEATABLE READ"}
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
+            for chunk in _chunks(wanted):
+                columns = (t.c.name, t.c.primary_status, t.c.secondary_status, t.c.record)  # what _record reads
+                rows += conn.execute(select(*columns).where(t.c.name.in_(chunk))).all()
+                steps = conn.execute(select(st).where(st.c.job_name.in_(chunk)).order_by(st.c.job_name, st.c.seq))
+                for step in steps.all():
+                    history[step.job_name].append(_transition(step))
+        return {row.name: _record(row, history[row.name]) for row in rows}
+
     def get(self, name: str) -> JobRecord:
         """Raises: DockyardError when there is no job of that name."""
         record = self.find(name)
@@ -310,11 +326,12 @@ class JobStore:
             query = query.where(t.c.primary_status.in_(matching))
         query = _listing(query, t, t.c.primary_status, where, sort_by, ascending).offset(offset).limit(limit)
         with self.engine.connect() as conn:
-            return [
-                JobSummary(r.name, PrimaryStatus(r.primary_status), SecondaryStatus(r.secondary_status),
-                           r.creation_time, r.training_end_time, r.last_modified_time)
-                for r in conn.execute(query)
-            ]  # fmt: skip
+            rows = conn.execute(query).all()
+        return [
+            JobSummary(r.name, PrimaryStatus(r.primary_status), SecondaryStatus(r.secondary_status),
+                       r.creation_time, r.training_end_time, r.last_modified_time)
+            for r in rows
+        ]  # fmt: skip
 
     def name_of(self, lowered: str) -> str | None:
         """The job whose name is `lowered` but for case (an ARN holds names in lower case)."""
@@ -456,6 +473,17 @@ class JobStore:
                 select(job_tags.c.key, job_tags.c.value).where(job_tags.c.job_name == name).order_by(job_tags.c.key)
             )
             return {r.key: r.value for r in rows}
+
+    def tags_of(self, names: Collection[str]) -> dict[str, dict[str, str]]:
+        """The tags of each job named, read in one go (a job without tags maps to {})."""
+        found: dict[str, dict[str, str]] = {n: {} for n in names}
+        t = job_tags
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(found)):
+                rows = conn.execute(select(t).where(t.c.job_name.in_(chunk)).order_by(t.c.job_name, t.c.key))
+                for r in rows.all():
+                    found[r.job_name][r.key] = r.value
+        return found
 
     def set_tags(self, name: str, tags: dict[str, str]) -> None:
         """Add tags to a job, replacing the values of keys it has."""
@@ -607,18 +635,8 @@ class JobStore:
                 .where(status_transitions.c.job_name == name)
                 .order_by(status_transitions.c.seq)
             )
-            history = tuple(
-                StatusTransition(status=SecondaryStatus(s.status), start_time=s.start_time, end_time=s.end_time,
-                                 status_message=s.message)
-                for s in steps
-            )  # fmt: skip
-        status = JobStatus(
-            primary=PrimaryStatus(row.primary_status),
-            secondary=SecondaryStatus(row.secondary_status),
-            transitions=history,
-        )
-        record = JobRecord.model_validate_json(row.record).model_copy(update={"status": status})
-        return record, int(row.version)
+            history = [_transition(s) for s in steps]
+        return _record(row, history), int(row.version)
 
     @staticmethod
     def _row(record: JobRecord) -> dict[str, Any]:
@@ -653,6 +671,31 @@ class JobStore:
                 )  # fmt: skip
             elif before[seq] != step:
                 conn.execute(update(t).where(t.c.job_name == name, t.c.seq == seq).values(end_time=step.end_time))
+
+
+IN_CHUNK = 500  # names per IN (...): well under any backend's limit on bound parameters
+
+
+def _chunks(names: list[str]) -> Iterator[list[str]]:
+    for i in range(0, len(names), IN_CHUNK):
+        yield names[i : i + IN_CHUNK]
+
+
+def _transition(step: Any) -> StatusTransition:
+    return StatusTransition(
+        status=SecondaryStatus(step.status), start_time=step.start_time, end_time=step.end_time,
+        status_message=step.message,
+    )  # fmt: skip
+
+
+def _record(row: Any, history: list[StatusTransition]) -> JobRecord:
+    """A training_jobs row and its status history as the record."""
+    status = JobStatus(
+        primary=PrimaryStatus(row.primary_status),
+        secondary=SecondaryStatus(row.secondary_status),
+        transitions=tuple(history),
+    )
+    return JobRecord.model_validate_json(row.record).model_copy(update={"status": status})
 
 
 def _listing(query: Select[Any], t: Table, status: Any, where: JobFilter, sort_by: str, ascending: bool) -> Select[Any]:

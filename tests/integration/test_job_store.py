@@ -99,6 +99,20 @@ def test_a_record_round_trips_with_its_history_and_tags(store: JobStore) -> None
         store.get("nope")
 
 
+def test_a_page_of_records_reads_in_one_go_as_each_reads_alone(store: JobStore) -> None:
+    names = [unique(f"many-{i}") for i in range(3)]
+    for name in names:
+        store.create(job(name))
+    store.transition(names[1], S.STARTING, S.DOWNLOADING, "Downloading input data")
+    store.set_tags(names[2], {"stage": "dev"})
+    store.delete_tags(names[0], ["team"])
+    asked = [names[2], "nope", names[0], names[1], names[2]]
+    assert store.find_many(asked) == {n: store.get(n) for n in names}
+    assert store.tags_of(asked) == {n: store.tags(n) for n in [*names, "nope"]}
+    assert store.tags_of([names[0], "nope"]) == {names[0]: {}, "nope": {}}
+    assert store.find_many([]) == {} and store.tags_of([]) == {}
+
+
 def test_a_transition_from_another_status_than_expected_names_the_actual_one(store: JobStore) -> None:
     name = unique("cas")
     store.create(job(name))
