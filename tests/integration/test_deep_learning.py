@@ -111,10 +111,11 @@ def test_digits_example_on_two_instances_then_incremental_from_its_model_by_sage
         "data_source": {"s3_data_source": {"s3_uri": body["ModelArtifacts"]["S3ModelArtifacts"]}},
     }
     channels = [*lst_channels(Path(digits), "train", "train_lst", "validation", "validation_lst"), model_channel]
-    more = run_job(ic_job(home, channels, epochs=1))
+    more = run_job(ic_job(home, channels, epochs=1, learning_rate=0.0001))  # a fine-tuning rate
     assert more["TrainingJobStatus"] == "Completed", more.get("FailureReason")
     assert more["AlgorithmSpecification"]["TrainingImage"] == SAGEMAKER_URI
-    assert metric(more, "validation:accuracy") >= accuracy - 0.02  # from scratch, one epoch gets far less
+    assert "incremental training: starting from the model channel's model" in job_log(home, more)
+    assert metric(more, "validation:accuracy") >= 0.9  # from scratch, one epoch reaches 0.6-0.7
 
 
 def _write(folder: Path, files: dict[str, bytes]) -> None:
@@ -147,7 +148,7 @@ def test_bad_data_fails_the_job_with_a_reason_naming_it(
     _write(tmp_path / "data" / "train", {k: jpeg if v == b"jpeg" else v for k, v in images.items()})
     _write(tmp_path / "data" / "train_lst", {"train.lst": lst.encode()})
     channels = lst_channels(tmp_path / "data", "train", "train_lst")
-    body = run_job(ic_job(home, channels, num_training_samples=2, mini_batch_size=1))
+    body = run_job(ic_job(home, channels, num_training_samples=2, mini_batch_size=2))
     assert body["TrainingJobStatus"] == "Failed"
     reason = body["FailureReason"]
     assert re.search(expected, reason), reason
