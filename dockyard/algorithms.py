@@ -180,7 +180,9 @@ IMAGE_CLASSIFICATION = Algorithm(
         "use_pretrained_model": HyperparameterSpec(kind=_C, choices=("0", "1")),
         "epochs": HyperparameterSpec(kind=_I, min=1, max=10000),
         "learning_rate": HyperparameterSpec(kind=_F, **_UNIT),
-        "mini_batch_size": HyperparameterSpec(kind=_I, min=1, max=65536, description="images per host per step"),
+        "mini_batch_size": HyperparameterSpec(
+            kind=_I, min=2, max=65536, description="images per host per step (BatchNorm needs 2 or more)"
+        ),
         "optimizer": HyperparameterSpec(kind=_C, choices=("sgd", "adam", "rmsprop", "nag")),
         "momentum": HyperparameterSpec(kind=_F, **_UNIT),
         "weight_decay": HyperparameterSpec(kind=_F, **_UNIT),
