@@ -186,7 +186,8 @@ def sm_environment(
     """The environment of one host's container: the job's own entries, then the
     variables SageMaker's training toolkit sets (SM_*), which win on a clash."""
     channels = sorted(c.channel_name for c in spec.input_data_config)
-    hps = {k: _decoded(v) for k, v in spec.hyperparameters.items()}
+    hyperparameters = script_mode.container_hyperparameters(spec)  # as hyperparameters.json has them
+    hps = {k: _decoded(v) for k, v in hyperparameters.items()}
     rc = resource_config(current_host, hosts, spec.resource_config.instance_type)
     idc = input_data_config(spec)
     env = {
@@ -206,11 +207,11 @@ def sm_environment(
         "SM_NETWORK_INTERFACE_NAME": NETWORK_INTERFACE,
         "SM_RESOURCE_CONFIG": json.dumps(rc, sort_keys=True),
         "SM_INPUT_DATA_CONFIG": json.dumps(idc, sort_keys=True),
-        "SM_USER_ARGS": json.dumps(user_args(spec.hyperparameters)),
+        "SM_USER_ARGS": json.dumps(user_args(hyperparameters)),
     }
     for channel in channels:
         env[f"SM_CHANNEL_{channel.upper()}"] = channel_dir(channel)
-    for key, value in spec.hyperparameters.items():
+    for key, value in hyperparameters.items():
         env[f"SM_HP_{key.upper()}"] = value
     env["SM_TRAINING_ENV"] = json.dumps(
         {
