@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         store = open_store(settings)
         use_prefect(str(settings.home))
-        prefect_api.ensure_deployments(settings.work_pool)
+        prefect_api.ensure_deployments(settings.work_pool, say)
     except DockyardError as exc:
         say(str(exc))
         return 1

@@ -273,8 +273,36 @@ def label_flow_run(flow_run_id: str, name: str, tags: list[str]) -> None:
 API_DEPLOYMENTS = {"train": "flows.train:train", "tune": "flows.tune:tune"}
 
 
-def ensure_deployments(work_pool: str) -> None:
-    """Create (or update) the process work pool and the train and tune deployments on it."""
+def ensure_deployments(work_pool: str, report: Callable[[str], None], patience: float = START_TIMEOUT) -> None:
+    """Create (or update) the process work pool and the train and tune deployments on it.
+
+    A busy Prefect server answers 503 (its database locked) or drops the
+    connection: that is retried, with backoff, for up to `patience` seconds.
+
+    Raises:
+        InfraError: the API kept failing, or failed in a way retrying cannot fix.
+    """
+    from infra.retry import is_transient
+
+    deadline = time.monotonic() + patience
+    delay = 2.0
+    while True:
+        try:
+            _create_deployments(work_pool)
+            return
+        except Exception as exc:  # classified just below
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise InfraError(
+                    f"Prefect API: could not create the work pool '{work_pool}' and its deployments "
+                    f"({type(exc).__name__}: {exc}); check the server (`dockyard server status`, its log) "
+                    "and start again"
+                ) from exc
+            report(f"Prefect API busy ({type(exc).__name__}); creating the deployments again in {delay:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 16.0)
+
+
+def _create_deployments(work_pool: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists

@@ -71,6 +71,9 @@ def is_transient(exc: BaseException) -> bool:
         "ServerDisconnectedError",
         "ClientOSError",
         "ResponseStreamingError",
+        "ConnectError",  # httpx (Prefect's client): refused, or the server restarting
+        "ReadError",
+        "RemoteProtocolError",
     }:
         return True
     cause = exc.__cause__ or exc.__context__

@@ -159,7 +159,7 @@ def test_an_object_that_cannot_be_streamed_fails_the_job_naming_the_channel(
         test_images["probe"],
         "pipe",
         [pipe_channel("train", f"s3://{bucket}/vanishing/")],
-        hyperparameters={"channels": "train", "delay": "2"},
+        hyperparameters={"channels": "train", "delay": "20"},  # time enough to see Training on a loaded machine
     )
 
     def delete_once_training() -> None:  # listed at staging, gone when the container reads

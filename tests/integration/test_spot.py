@@ -139,6 +139,7 @@ def xgboost_job(home: str, data: Path, rounds: int) -> dict[str, Any]:
     }
 
 
+@pytest.mark.timeout(1200)  # two 600-round trainings; minutes each on a loaded 2-core machine
 def test_xgboost_resumes_its_round_count_and_matches_an_uninterrupted_run(
     home: str, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
