@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import re
 import threading
 import time
@@ -65,15 +66,21 @@ def compile_definitions(spec: TrainingJobSpec) -> list[tuple[str, re.Pattern[str
 
 
 def scrape(line: str, definitions: list[tuple[str, re.Pattern[str]]]) -> list[tuple[str, float]]:
-    """The metric values one log line carries, by metric_definitions."""
+    """The metric values one log line carries, by metric_definitions.
+
+    A capture that is no number, or is NaN or infinite (a diverged loss), is no
+    value: CloudWatch takes none of those either, and JSON cannot carry them.
+    """
     found = []
     for name, pattern in definitions:
         match = pattern.search(line)
         if match:
             try:
-                found.append((name, float(match.group(1))))
+                value = float(match.group(1))
             except (TypeError, ValueError):
                 continue
+            if math.isfinite(value):
+                found.append((name, value))
     return found
 
 

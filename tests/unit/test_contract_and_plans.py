@@ -253,6 +253,19 @@ def test_metric_scraping_with_builtin_defaults() -> None:
     assert scrape("no metrics here", definitions) == []
 
 
+def test_a_nan_or_infinite_metric_is_no_value() -> None:
+    """A diverged run prints nan or inf; a record could not carry them as JSON."""
+    loss = spec(
+        algorithm_specification={
+            "training_image": "img:1",
+            "metric_definitions": [{"name": "loss", "regex": "loss=(\\S+)"}],
+        }
+    )
+    definitions = compile_definitions(loss)
+    assert scrape("loss=0.25", definitions) == [("loss", 0.25)]
+    assert [scrape(f"loss={v}", definitions) for v in ("nan", "NaN", "inf", "-inf", "x")] == [[]] * 5
+
+
 def test_outcomes() -> None:
     ok = HostExit(host="algo-1", exit_code=0)
     assert plan_outcome([ok], None).ending is Ending.COMPLETED
