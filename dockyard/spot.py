@@ -8,6 +8,9 @@ or `--spot-simulation`, e.g.
     interrupt_at=20,45; notice=2; no_capacity=50-70; rate=3/h; seed=7; on=Uploading; price=0.3
 
 - interrupt_at: seconds after the job was created
+- checkpoints: counts of checkpoint uploads; once an attempt's checkpoint sync has
+      uploaded that many files, the job is interrupted (each count once per job, so
+      checkpoints=1 interrupts right after the first checkpoint reached its location)
 - on: secondary statuses; the first time the job enters each, it is interrupted;
       STATUS+SECONDS: once the job has been in STATUS that long (each such entry
       once, so on=Training+3,Training+5 interrupts two stretches of training)
@@ -37,6 +40,7 @@ class SpotSimulation(BaseModel):
     interrupt_at: tuple[float, ...] = ()
     interrupt_on: tuple[str, ...] = ()
     interrupt_in: tuple[tuple[str, float], ...] = ()  # (status, seconds in it)
+    interrupt_after_checkpoints: tuple[int, ...] = ()  # checkpoint files uploaded in the attempt
     rate_per_hour: float = Field(default=0.0, ge=0)
     seed: int = 0
     notice_seconds: float = Field(default=120.0, ge=0)
@@ -65,6 +69,8 @@ def parse_simulation(text: str) -> SpotSimulation:
                     (status.strip(), float(after))
                     for status, _, after in (e.partition("+") for e in entries if "+" in e)
                 )
+            elif key == "checkpoints":
+                fields["interrupt_after_checkpoints"] = tuple(int(v) for v in value.split(",") if v.strip())
             elif key == "rate":
                 fields["rate_per_hour"] = float(value.removesuffix("/h"))
             elif key == "seed":
@@ -81,8 +87,8 @@ def parse_simulation(text: str) -> SpotSimulation:
                 fields["no_capacity"] = tuple(windows)
             else:
                 raise JobSpecError(
-                    f"spot simulation: unknown key '{key}' — use interrupt_at, on, rate, seed, notice, "
-                    "no_capacity or price"
+                    f"spot simulation: unknown key '{key}' — use interrupt_at, on, checkpoints, rate, seed, "
+                    "notice, no_capacity or price"
                 )
         except ValueError:
             raise JobSpecError(
@@ -109,12 +115,17 @@ def interruption_times(sim: SpotSimulation) -> list[tuple[str, float]]:
 
 
 def due_interruption(
-    sim: SpotSimulation, elapsed: float, status: str, fired: set[str], in_status: float = 0.0
+    sim: SpotSimulation, elapsed: float, status: str, fired: set[str], in_status: float = 0.0, checkpoints: int = 0
 ) -> str | None:
     """The id of an interruption that is due now and has not fired yet, or None.
-    `elapsed`: seconds since the job was created; `in_status`: since it entered `status`."""
+    `elapsed`: seconds since the job was created; `in_status`: since it entered `status`;
+    `checkpoints`: checkpoint files the attempt has uploaded so far."""
     if status in sim.interrupt_on and f"on-{status}" not in fired:
         return f"on-{status}"
+    for count in sim.interrupt_after_checkpoints:
+        event = f"checkpoints-{count}"
+        if checkpoints >= count and event not in fired:
+            return event
     for name, after in sim.interrupt_in:
         event = f"on-{name}+{after:g}"
         if name == status and in_status >= after and event not in fired:

@@ -23,8 +23,9 @@ class SpotMarket(Protocol):
     price_ratio: float
     notice_seconds: float
 
-    def due(self, record: JobRecord, elapsed: float) -> str | None:
-        """The id of an interruption notice due now for this job, or None."""
+    def due(self, record: JobRecord, elapsed: float, checkpoints: int = 0) -> str | None:
+        """The id of an interruption notice due now for this job, or None. `checkpoints`:
+        checkpoint files its attempt has uploaded so far."""
 
     def capacity_in(self, record: JobRecord, elapsed: float) -> float:
         """Seconds until this job can get capacity (0: now)."""
@@ -38,11 +39,12 @@ class LocalSpotMarket:
         self.price_ratio = simulation.price_ratio
         self.notice_seconds = simulation.notice_seconds
 
-    def due(self, record: JobRecord, elapsed: float) -> str | None:
+    def due(self, record: JobRecord, elapsed: float, checkpoints: int = 0) -> str | None:
         status = record.status.secondary.value if record.status.secondary else ""
         entered = record.status.transitions[-1].start_time if record.status.transitions else record.creation_time
         in_status = (store_now() - entered).total_seconds()
-        return due_interruption(self.simulation, elapsed, status, {e.event for e in record.spot_events}, in_status)
+        fired = {e.event for e in record.spot_events}
+        return due_interruption(self.simulation, elapsed, status, fired, in_status, checkpoints)
 
     def capacity_in(self, record: JobRecord, elapsed: float) -> float:  # noqa: ARG002 - same for every job
         return capacity_wait(self.simulation, elapsed)
@@ -61,8 +63,9 @@ def elapsed(record: JobRecord) -> float:
     return (store_now() - record.creation_time).total_seconds()
 
 
-def check(settings: Settings, name: str) -> None:
+def check(settings: Settings, name: str, checkpoints: int = 0) -> None:
     """Raise SpotInterruption when the market takes a spot job's capacity back now.
+    `checkpoints`: checkpoint files the attempt has uploaded so far (while training).
 
     The interruption is recorded first, in one compare-and-set write, so each
     one happens once however many threads ask at the same moment.
@@ -75,7 +78,7 @@ def check(settings: Settings, name: str) -> None:
     if not record.spec.enable_managed_spot_training:
         return
     spot = market(settings)
-    event = spot.due(record, elapsed(record))
+    event = spot.due(record, elapsed(record), checkpoints)
     if event is None:
         return
     first: list[bool] = []

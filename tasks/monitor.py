@@ -231,8 +231,8 @@ def _requested_stop(store: JobStore, name: str, flow_run_id: str | None, ask_pre
 class _Watch:
     """Waits until every container exits or a stop is due."""
 
-    def __init__(self, containers: dict[str, str], settings: Settings, name: str) -> None:
-        self.containers, self.settings, self.name = containers, settings, name
+    def __init__(self, containers: dict[str, str], settings: Settings, name: str, syncs: list[CheckpointSync]) -> None:
+        self.containers, self.settings, self.name, self.syncs = containers, settings, name, syncs
         self.store = open_store(settings)
         self.lost_contact = settings.monitor_lost_contact_seconds
         self.lost_contact_seen = False  # the engine was unreachable at some point
@@ -295,7 +295,7 @@ class _Watch:
             if time.time() >= max_wait:
                 return StopReason(kind=StopKind.MAX_WAIT)
             try:
-                spot.check(self.settings, self.name)
+                spot.check(self.settings, self.name, sum(s.uploads for s in self.syncs))
             except SpotInterruption as notice:
                 self.notice_seconds = notice.notice_seconds
                 return StopReason(kind=StopKind.INTERRUPTED, detail=str(notice))
@@ -371,7 +371,7 @@ def monitor(
     syncs = _checkpoint_syncs(provisioned, settings.s3_endpoint_url, report)
     record = store.get(name)
     deadline, max_wait = _deadlines(spec, record)
-    watch = _Watch(containers, settings, name)
+    watch = _Watch(containers, settings, name, syncs)
     # A stop under way when the orchestrator died is carried on, not asked again.
     stop = record.stop_reason if reattached and record.secondary is not SecondaryStatus.TRAINING else None
     if reattached and stop is None and record.secondary is SecondaryStatus.STOPPING:

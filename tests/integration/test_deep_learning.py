@@ -119,6 +119,33 @@ def test_digits_example_on_two_instances_then_incremental_from_its_model_by_sage
     assert metric(more, "validation:accuracy") >= 0.9  # from scratch, one epoch reaches 0.6-0.7
 
 
+def test_a_spot_interruption_mid_training_resumes_from_the_last_epoch_checkpoint(
+    home: str, digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A third of the digits (the first 480 of train.lst) keep the three epochs short.
+    lines = (digits / "train_lst" / "train.lst").read_text().splitlines()[:480]
+    _write(tmp_path / "train_lst", {"train.lst": ("\n".join(lines) + "\n").encode()})
+    channels = lst_channels(digits, "train")
+    channels += lst_channels(tmp_path, "train_lst")
+    # Interrupted once the first checkpoint file has reached the checkpoint location.
+    monkeypatch.setenv("DOCKYARD_SPOT_SIMULATION", "checkpoints=1; notice=5")
+    job = ic_job(home, channels, epochs=3, checkpoint_frequency=1, num_training_samples=480)
+    job["enable_managed_spot_training"] = True
+    job["checkpoint_config"] = {"s3_uri": f"file://{tmp_path}/checkpoints"}
+    job["stopping_condition"] = {"max_runtime_in_seconds": 1800, "max_wait_time_in_seconds": 3600}
+    body = run_job(job)
+    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
+    assert [i["DuringStatus"] for i in body["SpotInterruptions"]] == ["Training"]
+    log = job_log(home, body)
+    resumed = re.search(r"resuming from checkpoint-epoch-(\d)\.pt \(epoch (\d)\)", log)
+    assert resumed, log[-3000:]
+    after = log[resumed.end() :]
+    first = int(resumed.group(1))
+    assert re.search(rf"Epoch\[{first + 1}\] Train-accuracy=", after)  # the epoch after the checkpoint's comes next
+    assert not re.search(rf"Epoch\[{first}\] Train-accuracy=", after)  # the checkpoint's own epoch is not trained again
+    assert (tmp_path / "checkpoints" / "checkpoint-epoch-2.pt").is_file()
+
+
 def _write(folder: Path, files: dict[str, bytes]) -> None:
     for relative, data in files.items():
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,12 @@ def test_interruptions_fire_once_each_in_order() -> None:
     assert due_interruption(timed, 99, "Training", set(), in_status=2.1) == "on-Training+2"
     assert due_interruption(timed, 99, "Training", {"on-Training+2"}, in_status=2.1) is None  # the next stretch
     assert due_interruption(timed, 99, "Training", {"on-Training+2"}, in_status=3.6) == "on-Training+3.5"
+    counted = parse_simulation("checkpoints=1,3")
+    assert counted.interrupt_after_checkpoints == (1, 3)
+    assert due_interruption(counted, 99, "Training", set(), checkpoints=0) is None
+    assert due_interruption(counted, 99, "Training", set(), checkpoints=2) == "checkpoints-1"
+    assert due_interruption(counted, 99, "Training", {"checkpoints-1"}, checkpoints=2) is None  # the next attempt
+    assert due_interruption(counted, 99, "Training", {"checkpoints-1"}, checkpoints=3) == "checkpoints-3"
 
 
 def test_random_interruptions_repeat_by_seed() -> None:
