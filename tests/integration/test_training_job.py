@@ -102,6 +102,11 @@ def test_two_instances_reach_each_other_and_see_the_contract(
         assert env["TRAINING_JOB_NAME"] == spec["training_job_name"] and env["MY_SETTING"] == "42"
         assert report["input_writable"] is False and report["docker_socket"] is False
         assert report["argv"][1:] == [] and report["argv"][0].endswith("train")
+        # Confined: no new privileges, seccomp filtering, seven capabilities, a pids limit.
+        confined = report["confinement"]
+        assert (confined["NoNewPrivs"], confined["Seccomp"]) == ("1", "2"), confined
+        assert confined["CapEff"] == confined["CapBnd"] == "00000000000000fb", confined  # CHOWN..SETUID, bits 0-7 but 2
+        assert confined["pids.max"] == "16384" and confined["raw_socket"] == confined["mknod"] == "refused", confined
     output = members(local(body["OutputArtifacts"]))
     assert set(output) == {"algo-1.txt", "algo-2.txt"}
 
