@@ -61,8 +61,12 @@ def host_facts() -> HostFacts:
 
 
 def create_network(name: str, job_name: str, internal: bool) -> str:
+    """A bridge network of the job's own. `internal` (network isolation): no route out, and
+    the bridge gets no address on the host (an internal bridge's gateway address is the
+    host's own, so without this its containers reach every service the host listens on)."""
+    options = {"com.docker.network.bridge.inhibit_ipv4": "true"} if internal else None
     net = client().networks.create(
-        name, driver="bridge", internal=internal, labels=labels(job_name), check_duplicate=True
+        name, driver="bridge", internal=internal, options=options, labels=labels(job_name), check_duplicate=True
     )
     return str(net.id)
 
