@@ -10,6 +10,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,46 @@ def test_a_spot_interruption_mid_training_resumes_from_the_last_epoch_checkpoint
     assert re.search(rf"Epoch\[{first + 1}\] Train-accuracy=", after)  # the epoch after the checkpoint's comes next
     assert not re.search(rf"Epoch\[{first}\] Train-accuracy=", after)  # the checkpoint's own epoch is not trained again
     assert (tmp_path / "checkpoints" / "checkpoint-epoch-2.pt").is_file()
+
+
+def test_a_host_killed_mid_training_restarts_both_from_the_last_epoch_checkpoint(
+    home: str, digits: Path, tmp_path: Path
+) -> None:
+    from infra import docker_engine
+
+    lines = (digits / "train_lst" / "train.lst").read_text().splitlines()[:480]
+    _write(tmp_path / "train_lst", {"train.lst": ("\n".join(lines) + "\n").encode()})
+    channels = lst_channels(digits, "train") + lst_channels(tmp_path, "train_lst")
+    job = ic_job(home, channels, epochs=3, checkpoint_frequency=1, num_training_samples=480)
+    job["resource_config"]["instance_count"] = 2
+    job["checkpoint_config"] = {"s3_uri": f"file://{tmp_path}/checkpoints"}
+    job["retry_strategy"] = {"maximum_retry_attempts": 1}
+    name = job["training_job_name"]
+    killed: list[str] = []
+
+    def kill_algo_2_after_its_first_checkpoint() -> None:  # as a machine lost mid-training would end it
+        deadline = time.monotonic() + 1200
+        while time.monotonic() < deadline:
+            if list((tmp_path / "checkpoints" / "algo-2").glob("checkpoint-epoch-*.pt")):
+                container = docker_engine.job_containers(name).get("algo-2")
+                if container:
+                    subprocess.run(["docker", "kill", "--signal", "KILL", container], check=True)
+                    killed.append(container)
+                return
+            time.sleep(0.5)
+
+    killer = threading.Thread(target=kill_algo_2_after_its_first_checkpoint)
+    killer.start()
+    body = run_job(job)
+    killer.join()
+    assert killed, "algo-2 wrote no checkpoint to kill it after"
+    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
+    assert len(body["Attempts"]) == 2 and "SIGKILL" in body["Attempts"][0]["EndedBy"], body["Attempts"]
+    log = job_log(home, body)
+    resumed = re.findall(r"\[(algo-\d)\] resuming from checkpoint-epoch-(\d)\.pt", log)
+    assert {host for host, _ in resumed} == {"algo-1", "algo-2"}, resumed
+    assert len({epoch for _, epoch in resumed}) == 1  # the hosts agreed on one epoch
+    assert re.search(r"\[algo-1\] Epoch\[2\] Train-accuracy=", log)
 
 
 def _write(folder: Path, files: dict[str, bytes]) -> None:
