@@ -1,9 +1,10 @@
 """`dockyard serve`'s ASGI app: SageMaker's and CloudWatch Logs' JSON protocol on `POST /`.
 
 Every request is signed (api/auth.py), names its operation in X-Amz-Target,
-and is checked against botocore's model of that operation before a handler
-sees it. Handlers run in worker threads (the store and Prefect clients are
-synchronous); errors answer SageMaker's `{"__type", "message"}`.
+and is checked against botocore's model of that operation and against what its
+principal may do (api/access.py) before a handler sees it. Handlers run in
+worker threads (the store and Prefect clients are synchronous); errors answer
+SageMaker's `{"__type", "message"}`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api import logs, search, tags, training, tuning
+from api.access import authorize
 from api.auth import Principal, SignedRequest, verify
 from api.protocol import ApiError, operation, parse_input, render_output
 from api.training import Context
@@ -57,6 +59,7 @@ def create_app(ctx: Context, principals: dict[str, Principal]) -> FastAPI:
             if handler is None:
                 raise ApiError("UnknownOperationException", f"{op.name} is not served by dockyard (yet)")
             params = parse_input(op, body)
+            authorize(principal.name, principal.actions, principal.job_name_prefixes, service, op.name, params)
             result = await run_in_threadpool(handler, ctx, params)
             log.info("%s %s by %s", service, op.name, principal.name)
             return _answer(render_output(op, result))

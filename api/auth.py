@@ -6,6 +6,11 @@ several:
 
     principals:
       - {name: alice, access_key_id: AKIA..., secret_access_key: ...}
+      - name: bob               # limited: see api/access.py
+        access_key_id: AKIA...
+        secret_access_key: ...
+        actions: ["sagemaker:*TrainingJob*", "logs:*"]
+        job_name_prefixes: ["bob-"]
 
 Secrets stay in SecretStr and are never logged or answered.
 """
@@ -45,6 +50,8 @@ class Principal(BaseModel):
     name: str
     access_key_id: str
     secret_access_key: SecretStr
+    actions: list[str] | None = None  # IAM action patterns it may call; None: all
+    job_name_prefixes: list[str] | None = None  # the jobs it may name; None: all
 
 
 class KeysFile(BaseModel):
@@ -77,7 +84,7 @@ def load_principals(settings: Settings) -> dict[str, Principal]:
             problem = str(exc).splitlines()[0]
             raise DockyardError(
                 f"DOCKYARD_KEYS_FILE {path}: {problem} — write `principals:` as a list of "
-                "{name, access_key_id, secret_access_key}"
+                "{name, access_key_id, secret_access_key} (and optionally actions, job_name_prefixes)"
             ) from None
         found.update({p.access_key_id: p for p in keys.principals})
     return found

@@ -12,6 +12,7 @@ run. `dockyard server stop` stops the worker with the local Prefect server.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import secrets
 import sys
@@ -89,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{started} (pid {worker.pid}; log {worker.log}); it outlives this server, so jobs run on through a "
             "restart — `dockyard server stop` stops it"
         )
+    # The endpoint's own lines (each call, each refusal) beside uvicorn's, on stderr.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ours = logging.getLogger("dockyard")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
     url = f"http://{args.host}:{args.port}"
     say(f"SageMaker API at {url}: set AWS_ENDPOINT_URL_SAGEMAKER={url} and AWS_ENDPOINT_URL_CLOUDWATCH_LOGS={url}")
     ctx = Context(settings, store)

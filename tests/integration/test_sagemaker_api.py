@@ -34,6 +34,14 @@ from tests.integration.helpers import store_of, unique
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("sagemaker-api")]
 
 KEY, SECRET = "AKIDOCKYARDTEST", "a-secret-for-the-tests"
+# A second principal, limited IAM-style: it reads, and it creates and stops only jobs named bob-*.
+LIMITED = {
+    "name": "bob",
+    "access_key_id": "AKIDOCKYARDBOB",
+    "secret_access_key": "bobs-own-secret",
+    "actions": ["sagemaker:Describe*", "sagemaker:List*", "sagemaker:CreateTrainingJob", "logs:*"],
+    "job_name_prefixes": ["bob-"],
+}
 CLIENTS = ROOT / ".venv-clients" / "bin"
 GROUP = "/aws/sagemaker/TrainingJobs"
 
@@ -88,11 +96,14 @@ class Api:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, prefect_server: str, s3_endpoint: str) -> Iterator[Api]:
     home = tmp_path_factory.mktemp("serve") / "home"
+    keys = home.parent / "api-keys.yaml"
+    keys.write_text(json.dumps({"principals": [LIMITED]}))  # YAML reads JSON
     env = {
         **os.environ,
         "DOCKYARD_HOME": str(home),
         "DOCKYARD_ACCESS_KEY_ID": KEY,
         "DOCKYARD_SECRET_ACCESS_KEY": SECRET,
+        "DOCKYARD_KEYS_FILE": str(keys),
         "DOCKYARD_WORK_POOL": unique("api-tests"),
         "DOCKYARD_S3_ENDPOINT_URL": s3_endpoint,
         "DOCKYARD_STOP_GRACE_SECONDS": "5",
@@ -116,8 +127,8 @@ def bucket(s3_endpoint: str) -> str:
     return name
 
 
-def create_job(api: Api, bucket: str, name: str, **hyperparameters: str) -> None:
-    api.client().create_training_job(
+def create_job(api: Api, bucket: str, name: str, client: Any = None, **hyperparameters: str) -> None:
+    (client or api.client()).create_training_job(
         TrainingJobName=name,
         AlgorithmSpecification={
             "TrainingImage": "dockyard-test/probe:1",
@@ -345,6 +356,30 @@ def test_only_requests_signed_now_with_a_known_key_pair_get_in(api: Api) -> None
     assert _answer(unsigned)[1]["__type"] == "MissingAuthenticationTokenException"
     log = (api.home.parent / "serve.log").read_text() + (api.home / "serve" / "worker.log").read_text()
     assert SECRET not in log
+
+
+def test_a_principal_limited_to_actions_and_job_name_prefixes_is_refused_the_rest(api: Api, bucket: str) -> None:
+    theirs = unique("alice")
+    create_job(api, bucket, theirs)  # by the unlimited principal
+    bob = api.client(key=LIMITED["access_key_id"], secret=LIMITED["secret_access_key"])
+    assert bob.list_training_jobs(NameContains="alice")["TrainingJobSummaries"]  # List names no job
+    code, message = error_of(bob.describe_training_job, TrainingJobName=theirs)
+    assert code == "AccessDeniedException" and f"job '{theirs}'" in message and "bob-" in message
+    code, message = error_of(bob.stop_training_job, TrainingJobName=theirs)
+    assert code == "AccessDeniedException" and "sagemaker:StopTrainingJob" in message
+    logs = api.client("logs", key=LIMITED["access_key_id"], secret=LIMITED["secret_access_key"])
+    assert error_of(logs.describe_log_streams, logGroupName=GROUP)[0] == "AccessDeniedException"
+    assert error_of(logs.describe_log_streams, logGroupName=GROUP, logStreamNamePrefix=theirs)[0] == (
+        "AccessDeniedException"
+    )
+    # Its own job goes through: created, described.
+    mine = unique("bob")
+    create_job(api, bucket, mine, client=bob)
+    assert bob.describe_training_job(TrainingJobName=mine)["TrainingJobName"] == mine
+    assert wait_done(api, mine)["TrainingJobStatus"] == "Completed"
+    assert wait_done(api, theirs)["TrainingJobStatus"] == "Completed"
+    served = (api.home.parent / "serve.log").read_text()
+    assert "access denied: bob may not call sagemaker:DescribeTrainingJob" in served
 
 
 def _sdk(api: Api, scenario: str, **args: str) -> tuple[dict[str, Any], str]:

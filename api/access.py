@@ -1,0 +1,81 @@
+"""Who may do what: a principal limited to actions and to job-name prefixes, IAM-style.
+
+In the keys file (api/auth.py), a principal may carry
+
+    actions: ["sagemaker:Describe*", "sagemaker:List*", "logs:*"]   # IAM action names, * wildcards
+    job_name_prefixes: ["alice-"]                                   # the jobs it may name
+
+Absent, either means no limit (the default principal has none). The prefixes
+hold for every call that names a job, as IAM's resource ARNs do: a training or
+tuning job by name, a tagged resource by ARN, a log stream by its
+`<job>/algo-N-...` name; a log read that names no stream is refused to a
+principal with prefixes (it would read every job's). Calls that name no job
+(List*, Search) are governed by the actions alone, as IAM's List actions take
+no resource. A refusal answers AccessDeniedException and is logged.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from typing import Any
+
+from api.protocol import ApiError
+
+log = logging.getLogger("dockyard.api")
+
+# The request fields that name a job, by operation; the logs operations name it in a stream.
+_JOB_FIELDS = ("TrainingJobName", "HyperParameterTuningJobName")
+_LOG_FIELDS = ("logStreamName", "logStreamNamePrefix")
+
+
+def named_jobs(service: str, params: dict[str, Any]) -> list[str] | None:
+    """The job names a call names, or None when it names none."""
+    if service == "logs":
+        names = [params[f] for f in _LOG_FIELDS if params.get(f)] + list(params.get("logStreamNames") or [])
+        return [n.split("/", 1)[0] for n in names] or None
+    names = [params[f] for f in _JOB_FIELDS if params.get(f)]
+    if params.get("ResourceArn"):
+        names.append(str(params["ResourceArn"]).rpartition(":")[2].partition("/")[2])
+    return names or None
+
+
+def authorize(
+    principal: str,
+    actions: list[str] | None,
+    job_name_prefixes: list[str] | None,
+    service: str,
+    operation: str,
+    params: dict[str, Any],
+) -> None:
+    """Let the call through, or refuse it.
+
+    Raises:
+        ApiError: AccessDeniedException naming the principal, the action and what it may not touch.
+    """
+    action = f"{service}:{operation}"
+    if actions is not None and not any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in actions):
+        _deny(principal, action, f"its actions ({', '.join(actions) or 'none'}) do not include {action}")
+    if job_name_prefixes is None:
+        return
+    names = named_jobs(service, params)
+    if names is None:
+        if service == "logs":
+            _deny(principal, action, "it may read only its own jobs' logs: name a log stream (<job>/...)")
+        return
+    for name in names:
+        if not any(name.lower().startswith(p.lower()) for p in job_name_prefixes):
+            _deny(
+                principal,
+                action,
+                f"job '{name}' does not start with any of its job name prefixes ({', '.join(job_name_prefixes)})",
+            )
+
+
+def _deny(principal: str, action: str, why: str) -> None:
+    log.warning("access denied: %s may not call %s: %s", principal, action, why)
+    raise ApiError(
+        "AccessDeniedException",
+        f"{principal} is not authorized to perform {action}: {why} — ask for it to be added to the "
+        "principal's actions or job_name_prefixes in the keys file",
+    )

@@ -1,0 +1,51 @@
+"""A principal limited to actions and job-name prefixes: what gets through, what is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.access import authorize, named_jobs
+from api.protocol import ApiError
+
+ARN = "arn:aws:sagemaker:us-east-1:123456789012:training-job/"
+
+
+def refused(*args: object) -> str:
+    with pytest.raises(ApiError) as caught:
+        authorize(*args)  # type: ignore[arg-type]
+    assert caught.value.code == "AccessDeniedException"
+    return caught.value.message
+
+
+def test_no_limits_let_everything_through() -> None:
+    authorize("default", None, None, "sagemaker", "DeleteTags", {"ResourceArn": ARN + "anything"})
+    authorize("default", None, None, "logs", "FilterLogEvents", {"logGroupName": "/aws/sagemaker/TrainingJobs"})
+
+
+def test_actions_are_iam_patterns() -> None:
+    readers = ["sagemaker:Describe*", "sagemaker:List*", "logs:*"]
+    authorize("carol", readers, None, "sagemaker", "DescribeTrainingJob", {"TrainingJobName": "x"})
+    authorize("carol", readers, None, "logs", "GetLogEvents", {"logStreamName": "x/algo-1-1"})
+    message = refused("carol", readers, None, "sagemaker", "CreateTrainingJob", {"TrainingJobName": "x"})
+    assert message.startswith("carol is not authorized to perform sagemaker:CreateTrainingJob")
+    assert "keys file" in message
+    assert refused("carol", [], None, "sagemaker", "ListTrainingJobs", {})  # an empty list allows nothing
+
+
+def test_job_name_prefixes_hold_wherever_a_call_names_a_job() -> None:
+    bob = ("bob", None, ["bob-"])
+    authorize(*bob, "sagemaker", "CreateTrainingJob", {"TrainingJobName": "Bob-1"})  # names are case-insensitive
+    authorize(*bob, "sagemaker", "ListTags", {"ResourceArn": ARN + "bob-1"})
+    authorize(*bob, "logs", "GetLogEvents", {"logStreamName": "bob-1/algo-1-1700000000"})
+    authorize(*bob, "sagemaker", "ListTrainingJobs", {})  # names no job: the actions decide
+    assert "job 'alice-1'" in refused(*bob, "sagemaker", "DescribeTrainingJob", {"TrainingJobName": "alice-1"})
+    assert refused(*bob, "sagemaker", "StopHyperParameterTuningJob", {"HyperParameterTuningJobName": "t"})
+    assert refused(*bob, "sagemaker", "AddTags", {"ResourceArn": ARN + "alice-1", "Tags": []})
+    assert refused(*bob, "logs", "FilterLogEvents", {"logStreamNames": ["bob-1/algo-1-1", "alice-1/algo-1-1"]})
+    assert "name a log stream" in refused(*bob, "logs", "DescribeLogStreams", {"logGroupName": "g"})
+
+
+def test_named_jobs() -> None:
+    assert named_jobs("sagemaker", {"MaxResults": 5}) is None
+    assert named_jobs("sagemaker", {"ResourceArn": ARN + "j"}) == ["j"]
+    assert named_jobs("logs", {"logStreamNamePrefix": "j/algo-1"}) == ["j"]
