@@ -7,6 +7,7 @@ session's Prefect server and S3 endpoint. The SDK and the CLI run from
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -312,12 +313,14 @@ def test_stop_training_job_stops_a_running_job_which_keeps_what_it_saved(api: Ap
     assert code == "ValidationException" and "Stopped" in message
 
 
-def _signed(api: Api, body: bytes, key: str, secret: str, at: datetime) -> urllib.request.Request:
+def _signed(
+    api: Api, body: bytes, key: str, secret: str, at: datetime, target: str = "SageMaker.ListTrainingJobs"
+) -> urllib.request.Request:
     request = AWSRequest(
         method="POST",
         url=api.url + "/",
         data=body,
-        headers={"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"},
+        headers={"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"},
     )
     request.context["timestamp"] = at.strftime("%Y%m%dT%H%M%SZ")
     request.headers["X-Amz-Date"] = request.context["timestamp"]
@@ -380,6 +383,37 @@ def test_a_principal_limited_to_actions_and_job_name_prefixes_is_refused_the_res
     assert wait_done(api, theirs)["TrainingJobStatus"] == "Completed"
     served = (api.home.parent / "serve.log").read_text()
     assert "access denied: bob may not call sagemaker:DescribeTrainingJob" in served
+
+
+def test_mutated_create_requests_get_an_error_naming_the_problem_and_create_nothing(api: Api) -> None:
+    """Hypothesis sends CreateTrainingJob bodies no SDK would (no client-side validation on the way):
+    each gets a 400 with SageMaker's error shape, or is created; a refused one leaves no job behind."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tests.unit.test_fuzz_spec import SAGEMAKER_REQUEST, mutated
+
+    request = copy.deepcopy(SAGEMAKER_REQUEST)  # its input is nowhere: a body that passes every check is refused there
+    request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = "s3://no-such-bucket-here/train"
+    seen: list[int] = []
+
+    @settings(max_examples=60, deadline=None, derandomize=True)
+    @given(mutated([request]), st.integers(min_value=0, max_value=10**9))
+    def one(body: dict[str, Any], n: int) -> None:
+        if isinstance(body.get("TrainingJobName"), str):
+            body["TrainingJobName"] = f"fuzz-{n}"  # a name of its own each time
+        raw = json.dumps(body).encode()  # NaN and Infinity go out as JSON's non-standard tokens
+        status, answer = _answer(_signed(api, raw, KEY, SECRET, datetime.now(UTC), "SageMaker.CreateTrainingJob"))
+        seen.append(status)
+        assert status == 400, (status, answer)  # never 500; never created (its input is nowhere)
+        assert answer["__type"] in {"ValidationException", "SerializationException"}, answer
+        assert answer["message"].strip() and "Traceback" not in answer["message"], answer
+        if status == 400 and isinstance(body.get("TrainingJobName"), str):
+            code, _ = error_of(api.client().describe_training_job, TrainingJobName=body["TrainingJobName"])
+            assert code == "ValidationException"  # nothing was created
+
+    one()
+    assert len(seen) >= 60
 
 
 def _sdk(api: Api, scenario: str, **args: str) -> tuple[dict[str, Any], str]:
