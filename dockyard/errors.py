@@ -42,6 +42,11 @@ class JobSpecError(DockyardError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class ClientError(DockyardError):
+    """The job's own inputs or settings fail it once it runs (SageMaker's ClientError):
+    final, never retried."""
+
+
 class TransientInfraError(DockyardError):
     """An infrastructure hiccup worth retrying (throttling, 5xx, lost connection)."""
 

@@ -34,7 +34,7 @@ from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.spot import running_seconds
 from dockyard.status import SecondaryStatus
-from infra import docker_engine, job_log, pipe, prefect_api, spot
+from infra import docker_engine, job_log, pipe, prefect_api, spot, volumes
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import JobStore, now, open_store
 from tasks.provision import ProvisionPlan
@@ -55,6 +55,7 @@ class HostExit(BaseModel):
     exit_code: int
     oom_killed: bool = False
     failure_text: str | None = None  # /opt/ml/output/failure, when written
+    volume_full_gb: int | None = None  # the size of its volume, when the host filled it
     last_lines: tuple[str, ...] = ()
 
 
@@ -85,6 +86,11 @@ def scrape(line: str, definitions: list[tuple[str, re.Pattern[str]]]) -> list[tu
 
 
 def _exit_text(exit: HostExit) -> str:
+    if exit.volume_full_gb is not None:
+        return (
+            f"{exit.host} ran out of disk: its volume of {exit.volume_full_gb} GB (resource_config.volume_size_in_gb) "
+            f"is full (exit code {exit.exit_code}) — raise volume_size_in_gb or write less"
+        )
     if exit.oom_killed:
         return (
             f"{exit.host} was killed for running out of memory (exit code {exit.exit_code}) — "
@@ -120,8 +126,9 @@ def plan_outcome(exits: list[HostExit], stop: StopReason | None) -> Outcome:
     failed = [e for e in exits if e.exit_code != 0]
     if not failed:
         return Outcome(ending=Ending.COMPLETED, message="Training job completed")
-    first = next((e for e in failed if e.failure_text), failed[0])
-    if first.failure_text:
+    first = next((e for e in failed if e.volume_full_gb is not None), None)
+    first = first or next((e for e in failed if e.failure_text), failed[0])
+    if first.failure_text and first.volume_full_gb is None:
         reason = f"AlgorithmError: {first.failure_text}"
     else:
         tail = "\n".join(first.last_lines[-5:])
@@ -419,6 +426,9 @@ def monitor(
                 oom_killed=bool(state.get("OOMKilled")),
                 failure_text=_read_failure(scratch[follower.host]),
                 last_lines=tuple(follower.last_lines),
+                volume_full_gb=volumes.size_gb(scratch[follower.host])
+                if volumes.is_full(scratch[follower.host])
+                else None,
             )
         )
     broken = pipe.failure(name)  # set before the reader met the cut epoch's end, so never missed

@@ -1,9 +1,10 @@
 """Stage 2, provision: one instance per host, as containers see them.
 
 An instance is a scratch folder (the host's /opt/ml input, model, output and
-checkpoints), resource limits from the instance-type catalog capped at what
-the host has, the config files and SM_* environment, and a network of the
-job's own on which hosts are algo-1..algo-N.
+checkpoints) on a volume of volume_size_in_gb (infra/volumes.py), resource
+limits from the instance-type catalog capped at what the host has, the config
+files and SM_* environment, and a network of the job's own on which hosts are
+algo-1..algo-N.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dockyard import contract
 from dockyard.rules import HostFacts, instance_type_of
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
-from infra import docker_engine, fuse, job_log, pipe
+from infra import docker_engine, fuse, job_log, pipe, volumes
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
 
@@ -52,6 +53,7 @@ class ProvisionPlan(BaseModel):
     scratch_root: str
     hosts: tuple[HostPlan, ...]
     warnings: tuple[str, ...]
+    volume_size_gb: int = 30
 
 
 def _limits(spec: TrainingJobSpec, host: HostFacts) -> tuple[int, int | None, int | None, list[str]]:
@@ -125,12 +127,17 @@ def plan_provision(spec: TrainingJobSpec, host: HostFacts, scratch_root: str) ->
         scratch_root=root,
         hosts=tuple(plans),
         warnings=tuple(warnings),
+        volume_size_gb=spec.resource_config.volume_size_in_gb,
     )
 
 
-def create_instances(plan: ProvisionPlan) -> None:
-    """Make the scratch folders, write the config files, create the network."""
+def create_instances(plan: ProvisionPlan) -> str | None:
+    """Mount each instance's volume, make its folders, write the config files, create the
+    network; returns why the volumes could not be made (the folders are then plain ones)."""
+    why_not = volumes.unavailable()
     for host in plan.hosts:
+        if why_not is None:
+            why_not = volumes.create(host.scratch, plan.volume_size_gb)
         layout = contract.host_layout(host.scratch)
         for path in layout.folders():
             os.makedirs(path, exist_ok=True)
@@ -138,14 +145,16 @@ def create_instances(plan: ProvisionPlan) -> None:
             with open(os.path.join(layout.input_config, file_name), "w") as f:
                 f.write(text)
     docker_engine.create_network(plan.network, plan.job_name, plan.internal_network)
+    return why_not
 
 
 def remove_instances(job_name: str, scratch_root: str) -> int:
     """Remove the job's containers and network, stop its Pipe streamers, unmount its
-    FastFile channels, and delete its scratch space; returns the count of Docker objects."""
+    FastFile channels and volumes, and delete its scratch space; returns the count of Docker objects."""
     removed = docker_engine.remove_job_objects(job_name)
     pipe.stop_all(job_name)
     still_mounted = fuse.unmount_all(scratch_root) if os.path.isdir(scratch_root) else []
+    still_mounted += volumes.unmount_all(scratch_root)
     if not still_mounted:  # never delete through a mount
         shutil.rmtree(scratch_root, ignore_errors=True)
     return removed
@@ -163,10 +172,18 @@ def provision(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
         plan.job_name,
         lambda record: record.attempt_started(now()).model_copy(update={"scratch_root": str(settings.scratch_root())}),
     )
-    create_instances(plan)
+    no_volumes = create_instances(plan)
+    if no_volumes:
+        job_log.report(
+            settings.home,
+            plan.job_name,
+            f"volume_size_in_gb is not enforced on this machine ({no_volumes}): the instances write to the host's disk",
+            logging.WARNING,
+        )
+    disks = "" if no_volumes else f", each on a {plan.volume_size_gb} GB volume"
     job_log.append(
         settings.home,
         plan.job_name,
-        f"provisioned {len(plan.hosts)} x {spec.resource_config.instance_type} on network {plan.network}",
+        f"provisioned {len(plan.hosts)} x {spec.resource_config.instance_type} on network {plan.network}{disks}",
     )
     return plan

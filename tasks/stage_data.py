@@ -34,7 +34,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard import contract, script_mode
-from dockyard.errors import JobSpecError
+from dockyard.errors import ClientError, JobSpecError
 from dockyard.settings import Settings
 from dockyard.spec import (
     Channel,
@@ -47,7 +47,7 @@ from dockyard.spec import (
     TrainingJobSpec,
 )
 from dockyard.status import SecondaryStatus
-from infra import fuse, job_log, pipe, spot, storage
+from infra import fuse, job_log, pipe, spot, storage, volumes
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
@@ -300,6 +300,26 @@ def stage_code(code: script_mode.CodeSource, folder: str, endpoint_url: str | No
     return sum(1 for m in members if m.isfile())
 
 
+def check_room(plan: StageDataPlan, provisioned: ProvisionPlan) -> None:
+    """Refuse, before any download, input that would not fit a host's volume.
+
+    Raises:
+        ClientError: naming the host, the bytes and the volume's size.
+    """
+    for host in provisioned.hosts:
+        size = volumes.size_gb(host.scratch)
+        if size is None:
+            continue
+        needed = sum(d.size for d in plan.downloads if d.host == host.host)
+        room = volumes.free_bytes(host.scratch)
+        if needed > room:
+            raise ClientError(
+                f"input_data_config: {host.host}'s File-mode input is {needed / 1e9:.2f} GB, more than its "
+                f"volume of {size} GB (resource_config.volume_size_in_gb) holds ({room / 1e9:.2f} GB free) — "
+                "raise volume_size_in_gb, shard the channel (ShardedByS3Key), or use Pipe or FastFile mode"
+            )
+
+
 @task(name="stage-data", cache_policy=NONE, **task_retry_options())
 def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Settings) -> int:
     """Download File channels, start Pipe streamers, mount FastFile channels; returns the bytes staged."""
@@ -333,6 +353,7 @@ def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Sett
     def report(message: str) -> None:
         job_log.report(settings.home, name, message)
 
+    check_room(plan, provisioned)
     report(
         f"staging {len(plan.downloads)} objects ({plan.total_bytes / 1e6:.1f} MB) to {len(provisioned.hosts)} host(s)"
     )
