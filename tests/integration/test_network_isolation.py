@@ -1,9 +1,11 @@
 """Network isolation, tried as an attacker would: a job with enable_network_isolation
-reaches its peers and nothing else, not even a server listening on this machine."""
+reaches its peers and nothing else, not even a server listening on this machine; a job
+without it reaches the host's open services but not dockyard's own."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -64,13 +66,20 @@ def reach_reports(body: dict[str, object]) -> dict[str, dict[str, object]]:
 def test_an_isolated_job_reaches_its_peers_and_nothing_on_the_host(
     home: str, test_images: dict[str, str], host_server: int
 ) -> None:
-    targets = [f"gateway:{host_server}", *(f"{a}:{host_server}" for a in host_addresses()), "169.254.169.254:80"]
+    # dockyard's own services: the Prefect API, and PostgreSQL (the job store), on loopback by default.
+    own_ports = [int(os.environ["PREFECT_API_URL"].split(":")[2].split("/")[0]), 5432]
+    addresses = ["gateway", *host_addresses()]
+    ours = [f"{a}:{port}" for a in addresses for port in own_ports]
+    targets = [*(f"{a}:{host_server}" for a in addresses), "169.254.169.254:80", *ours]
     hps = {"targets": ",".join(targets)}
 
-    # Not isolated: the job's bridge gateway is this machine, and the server answers there.
+    # Not isolated: the job's bridge gateway is this machine, and the server answers there;
+    # dockyard's own services, listening on loopback, do not.
     open_body = run_job(probe_job(home, test_images["probe"], "reach", hyperparameters=hps))
     assert open_body["TrainingJobStatus"] == "Completed", open_body.get("FailureReason")
-    assert reach_reports(open_body)["algo-1"]["targets"][f"gateway:{host_server}"] == "connected"
+    reached = reach_reports(open_body)["algo-1"]["targets"]
+    assert reached[f"gateway:{host_server}"] == "connected"
+    assert not any(reached[t] == "connected" for t in ours), reached
 
     job = probe_job(home, test_images["probe"], "reach", hyperparameters=hps, instance_count=2)
     job["enable_network_isolation"] = True
