@@ -481,6 +481,64 @@ def test_the_sagemaker_sdk_tunes_and_boto3_lists_the_trials(api: Api, bucket: st
 
 
 @pytest.mark.usefixtures("test_images")
+def test_stopping_a_tuning_job_stops_its_running_trial_and_a_second_stop_is_refused(api: Api, bucket: str) -> None:
+    sm, name = api.client(), unique("stop-tune")
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name,
+        HyperParameterTuningJobConfig={
+            "Strategy": "Random",
+            "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "loss"},
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": 3, "MaxParallelTrainingJobs": 1},
+            "ParameterRanges": {"ContinuousParameterRanges": [{"Name": "offset", "MinValue": "0", "MaxValue": "1"}]},
+        },
+        TrainingJobDefinition={
+            "AlgorithmSpecification": {
+                "TrainingImage": "dockyard-test/probe:1",
+                "TrainingInputMode": "File",
+                "MetricDefinitions": [{"Name": "loss", "Regex": "loss=([0-9.]+)"}],
+            },
+            "RoleArn": "arn:aws:iam::111111111111:role/dockyard",
+            "StaticHyperParameters": {"mode": "sleep", "seconds": "600"},
+            "InputDataConfig": [
+                {
+                    "ChannelName": "train",
+                    "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/train"}},
+                }
+            ],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/tuning"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 900},
+        },
+    )
+
+    def trials() -> list[dict[str, Any]]:
+        return list(
+            sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)[
+                "TrainingJobSummaries"
+            ]
+        )
+
+    deadline = time.time() + 300
+    while not any(
+        sm.describe_training_job(TrainingJobName=t["TrainingJobName"])["SecondaryStatus"] == "Training"
+        for t in trials()
+    ):
+        assert time.time() < deadline, "no trial reached Training"
+        time.sleep(1)
+    sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    deadline = time.time() + 300
+    while (status := sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name))[
+        "HyperParameterTuningJobStatus"
+    ] != "Stopped":
+        assert time.time() < deadline, f"the tuning job is still {status['HyperParameterTuningJobStatus']}"
+        time.sleep(1)
+    [trial] = trials()  # one at a time, and no new one after the stop
+    assert trial["TrainingJobStatus"] == "Stopped", trial
+    code, message = error_of(sm.stop_hyper_parameter_tuning_job, HyperParameterTuningJobName=name)
+    assert code == "ValidationException" and "there is nothing to stop" in message
+
+
+@pytest.mark.usefixtures("test_images")
 def test_restarting_the_endpoint_leaves_a_running_job_to_finish(api: Api, bucket: str) -> None:
     name = unique("api-restart")
     create_job(api, bucket, name, mode="sleep", seconds="25")
