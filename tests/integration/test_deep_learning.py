@@ -225,6 +225,42 @@ def test_bad_data_fails_the_job_with_a_reason_naming_it(
     assert "Traceback" not in reason
 
 
+def test_a_corrupt_recordio_file_and_a_model_channel_of_another_kind_fail_naming_them(
+    home: str, tmp_path: Path
+) -> None:
+    import tarfile
+
+    _write(tmp_path / "rec" / "train", {"train.rec": b"these bytes are no RecordIO at all" * 8})
+    channels = [
+        {
+            "channel_name": "train",
+            "content_type": "application/x-recordio",
+            "data_source": {"s3_data_source": {"s3_uri": f"file://{tmp_path}/rec/train"}},
+        }
+    ]
+    body = run_job(ic_job(home, channels, num_training_samples=2, mini_batch_size=2))
+    assert body["TrainingJobStatus"] == "Failed"
+    assert re.search(r"train\.rec.*not MXNet RecordIO", body["FailureReason"]), body["FailureReason"]
+
+    jpeg = _jpeg()
+    _write(tmp_path / "lst" / "train", {"a.jpg": jpeg, "b.jpg": jpeg})
+    _write(tmp_path / "lst" / "train_lst", {"train.lst": b"0\t1\ta.jpg\n1\t2\tb.jpg\n"})
+    _write(tmp_path / "other", {"notes.txt": b"not a model"})
+    (tmp_path / "model").mkdir()
+    with tarfile.open(tmp_path / "model" / "model.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "other" / "notes.txt", arcname="notes.txt")
+    model_channel = {
+        "channel_name": "model",
+        "content_type": "application/x-sagemaker-model",
+        "data_source": {"s3_data_source": {"s3_uri": f"file://{tmp_path}/model"}},
+    }
+    channels = [*lst_channels(tmp_path / "lst", "train", "train_lst"), model_channel]
+    body = run_job(ic_job(home, channels, num_training_samples=2, mini_batch_size=2))
+    assert body["TrainingJobStatus"] == "Failed"
+    assert "are not a model of dockyard's image classifier" in body["FailureReason"], body["FailureReason"]
+    assert "Traceback" not in body["FailureReason"]
+
+
 def test_pytorch_ddp_script_mode_example_trains_on_two_instances(home: str) -> None:
     body = run_example("examples/pytorch-ddp", home)
     assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
