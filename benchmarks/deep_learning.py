@@ -1,7 +1,7 @@
 """The built-in image classifier through dockyard against a bare `docker run`, in one run.
 
 Data: scikit-learn's digits as JPEGs with .lst files (the digits example's
-make_data.py), image_shape 3,32,32, ResNet-18, adam, batches of 64.
+make_data.py), image_shape 3,32,32, ResNet-18, adam, batches of 32 per host.
 
 - Throughput: images/s of training (the container's own `Train-throughput`
   line, epochs after the first) through `python -m flows.train`, against the
@@ -61,7 +61,7 @@ def job(home: Path, data: Path, epochs: int, hosts: int) -> dict[str, Any]:
             "num_layers": "18",
             "optimizer": "adam",
             "learning_rate": "0.001",
-            "mini_batch_size": "64",
+            "mini_batch_size": "32",
             "epochs": str(epochs),
         },
         "output_data_config": {"s3_output_path": f"file://{home}/output"},
@@ -144,6 +144,11 @@ def main() -> None:
         home.mkdir()
         make_data = ROOT / "examples" / "image-classification-digits" / "make_data.py"
         subprocess.run([sys.executable, str(make_data), "--out", str(data)], check=True, capture_output=True)
+        # The home's Prefect server starts once per home, not per job: started before any timing.
+        from infra import prefect_api
+
+        os.environ.pop("PREFECT_API_URL", None)
+        prefect_api.ensure_api(str(home), print)
         bare_run = bare(home, data, args.epochs)
         one = through_dockyard(home, data, args.epochs, 1)
         two = through_dockyard(home, data, args.epochs, 2)
@@ -180,11 +185,12 @@ def write(f: dict[str, Any], epochs: int) -> None:
     section = (
         "<!-- deep-learning:begin -->\n## Deep learning: the image classifier through dockyard and bare\n\n"
         f"`python benchmarks/deep_learning.py --epochs {epochs} --write` on {datetime.now():%Y-%m-%d}, "
-        "2 cores, CPU only (torch 2.13 CPU build):\n\n"
+        "2 cores, CPU only (PyPI's torch 2.13 in the image, run on the CPUs):\n\n"
         f"{table}\n\n"
-        "Digits as 32x32 JPEGs, ResNet-18, batches of 64 per host; images/s are the container's own figures for "
+        "Digits as 32x32 JPEGs, ResNet-18, batches of 32 per host; images/s are the container's own figures for "
         "the epochs after the first (for two hosts: one host's figure times two). First step: from the command's "
-        "start to the line after 20 steps; dockyard's from its Training status: "
+        "start (`docker run`, or `python -m flows.train` with the home's Prefect server already up) to the line "
+        "after 20 steps; dockyard's also from its Training status: "
         f"{one['first_step_from_training_s']:.1f} s (1 host), {two['first_step_from_training_s']:.1f} s (2 hosts). "
         "Two hosts on one 2-core machine share its cores, so they show the cost of DDP's all-reduce over the "
         "job network, not a speed-up; no GPU machine was lent to this run.\n"
