@@ -10,8 +10,10 @@ hold for every call that names a job, as IAM's resource ARNs do: a training or
 tuning job by name, a tagged resource by ARN, a log stream by its
 `<job>/algo-N-...` name; a log read that names no stream is refused to a
 principal with prefixes (it would read every job's). Calls that name no job
-(List*, Search) are governed by the actions alone, as IAM's List actions take
-no resource. A refusal answers AccessDeniedException and is logged.
+(List*, Search) answer only the jobs within the prefixes. A limited principal
+may not name locations on this machine (file:// URIs, FileSystemDataSource):
+those would reach any file the host can, other jobs' included. A refusal
+answers AccessDeniedException and is logged.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def authorize(
         ApiError: AccessDeniedException naming the principal, the action and what it may not touch.
     """
     action = f"{service}:{operation}"
+    if actions is not None or job_name_prefixes is not None:
+        local = host_location(params)
+        if local:
+            _deny(principal, action, f"it may not name locations on this machine ({local}); use s3:// locations")
     if actions is not None and not any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in actions):
         _deny(principal, action, f"its actions ({', '.join(actions) or 'none'}) do not include {action}")
     if job_name_prefixes is None:
@@ -70,6 +76,45 @@ def authorize(
                 action,
                 f"job '{name}' does not start with any of its job name prefixes ({', '.join(job_name_prefixes)})",
             )
+
+
+def host_location(value: Any) -> str | None:
+    """The first location on this machine a request names (a file:// URI, a FileSystemDataSource), or None."""
+    if isinstance(value, str):
+        return value[value.index("file://") :][:120] if "file://" in value else None
+    if isinstance(value, dict):
+        if "FileSystemDataSource" in value:
+            return "a FileSystemDataSource"
+        value = list(value.values())
+    if isinstance(value, list):
+        return next((found for v in value if (found := host_location(v))), None)
+    return None
+
+
+# What the List and Search answers hold, and where each item's job name is.
+_LISTED = {
+    "TrainingJobSummaries": ("TrainingJobName",),
+    "HyperParameterTuningJobSummaries": ("HyperParameterTuningJobName",),
+    "Results": ("TrainingJob", "TrainingJobName"),
+}
+
+
+def visible(job_name_prefixes: list[str] | None, answer: dict[str, Any]) -> dict[str, Any]:
+    """`answer` with only the listed jobs whose names are within the prefixes (a page may come back short)."""
+    if job_name_prefixes is None:
+        return answer
+    prefixes = tuple(p.lower() for p in job_name_prefixes)
+    kept = dict(answer)
+    for key, path in _LISTED.items():
+        if isinstance(answer.get(key), list):
+            kept[key] = [item for item in answer[key] if _name_at(item, path).lower().startswith(prefixes)]
+    return kept
+
+
+def _name_at(item: Any, path: tuple[str, ...]) -> str:
+    for step in path:
+        item = item.get(step, {}) if isinstance(item, dict) else {}
+    return item if isinstance(item, str) else ""
 
 
 def _deny(principal: str, action: str, why: str) -> None:

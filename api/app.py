@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api import logs, search, tags, training, tuning
-from api.access import authorize
+from api.access import authorize, visible
 from api.auth import Principal, SignedRequest, verify
 from api.protocol import ApiError, operation, parse_input, render_output
 from api.training import Context
@@ -60,7 +60,7 @@ def create_app(ctx: Context, principals: dict[str, Principal]) -> FastAPI:
                 raise ApiError("UnknownOperationException", f"{op.name} is not served by dockyard (yet)")
             params = parse_input(op, body)
             authorize(principal.name, principal.actions, principal.job_name_prefixes, service, op.name, params)
-            result = await run_in_threadpool(handler, ctx, params)
+            result = visible(principal.job_name_prefixes, await run_in_threadpool(handler, ctx, params))
             log.info("%s %s by %s", service, op.name, principal.name)
             return _answer(render_output(op, result))
         except ApiError as exc:

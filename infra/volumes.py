@@ -36,8 +36,13 @@ def create(folder: str, size_gb: int) -> str | None:
     """Mount a fresh volume of `size_gb` GiB on `folder`; returns why not, or None when mounted."""
     image = folder.rstrip("/") + IMAGE_SUFFIX
     os.makedirs(folder, exist_ok=True)
-    with open(image, "wb") as f:
-        f.truncate(size_gb * GIB)
+    try:
+        with open(image, "wb") as f:
+            f.truncate(size_gb * GIB)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.remove(image)
+        return f"cannot make the {size_gb} GB image {image}: {exc.strerror}"
     steps = (
         ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", image],
         ["mount", "-o", "loop,nodev,nosuid", image, folder],
@@ -72,8 +77,9 @@ def is_full(folder: str) -> bool:
 
 
 def unmount_all(root: str) -> list[str]:
-    """Unmount and delete every volume of the instances under `root`; returns folders still mounted
-    (busy: detached lazily, their image is freed once the last user lets go)."""
+    """Unmount and delete every volume of the instances under `root`; returns the folders still
+    mounted. A busy one is detached lazily: it counts as gone, and its image's space comes back
+    once the last user lets go."""
     left: list[str] = []
     if not os.path.isdir(root):
         return left

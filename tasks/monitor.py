@@ -85,6 +85,17 @@ def scrape(line: str, definitions: list[tuple[str, re.Pattern[str]]]) -> list[tu
     return found
 
 
+def _volume_filled(scratch: str, last_lines: list[str]) -> int | None:
+    """The size of the host's volume when the host filled it (no room left, and its last
+    lines and failure file say so or say nothing), else None."""
+    if not volumes.is_full(scratch):
+        return None
+    text = "\n".join([*last_lines[-20:], _read_failure(scratch) or ""])
+    if text.strip() and "No space left on device" not in text and "ENOSPC" not in text:
+        return None  # nearly full, but the container failed for a reason of its own
+    return volumes.size_gb(scratch)
+
+
 def _exit_text(exit: HostExit) -> str:
     if exit.volume_full_gb is not None:
         return (
@@ -426,9 +437,7 @@ def monitor(
                 oom_killed=bool(state.get("OOMKilled")),
                 failure_text=_read_failure(scratch[follower.host]),
                 last_lines=tuple(follower.last_lines),
-                volume_full_gb=volumes.size_gb(scratch[follower.host])
-                if volumes.is_full(scratch[follower.host])
-                else None,
+                volume_full_gb=_volume_filled(scratch[follower.host], list(follower.last_lines)),
             )
         )
     broken = pipe.failure(name)  # set before the reader met the cut epoch's end, so never missed

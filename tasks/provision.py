@@ -136,8 +136,12 @@ def create_instances(plan: ProvisionPlan) -> str | None:
     network; returns why the volumes could not be made (the folders are then plain ones)."""
     why_not = volumes.unavailable()
     for host in plan.hosts:
-        if why_not is None:
-            why_not = volumes.create(host.scratch, plan.volume_size_gb)
+        why_not = why_not or volumes.create(host.scratch, plan.volume_size_gb)
+        if why_not:
+            break
+    if why_not:  # every host alike: none on a volume
+        volumes.unmount_all(plan.scratch_root)
+    for host in plan.hosts:
         layout = contract.host_layout(host.scratch)
         for path in layout.folders():
             os.makedirs(path, exist_ok=True)

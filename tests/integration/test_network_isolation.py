@@ -88,6 +88,7 @@ def test_an_isolated_job_reaches_its_peers_and_nothing_on_the_host(
     reports = reach_reports(body)
     assert set(reports) == {"algo-1", "algo-2"}
     for me, other in (("algo-1", "algo-2"), ("algo-2", "algo-1")):
+        assert reports[me]["gateway"], reports[me]  # the job bridge's own address was tried
         assert reports[me]["peers"] == {other: other}
         reached = reports[me]["targets"]
         assert isinstance(reached, dict) and set(reached) == set(targets)

@@ -129,7 +129,12 @@ def bucket(s3_endpoint: str) -> str:
 
 
 def create_job(api: Api, bucket: str, name: str, client: Any = None, **hyperparameters: str) -> None:
-    (client or api.client()).create_training_job(
+    (client or api.client()).create_training_job(**job_request(bucket, name, **hyperparameters))
+
+
+def job_request(bucket: str, name: str, **hyperparameters: str) -> dict[str, Any]:
+    """CreateTrainingJob's arguments for a probe job reading s3://BUCKET/train."""
+    return dict(
         TrainingJobName=name,
         AlgorithmSpecification={
             "TrainingImage": "dockyard-test/probe:1",
@@ -365,7 +370,8 @@ def test_a_principal_limited_to_actions_and_job_name_prefixes_is_refused_the_res
     theirs = unique("alice")
     create_job(api, bucket, theirs)  # by the unlimited principal
     bob = api.client(key=LIMITED["access_key_id"], secret=LIMITED["secret_access_key"])
-    assert bob.list_training_jobs(NameContains="alice")["TrainingJobSummaries"]  # List names no job
+    assert api.client().list_training_jobs(NameContains=theirs)["TrainingJobSummaries"]
+    assert bob.list_training_jobs(NameContains=theirs)["TrainingJobSummaries"] == []  # only its own jobs listed
     code, message = error_of(bob.describe_training_job, TrainingJobName=theirs)
     assert code == "AccessDeniedException" and f"job '{theirs}'" in message and "bob-" in message
     code, message = error_of(bob.stop_training_job, TrainingJobName=theirs)
@@ -381,6 +387,12 @@ def test_a_principal_limited_to_actions_and_job_name_prefixes_is_refused_the_res
     assert bob.describe_training_job(TrainingJobName=mine)["TrainingJobName"] == mine
     assert wait_done(api, mine)["TrainingJobStatus"] == "Completed"
     assert wait_done(api, theirs)["TrainingJobStatus"] == "Completed"
+    assert [j["TrainingJobName"] for j in bob.list_training_jobs(NameContains="bob")["TrainingJobSummaries"]] == [mine]
+    code, message = error_of(
+        bob.create_training_job,
+        **{**job_request(bucket, unique("bob")), "OutputDataConfig": {"S3OutputPath": "file:///tmp"}},
+    )
+    assert code == "AccessDeniedException" and "locations on this machine" in message
     served = (api.home.parent / "serve.log").read_text()
     assert "access denied: bob may not call sagemaker:DescribeTrainingJob" in served
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.access import authorize, named_jobs
+from api.access import authorize, named_jobs, visible
 from api.protocol import ApiError
 
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:training-job/"
@@ -49,3 +49,29 @@ def test_named_jobs() -> None:
     assert named_jobs("sagemaker", {"MaxResults": 5}) is None
     assert named_jobs("sagemaker", {"ResourceArn": ARN + "j"}) == ["j"]
     assert named_jobs("logs", {"logStreamNamePrefix": "j/algo-1"}) == ["j"]
+
+
+def test_a_limited_principal_may_not_name_locations_on_this_machine() -> None:
+    bob = ("bob", None, ["bob-"])
+    create = {"TrainingJobName": "bob-1", "OutputDataConfig": {"S3OutputPath": "s3://b/out"}}
+    authorize(*bob, "sagemaker", "CreateTrainingJob", create)
+    for local in (
+        {"InputDataConfig": [{"DataSource": {"S3DataSource": {"S3Uri": "file:///root/.dockyard/jobs/alice-1"}}}]},
+        {"InputDataConfig": [{"DataSource": {"FileSystemDataSource": {"DirectoryPath": "/"}}}]},
+        {"HyperParameters": {"sagemaker_submit_directory": '"file:///etc"'}},
+    ):
+        assert "locations on this machine" in refused(*bob, "sagemaker", "CreateTrainingJob", {**create, **local})
+    authorize("default", None, None, "sagemaker", "CreateTrainingJob", {**create, "X": "file:///data"})  # unlimited
+
+
+def test_lists_and_search_answer_only_the_jobs_within_the_prefixes() -> None:
+    listed = {
+        "TrainingJobSummaries": [{"TrainingJobName": "bob-1"}, {"TrainingJobName": "alice-1"}],
+        "NextToken": "t",
+    }
+    assert visible(["BOB-"], listed) == {"TrainingJobSummaries": [{"TrainingJobName": "bob-1"}], "NextToken": "t"}
+    found = {
+        "Results": [{"TrainingJob": {"TrainingJobName": "alice-2"}}, {"TrainingJob": {"TrainingJobName": "bob-2"}}]
+    }
+    assert visible(["bob-"], found) == {"Results": [{"TrainingJob": {"TrainingJobName": "bob-2"}}]}
+    assert visible(None, found) is found
