@@ -85,12 +85,12 @@ def scrape(line: str, definitions: list[tuple[str, re.Pattern[str]]]) -> list[tu
     return found
 
 
-def _volume_filled(scratch: str, last_lines: list[str]) -> int | None:
+def _volume_filled(scratch: str, last_lines: list[str], failure_text: str | None) -> int | None:
     """The size of the host's volume when the host filled it (no room left, and its last
-    lines and failure file say so or say nothing), else None."""
+    lines and failure text say so or say nothing), else None."""
     if not volumes.is_full(scratch):
         return None
-    text = "\n".join([*last_lines[-20:], _read_failure(scratch) or ""])
+    text = "\n".join([*last_lines[-20:], failure_text or ""])
     if text.strip() and "No space left on device" not in text and "ENOSPC" not in text:
         return None  # nearly full, but the container failed for a reason of its own
     return volumes.size_gb(scratch)
@@ -430,14 +430,15 @@ def monitor(
     scratch = {h.host: h.scratch for h in provisioned.hosts}
     for follower in followers:
         state = docker_engine.state(follower.container_id)
+        failure_text = _read_failure(scratch[follower.host])
         exits.append(
             HostExit(
                 host=follower.host,
                 exit_code=int(state.get("ExitCode", -1)),
                 oom_killed=bool(state.get("OOMKilled")),
-                failure_text=_read_failure(scratch[follower.host]),
+                failure_text=failure_text,
                 last_lines=tuple(follower.last_lines),
-                volume_full_gb=_volume_filled(scratch[follower.host], list(follower.last_lines)),
+                volume_full_gb=_volume_filled(scratch[follower.host], list(follower.last_lines), failure_text),
             )
         )
     broken = pipe.failure(name)  # set before the reader met the cut epoch's end, so never missed
