@@ -25,7 +25,7 @@ from dockyard.status import is_final
 from infra import catalog, job_log
 from infra.job_store import open_store
 from infra.retry import is_transient
-from tasks.finalize import finalize, publish
+from tasks.finalize import finalize
 from tasks.monitor import monitor
 from tasks.persist import persist
 from tasks.provision import ProvisionPlan, provision
@@ -169,7 +169,6 @@ def train(job: dict[str, Any] | str, spot_simulation: str | None = None) -> dict
         record = finalize(spec, result.outcome, settings, scratch)
     finally:
         let_go(spec.training_job_name)
-    publish(record, settings)
     return describe(record)
 
 

@@ -252,13 +252,16 @@ def follow_logs(container_id: str, since: datetime | None = None) -> Iterator[by
 def job_containers(job_name: str) -> dict[str, str]:
     """The job's containers, by host name."""
     selector = {"label": [f"{JOB_LABEL}={job_name}", f"{MANAGED_LABEL}=true"]}
-    return {c.labels.get(HOST_LABEL, c.name): str(c.id) for c in client().containers.list(all=True, filters=selector)}
+    return {
+        c.labels.get(HOST_LABEL, c.name): str(c.id)
+        for c in client().containers.list(all=True, filters=selector, ignore_removed=True)
+    }
 
 
 def remove_job_containers(job_name: str) -> None:
     """Remove the job's containers, leaving its network."""
     selector = {"label": [f"{JOB_LABEL}={job_name}", f"{MANAGED_LABEL}=true"]}
-    for container in client().containers.list(all=True, filters=selector):
+    for container in client().containers.list(all=True, filters=selector, ignore_removed=True):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
 
@@ -268,7 +271,7 @@ def remove_job_objects(job_name: str) -> int:
     engine = client()
     removed = 0
     selector = {"label": [f"{JOB_LABEL}={job_name}", f"{MANAGED_LABEL}=true"]}
-    for container in engine.containers.list(all=True, filters=selector):
+    for container in engine.containers.list(all=True, filters=selector, ignore_removed=True):
         try:
             container.remove(force=True)
             removed += 1
@@ -289,7 +292,7 @@ def list_managed() -> list[dict[str, str]]:
     selector = {"label": f"{MANAGED_LABEL}=true"}
     found = [
         {"kind": "container", "name": c.name, "job": c.labels.get(JOB_LABEL, "")}
-        for c in engine.containers.list(all=True, filters=selector)
+        for c in engine.containers.list(all=True, filters=selector, ignore_removed=True)
     ]
     found += [
         {"kind": "network", "name": n.name, "job": (n.attrs.get("Labels") or {}).get(JOB_LABEL, "")}

@@ -1,7 +1,7 @@
-"""After the last attempt: the final status the flow decided, job.json beside the
-artifacts, the instances torn down, and the finished job published to the
-MLflow catalog (a model version, when the spec names a model package group)
-and, when configured, to CloudWatch."""
+"""After the last attempt: the finished job published to the MLflow catalog (a
+model version, when the spec names a model package group) and, when
+configured, to CloudWatch; then the final status the flow decided, job.json
+beside the artifacts, and the instances torn down."""
 
 from __future__ import annotations
 
@@ -59,28 +59,33 @@ def summary_markdown(record: JobRecord) -> str:
 
 @task(name="finalize", cache_policy=NONE, **task_retry_options())
 def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratch_root: str | None) -> JobRecord:
-    """Record the final status the flow decided, publish job.json, tear down; returns the final record."""
+    """Publish the finished job, record the final status the flow decided, write job.json, tear down;
+    returns the final record."""
     store = open_store(settings)
     name = spec.training_job_name
     values = store.metrics(name)
     record = store.get(name)
     steps = path_to_final(record.secondary, outcome.ending.final_status)
     message = outcome.message or outcome.ending.value
-    for i, step in enumerate(steps):
-        fields: dict[str, Any] = {}
-        if i == len(steps) - 1:
+    try:
+        for i, step in enumerate(steps):
+            if i < len(steps) - 1:
+                record = move(settings, name, record.secondary, step, message)
+                continue
             at = now()
-            fields = {
+            fields: dict[str, Any] = {
                 "failure_reason": outcome.failure_reason,
                 "training_end_time": at,
                 "final_metrics": final_metrics(values),
                 "attempts": record.ended_attempt(at).attempts,
             }
-        record = move(settings, name, record.secondary, step, message, **fields)
-    body = describe(record)
-    try:
+            # Catalogued before the job store says the job ended, so whoever sees it ended finds it by Search.
+            publish(record.model_copy(update=fields).moved(step, message, at), settings)
+            record = move(settings, name, record.secondary, step, message, **fields)
         storage.write_text(
-            storage.join(output_prefix(spec), "job.json"), json.dumps(body, indent=2), settings.s3_endpoint_url
+            storage.join(output_prefix(spec), "job.json"),
+            json.dumps(describe(record), indent=2),
+            settings.s3_endpoint_url,
         )
     finally:
         removed = remove_instances(name, scratch_root) if scratch_root else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -15,12 +16,15 @@ from tests.integration.helpers import probe_job, run_job
 pytestmark = pytest.mark.integration
 
 
-def keys(s3: object, bucket: str, prefix: str) -> dict[str, bytes]:
-    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])  # type: ignore[attr-defined]
-    return {
-        o["Key"][len(prefix) :]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()  # type: ignore[attr-defined]
-        for o in listing
-    }
+def keys(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
+    """The objects under `prefix` and their bytes; one deleted between the listing and its read is gone."""
+    found = {}
+    for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        try:
+            found[o["Key"][len(prefix) :]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            continue
+    return found
 
 
 def eventually(check: object, timeout: float = 10) -> None:
