@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from api.protocol import ApiError, validation
+from dockyard import secrets
 from dockyard.contract import job_arn
 from dockyard.errors import DockyardError, FieldProblem, JobSpecError, StatusConflict
 from dockyard.loading import SAGEMAKER_IGNORED, build_job
@@ -26,6 +27,7 @@ from dockyard.settings import Settings
 from dockyard.status import SecondaryStatus
 from dockyard.wire import pascal
 from infra import prefect_api
+from infra import secrets as secret_blocks
 from infra.job_store import JobFilter, JobStore, now
 from infra.retry import is_transient
 from tasks.validate import check_runnable, create_record
@@ -65,8 +67,8 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     if ctx.store.exists(name):
         raise ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already")
     try:
-        spec = build_job(params, home=str(ctx.settings.home), now=now())
-        check_runnable(spec, ctx.settings)
+        spec, literals = secrets.as_references(build_job(params, home=str(ctx.settings.home), now=now()))
+        check_runnable(spec, ctx.settings, literals)
     except JobSpecError as exc:
         raise validation(wire_problems(exc)) from None
     extras = {k: v for k, v in params.items() if k in SAGEMAKER_IGNORED}
@@ -78,6 +80,7 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         raise ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already") from None
     tags = ["dockyard", "training-job", f"job:{name}", "sagemaker-api"]
     try:
+        secret_blocks.save(literals)  # the job's own name now: no other job's blocks to overwrite
         flow_run_id = submit("train", pool, {"job": spec.model_dump(mode="json")}, name, tags)
     except Exception as exc:  # noqa: BLE001 - whatever kept Prefect from taking it, the job must not stay queued
         if ctx.store.discard_queued(name):  # not created after all: the client may send it again

@@ -24,11 +24,11 @@ def run_tuning(argv: list[str]) -> int:
     settings = Settings.from_env(os.environ)
     try:
         doc = read_job_file(args.tuning_file)
-        check_tuning_doc(doc, settings)
+        spec = check_tuning_doc(doc, settings)
     except JobSpecError as exc:
         return spec_problems(f"the tuning spec ({args.tuning_file})", exc)
     use_prefect(str(settings.home))
-    state = tune(doc, return_state=True)
+    state = tune(spec.model_dump(mode="json"), return_state=True)  # its secrets as references to their blocks
     if not state.is_completed():
         say(f"the tuning flow ended {state.type.value}: {state.message}")
         return 1

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from dockyard.contract import job_arn
 from dockyard.instances import INSTANCE_TYPES
 from dockyard.outcome import StopReason
+from dockyard.secrets import KINDS as SECRET_MAPS
+from dockyard.secrets import masked
 from dockyard.spec import TrainingJobSpec
 from dockyard.spot import Attempt, billable_seconds
 from dockyard.status import JobStatus, SecondaryStatus, apply_transition
@@ -145,7 +147,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 def describe(record: JobRecord) -> dict[str, Any]:
     """The record as a DescribeTrainingJob response body."""
-    spec = to_pascal(record.spec.model_dump(mode="json", exclude_none=True))
+    shown = record.spec.model_copy(update={kind: masked(getattr(record.spec, kind)) for kind in SECRET_MAPS})
+    spec = to_pascal(shown.model_dump(mode="json", exclude_none=True))
     seconds = record.training_seconds()
     body: dict[str, Any] = {
         **spec,

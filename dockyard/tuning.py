@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dockyard import secrets
 from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.record import MetricValue
 from dockyard.spec import JOB_NAME_PATTERN
@@ -362,3 +363,18 @@ def _converged(scored: list[float], maximize: bool) -> str | None:
         f"the search converged: the last {CONVERGENCE_WINDOW} trials improved the best objective by {gain:g}, "
         f"under {CONVERGENCE_TOLERANCE:.0%} of the objectives' range ({spread:g})"
     )
+
+
+_SECRET_MAPS = {"hyperparameters": "static_hyper_parameters", "environment": "environment"}
+
+
+def tuning_as_references(spec: TuningJobSpec) -> tuple[TuningJobSpec, dict[str, str]]:
+    """`as_references` for a tuning job: its training definition's static hyperparameters and
+    environment, in blocks named for the tuning job that all its trials reference."""
+    definition = spec.training_job_definition
+    maps = {kind: definition[key] for kind, key in _SECRET_MAPS.items() if isinstance(definition.get(key), dict)}
+    changed, literals = secrets.referenced(spec.hyper_parameter_tuning_job_name, maps)
+    if not changed:
+        return spec, literals
+    definition = {**definition, **{_SECRET_MAPS[kind]: entries for kind, entries in changed.items()}}
+    return spec.model_copy(update={"training_job_definition": definition}), literals

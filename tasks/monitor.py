@@ -30,11 +30,13 @@ from dockyard.algorithms import metric_definitions_of
 from dockyard.errors import SpotInterruption, StatusConflict, TransientInfraError
 from dockyard.outcome import Ending, Outcome, StopKind, StopReason
 from dockyard.record import JobRecord, MetricValue
+from dockyard.secrets import mask_text
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.spot import running_seconds
 from dockyard.status import SecondaryStatus
 from infra import docker_engine, job_log, pipe, prefect_api, spot, volumes
+from infra import secrets as secret_blocks
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import JobStore, now, open_store
 from tasks.provision import ProvisionPlan
@@ -161,9 +163,11 @@ class _Follower(threading.Thread):
         definitions: list[tuple[str, re.Pattern[str]]],
         logger: Any,
         since: datetime | None = None,
+        hidden: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(name=f"logs-{host}", daemon=True)
         self.since = since  # when reattaching, the lines before were someone else's to record
+        self.hidden = hidden  # the job's secret values: a line that prints one shows it masked
         self.host, self.container_id, self.home, self.job = host, container_id, settings.home, job
         self.store = open_store(settings)
         self.definitions, self.logger = definitions, logger
@@ -188,6 +192,7 @@ class _Follower(threading.Thread):
             self.line(buffer.decode(errors="replace"))
 
     def line(self, text: str) -> None:
+        text = mask_text(text, self.hidden)
         self.last_lines.append(text)
         self.logger.info(f"[{self.host}] {text}")
         job_log.append(self.home, self.job, f"[{self.host}] {text}")
@@ -383,7 +388,8 @@ def monitor(
 
     definitions = compile_definitions(spec)
     since = now() if reattached else None
-    followers = [_Follower(h, cid, settings, name, definitions, logger, since) for h, cid in containers.items()]
+    hidden = secret_blocks.values(spec)
+    followers = [_Follower(h, cid, settings, name, definitions, logger, since, hidden) for h, cid in containers.items()]
     for follower in followers:
         follower.start()
     syncs = _checkpoint_syncs(provisioned, settings.s3_endpoint_url, report)
@@ -431,6 +437,7 @@ def monitor(
     for follower in followers:
         state = docker_engine.state(follower.container_id)
         failure_text = _read_failure(scratch[follower.host])
+        failure_text = mask_text(failure_text, hidden) if failure_text else failure_text
         exits.append(
             HostExit(
                 host=follower.host,

@@ -22,6 +22,7 @@ from dockyard.rules import HostFacts, instance_type_of
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from infra import docker_engine, fuse, job_log, pipe, volumes
+from infra import secrets as secret_blocks
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
 
@@ -166,8 +167,9 @@ def remove_instances(job_name: str, scratch_root: str) -> int:
 
 @task(name="provision", cache_policy=NONE, **task_retry_options())
 def provision(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
-    """Provision the job's instances; returns the provision plan."""
-    plan = plan_provision(spec, docker_engine.host_facts(), str(settings.scratch_root()))
+    """Provision the job's instances; returns the provision plan (which holds the job's
+    secrets, resolved from their Secret blocks for the containers' config files and environment)."""
+    plan = plan_provision(secret_blocks.resolved(spec), docker_engine.host_facts(), str(settings.scratch_root()))
     for warning in plan.warnings:
         job_log.report(settings.home, plan.job_name, warning, logging.WARNING)
     # A retry after a half-made attempt starts from nothing.

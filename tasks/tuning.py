@@ -29,9 +29,11 @@ from dockyard.tuning import (
     hyperband_resources,
     log_scaled,
     trial_name,
+    tuning_as_references,
 )
 from dockyard.tuning_record import TuningRecord, warm_start_problems, warm_start_results
 from infra import catalog, docker_engine
+from infra import secrets as secret_blocks
 from infra.job_store import JobStore, now, open_store
 from tasks.validate import check_runnable
 
@@ -76,12 +78,14 @@ def trial_doc(spec: TuningJobSpec, number: int, values: dict[str, str]) -> dict[
 
 
 def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
-    """Everything a tuning job must pass before any trial starts; creates nothing.
+    """Everything a tuning job must pass before any trial starts; creates nothing but,
+    once it passed, the Secret blocks of the definition's literal secrets. Returns the
+    spec, each such secret a reference to its block.
 
     Raises:
         JobSpecError: one line per problem, the training definition's included.
     """
-    spec = parse_tuning(doc)
+    spec, literals = tuning_as_references(parse_tuning(doc))
     config = spec.hyper_parameter_tuning_job_config
     sample = trial_doc(spec, 0, first_values(config.parameter_ranges))
     try:
@@ -96,7 +100,7 @@ def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
     ]
     static = spec.training_job_definition.get("static_hyper_parameters") or {}
     check_tuning(spec, metrics, static)
-    check_runnable(training, settings)
+    check_runnable(training, settings, literals)
     store = open_store(settings)
     taken = store.tuning(spec.hyper_parameter_tuning_job_name)
     if taken is not None and not taken.queued:
@@ -106,6 +110,7 @@ def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
     problems = warm_start_problems(spec, parents_of(spec, store))
     if problems:
         raise JobSpecError(problems)
+    secret_blocks.save(literals)
     return spec
 
 

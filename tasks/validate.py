@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
-from dockyard import script_mode
+from dockyard import script_mode, secrets
 from dockyard.errors import DockyardError, JobSpecError, LeaseHeld, LeaseLost
 from dockyard.loading import build_job, parse_document
 from dockyard.record import JobRecord
@@ -24,6 +25,7 @@ from dockyard.settings import Settings
 from dockyard.spec import InputMode, TrainingJobSpec
 from dockyard.status import SecondaryStatus, is_final
 from infra import docker_engine, fuse, job_log, prefect_api, spot, storage
+from infra import secrets as secret_blocks
 from infra.job_store import LeaseKeeper, now, open_store, this_process
 from infra.retry import task_retry_options
 
@@ -90,13 +92,17 @@ def _same_job(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
     return a.model_dump(exclude={"training_job_name"}) == b.model_dump(exclude={"training_job_name"})
 
 
-def check_runnable(spec: TrainingJobSpec, settings: Settings) -> None:
-    """The rules on this host and the locations: all of validate but the name.
+def check_runnable(spec: TrainingJobSpec, settings: Settings, pending_secrets: Collection[str] = ()) -> None:
+    """The rules on this host, the Secret blocks the spec references (those in
+    `pending_secrets` are about to be saved) and the locations: all of validate but the name.
 
     Raises:
         JobSpecError: the spec cannot run here as written.
     """
     plan = plan_validate(spec, docker_engine.host_facts())
+    missing = secret_blocks.problems(spec, pending_secrets)
+    if missing:
+        raise JobSpecError(missing)
     for i, channel in enumerate(spec.input_data_config):
         source = channel.data_source.s3_data_source
         fast = spec.channel_mode(channel) is InputMode.FAST_FILE
@@ -121,8 +127,10 @@ def check_runnable(spec: TrainingJobSpec, settings: Settings) -> None:
 
 
 def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec, bool]:
-    """Everything validate checks, without creating anything; returns the spec
-    and whether it picks up an unfinished job whose orchestrator died.
+    """Everything validate checks, creating nothing but the Secret blocks of the
+    spec's literal secrets once it passed; returns the spec (each such secret
+    a reference to its block) and whether it picks up an unfinished job whose
+    orchestrator died.
 
     A job is picked up by its name or, for a spec that names none, when an
     unfinished job has exactly this spec. This process then holds the job's
@@ -139,9 +147,10 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
     if not (doc.get("training_job_name") or doc.get("TrainingJobName")):
         orphans = (r for r in store.unfinished() if not store.lease_live(lease_name(r.name)))
         spec = next((r.spec for r in orphans if _same_job(r.spec, spec)), spec)
+    spec, literals = secrets.as_references(spec)
     fingerprint = spec.model_dump_json()
     if fingerprint not in _CHECKED:
-        check_runnable(spec, settings)
+        check_runnable(spec, settings, literals)
         _CHECKED.add(fingerprint)
     old = store.find(spec.training_job_name)
     if old is not None:
@@ -156,6 +165,7 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
                 f"training_job_name: '{spec.training_job_name}' names an unfinished job with a different spec — "
                 "rerun it with its own spec to finish it, or choose another name"
             )
+    secret_blocks.save(literals)
     hold(settings, spec.training_job_name)
     # A queued job still at Starting has not begun: its first run is no pick-up.
     return spec, old is not None and not (old.queued and old.status.secondary is SecondaryStatus.STARTING)
