@@ -1,4 +1,4 @@
-"""AddTags, ListTags and DeleteTags on training jobs, by ARN."""
+"""AddTags, ListTags and DeleteTags on training jobs and tuning jobs, by ARN."""
 
 from __future__ import annotations
 
@@ -10,37 +10,45 @@ from api.training import NOT_FOUND, Context
 MAX_TAGS = 50  # SageMaker's limit per resource
 
 
-def _job_of(ctx: Context, arn: str) -> str:
-    """The training job an ARN names (arn:aws:sagemaker:REGION:ACCOUNT:training-job/NAME, any region and account).
+def _resource_of(ctx: Context, arn: str) -> tuple[str, bool]:
+    """The job an ARN names (…:training-job/NAME or …:hyper-parameter-tuning-job/NAME, any region
+    and account), and whether it is a tuning job.
 
     Raises:
-        ApiError: ValidationException when it names no training job here.
+        ApiError: ValidationException when it names no such job here.
     """
     kind, _, lowered = arn.rpartition(":")[2].partition("/")
-    if kind != "training-job":
-        raise validation(f"ResourceArn '{arn}': only training jobs (…:training-job/NAME) carry tags here")
-    name = ctx.store.name_of(lowered)
+    if kind == "training-job":
+        name = ctx.store.name_of(lowered)
+    elif kind == "hyper-parameter-tuning-job":
+        name = ctx.store.tuning_name_of(lowered)
+    else:
+        raise validation(
+            f"ResourceArn '{arn}': only training jobs (…:training-job/NAME) and tuning jobs "
+            "(…:hyper-parameter-tuning-job/NAME) carry tags here"
+        )
     if name is None:
         raise validation(NOT_FOUND)
-    return name
+    return name, kind != "training-job"
 
 
 def add_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name = _job_of(ctx, params["ResourceArn"])
+    name, tuning = _resource_of(ctx, params["ResourceArn"])
     tags = {t["Key"]: t.get("Value", "") for t in params["Tags"]}
-    if len({**ctx.store.tags(name), **tags}) > MAX_TAGS:
+    if len({**ctx.store.tags(name, tuning), **tags}) > MAX_TAGS:
         raise validation(f"a resource has at most {MAX_TAGS} tags — delete some first")
-    ctx.store.set_tags(name, tags)
+    ctx.store.set_tags(name, tags, tuning)
     return {"Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
 
 
 def list_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    tags = ctx.store.tags(_job_of(ctx, params["ResourceArn"]))
+    tags = ctx.store.tags(*_resource_of(ctx, params["ResourceArn"]))
     return {"Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}  # at most 50: one page
 
 
 def delete_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    ctx.store.delete_tags(_job_of(ctx, params["ResourceArn"]), params["TagKeys"])
+    name, tuning = _resource_of(ctx, params["ResourceArn"])
+    ctx.store.delete_tags(name, params["TagKeys"], tuning)
     return {}
 
 

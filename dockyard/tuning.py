@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from dockyard import secrets
 from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.record import MetricValue
-from dockyard.spec import JOB_NAME_PATTERN
+from dockyard.spec import JOB_NAME_PATTERN, MAX_TAGS, Tag
 
 
 class _Model(BaseModel):
@@ -162,6 +162,7 @@ class TuningJobSpec(_Model):
     hyper_parameter_tuning_job_config: TuningJobConfig
     training_job_definition: dict[str, Any]  # a training job spec less its name; checked per trial
     warm_start_config: WarmStartConfig | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)  # the tuning job's, and each trial's
 
 
 def check_tuning(spec: TuningJobSpec, metric_names: list[str], static_hyperparameters: dict[str, Any]) -> None:

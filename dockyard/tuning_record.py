@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from dockyard.errors import FieldProblem
+from dockyard.secrets import masked
 from dockyard.status import PrimaryStatus
 from dockyard.tuning import TuningJobSpec, WarmStartType
 
@@ -96,7 +97,7 @@ class TuningRecord(BaseModel):
             "CreationTime": self.creation_time.isoformat() if self.creation_time else None,
             "HyperParameterTuningEndTime": self.end_time.isoformat() if self.end_time else None,
             "HyperParameterTuningJobConfig": self.spec.hyper_parameter_tuning_job_config.model_dump(mode="json"),
-            "TrainingJobDefinition": self.spec.training_job_definition,
+            "TrainingJobDefinition": shown_definition(self.spec.training_job_definition),
             "WarmStartConfig": warm.model_dump(mode="json") if warm else None,
             "TrainingJobStatusCounters": counts,
             "ObjectiveStatusCounters": {"Succeeded": succeeded, "Failed": len(self.trials) - succeeded},
@@ -107,6 +108,14 @@ class TuningRecord(BaseModel):
             "CompletionReason": self.completion_reason,
         }
         return {k: v for k, v in body.items() if v is not None}
+
+
+def shown_definition(definition: dict[str, Any]) -> dict[str, Any]:
+    """A training job definition as answered: literal secrets masked (references stay)."""
+    return {
+        k: masked(v) if k in ("static_hyper_parameters", "environment") and isinstance(v, dict) else v
+        for k, v in definition.items()
+    }
 
 
 def best_of(trials: list[TrialSummary], maximize: bool) -> TrialSummary | None:

@@ -52,11 +52,20 @@ from dockyard.record import JobRecord, MetricValue
 from dockyard.settings import Settings
 from dockyard.status import JobStatus, PrimaryStatus, SecondaryStatus, StatusTransition, is_final
 from dockyard.tuning_record import TuningRecord, from_description
-from infra.store_schema import MIGRATING, job_metrics, job_tags, leases, status_transitions, training_jobs, tuning_jobs
+from infra.store_schema import (
+    MIGRATING,
+    job_metrics,
+    job_tags,
+    leases,
+    status_transitions,
+    training_jobs,
+    tuning_jobs,
+    tuning_tags,
+)
 
 S = SecondaryStatus
 # The Alembic revision this code reads and writes (checked against the scripts by a test).
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 WRITE_ATTEMPTS = 50  # optimistic writes retried over concurrent changes of the same record
 
 
@@ -467,11 +476,11 @@ class JobStore:
                 for r in conn.execute(query.order_by(m.c.id))
             ]
 
-    def tags(self, name: str) -> dict[str, str]:
+    def tags(self, name: str, tuning: bool = False) -> dict[str, str]:
+        """The tags of a training job (or, with `tuning`, of a tuning job)."""
+        t = tuning_tags if tuning else job_tags
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(job_tags.c.key, job_tags.c.value).where(job_tags.c.job_name == name).order_by(job_tags.c.key)
-            )
+            rows = conn.execute(select(t.c.key, t.c.value).where(t.c.job_name == name).order_by(t.c.key))
             return {r.key: r.value for r in rows}
 
     def tags_of(self, names: Collection[str]) -> dict[str, dict[str, str]]:
@@ -485,16 +494,18 @@ class JobStore:
                     found[r.job_name][r.key] = r.value
         return found
 
-    def set_tags(self, name: str, tags: dict[str, str]) -> None:
-        """Add tags to a job, replacing the values of keys it has."""
+    def set_tags(self, name: str, tags: dict[str, str], tuning: bool = False) -> None:
+        """Add tags to a training job (or tuning job), replacing the values of keys it has."""
+        t = tuning_tags if tuning else job_tags
         with self._write() as conn:
-            conn.execute(delete(job_tags).where(job_tags.c.job_name == name, job_tags.c.key.in_(list(tags))))
+            conn.execute(delete(t).where(t.c.job_name == name, t.c.key.in_(list(tags))))
             if tags:
-                conn.execute(insert(job_tags), [{"job_name": name, "key": k, "value": v} for k, v in tags.items()])
+                conn.execute(insert(t), [{"job_name": name, "key": k, "value": v} for k, v in tags.items()])
 
-    def delete_tags(self, name: str, keys: list[str]) -> None:
+    def delete_tags(self, name: str, keys: list[str], tuning: bool = False) -> None:
+        t = tuning_tags if tuning else job_tags
         with self._write() as conn:
-            conn.execute(delete(job_tags).where(job_tags.c.job_name == name, job_tags.c.key.in_(keys)))
+            conn.execute(delete(t).where(t.c.job_name == name, t.c.key.in_(keys)))
 
     # -- tuning jobs ----------------------------------------------------------
 
@@ -510,6 +521,11 @@ class JobStore:
                 conn.execute(
                     insert(tuning_jobs).values(name=record.name, creation_time=record.creation_time or now(), **values)
                 )
+                if record.spec.tags:
+                    conn.execute(
+                        insert(tuning_tags),
+                        [{"job_name": record.name, "key": t.key, "value": t.value} for t in record.spec.tags],
+                    )
         except IntegrityError:
             raise DockyardError(
                 f"hyper_parameter_tuning_job_name: '{record.name}' is taken — choose another name"
@@ -539,6 +555,13 @@ class JobStore:
         query = _listing(query, t, t.c.status, where, sort_by, ascending).offset(offset).limit(limit)
         with self.engine.connect() as conn:
             return [TuningRecord.model_validate_json(raw) for raw in conn.execute(query).scalars()]  # fmt: skip
+
+    def tuning_name_of(self, lowered: str) -> str | None:
+        """The tuning job whose name is `lowered` but for case (an ARN holds names in lower case)."""
+        t = tuning_jobs
+        with self.engine.connect() as conn:
+            found = conn.execute(select(t.c.name).where(func.lower(t.c.name) == lowered.lower())).first()
+        return str(found.name) if found else None
 
     def tuning(self, name: str) -> TuningRecord | None:
         with self.engine.connect() as conn:

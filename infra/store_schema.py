@@ -87,6 +87,14 @@ tuning_jobs = Table(
     Column("record", Text, nullable=False),  # the TuningRecord, as JSON
 )
 
+tuning_tags = Table(
+    "tuning_job_tags",
+    metadata,
+    Column("job_name", String(32), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
 leases = Table(
     "orchestrator_leases",
     metadata,

@@ -70,11 +70,14 @@ def trial_doc(spec: TuningJobSpec, number: int, values: dict[str, str]) -> dict[
     definition = dict(spec.training_job_definition)
     static = {str(k): v for k, v in (definition.pop("static_hyper_parameters", None) or {}).items()}
     definition.pop("hyperparameters", None)
-    return {
+    doc = {
         **definition,
         "training_job_name": trial_name(spec.hyper_parameter_tuning_job_name, number),
         "hyperparameters": {**static, **values},
     }
+    if spec.tags:  # as SageMaker does, the tuning job's tags go to each training job it launches
+        doc["tags"] = [t.model_dump() for t in spec.tags]
+    return doc
 
 
 def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:

@@ -28,6 +28,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from api.training import NOT_FOUND
 from dockyard.settings import Settings
 from tests.conftest import ROOT, base_image, free_port
 from tests.integration.helpers import store_of, unique
@@ -490,6 +491,18 @@ def test_the_sagemaker_sdk_tunes_and_boto3_lists_the_trials(api: Api, bucket: st
     assert len(trials) == 2 and trials[0]["TrainingJobName"] == result["best"]  # loss is minimized
     assert {t["TrainingJobStatus"] for t in trials} == {"Completed"}
     assert trials[0]["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == "loss"
+
+    arn = described["HyperParameterTuningJobArn"]
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "project", "Value": "branin"}]  # the tuner's
+    trial_tags = sm.list_tags(ResourceArn=sm.describe_training_job(TrainingJobName=result["best"])["TrainingJobArn"])
+    assert {"Key": "project", "Value": "branin"} in trial_tags["Tags"]  # passed on to each trial, as SageMaker does
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": "stage", "Value": "dev"}])
+    sm.delete_tags(ResourceArn=arn, TagKeys=["project"])
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "stage", "Value": "dev"}]
+    assert error_of(sm.list_tags, ResourceArn=arn.replace(tuning.lower(), "no-such-tuning")) == (
+        "ValidationException",
+        NOT_FOUND,
+    )
 
 
 @pytest.mark.usefixtures("test_images")

@@ -3,6 +3,8 @@ import json
 import pytest
 
 from dockyard.errors import JobSpecError
+from dockyard.secrets import MASK
+from dockyard.spec import Tag
 from dockyard.status import PrimaryStatus
 from dockyard.tuning import (
     CompletionCriteria,
@@ -21,11 +23,12 @@ from dockyard.tuning_record import (
     TrialSummary,
     TuningRecord,
     from_description,
+    shown_definition,
     tuning_record,
     warm_start_problems,
     warm_start_results,
 )
-from tasks.tuning import distributions, hyperparameters_of, params_of
+from tasks.tuning import distributions, hyperparameters_of, params_of, trial_doc
 
 
 def spec(
@@ -173,3 +176,13 @@ def test_hyperparameter_strings_map_back_to_the_search_space() -> None:
     assert params_of(hyperparameters_of(params, ranges), space, ranges) == pytest.approx(params)
     assert params_of({"n": "2000", "m": "0.9", "k": "y"}, space, ranges) is None  # outside the new range
     assert params_of({"n": "3", "k": "y"}, space, ranges) is None  # m was static in the parent
+
+
+def test_each_trial_carries_the_tuning_jobs_tags_and_its_secrets_show_masked() -> None:
+    tuning = spec({"static_hyper_parameters": {"api_key": "k-123456", "c": "1"}}).model_copy(
+        update={"tags": [Tag(key="project", value="x")]}
+    )
+    assert trial_doc(tuning, 3, {"a": "1"})["tags"] == [{"key": "project", "value": "x"}]
+    assert "tags" not in trial_doc(spec(), 3, {"a": "1"})
+    shown = shown_definition(tuning.training_job_definition)
+    assert shown["static_hyper_parameters"] == {"api_key": MASK, "c": "1"}

@@ -62,6 +62,7 @@ elif args["scenario"] == "tune":
         metric_definitions=[{"Name": "loss", "Regex": "loss=([0-9.]+)"}],
         max_jobs=2,
         max_parallel_jobs=2,
+        tags=[{"Key": "project", "Value": "branin"}],
     )
     tuner.fit(wait=True)
     result["best"] = tuner.best_training_job()
