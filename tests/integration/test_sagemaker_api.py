@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from api.training import NOT_FOUND
+from dockyard import secrets
 from dockyard.settings import Settings
 from tests.conftest import ROOT, base_image, free_port
 from tests.integration.helpers import store_of, unique
@@ -181,7 +183,8 @@ def error_of(call: Any, **kwargs: Any) -> tuple[str, str]:
 @pytest.mark.usefixtures("test_images")
 def test_boto3_and_the_aws_cli_run_watch_and_tag_a_job(api: Api, bucket: str, s3_endpoint: str) -> None:
     sm, name = api.client(), unique("api-job")
-    create_job(api, bucket, name, mode="sleep", seconds="2")
+    token = f"hf-{uuid.uuid4().hex}"
+    create_job(api, bucket, name, mode="sleep", seconds="2", hf_token=token)
     first = sm.describe_training_job(TrainingJobName=name)
     assert first["TrainingJobStatus"] == "InProgress"
     assert first["SecondaryStatusTransitions"][-1]["StatusMessage"]  # the SDK indexes it from the first poll
@@ -191,6 +194,8 @@ def test_boto3_and_the_aws_cli_run_watch_and_tag_a_job(api: Api, bucket: str, s3
     assert done["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{bucket}/output/{name}/output/model.tar.gz"
     assert done["OutputDataConfig"]["KmsKeyId"] == ""
     assert done["DebugHookConfig"]["S3OutputPath"] == f"s3://{bucket}/debug"  # accepted and echoed
+    assert secrets.block_of(done["HyperParameters"]["hf_token"]) is not None  # kept in a Secret block
+    assert token not in json.dumps(done, default=str)
     assert isinstance(done["CreationTime"], datetime) and done["TrainingTimeInSeconds"] >= 1
     assert [t["Status"] for t in done["SecondaryStatusTransitions"]][-2:] == ["Uploading", "Completed"]
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
