@@ -17,10 +17,16 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+_USING: list[str] = []  # the home this process already pointed Prefect at
+
+
 def use_prefect(home: str) -> None:
     """Point every Prefect client in this process (threads and exit-time
     flushes included) at one API, never an ephemeral one; and let SIGTERM stop
-    the work gracefully, as Ctrl-C does."""
+    the work gracefully, as Ctrl-C does. Once per process."""
+    if home in _USING:
+        return
+    _USING.append(home)
     own = not os.environ.get("PREFECT_API_URL")
     url = prefect_api.ensure_api(home, say)
     os.environ["PREFECT_API_URL"] = url

@@ -11,6 +11,7 @@ from typing import Any
 
 from cli.render import EXIT_CODES, say, spec_problems, summary
 from cli.session import skip_final_collection, use_prefect
+from dockyard import secrets
 from dockyard.errors import DockyardError, JobSpecError
 from dockyard.loading import looks_like_sagemaker_request
 from dockyard.record import describe
@@ -40,6 +41,8 @@ def run_training(argv: list[str]) -> int:
         doc = read_job_file(args.job_file)
         if args.name:
             doc["TrainingJobName" if looks_like_sagemaker_request(doc) else "training_job_name"] = args.name
+        if secrets.mentioned(doc):  # they live in Prefect's Secret blocks: the API first
+            use_prefect(str(settings.home))
         spec, resumed = check_spec(doc, settings)
     except JobSpecError as exc:
         return spec_problems(f"the job spec ({args.job_file})", exc)

@@ -9,6 +9,7 @@ import sys
 
 from cli.render import EXIT_CODES, say, spec_problems, tuning_summary
 from cli.session import skip_final_collection, use_prefect
+from dockyard import secrets
 from dockyard.errors import JobSpecError
 from dockyard.settings import Settings
 from flows.tune import tune
@@ -24,6 +25,8 @@ def run_tuning(argv: list[str]) -> int:
     settings = Settings.from_env(os.environ)
     try:
         doc = read_job_file(args.tuning_file)
+        if secrets.mentioned(doc.get("training_job_definition") or doc.get("TrainingJobDefinition") or {}):
+            use_prefect(str(settings.home))  # they live in Prefect's Secret blocks: the API first
         spec = check_tuning_doc(doc, settings)
     except JobSpecError as exc:
         return spec_problems(f"the tuning spec ({args.tuning_file})", exc)

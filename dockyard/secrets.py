@@ -2,10 +2,12 @@
 how a spec names a Prefect Secret block instead of holding a value.
 
 A name says secret when one of its words (split at `_`, `-`, `.`, and between
-camelCase) is password, passwd, token, secret, key, apikey, credential or
-credentials: `api_key`, `DB_PASSWORD`, `hfToken`; not `max_tokens` or
-`keyword`. A value may be a reference to a Prefect Secret block, in Prefect's
-own template syntax:
+camelCase) is password, passwd, passphrase, secret, credential(s) or apikey,
+or when its last word is token or key, but for a tokenizer's tokens and
+keys of data (`pad_token`, `sort_key`): `api_key`, `DB_PASSWORD`, `HF_TOKEN`,
+`hfToken` are secrets; `max_tokens`, `eos_token_id`, `keyword` are not. A
+value may be a reference to a Prefect Secret block, in Prefect's own template
+syntax:
 
     hyperparameters:
       wandb_api_key: "{{ prefect.blocks.secret.wandb-api-key }}"
@@ -21,20 +23,44 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dockyard.spec import TrainingJobSpec
 
-SECRET_WORDS = frozenset({"password", "passwd", "token", "secret", "key", "apikey", "credential", "credentials"})
+SECRET_WORDS = frozenset({"password", "passwd", "passphrase", "secret", "credential", "credentials", "apikey"})
+# `token` and `key` say secret as a name's last word (HF_TOKEN, api_key, OPENAI_API_KEY), not
+# after these (a tokenizer's pad_token, a sort_key) nor before another (eos_token_id, key_size)
+NOT_SECRET_BEFORE = {
+    "token": frozenset({"pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "start", "end", "stop"}),
+    "key": frozenset({"sort", "label", "partition", "group", "join", "primary", "foreign", "dict", "hash", "metric"}),
+}
 MASK = "********"
 REFERENCE = re.compile(r"^\{\{\s*prefect\.blocks\.secret\.(?P<block>[a-z0-9][a-z0-9-]*)\s*\}\}$")
 _WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+_MAP_NAMES = ("hyperparameters", "HyperParameters", "static_hyper_parameters", "StaticHyperParameters", "environment",
+              "Environment")  # fmt: skip
 KINDS = ("hyperparameters", "environment")  # the spec's maps whose entries may be secrets
 
 
 def is_secret_name(name: str) -> bool:
-    return any(word.lower() in SECRET_WORDS for word in _WORDS.findall(name))
+    words = [w.lower() for w in _WORDS.findall(name)]
+    if any(w in SECRET_WORDS for w in words):
+        return True
+    if len(words) >= 1 and words[-1] in NOT_SECRET_BEFORE:
+        return len(words) == 1 or words[-2] not in NOT_SECRET_BEFORE[words[-1]]
+    return False
+
+
+def mentioned(doc: dict[str, Any]) -> bool:
+    """Whether a job document (spec or request, either naming) has a secret-named entry or a reference."""
+    for field in _MAP_NAMES:
+        entries = doc.get(field)
+        if isinstance(entries, dict) and any(
+            is_secret_name(str(k)) or block_of(str(v)) is not None for k, v in entries.items()
+        ):
+            return True
+    return False
 
 
 def block_of(value: str) -> str | None:
@@ -47,11 +73,11 @@ def reference(block: str) -> str:
     return f"{{{{ prefect.blocks.secret.{block} }}}}"
 
 
-def block_name(job: str, kind: str, key: str) -> str:
-    """The block dockyard keeps a job's literal secret in: lowercase letters, digits and
-    dashes (Prefect's rule for block names), unique per job, map and key."""
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{job}-{key}".lower()).strip("-")[:60].rstrip("-")
-    digest = hashlib.sha256(f"{job}\0{kind}\0{key}".encode()).hexdigest()[:8]
+def block_name(owner: str, kind: str, key: str, resource: str = "training-job") -> str:
+    """The block dockyard keeps a literal secret in: lowercase letters, digits and dashes
+    (Prefect's rule for block names), unique per resource (a training or tuning job), map and key."""
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{owner}-{key}".lower()).strip("-")[:60].rstrip("-")
+    digest = hashlib.sha256(f"{resource}\0{owner}\0{kind}\0{key}".encode()).hexdigest()[:8]
     return f"dockyard-{slug}-{digest}"
 
 
@@ -59,7 +85,9 @@ def is_literal_secret(key: str, value: str) -> bool:
     return is_secret_name(key) and block_of(value) is None
 
 
-def referenced(owner: str, maps: dict[str, dict[str, str]]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+def referenced(
+    owner: str, maps: dict[str, dict[str, str]], resource: str = "training-job"
+) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """The maps that hold literal secrets, each such literal replaced by a reference to the
     block dockyard keeps it in (named for `owner`, the map and the key), and those blocks' values."""
     changed: dict[str, dict[str, str]] = {}
@@ -70,7 +98,7 @@ def referenced(owner: str, maps: dict[str, dict[str, str]]) -> tuple[dict[str, d
         changed[kind] = {}
         for key, value in entries.items():
             if is_literal_secret(key, str(value)):
-                block = block_name(owner, kind, key)
+                block = block_name(owner, kind, key, resource)
                 literals[block] = str(value)
                 value = reference(block)
             changed[kind][key] = value

@@ -374,7 +374,7 @@ def tuning_as_references(spec: TuningJobSpec) -> tuple[TuningJobSpec, dict[str, 
     environment, in blocks named for the tuning job that all its trials reference."""
     definition = spec.training_job_definition
     maps = {kind: definition[key] for kind, key in _SECRET_MAPS.items() if isinstance(definition.get(key), dict)}
-    changed, literals = secrets.referenced(spec.hyper_parameter_tuning_job_name, maps)
+    changed, literals = secrets.referenced(spec.hyper_parameter_tuning_job_name, maps, "hyper-parameter-tuning-job")
     if not changed:
         return spec, literals
     definition = {**definition, **{_SECRET_MAPS[kind]: entries for kind, entries in changed.items()}}

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from dockyard.errors import FieldProblem
-from dockyard.secrets import masked
+from dockyard.secrets import block_of, is_secret_name, masked
 from dockyard.status import PrimaryStatus
 from dockyard.tuning import TuningJobSpec, WarmStartType
 
@@ -161,7 +161,13 @@ def tuning_record(
 
 
 def _same(parent: dict[str, Any], child: dict[str, Any], key: str) -> bool:
+    if key == "static_hyper_parameters":  # a secret (each job's own block) is no part of the algorithm
+        return _without_secrets(parent.get(key)) == _without_secrets(child.get(key))
     return parent.get(key) == child.get(key)
+
+
+def _without_secrets(entries: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (entries or {}).items() if not (is_secret_name(k) or block_of(str(v)) is not None)}
 
 
 def warm_start_problems(spec: TuningJobSpec, parents: dict[str, TuningRecord | None]) -> list[FieldProblem]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import cast
 
-from dockyard import secrets
+from dockyard import script_mode, secrets
 from dockyard.errors import DockyardError, FieldProblem
 from dockyard.spec import TrainingJobSpec
 
@@ -78,10 +78,10 @@ def values(spec: TrainingJobSpec) -> frozenset[str]:
         DockyardError: a referenced block is gone.
     """
     plain = resolved(spec)
-    found = {
-        getattr(plain, kind)[key]
-        for kind in secrets.KINDS
-        for key, value in getattr(spec, kind).items()
-        if secrets.is_secret_name(key) or secrets.block_of(value) is not None
-    }
+    found = set()
+    for kind in secrets.KINDS:
+        for key, value in getattr(spec, kind).items():
+            if secrets.is_secret_name(key) or secrets.block_of(value) is not None:
+                found.add(getattr(plain, kind)[key])
+                found.add(str(script_mode.decoded(getattr(plain, kind)[key])))  # the SDK's JSON-encoded strings
     return frozenset(v for v in found if len(v) >= 4)  # masking shorter strings would mangle ordinary text

@@ -57,6 +57,9 @@ def summary_markdown(record: JobRecord) -> str:
     return "\n".join(lines)
 
 
+_PUBLISHED: set[str] = set()  # the jobs this process has published
+
+
 @task(name="finalize", cache_policy=NONE, **task_retry_options())
 def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratch_root: str | None) -> JobRecord:
     """Publish the finished job, record the final status the flow decided, write job.json, tear down;
@@ -79,8 +82,11 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
                 "final_metrics": final_metrics(values),
                 "attempts": record.ended_attempt(at).attempts,
             }
-            # Catalogued before the job store says the job ended, so whoever sees it ended finds it by Search.
-            publish(record.model_copy(update=fields).moved(step, message, at), settings)
+            # Catalogued before the job store says the job ended, so whoever sees it ended finds it by
+            # Search; once, should this task be retried (a model version is registered each time).
+            if name not in _PUBLISHED:
+                publish(record.model_copy(update=fields).moved(step, message, at), settings)
+                _PUBLISHED.add(name)
             record = move(settings, name, record.secondary, step, message, **fields)
         storage.write_text(
             storage.join(output_prefix(spec), "job.json"),

@@ -191,12 +191,12 @@ class _Follower(threading.Thread):
         if buffer:
             self.line(buffer.decode(errors="replace"))
 
-    def line(self, text: str) -> None:
-        text = mask_text(text, self.hidden)
+    def line(self, raw: str) -> None:
+        text = mask_text(raw, self.hidden)
         self.last_lines.append(text)
         self.logger.info(f"[{self.host}] {text}")
         job_log.append(self.home, self.job, f"[{self.host}] {text}")
-        values = scrape(text, self.definitions)
+        values = scrape(raw, self.definitions)  # a metric's value is read as printed
         if values:
             at = now()
             try:

@@ -89,7 +89,14 @@ def read_job_file(path: str) -> dict[str, Any]:
 
 
 def _same_job(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
-    return a.model_dump(exclude={"training_job_name"}) == b.model_dump(exclude={"training_job_name"})
+    """The same spec but for the name; a secret is the same as the reference to it that a job named
+    as `a` keeps (so a spec file with literals matches the job it made, and a rotated value too)."""
+
+    def shown(spec: TrainingJobSpec) -> dict[str, Any]:
+        named = spec.model_copy(update={"training_job_name": a.training_job_name})
+        return secrets.as_references(named)[0].model_dump(exclude={"training_job_name"})
+
+    return shown(a) == shown(b)
 
 
 def check_runnable(spec: TrainingJobSpec, settings: Settings, pending_secrets: Collection[str] = ()) -> None:
@@ -165,8 +172,8 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
                 f"training_job_name: '{spec.training_job_name}' names an unfinished job with a different spec — "
                 "rerun it with its own spec to finish it, or choose another name"
             )
-    secret_blocks.save(literals)
     hold(settings, spec.training_job_name)
+    secret_blocks.save(literals)  # held: no live orchestrator's job reads these blocks now
     # A queued job still at Starting has not begun: its first run is no pick-up.
     return spec, old is not None and not (old.queued and old.status.secondary is SecondaryStatus.STARTING)
 

@@ -14,13 +14,16 @@ NOW = datetime(2026, 11, 30, tzinfo=UTC)
 
 @pytest.mark.parametrize(
     "name",
-    ["api_key", "DB_PASSWORD", "hfToken", "AWS_SECRET_ACCESS_KEY", "APIKey", "openai.api-key", "credentials_file"],
+    ["api_key", "DB_PASSWORD", "hfToken", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "APIKey", "openai.api-key", "token"],
 )
 def test_names_that_say_secret(name: str) -> None:
     assert secrets.is_secret_name(name)
 
 
-@pytest.mark.parametrize("name", ["max_tokens", "keyword", "monkey", "learning_rate", "num_keys", "secretary"])
+@pytest.mark.parametrize(
+    "name",
+    ["max_tokens", "keyword", "monkey", "learning_rate", "num_keys", "secretary", "sort_key", "pad_token", "key_size"],
+)
 def test_names_that_do_not(name: str) -> None:
     assert not secrets.is_secret_name(name)
 
@@ -103,3 +106,19 @@ def test_masking_text_hides_every_value_longest_first() -> None:
         f"token={secrets.MASK} and {secrets.MASK}"
     )
     assert secrets.mask_text("nothing here", frozenset()) == "nothing here"
+
+
+def test_a_document_mentions_secrets_by_name_or_reference_in_either_naming() -> None:
+    assert secrets.mentioned({"hyperparameters": {"api_key": "x"}})
+    assert secrets.mentioned({"Environment": {"MODE": secrets.reference("b")}})
+    assert secrets.mentioned({"StaticHyperParameters": {"HF_TOKEN": "x"}})
+    assert not secrets.mentioned({"hyperparameters": {"epochs": "3"}, "environment": "not a map"})
+
+
+def test_a_spec_with_literals_is_the_same_job_as_the_one_it_made() -> None:
+    from tasks.validate import _same_job
+
+    made = secrets.as_references(build_job(job(hyperparameters={"api_key": "k-1"}), home="/h", now=NOW))[0]
+    again = build_job(job(hyperparameters={"api_key": "k-1"}), home="/h", now=NOW)
+    other = build_job(job(hyperparameters={"api_key": "k-1", "epochs": "2"}), home="/h", now=NOW)
+    assert _same_job(made, again) and not _same_job(made, other)
