@@ -10,9 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import random
 import re
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,7 +27,7 @@ from dockyard.wire import pascal
 from infra import prefect_api
 from infra import secrets as secret_blocks
 from infra.job_store import JobFilter, JobStore, now
-from infra.retry import is_transient
+from infra.retry import with_backoff
 from tasks.validate import check_runnable, create_record
 
 NOT_FOUND = "Requested resource not found."  # what SageMaker answers for an unknown name
@@ -94,23 +92,18 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {"TrainingJobArn": job_arn(name)}
 
 
-SUBMIT_ATTEMPTS = 5  # Prefect busy (a local server's SQLite under load answers 503): back off, then give up
+SUBMIT_PATIENCE = 8.0  # Prefect busy (a local server's SQLite under load answers 503): back off, then give up
 
 
 def submit(flow_name: str, pool: str, parameters: dict[str, Any], name: str, tags: list[str]) -> str:
     """A flow run of the flow's deployment on `pool`, retried with backoff while Prefect is busy.
 
     Raises:
-        Exception: Prefect's own error once the attempts are spent, or at once when retrying cannot help.
+        Exception: Prefect's own error once the patience is spent, or at once when retrying cannot help.
     """
-    for attempt in range(SUBMIT_ATTEMPTS):
-        try:
-            return prefect_api.submit(flow_name, pool, parameters, name, tags)
-        except Exception as exc:
-            if attempt == SUBMIT_ATTEMPTS - 1 or not is_transient(exc):
-                raise
-            time.sleep(min(8.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
-    raise AssertionError("unreachable")
+    return with_backoff(
+        lambda: prefect_api.submit(flow_name, pool, parameters, name, tags), SUBMIT_PATIENCE, first_delay=0.5
+    )
 
 
 def describe_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

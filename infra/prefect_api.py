@@ -282,24 +282,19 @@ def ensure_deployments(work_pool: str, report: Callable[[str], None], patience: 
     Raises:
         InfraError: the API kept failing, or failed in a way retrying cannot fix.
     """
-    from infra.retry import is_transient
+    from infra.retry import with_backoff
 
-    deadline = time.monotonic() + patience
-    delay = 2.0
-    while True:
-        try:
-            _create_deployments(work_pool)
-            return
-        except Exception as exc:  # classified just below
-            if not is_transient(exc) or time.monotonic() + delay > deadline:
-                raise InfraError(
-                    f"Prefect API: could not create the work pool '{work_pool}' and its deployments "
-                    f"({type(exc).__name__}: {exc}); check the server (`dockyard server status`, its log) "
-                    "and start again"
-                ) from exc
-            report(f"Prefect API busy ({type(exc).__name__}); creating the deployments again in {delay:.0f} s")
-            time.sleep(delay)
-            delay = min(delay * 2, 16.0)
+    def busy(exc: BaseException, delay: float) -> None:
+        report(f"Prefect API busy ({type(exc).__name__}); creating the deployments again in {delay:.0f} s")
+
+    try:
+        with_backoff(lambda: _create_deployments(work_pool), patience, first_delay=2.0, on_retry=busy)
+    except Exception as exc:  # the server's own error, once retrying is over or cannot help
+        raise InfraError(
+            f"Prefect API: could not create the work pool '{work_pool}' and its deployments "
+            f"({type(exc).__name__}: {exc}); check the server (`dockyard server status`, its log) "
+            "and start again"
+        ) from exc
 
 
 def _create_deployments(work_pool: str) -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -19,6 +22,7 @@ from dockyard.settings import Settings
 from infra import job_log
 
 log = logging.getLogger("dockyard.retry")
+T = TypeVar("T")
 
 _TRANSIENT_CODES = {
     "Throttling",
@@ -124,3 +128,31 @@ def task_retry_options() -> dict[str, Any]:
         "retry_jitter_factor": RETRY_JITTER,
         "retry_condition_fn": retry_if_transient,
     }
+
+
+def with_backoff(
+    call: Callable[[], T],
+    patience: float,
+    first_delay: float,
+    on_retry: Callable[[BaseException, float], None] = lambda _exc, _delay: None,
+) -> T:
+    """`call()`, called again after each transient error (see is_transient) with
+    exponential backoff (`first_delay`, doubled up to 16 s, stretched by up to -50 %
+    jitter) for as long as `patience` seconds allow; `on_retry(error, delay)` before
+    each wait.
+
+    Raises:
+        Exception: the call's error, at once when retrying cannot help, else the last one.
+    """
+    deadline = time.monotonic() + patience
+    delay = first_delay
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            wait = delay * random.uniform(1 - RETRY_JITTER, 1.0)
+            if not is_transient(exc) or time.monotonic() + wait > deadline:
+                raise
+            on_retry(exc, wait)
+            time.sleep(wait)
+            delay = min(delay * 2, 16.0)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from dockyard.errors import InfraError
-from infra import prefect_api
+from infra import prefect_api, retry
 
 
 def _status_error(code: int) -> httpx.HTTPStatusError:
@@ -25,7 +25,7 @@ def test_a_busy_server_is_retried_until_the_deployments_exist(monkeypatch: pytes
             raise failures.pop(0)
 
     monkeypatch.setattr(prefect_api, "_create_deployments", create)
-    monkeypatch.setattr(prefect_api.time, "sleep", lambda _: None)
+    monkeypatch.setattr(retry.time, "sleep", lambda _: None)
     said: list[str] = []
     prefect_api.ensure_deployments("dockyard", said.append)
     assert not failures
