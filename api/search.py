@@ -3,9 +3,9 @@
 Filter names map to what the catalog keeps of a job: TrainingJobName and
 TrainingJobStatus, Metrics.NAME (the final value), HyperParameters.NAME,
 Tags.KEY, and a few ResourceConfig / AlgorithmSpecification fields. Filters
-and SubExpressions join with And (the catalog's queries have no Or). The
-catalog answers a page's job names in one query (infra/catalog_query.py); each
-result is then the job's whole record from the job store, as SageMaker answers
+and SubExpressions join with the expression's Operator, And or Or. The
+catalog answers a page's job names in one query per alternative
+(infra/catalog_query.py); each result is then the job's whole record from the job store, as SageMaker answers
 it, the page's records read together.
 """
 
@@ -76,27 +76,42 @@ def _clause(f: dict[str, Any]) -> Clause:
     return Clause(kind, key, op, f"'%{value}%'" if op == "LIKE" else f"'{value}'")
 
 
-def clauses_of(expression: dict[str, Any]) -> list[Clause]:
-    """A SearchExpression as catalog clauses, all joined by And.
+MAX_ALTERNATIVES = 20  # And over Or multiplies: past this many, the expression is refused
+
+
+def alternatives_of(expression: dict[str, Any]) -> list[list[Clause]]:
+    """A SearchExpression as alternatives (an Or) of catalog clauses (each an And).
+
+    Filters and SubExpressions join with the expression's Operator, And by default.
 
     Raises:
-        ApiError: ValidationException for Or, NestedFilters, or a field or operator not searchable here.
+        ApiError: ValidationException for NestedFilters, a field or operator not searchable
+        here, or an expression of more than MAX_ALTERNATIVES alternatives.
     """
-    parts = [*expression.get("Filters", []), *expression.get("SubExpressions", [])]
-    if expression.get("Operator", "And") == "Or" and len(parts) > 1:
-        raise validation("SearchExpression Operator Or is not supported here — search once per alternative")
     if expression.get("NestedFilters"):
         raise validation("SearchExpression NestedFilters are not supported here — use Filters")
-    found = [_clause(f) for f in expression.get("Filters", [])]
-    for sub in expression.get("SubExpressions", []):
-        found += clauses_of(sub)
+    parts = [[[_clause(f)]] for f in expression.get("Filters", [])]
+    parts += [alternatives_of(sub) for sub in expression.get("SubExpressions", [])]
+    if expression.get("Operator", "And") == "Or" and parts:
+        found = [alternative for part in parts for alternative in part]
+    else:
+        found = [[]]
+        for part in parts:
+            found = [mine + theirs for mine in found for theirs in part]
+            if len(found) > MAX_ALTERNATIVES:
+                break
+    if len(found) > MAX_ALTERNATIVES:
+        raise validation(
+            f"SearchExpression: its Ands over Ors make more than {MAX_ALTERNATIVES} alternatives — "
+            "search in parts, or write the expression with fewer Ors"
+        )
     return found
 
 
 def search(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     if params["Resource"] != "TrainingJob":
         raise validation(f"Search Resource '{params['Resource']}' is not searchable here — use TrainingJob")
-    clauses = clauses_of(params.get("SearchExpression", {}))
+    alternatives = alternatives_of(params.get("SearchExpression", {}))
     sort_by = params.get("SortBy", "CreationTime")
     if sort_by.startswith("Metrics."):
         order_key = f"metrics.`{sort_by.removeprefix('Metrics.')}`"
@@ -107,7 +122,12 @@ def search(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     order = [f"{order_key} {'ASC' if params.get('SortOrder') == 'Ascending' else 'DESC'}"]
     query = {k: v for k, v in params.items() if k not in ("NextToken", "MaxResults")}
     offset, limit = page_offset(params.get("NextToken"), query), int(params.get("MaxResults", 10))
-    names = catalog_query.job_names(ctx.settings.catalog_uri(), clauses, order, offset + limit + 1, "training-job")
+    try:
+        names = catalog_query.job_names_any(
+            ctx.settings.catalog_uri(), alternatives, order, offset + limit + 1, "training-job"
+        )
+    except ValueError as exc:
+        raise validation(f"SearchExpression: {exc}") from None
     page = names[offset : offset + limit]
     # The page's records and tags in two reads, not a Describe per job.
     records, tags = ctx.store.find_many(page), ctx.store.tags_of(page)

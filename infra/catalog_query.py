@@ -44,6 +44,38 @@ _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
 
+MAX_AMONG = 30_000  # names one query may be restricted to (SQLite takes 32,766 bound values)
+
+
+def job_names_any(
+    uri: str, alternatives: list[list[Clause]], order_by: list[str], max_results: int, kind: str
+) -> list[str]:
+    """`job_names` for jobs matching every clause of at least one alternative (an Or of Ands).
+
+    The first `max_results` of the union are among the first `max_results` of each
+    alternative: those, then ordered together in one more query.
+
+    Raises:
+        ValueError: several alternatives where the catalog is not a database this module queries.
+        MlflowException: a clause or order MLflow refuses (on the API path).
+    """
+    if len(alternatives) == 1:
+        return job_names(uri, alternatives[0], order_by, max_results, kind)
+    if not _served(uri):
+        raise ValueError("Or needs the catalog in a database dockyard queries (SQLite or PostgreSQL)")
+    found: set[str] = set()
+    for clauses in alternatives:
+        found.update(job_names(uri, clauses, order_by, max_results, kind))
+    if not found:
+        return []
+    if len(found) > MAX_AMONG:
+        raise ValueError(f"Or over {len(found)} jobs: page with fewer results (MaxResults) or narrower filters")
+    query = _build((), tuple(order_by), kind, tuple(sorted(found)))
+    assert query is not None  # no clause to leave to MLflow, and the orders were served for each alternative
+    with _engine(uri).connect() as conn:
+        return [row.name for row in conn.execute(query[0].limit(max_results))]
+
+
 def job_names(uri: str, clauses: list[Clause], order_by: list[str], max_results: int, kind: str) -> list[str]:
     """The names of the first `max_results` training (or tuning) jobs matching every clause, in
     `order_by`'s order (MLflow's order strings), as catalog.find_jobs finds them.
@@ -100,10 +132,19 @@ class _Unserved(Exception):
 def _query(
     clauses: tuple[Clause, ...], order_by: tuple[str, ...], kind: str
 ) -> tuple[Select[Any], list[Clause]] | None:
-    """The query of (name, the value of each clause checked here), or None where MLflow's API must answer."""
+    return _build(clauses, order_by, kind, ())
+
+
+def _build(
+    clauses: tuple[Clause, ...], order_by: tuple[str, ...], kind: str, among: tuple[str, ...]
+) -> tuple[Select[Any], list[Clause]] | None:
+    """The query of (name, the value of each clause checked here), only of the jobs named in
+    `among` when it names any; or None where MLflow's API must answer."""
     checked_here = [c for c in clauses if not c.pushed_down()]
     try:
         query = _Query()
+        if among:
+            query.where.append(query.name.c.value.in_(among))
         for c in [*(c for c in clauses if c.pushed_down()), Clause("tags", catalog.KIND_TAG, "=", f"'{kind}'")]:
             query.filter(c)
         values = [query.value_of(c) for c in checked_here]

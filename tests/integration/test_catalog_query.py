@@ -120,6 +120,22 @@ def test_one_query_finds_what_mlflow_finds_in_the_same_order(catalog_uri: str, t
                                    "training-job") == ["q-f", "q-e", "q-a"]  # LIKE is case-sensitive  # fmt: skip
 
 
+def test_an_or_finds_the_union_of_its_alternatives_in_the_one_order(catalog_uri: str, tmp_path: Path) -> None:
+    catalogued(catalog_uri, tmp_path)
+    for first, second in zip(CLAUSES, CLAUSES[1:] + CLAUSES[:1], strict=True):
+        for order in ORDERS:
+            everything = catalog_query.job_names(catalog_uri, [], order, 50, "training-job")
+            matching = {
+                *catalog_query.job_names(catalog_uri, first, order, 50, "training-job"),
+                *catalog_query.job_names(catalog_uri, second, order, 50, "training-job"),
+            }
+            for most in (2, 50):
+                either = catalog_query.job_names_any(catalog_uri, [first, second], order, most, "training-job")
+                assert either == [n for n in everything if n in matching][:most], (first, second, order, most)
+    with pytest.raises(ValueError, match="Or needs the catalog in a database"):
+        catalog_query.job_names_any("http://tracking:5000", [CLAUSES[1], CLAUSES[2]], [], 5, "training-job")
+
+
 def test_search_pages_whole_records_with_their_tags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     monkeypatch.setenv("DOCKYARD_HOME", str(home))
@@ -147,6 +163,11 @@ def test_search_pages_whole_records_with_their_tags(tmp_path: Path, monkeypatch:
         described = describe_training_job(ctx, {"TrainingJobName": name})
         assert {**job, "Tags": None} == {**described, "Tags": None}
     assert {"Key": "stage", "Value": "prod"} in first["Results"][1]["TrainingJob"]["Tags"]
+    capital = {"Name": "Tags.team", "Value": "Vision"}
+    high_auc = {"Name": "Metrics.auc", "Operator": "GreaterThan", "Value": "0.9"}
+    either = {"Resource": "TrainingJob", "SearchExpression": {"Operator": "Or", "Filters": [capital, high_auc]}}
+    found = search(ctx, {**either, "SortBy": "Name", "SortOrder": "Ascending"})
+    assert [r["TrainingJob"]["TrainingJobName"] for r in found["Results"]] == ["q-b", "q-d"]
     by_loss = search(ctx, {"Resource": "TrainingJob", "SortBy": "Metrics.loss", "SortOrder": "Ascending"})
     assert [r["TrainingJob"]["TrainingJobName"] for r in by_loss["Results"]] == [
         "q-d",

@@ -111,9 +111,9 @@ def test_output_is_cut_to_the_shape_with_epoch_timestamps() -> None:
 
 
 def test_search_expressions_become_catalog_clauses_or_name_what_is_not_searchable() -> None:
-    from api.search import clauses_of
+    from api.search import MAX_ALTERNATIVES, alternatives_of
 
-    clauses = clauses_of(
+    [clauses] = alternatives_of(
         {
             "Filters": [
                 {"Name": "Metrics.validation:auc", "Operator": "GreaterThan", "Value": "0.9"},
@@ -129,10 +129,18 @@ def test_search_expressions_become_catalog_clauses_or_name_what_is_not_searchabl
         "tags.`tag.team` IS NOT NULL",
         "params.`eta` < '0.3'",
     ]
+    a, b, c = ({"Name": "TrainingJobName", "Value": v} for v in "abc")
+    either = {"Operator": "Or", "Filters": [a, b]}
+    assert [[x.value for x in alt] for alt in alternatives_of(either)] == [["'a'"], ["'b'"]]
+    both = alternatives_of({"Filters": [c], "SubExpressions": [either]})  # c and (a or b)
+    assert [[x.value for x in alt] for alt in both] == [["'c'", "'a'"], ["'c'", "'b'"]]
+    assert alternatives_of({}) == [[]]
+    too_many = {"SubExpressions": [{"Operator": "Or", "Filters": [a, b, c]}] * 3}  # 27 alternatives
     for bad, named in (
         ({"Filters": [{"Name": "Color", "Value": "x"}]}, "'Color'"),
         ({"Filters": [{"Name": "Metrics.a", "Value": "x"}]}, "number"),
-        ({"Operator": "Or", "Filters": [{"Name": "TrainingJobName", "Value": "a"}] * 2}, "Or"),
+        ({"NestedFilters": [{"NestedPropertyName": "x", "Filters": [a]}]}, "NestedFilters"),
+        (too_many, f"more than {MAX_ALTERNATIVES} alternatives"),
     ):
         with pytest.raises(ApiError, match=named):
-            clauses_of(bad)
+            alternatives_of(bad)
