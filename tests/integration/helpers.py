@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -69,14 +70,25 @@ def start_cli(job: dict[str, Any], folder: Path, env: dict[str, str] | None = No
     """`python -m flows.train job.yaml --json` in the background."""
     path = folder / f"{job['training_job_name']}.yaml"
     path.write_text(yaml.safe_dump(job))
+    return start_module("flows.train", path, env)
+
+
+def start_module(module: str, path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`python -m MODULE PATH --json` in the background, Ctrl-C (SIGINT) reaching it as at a
+    terminal even when the tests themselves were started in the background, which ignores it."""
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.train", str(path), "--json"],
+        [sys.executable, "-m", module, str(path), "--json"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env or os.environ.copy(),
+        preexec_fn=_sigint_as_at_a_terminal,
     )
+
+
+def _sigint_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(module: str, path: Path) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.helpers import ROOT, record_of, run_cli, run_job, store_of, wait_for_status
+from tests.integration.helpers import ROOT, record_of, run_cli, run_job, start_module, store_of, wait_for_status
 
 pytestmark = pytest.mark.integration
 
@@ -358,14 +358,7 @@ def test_stopping_a_tuning_job_stops_every_running_trial_gracefully(
     doc["hyper_parameter_tuning_job_config"]["resource_limits"]["max_parallel_training_jobs"] = 2
     path = tmp_path / "tuning.yaml"
     path.write_text(yaml.safe_dump(doc))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flows.tune", str(path), "--json"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
+    process = start_module("flows.tune", path)
     name = doc["hyper_parameter_tuning_job_name"]
     for trial in (f"{name}-001", f"{name}-002"):
         wait_for_status(home, trial, "Training")
