@@ -20,7 +20,9 @@ containers get the value.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -64,9 +66,20 @@ def mentioned(doc: dict[str, Any]) -> bool:
 
 
 def block_of(value: str) -> str | None:
-    """The Secret block a value references, or None for a literal."""
-    found = REFERENCE.match(value.strip())
+    """The Secret block a value references (as written, or JSON-encoded as the SageMaker SDK
+    sends strings), or None for a literal."""
+    found = REFERENCE.match(_json_string(value.strip()))
     return found["block"] if found else None
+
+
+def _json_string(value: str) -> str:
+    """A JSON-encoded string's text ('"x"' -> 'x'); anything else as it is."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        with contextlib.suppress(ValueError):
+            decoded = json.loads(value)
+            if isinstance(decoded, str):
+                return decoded
+    return value
 
 
 def reference(block: str) -> str:
@@ -100,7 +113,8 @@ def referenced(
             if is_literal_secret(key, str(value)):
                 block = block_name(owner, kind, key, resource)
                 literals[block] = str(value)
-                value = reference(block)
+                # JSON-encoded stays JSON-encoded: the SDK's attach() decodes each value it reads back
+                value = json.dumps(reference(block)) if _json_string(str(value)) != value else reference(block)
             changed[kind][key] = value
     return changed, literals
 

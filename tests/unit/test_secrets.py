@@ -1,5 +1,6 @@
 """Which names are secrets, references to Prefect Secret blocks, and masking."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -122,3 +123,11 @@ def test_a_spec_with_literals_is_the_same_job_as_the_one_it_made() -> None:
     again = build_job(job(hyperparameters={"api_key": "k-1"}), home="/h", now=NOW)
     other = build_job(job(hyperparameters={"api_key": "k-1", "epochs": "2"}), home="/h", now=NOW)
     assert _same_job(made, again) and not _same_job(made, other)
+
+
+def test_a_json_encoded_secret_stays_json_encoded_as_a_reference() -> None:
+    spec = build_job(job(hyperparameters={"wandb_api_key": '"k-123456"'}), home="/h", now=NOW)
+    referenced, literals = secrets.as_references(spec)
+    value = referenced.hyperparameters["wandb_api_key"]
+    assert json.loads(value) == secrets.reference(secrets.block_of(value) or "")  # the SDK can decode it
+    assert list(literals.values()) == ['"k-123456"']  # the container gets what was sent
