@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from infra.job_store import JobStore
 
@@ -158,8 +159,15 @@ def postgres_database() -> Iterator[str]:
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     yield url
     JobStore.close(url)  # the store's connections must go before the database does
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    for attempt in range(20):
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            break
+        except DBAPIError:  # an autovacuum worker on it, which this role may not terminate: it ends soon
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
     admin.dispose()
 
 
