@@ -17,7 +17,7 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-_USING: list[str] = []  # the home this process already pointed Prefect at
+_USING: set[str] = set()  # the homes this process already pointed Prefect at
 
 
 def use_prefect(home: str) -> None:
@@ -26,7 +26,7 @@ def use_prefect(home: str) -> None:
     the work gracefully, as Ctrl-C does. Once per process."""
     if home in _USING:
         return
-    _USING.append(home)
+    _USING.add(home)
     own = not os.environ.get("PREFECT_API_URL")
     url = prefect_api.ensure_api(home, say)
     os.environ["PREFECT_API_URL"] = url

@@ -20,12 +20,13 @@ containers get the value.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from dockyard.script_mode import decoded
 
 if TYPE_CHECKING:
     from dockyard.spec import TrainingJobSpec
@@ -68,18 +69,8 @@ def mentioned(doc: dict[str, Any]) -> bool:
 def block_of(value: str) -> str | None:
     """The Secret block a value references (as written, or JSON-encoded as the SageMaker SDK
     sends strings), or None for a literal."""
-    found = REFERENCE.match(_json_string(value.strip()))
+    found = REFERENCE.match(decoded(value.strip()) or "")
     return found["block"] if found else None
-
-
-def _json_string(value: str) -> str:
-    """A JSON-encoded string's text ('"x"' -> 'x'); anything else as it is."""
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        with contextlib.suppress(ValueError):
-            decoded = json.loads(value)
-            if isinstance(decoded, str):
-                return decoded
-    return value
 
 
 def reference(block: str) -> str:
@@ -114,7 +105,7 @@ def referenced(
                 block = block_name(owner, kind, key, resource)
                 literals[block] = str(value)
                 # JSON-encoded stays JSON-encoded: the SDK's attach() decodes each value it reads back
-                value = json.dumps(reference(block)) if _json_string(str(value)) != value else reference(block)
+                value = json.dumps(reference(block)) if decoded(str(value)) != value else reference(block)
             changed[kind][key] = value
     return changed, literals
 

@@ -366,16 +366,17 @@ def _converged(scored: list[float], maximize: bool) -> str | None:
     )
 
 
-_SECRET_MAPS = {"hyperparameters": "static_hyper_parameters", "environment": "environment"}
+# The maps of a training job definition whose entries may be secrets, by the spec's map they become.
+DEFINITION_SECRET_MAPS = {"hyperparameters": "static_hyper_parameters", "environment": "environment"}
 
 
 def tuning_as_references(spec: TuningJobSpec) -> tuple[TuningJobSpec, dict[str, str]]:
     """`as_references` for a tuning job: its training definition's static hyperparameters and
     environment, in blocks named for the tuning job that all its trials reference."""
     definition = spec.training_job_definition
-    maps = {kind: definition[key] for kind, key in _SECRET_MAPS.items() if isinstance(definition.get(key), dict)}
+    maps = {k: definition[m] for k, m in DEFINITION_SECRET_MAPS.items() if isinstance(definition.get(m), dict)}
     changed, literals = secrets.referenced(spec.hyper_parameter_tuning_job_name, maps, "hyper-parameter-tuning-job")
     if not changed:
         return spec, literals
-    definition = {**definition, **{_SECRET_MAPS[kind]: entries for kind, entries in changed.items()}}
+    definition = {**definition, **{DEFINITION_SECRET_MAPS[kind]: entries for kind, entries in changed.items()}}
     return spec.model_copy(update={"training_job_definition": definition}), literals

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from dockyard.errors import FieldProblem
 from dockyard.secrets import block_of, is_secret_name, masked
 from dockyard.status import PrimaryStatus
-from dockyard.tuning import TuningJobSpec, WarmStartType
+from dockyard.tuning import DEFINITION_SECRET_MAPS, TuningJobSpec, WarmStartType
 
 
 class ObjectiveStatus(StrEnum):
@@ -113,7 +113,7 @@ class TuningRecord(BaseModel):
 def shown_definition(definition: dict[str, Any]) -> dict[str, Any]:
     """A training job definition as answered: literal secrets masked (references stay)."""
     return {
-        k: masked(v) if k in ("static_hyper_parameters", "environment") and isinstance(v, dict) else v
+        k: masked(v) if k in DEFINITION_SECRET_MAPS.values() and isinstance(v, dict) else v
         for k, v in definition.items()
     }
 

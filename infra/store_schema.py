@@ -58,13 +58,19 @@ status_transitions = Table(
     Column("message", Text, nullable=False),
 )
 
-job_tags = Table(
-    "training_job_tags",
-    metadata,
-    Column("job_name", String(63), primary_key=True),
-    Column("key", String(128), primary_key=True),
-    Column("value", String(256), nullable=False),
-)
+
+def _tags(name: str, name_length: int) -> Table:
+    """A tags table: a row per (job, key), SageMaker's lengths."""
+    return Table(
+        name,
+        metadata,
+        Column("job_name", String(name_length), primary_key=True),
+        Column("key", String(128), primary_key=True),
+        Column("value", String(256), nullable=False),
+    )
+
+
+job_tags = _tags("training_job_tags", 63)
 
 job_metrics = Table(
     "training_job_metrics",
@@ -87,13 +93,7 @@ tuning_jobs = Table(
     Column("record", Text, nullable=False),  # the TuningRecord, as JSON
 )
 
-tuning_tags = Table(
-    "tuning_job_tags",
-    metadata,
-    Column("job_name", String(32), primary_key=True),
-    Column("key", String(128), primary_key=True),
-    Column("value", String(256), nullable=False),
-)
+tuning_tags = _tags("tuning_job_tags", 32)
 
 leases = Table(
     "orchestrator_leases",

@@ -71,11 +71,10 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
     steps = path_to_final(record.secondary, outcome.ending.final_status)
     message = outcome.message or outcome.ending.value
     try:
-        for i, step in enumerate(steps):
-            if i < len(steps) - 1:
-                record = move(settings, name, record.secondary, step, message)
-                continue
-            at = now()
+        for step in steps[:-1]:
+            record = move(settings, name, record.secondary, step, message)
+        if steps:  # none when a retry of this task finds the job ended already
+            last, at = steps[-1], now()
             fields: dict[str, Any] = {
                 "failure_reason": outcome.failure_reason,
                 "training_end_time": at,
@@ -85,9 +84,9 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
             # Catalogued before the job store says the job ended, so whoever sees it ended finds it by
             # Search; once, should this task be retried (a model version is registered each time).
             if name not in _PUBLISHED:
-                publish(record.model_copy(update=fields).moved(step, message, at), settings)
+                publish(record.model_copy(update=fields).moved(last, message, at), settings)
                 _PUBLISHED.add(name)
-            record = move(settings, name, record.secondary, step, message, **fields)
+            record = move(settings, name, record.secondary, last, message, **fields)
         storage.write_text(
             storage.join(output_prefix(spec), "job.json"),
             json.dumps(describe(record), indent=2),
