@@ -22,13 +22,13 @@ from dockyard.errors import DockyardError, FieldProblem, JobSpecError, StatusCon
 from dockyard.loading import SAGEMAKER_IGNORED, build_job
 from dockyard.record import JobRecord, describe
 from dockyard.settings import Settings
-from dockyard.status import SecondaryStatus
+from dockyard.status import SecondaryStatus, is_final
 from dockyard.wire import pascal
 from infra import prefect_api
 from infra import secrets as secret_blocks
 from infra.job_store import JobFilter, JobStore, now
 from infra.retry import with_backoff
-from tasks.validate import check_runnable, create_record
+from tasks.validate import check_runnable, create_record, same_job
 
 NOT_FOUND = "Requested resource not found."  # what SageMaker answers for an unknown name
 
@@ -63,7 +63,7 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Validate, store the job as queued, and submit its flow run."""
     name = params["TrainingJobName"]
     if ctx.store.exists(name):
-        raise ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already")
+        return _retried_create(ctx, params)
     try:
         spec, literals = secrets.as_references(build_job(params, home=str(ctx.settings.home), now=now()))
         check_runnable(spec, ctx.settings, literals)
@@ -90,6 +90,23 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     with contextlib.suppress(DockyardError):
         ctx.store.change(name, lambda r: r.model_copy(update={"flow_run_id": r.flow_run_id or flow_run_id}))
     return {"TrainingJobArn": job_arn(name)}
+
+
+def _retried_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """A Create for a name that exists: the same request again while its job has not ended is a
+    client's retry (after a timeout, say, of a Create that went through), answered as the first
+    was; anything else is the name taken.
+
+    Raises:
+        ApiError: ResourceInUse.
+    """
+    name = params["TrainingJobName"]
+    old = ctx.store.find(name)
+    with contextlib.suppress(JobSpecError):
+        again = build_job(params, home=str(ctx.settings.home), now=now())
+        if old is not None and not is_final(old.status.secondary) and same_job(old.spec, again):
+            return {"TrainingJobArn": job_arn(name)}
+    raise ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already")
 
 
 SUBMIT_PATIENCE = 8.0  # Prefect busy (a local server's SQLite under load answers 503): back off, then give up

@@ -20,9 +20,10 @@ from datetime import datetime
 from typing import Any
 
 import optuna
-from prefect import flow, runtime
+from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
+from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import TerminationSignal
 
@@ -53,6 +54,7 @@ from dockyard.tuning_record import (
 )
 from flows.train import final_record, run_name, train
 from infra.job_store import JobStore, now, open_store
+from infra.retry import with_backoff
 from tasks.tuning import (
     distributions,
     host_slots,
@@ -69,6 +71,7 @@ from tasks.validate import read_job_file
 
 HOST_LIMIT = "dockyard-host-vcpus"
 CHECK_SECONDS = 1.0  # how often running trials' metric streams are read
+SLOT_PATIENCE = 300.0  # a busy Prefect server (its SQLite locked under load) answers 503: ask again this long
 
 
 @dataclass
@@ -86,9 +89,21 @@ class Trial:
 def _run_trial(doc: dict[str, Any], slots: int, settings: Settings) -> JobRecord | str:
     """One training subflow, holding its share of the host while it runs; returns the
     trial's final record, or why its flow run broke down before the job ended."""
-    with concurrency(HOST_LIMIT, occupy=slots):
+    name = doc["training_job_name"]
+    with contextlib.ExitStack() as held:
+        try:
+            with_backoff(
+                lambda: held.enter_context(concurrency(HOST_LIMIT, occupy=slots)),
+                SLOT_PATIENCE,
+                first_delay=1.0,
+                on_retry=lambda exc, wait: get_run_logger().warning(
+                    f"trial {name}: Prefect did not hand out its host slots ({exc}); asking again in {wait:.0f} s"
+                ),
+            )
+        except ConcurrencySlotAcquisitionError as exc:
+            return f"the trial did not start: Prefect did not hand out its share of the host ({exc})"
         state = train(doc, return_state=True)
-    return final_record(doc["training_job_name"], settings) or str(state.message)
+    return final_record(name, settings) or str(state.message)
 
 
 def _summary(ended: JobRecord | str, trial: Trial, metric: str) -> TrialSummary:

@@ -88,7 +88,7 @@ def read_job_file(path: str) -> dict[str, Any]:
     return doc
 
 
-def _same_job(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
+def same_job(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
     """The same spec but for the name; a secret is the same as the reference to it that a job named
     as `a` keeps (so a spec file with literals matches the job it made, and a rotated value too)."""
 
@@ -153,7 +153,7 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
     spec = build_job(doc, home=str(settings.home), now=now())
     if not (doc.get("training_job_name") or doc.get("TrainingJobName")):
         orphans = (r for r in store.unfinished() if not store.lease_live(lease_name(r.name)))
-        spec = next((r.spec for r in orphans if _same_job(r.spec, spec)), spec)
+        spec = next((r.spec for r in orphans if same_job(r.spec, spec)), spec)
     spec, literals = secrets.as_references(spec)
     fingerprint = spec.model_dump_json()
     if fingerprint not in _CHECKED:
@@ -167,7 +167,7 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
                 f"({old.status.primary.value}, created {old.creation_time:%Y-%m-%d %H:%M}) — "
                 "choose another name, or omit it to have one generated"
             )
-        if not _same_job(old.spec, spec):
+        if not same_job(old.spec, spec):
             raise JobSpecError(
                 f"training_job_name: '{spec.training_job_name}' names an unfinished job with a different spec — "
                 "rerun it with its own spec to finish it, or choose another name"

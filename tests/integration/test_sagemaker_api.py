@@ -185,6 +185,11 @@ def test_boto3_and_the_aws_cli_run_watch_and_tag_a_job(api: Api, bucket: str, s3
     sm, name = api.client(), unique("api-job")
     token = f"hf-{uuid.uuid4().hex}"
     create_job(api, bucket, name, mode="sleep", seconds="2", hf_token=token)
+    # The same request again (a client retrying a Create whose answer it lost) answers as the first did;
+    # another request for the name is refused.
+    again = sm.create_training_job(**job_request(bucket, name, mode="sleep", seconds="2", hf_token=token))
+    assert again["TrainingJobArn"].endswith(f"training-job/{name}")
+    assert error_of(create_job, api=api, bucket=bucket, name=name, mode="sleep", seconds="3")[0] == "ResourceInUse"
     first = sm.describe_training_job(TrainingJobName=name)
     assert first["TrainingJobStatus"] == "InProgress"
     assert first["SecondaryStatusTransitions"][-1]["StatusMessage"]  # the SDK indexes it from the first poll

@@ -116,13 +116,13 @@ def test_a_document_mentions_secrets_by_name_or_reference_in_either_naming() -> 
     assert not secrets.mentioned({"hyperparameters": {"epochs": "3"}, "environment": "not a map"})
 
 
-def test_a_spec_with_literals_is_the_same_job_as_the_one_it_made() -> None:
-    from tasks.validate import _same_job
+def test_a_spec_with_literals_is_thesame_job_as_the_one_it_made() -> None:
+    from tasks.validate import same_job
 
     made = secrets.as_references(build_job(job(hyperparameters={"api_key": "k-1"}), home="/h", now=NOW))[0]
     again = build_job(job(hyperparameters={"api_key": "k-1"}), home="/h", now=NOW)
     other = build_job(job(hyperparameters={"api_key": "k-1", "epochs": "2"}), home="/h", now=NOW)
-    assert _same_job(made, again) and not _same_job(made, other)
+    assert same_job(made, again) and not same_job(made, other)
 
 
 def test_a_json_encoded_secret_stays_json_encoded_as_a_reference() -> None:
