@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.pool import NullPool
 
 from dockyard.errors import DockyardError, LeaseHeld, StatusConflict, TransientInfraError
 from dockyard.outcome import StopKind, StopReason
@@ -179,13 +179,13 @@ class JobStore:
         parsed = make_url(url)
         self.sqlite = parsed.get_backend_name() == "sqlite"
         if self.sqlite:
-            # One connection per use: SQLite locks the file, not a connection, and a
-            # pool of them would only outlive forked children.
-            self.engine: Engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+            # Pooled connections: opening one (and its pragmas) costs more than most reads.
+            self.engine: Engine = create_engine(url, pool_size=4, max_overflow=8, connect_args={"timeout": 60})
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=8)
+        _ENGINES.add(self.engine)
 
     @classmethod
     def open(cls, url: str) -> JobStore:
@@ -737,6 +737,19 @@ def _listing(query: Select[Any], t: Table, status: Any, where: JobFilter, sort_b
             query = query.where(column < before)
     key = {"Name": t.c.name, "Status": status}.get(sort_by, t.c.creation_time)
     return query.order_by(key.asc() if ascending else key.desc(), t.c.name.asc())
+
+
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()  # every store's engine, for _after_fork
+
+
+def _after_fork() -> None:
+    """In a forked child, leave the parent's pooled connections to the parent (SQLAlchemy's
+    advice): the child opens its own on first use."""
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
