@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -44,6 +44,7 @@ def base_image() -> str:
 
 
 _SERVER_HOME = ""
+_SERVER_DATABASE = ""
 
 
 def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest's hook signature
@@ -53,9 +54,17 @@ def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest's 
         return  # an xdist worker, or a server of the user's own
     from infra import prefect_api
 
-    global _SERVER_HOME
+    global _SERVER_HOME, _SERVER_DATABASE
     _SERVER_HOME = tempfile.mkdtemp(prefix="dockyard-tests-prefect-")
-    os.environ["PREFECT_API_URL"] = prefect_api.start_server(_SERVER_HOME, print, port=free_port())
+    # On the PostgreSQL setup starts, as a team's server would be: every test's flow runs share this
+    # server, and on SQLite its write lock, under that load, answers 503 for minutes at a time.
+    _SERVER_DATABASE = _create_database("dockyard_test_prefect")
+    url = make_url(_SERVER_DATABASE).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = url
+    try:
+        os.environ["PREFECT_API_URL"] = prefect_api.start_server(_SERVER_HOME, print, port=free_port())
+    finally:
+        del os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"]  # the servers tests start use their own SQLite
     # atexit runs last-in first-out: Prefect, imported later, flushes its logs before this stops the server.
     atexit.register(_stop_server)
 
@@ -65,6 +74,37 @@ def _stop_server() -> None:
 
     prefect_api.stop_server(_SERVER_HOME)
     shutil.rmtree(_SERVER_HOME, ignore_errors=True)
+    _drop_database(_SERVER_DATABASE)
+
+
+def _admin() -> Engine:
+    """The PostgreSQL that setup starts, as a role that may create databases."""
+    url = os.environ.get("DOCKYARD_TEST_POSTGRES_URL", "postgresql+psycopg://dockyard:dockyard@127.0.0.1:5432/postgres")
+    return create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+def _create_database(prefix: str) -> str:
+    """A new database on it; its URL."""
+    name = f"{prefix}_{os.urandom(4).hex()}"
+    admin = _admin()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return admin.url.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(url: str) -> None:
+    admin = _admin()
+    for attempt in range(20):
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+            break
+        except DBAPIError:  # an autovacuum worker on it, which this role may not terminate: it ends soon
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+    admin.dispose()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -149,26 +189,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: str) -
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
     """A database of its own on the PostgreSQL that setup starts, dropped afterwards."""
-    admin_url = os.environ.get(
-        "DOCKYARD_TEST_POSTGRES_URL", "postgresql+psycopg://dockyard:dockyard@127.0.0.1:5432/postgres"
-    )
-    name = f"dockyard_test_{os.urandom(4).hex()}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    url = _create_database("dockyard_test")
     yield url
     JobStore.close(url)  # the store's connections must go before the database does
-    for attempt in range(20):
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            break
-        except DBAPIError:  # an autovacuum worker on it, which this role may not terminate: it ends soon
-            if attempt == 19:
-                raise
-            time.sleep(0.5)
-    admin.dispose()
+    _drop_database(url)
 
 
 @pytest.fixture(autouse=True)
