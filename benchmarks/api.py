@@ -6,7 +6,9 @@
 load: starts `dockyard serve` (its own worker) on a fresh DOCKYARD_HOME, then
 - 50 clients call CreateTrainingJob at once, each for a no-op container;
   every job must end Completed exactly once (one Training step, one attempt);
-- DescribeTrainingJob from 100 concurrent clients: p50 and p99 latency;
+- DescribeTrainingJob from 100 concurrent clients: p50 and p99 latency, the
+  clients calling back to back (and the calls a second that gives), then
+  each calling once every --poll seconds, as watchers of jobs do;
 - Create -> the job's containers running (its Training step), on the warm
   worker, against a bare `docker run` of the same image (invocation ->
   container started).
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -209,11 +212,38 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
                 with lock:
                     latencies.extend(mine)
 
+            began = time.perf_counter()
             with ThreadPoolExecutor(args.clients) as pool:
                 list(pool.map(describe, range(args.clients)))
             figures["describe_clients"] = args.clients
             figures["describe_p50_ms"] = round(percentile(latencies, 50) * 1000, 1)
             figures["describe_p99_ms"] = round(percentile(latencies, 99) * 1000, 1)
+            figures["describe_per_s"] = round(len(latencies) / (time.perf_counter() - began), 1)
+
+            # The same clients polling as watchers of jobs do (the SDK's wait polls every 5 s, its log tailing
+            # every 10): each asks once every --poll seconds, at a random phase, rather than back to back.
+            paced: list[float] = []
+
+            def watch(i: int) -> None:
+                sm = client(url)
+                sm.describe_training_job(TrainingJobName=names[0])  # the client's connection, made before timing
+                rng = random.Random(i)
+                time.sleep(rng.uniform(0, args.poll))
+                mine = []
+                for k in range(args.describes):
+                    due = time.perf_counter() + args.poll
+                    t0 = time.perf_counter()
+                    sm.describe_training_job(TrainingJobName=names[(i + k) % len(names)])
+                    mine.append(time.perf_counter() - t0)
+                    time.sleep(max(0.0, due - time.perf_counter()))
+                with lock:
+                    paced.extend(mine)
+
+            with ThreadPoolExecutor(args.clients) as pool:
+                list(pool.map(watch, range(args.clients)))
+            figures["describe_poll_s"] = args.poll
+            figures["describe_paced_p50_ms"] = round(percentile(paced, 50) * 1000, 1)
+            figures["describe_paced_p99_ms"] = round(percentile(paced, 99) * 1000, 1)
     finally:
         prune = ["docker", "container", "prune", "-f", "--filter", "label=dockyard.managed"]
         subprocess.run(prune, capture_output=True)
@@ -352,6 +382,7 @@ def main() -> None:
     l_.add_argument("--clients", type=int, default=100)
     l_.add_argument("--describes", type=int, default=20, help="DescribeTrainingJob calls per client")
     l_.add_argument("--repeat", type=int, default=3, help="Create -> running measurements")
+    l_.add_argument("--poll", type=float, default=1.0, help="seconds between a paced client's Describes")
     l_.add_argument("--timeout", type=float, default=3600)
     s_ = sub.add_parser("search")
     s_.add_argument("--jobs", type=int, default=10_000)
