@@ -62,8 +62,9 @@ def record_of(ctx: Context, name: str) -> JobRecord:
 def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Validate, store the job as queued, and submit its flow run."""
     name = params["TrainingJobName"]
-    if ctx.store.exists(name):
-        return _retried_create(ctx, params)
+    old = ctx.store.find(name)
+    if old is not None:
+        return _retried_create(ctx, params, old)
     try:
         spec, literals = secrets.as_references(build_job(params, home=str(ctx.settings.home), now=now()))
         check_runnable(spec, ctx.settings, literals)
@@ -74,8 +75,11 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     try:
         message = f"Queued for a worker of work pool '{pool}'"
         create_record(spec, ctx.settings, None, message, work_pool=pool, request_extras=extras)
-    except DockyardError:
-        raise ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already") from None
+    except DockyardError:  # created by a request beside this one
+        old = ctx.store.find(name)
+        if old is None:
+            raise ApiError("ThrottlingException", "Rate exceeded: the name was being taken — retry") from None
+        return _retried_create(ctx, params, old)
     tags = ["dockyard", "training-job", f"job:{name}", "sagemaker-api"]
     try:
         secret_blocks.save(literals)  # the job's own name now: no other job's blocks to overwrite
@@ -92,21 +96,27 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {"TrainingJobArn": job_arn(name)}
 
 
-def _retried_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+def _retried_create(ctx: Context, params: dict[str, Any], old: JobRecord) -> dict[str, Any]:
     """A Create for a name that exists: the same request again while its job has not ended is a
     client's retry (after a timeout, say, of a Create that went through), answered as the first
-    was; anything else is the name taken.
+    was once the first has handed the job to Prefect; anything else is the name taken.
 
     Raises:
-        ApiError: ResourceInUse.
+        ApiError: ResourceInUse; ThrottlingException while the first request is still submitting.
     """
-    name = params["TrainingJobName"]
-    old = ctx.store.find(name)
-    with contextlib.suppress(JobSpecError):
+    name = old.name
+    taken = ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already")
+    if is_final(old.status.secondary):
+        raise taken
+    try:
         again = build_job(params, home=str(ctx.settings.home), now=now())
-        if old is not None and not is_final(old.status.secondary) and same_job(old.spec, again):
-            return {"TrainingJobArn": job_arn(name)}
-    raise ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already")
+    except JobSpecError:
+        raise taken from None
+    if not same_job(old.spec, again):
+        raise taken
+    if old.queued and old.flow_run_id is None:  # the first may yet fail and take the job back
+        raise ApiError("ThrottlingException", "Rate exceeded: the same request is still being submitted — retry it")
+    return {"TrainingJobArn": job_arn(name)}
 
 
 SUBMIT_PATIENCE = 8.0  # Prefect busy (a local server's SQLite under load answers 503): back off, then give up

@@ -23,7 +23,7 @@ import optuna
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import TerminationSignal
 
@@ -90,19 +90,28 @@ def _run_trial(doc: dict[str, Any], slots: int, settings: Settings) -> JobRecord
     """One training subflow, holding its share of the host while it runs; returns the
     trial's final record, or why its flow run broke down before the job ended."""
     name = doc["training_job_name"]
-    with contextlib.ExitStack() as held:
-        try:
-            with_backoff(
-                lambda: held.enter_context(concurrency(HOST_LIMIT, occupy=slots)),
-                SLOT_PATIENCE,
-                first_delay=1.0,
-                on_retry=lambda exc, wait: get_run_logger().warning(
-                    f"trial {name}: Prefect did not hand out its host slots ({exc}); asking again in {wait:.0f} s"
-                ),
-            )
-        except ConcurrencySlotAcquisitionError as exc:
-            return f"the trial did not start: Prefect did not hand out its share of the host ({exc})"
+    held = contextlib.ExitStack()
+    try:
+        with_backoff(
+            lambda: held.enter_context(concurrency(HOST_LIMIT, occupy=slots)),
+            SLOT_PATIENCE,
+            first_delay=1.0,
+            on_retry=lambda exc, wait: get_run_logger().warning(
+                f"trial {name}: Prefect did not hand out its host slots ({exc}); asking again in {wait:.0f} s"
+            ),
+        )
+    except ConcurrencySlotAcquisitionError as exc:
+        return (
+            f"the trial did not start: Prefect did not hand out its share of the host ({exc}) — see the Prefect "
+            "server's log; a busy local server does better on PostgreSQL (README, Prefect)"
+        )
+    try:
         state = train(doc, return_state=True)
+    finally:
+        try:
+            held.close()
+        except Exception as exc:  # noqa: BLE001 - the slots' lease runs out on its own; the trial's result stands
+            get_run_logger().warning(f"trial {name}: its host slots were not given back ({exc}); their lease ends them")
     return final_record(name, settings) or str(state.message)
 
 

@@ -178,6 +178,11 @@ class JobStore:
         self.url = url
         parsed = make_url(url)
         self.sqlite = parsed.get_backend_name() == "sqlite"
+        if self.sqlite and parsed.database in (None, "", ":memory:"):
+            raise DockyardError(
+                f"DOCKYARD_DATABASE_URL: {url} is an in-memory SQLite database, which each connection sees "
+                "empty — name a file (sqlite:////path/dockyard.db) or a PostgreSQL database"
+            )
         if self.sqlite:
             # Pooled connections: opening one (and its pragmas) costs more than most reads.
             self.engine: Engine = create_engine(url, pool_size=4, max_overflow=8, connect_args={"timeout": 60})
@@ -353,10 +358,12 @@ class JobStore:
         """Every job whose status is not final."""
         finals = [s.value for s in SecondaryStatus if is_final(s)]
         with self.engine.connect() as conn:
-            names = conn.execute(
-                select(training_jobs.c.name).where(training_jobs.c.secondary_status.not_in(finals))
-            ).scalars()
-            return [r for r in (self.find(n) for n in list(names)) if r is not None]
+            names = list(
+                conn.execute(
+                    select(training_jobs.c.name).where(training_jobs.c.secondary_status.not_in(finals))
+                ).scalars()
+            )
+        return [r for r in (self.find(n) for n in names) if r is not None]  # one pooled connection at a time
 
     def transition(
         self,

@@ -138,19 +138,21 @@ def with_backoff(
 ) -> T:
     """`call()`, called again after each transient error (see is_transient) with
     exponential backoff (`first_delay`, doubled up to 16 s, stretched by up to -50 %
-    jitter) for as long as `patience` seconds allow; `on_retry(error, delay)` before
+    jitter) for as long as `patience` seconds allow, counted from the first error (a
+    call may wait long on its own before failing); `on_retry(error, delay)` before
     each wait.
 
     Raises:
         Exception: the call's error, at once when retrying cannot help, else the last one.
     """
-    deadline = time.monotonic() + patience
+    deadline: float | None = None
     delay = first_delay
     while True:
         try:
             return call()
         except Exception as exc:
             wait = delay * random.uniform(1 - RETRY_JITTER, 1.0)
+            deadline = deadline or time.monotonic() + patience
             if not is_transient(exc) or time.monotonic() + wait > deadline:
                 raise
             on_retry(exc, wait)

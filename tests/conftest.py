@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from infra.job_store import JobStore
 
@@ -58,13 +58,22 @@ def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest's 
     _SERVER_HOME = tempfile.mkdtemp(prefix="dockyard-tests-prefect-")
     # On the PostgreSQL setup starts, as a team's server would be: every test's flow runs share this
     # server, and on SQLite its write lock, under that load, answers 503 for minutes at a time.
-    _SERVER_DATABASE = _create_database("dockyard_test_prefect")
-    url = make_url(_SERVER_DATABASE).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-    os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = url
+    # (A database URL of the user's own stands; without PostgreSQL up, as for a run of unit tests
+    # before setup, the server keeps SQLite.)
+    chosen = "PREFECT_SERVER_DATABASE_CONNECTION_URL" in os.environ
+    if not chosen:
+        try:
+            _SERVER_DATABASE = _create_database("dockyard_test_prefect")
+        except OperationalError as exc:
+            print(f"the tests' Prefect server runs on SQLite: no PostgreSQL ({exc.orig}); scripts/setup starts it")
+        else:
+            url = make_url(_SERVER_DATABASE).set(drivername="postgresql+asyncpg")
+            os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = url.render_as_string(hide_password=False)
     try:
         os.environ["PREFECT_API_URL"] = prefect_api.start_server(_SERVER_HOME, print, port=free_port())
     finally:
-        del os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"]  # the servers tests start use their own SQLite
+        if not chosen:  # the servers tests start of their own keep their own SQLite
+            os.environ.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
     # atexit runs last-in first-out: Prefect, imported later, flushes its logs before this stops the server.
     atexit.register(_stop_server)
 
@@ -74,7 +83,8 @@ def _stop_server() -> None:
 
     prefect_api.stop_server(_SERVER_HOME)
     shutil.rmtree(_SERVER_HOME, ignore_errors=True)
-    _drop_database(_SERVER_DATABASE)
+    if _SERVER_DATABASE:
+        _drop_database(_SERVER_DATABASE)
 
 
 def _admin() -> Engine:

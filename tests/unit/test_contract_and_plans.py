@@ -3,6 +3,8 @@
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from dockyard import contract
 from dockyard.loading import build_job
 from dockyard.outcome import Ending, StopKind, StopReason
@@ -312,3 +314,32 @@ def test_the_host_layout_mirrors_the_container_paths() -> None:
     assert layout.channel("train") == "/s/algo-1/input/data/train"
     assert layout.input_config == "/s/algo-1/input/config" and layout.checkpoints == "/s/algo-1/checkpoints"
     assert set(layout.folders()) >= {layout.input_data, layout.output_data, layout.checkpoints}
+
+
+def test_backoff_patience_counts_from_the_first_error_not_from_a_long_first_wait() -> None:
+    import time
+
+    from dockyard.errors import DockyardError, TransientInfraError
+    from infra.retry import with_backoff
+
+    calls: list[float] = []
+
+    def call() -> str:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            time.sleep(0.3)  # waited its turn longer than the patience, then met a busy server
+            raise TransientInfraError("503")
+        if len(calls) == 2:
+            raise TransientInfraError("503")
+        return "slots"
+
+    assert with_backoff(call, patience=0.2, first_delay=0.01) == "slots" and len(calls) == 3
+
+    def refused() -> str:
+        calls.append(time.monotonic())
+        raise DockyardError("a spec error: no retry helps")
+
+    calls.clear()
+    with pytest.raises(DockyardError):
+        with_backoff(refused, patience=5, first_delay=0.01)
+    assert len(calls) == 1

@@ -116,7 +116,7 @@ def test_a_document_mentions_secrets_by_name_or_reference_in_either_naming() -> 
     assert not secrets.mentioned({"hyperparameters": {"epochs": "3"}, "environment": "not a map"})
 
 
-def test_a_spec_with_literals_is_thesame_job_as_the_one_it_made() -> None:
+def test_a_spec_with_literals_is_the_same_job_as_the_one_it_made() -> None:
     from tasks.validate import same_job
 
     made = secrets.as_references(build_job(job(hyperparameters={"api_key": "k-1"}), home="/h", now=NOW))[0]
