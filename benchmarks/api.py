@@ -100,8 +100,9 @@ def client(url: str) -> Any:
         region_name="us-east-1",
         aws_access_key_id=KEY,
         aws_secret_access_key=SECRET,
-        # No retries: a retried Create would answer ResourceInUse for a job its first try made.
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=600, max_pool_connections=200),
+        # botocore's own retries, as clients have them: a Create retried after a lost answer or a
+        # ThrottlingException (Prefect busy) answers the job the first try made, never a second job.
+        config=Config(retries={"mode": "standard", "max_attempts": 8}, read_timeout=600, max_pool_connections=200),
     )
 
 
