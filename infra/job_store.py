@@ -363,7 +363,7 @@ class JobStore:
                     select(training_jobs.c.name).where(training_jobs.c.secondary_status.not_in(finals))
                 ).scalars()
             )
-        return [r for r in (self.find(n) for n in names) if r is not None]  # one pooled connection at a time
+        return list(self.find_many(names).values())
 
     def transition(
         self,
