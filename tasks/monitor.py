@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 import re
 import threading
@@ -39,6 +40,7 @@ from infra import docker_engine, job_log, pipe, prefect_api, spot, volumes
 from infra import secrets as secret_blocks
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import JobStore, now, open_store
+from infra.retry import with_backoff
 from tasks.provision import ProvisionPlan
 from tasks.status import move
 from tasks.validate import still_held
@@ -280,9 +282,7 @@ class _Watch:
             try:
                 running = self.running()
                 lost["the Docker engine"] = 0.0
-            except TransientInfraError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - an unreachable engine starts a deadline, not a failure
+            except Exception as exc:  # noqa: BLE001 - an unreachable or slow engine starts a deadline, not a failure
                 self.lost_contact_seen = True
                 self._lost("the Docker engine", lost, exc)
                 running = list(self.containers)
@@ -435,7 +435,10 @@ def monitor(
     exits = []
     scratch = {h.host: h.scratch for h in provisioned.hosts}
     for follower in followers:
-        state = docker_engine.state(follower.container_id)
+        # Asked again while the engine is slow to answer, as the watch above waits for it.
+        state = with_backoff(
+            functools.partial(docker_engine.state, follower.container_id), settings.monitor_lost_contact_seconds, 1.0
+        )
         failure_text = _read_failure(scratch[follower.host])
         failure_text = mask_text(failure_text, hidden) if failure_text else failure_text
         exits.append(

@@ -213,10 +213,15 @@ def nothing_left_behind(request: pytest.FixtureRequest, tmp_path: Path) -> Itera
     yield
     if request.node.get_closest_marker("integration") is None:
         return
-    from infra import docker_engine
+    from infra import docker_engine, job_log
 
-    mine = {folder.name for folder in tmp_path.glob("**/jobs/*") if folder.is_dir()}
+    mine = {folder.name: folder for folder in tmp_path.glob("**/jobs/*") if folder.is_dir()}
     left = [obj for obj in docker_engine.list_managed() if obj["job"] in mine]
     for obj in left:
         docker_engine.remove_job_objects(obj["job"])
-    assert not left, f"dockyard left Docker objects behind: {left}"
+    logs = {job: _tail(mine[job] / job_log.LOG_FILE) for job in sorted({obj["job"] for obj in left})}
+    assert not left, f"dockyard left Docker objects behind: {left}; the end of their jobs' logs: {logs}"
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"

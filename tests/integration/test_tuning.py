@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from infra import job_log
 from tests.integration.helpers import ROOT, record_of, run_cli, run_job, start_module, store_of, wait_for_status
 
 pytestmark = pytest.mark.integration
@@ -23,6 +24,17 @@ def tune_cli(doc: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess
     path = tmp_path / "tuning.yaml"
     path.write_text(yaml.safe_dump(doc))
     return run_cli("flows.tune", path)
+
+
+def unfinished_trials(home: str, summaries: list[dict[str, Any]]) -> dict[str, str]:
+    """Each trial that did not complete: its status, FailureReason and the end of its job log."""
+    found = {}
+    for s in summaries:
+        if s["TrainingJobStatus"] != "Completed":
+            log = job_log.path(home, s["TrainingJobName"])
+            tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else ["(no job log)"]
+            found[s["TrainingJobName"]] = "\n".join([f"{s['TrainingJobStatus']}: {s.get('FailureReason')}", *tail])
+    return found
 
 
 def most_at_once(summaries: list[dict[str, Any]]) -> int:
@@ -52,7 +64,9 @@ def test_xgboost_tuning_beats_the_untuned_default_within_the_parallel_limit(home
     body = json.loads(result.stdout)
     assert body["HyperParameterTuningJobStatus"] == "Completed"
     summaries = body["TrainingJobSummaries"]
-    assert len(summaries) == 8 and body["TrainingJobStatusCounters"] == {"Completed": 8}
+    assert len(summaries) == 8 and body["TrainingJobStatusCounters"] == {"Completed": 8}, unfinished_trials(
+        home, summaries
+    )
     assert most_at_once(summaries) <= 2  # never past the limit
     definition = dict(doc["training_job_definition"])
     default = run_job(
