@@ -66,6 +66,15 @@ def mentioned(doc: dict[str, Any]) -> bool:
     return False
 
 
+def holds_literals(doc: dict[str, Any]) -> bool:
+    """Whether a job document (spec or request, either naming) has a secret-named entry holding its value."""
+    for field in _MAP_NAMES:
+        entries = doc.get(field)
+        if isinstance(entries, dict) and any(is_literal_secret(str(k), str(v)) for k, v in entries.items()):
+            return True
+    return False
+
+
 def block_of(value: str) -> str | None:
     """The Secret block a value references (as written, or JSON-encoded as the SageMaker SDK
     sends strings), or None for a literal."""

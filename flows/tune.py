@@ -27,6 +27,7 @@ from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import TerminationSignal
 
+from dockyard import secrets
 from dockyard.charts import objective_over_trials
 from dockyard.errors import DockyardError
 from dockyard.record import JobRecord
@@ -53,6 +54,7 @@ from dockyard.tuning_record import (
     tuning_record,
 )
 from flows.train import final_record, run_name, train
+from infra import prefect_api
 from infra.job_store import JobStore, now, open_store
 from infra.retry import with_backoff
 from tasks.tuning import (
@@ -155,6 +157,18 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
         job = read_job_file(job)
     spec = validate_tuning(job, settings)
     flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+    definition = job.get("training_job_definition") or job.get("TrainingJobDefinition")
+    if flow_run_id and isinstance(definition, dict) and secrets.holds_literals(definition):
+        # A Python caller's document holds secret values, and Prefect recorded it as the run's parameter.
+        try:
+            prefect_api.label_flow_run(
+                flow_run_id, spec.hyper_parameter_tuning_job_name, ["dockyard"], job=spec.model_dump(mode="json")
+            )
+        except Exception as exc:  # noqa: BLE001 - the tuning job runs on; its owner is told what to do
+            get_run_logger().warning(
+                f"the flow run's 'job' parameter still holds the secret values it was passed ({exc}): delete "
+                f"flow run {flow_run_id} in Prefect, and pass Secret block references from Python"
+            )
     queued = store.tuning(spec.hyper_parameter_tuning_job_name)
     if queued is not None and queued.queued:  # created through the API: this run carries it out
         created = queued.creation_time or created

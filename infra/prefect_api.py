@@ -256,15 +256,18 @@ def _force_state(flow_run_id: str, state: Any) -> None:
         client.set_flow_run_state(UUID(flow_run_id), state, force=True)
 
 
-def label_flow_run(flow_run_id: str, name: str, tags: list[str]) -> None:
-    """Name and tag a flow run after the job it runs, however it was started (CLI, UI, deployment)."""
+def label_flow_run(flow_run_id: str, name: str, tags: list[str], job: dict[str, Any] | None = None) -> None:
+    """Name and tag a flow run after the job it runs, however it was started (CLI, UI, deployment);
+    with `job`, that becomes its `job` parameter (the spec with its secrets as references, in place
+    of the document a Python caller passed with their values)."""
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        current = client.read_flow_run(UUID(flow_run_id)).tags
-        client.update_flow_run(UUID(flow_run_id), name=name, tags=sorted({*current, *tags}))
+        current = client.read_flow_run(UUID(flow_run_id))
+        parameters = {**current.parameters, "job": job} if job is not None else None
+        client.update_flow_run(UUID(flow_run_id), name=name, tags=sorted({*current.tags, *tags}), parameters=parameters)
 
 
 # The deployments `dockyard serve` submits jobs to, by flow, each named after its

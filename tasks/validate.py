@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 from collections.abc import Collection
 from pathlib import Path
@@ -233,8 +234,10 @@ def validate(doc: dict[str, Any], settings: Settings, flow_run_id: str | None) -
     """Validate the job document and create its record (Starting), or pick up
     the unfinished job it names; returns the spec and whether it was picked up."""
     spec, resumed = check_spec(doc, settings)
+    # A Python caller's document holds secret values, and Prefect recorded it as the run's parameter.
+    passed = spec.model_dump(mode="json") if secrets.holds_literals(doc) else None
     try:
-        _create_or_pick_up(spec, resumed, settings, flow_run_id)
+        _create_or_pick_up(spec, resumed, settings, flow_run_id, passed)
     except BaseException:
         let_go(spec.training_job_name)  # the flow will not get to release it
         raise
@@ -269,7 +272,13 @@ def create_record(
     return record
 
 
-def _create_or_pick_up(spec: TrainingJobSpec, resumed: bool, settings: Settings, flow_run_id: str | None) -> None:
+def _create_or_pick_up(
+    spec: TrainingJobSpec,
+    resumed: bool,
+    settings: Settings,
+    flow_run_id: str | None,
+    passed: dict[str, Any] | None = None,
+) -> None:
     store = open_store(settings)
     name = spec.training_job_name
     old = store.find(name)
@@ -288,5 +297,14 @@ def _create_or_pick_up(spec: TrainingJobSpec, resumed: bool, settings: Settings,
     if flow_run_id:
         experiment = spec.experiment_config.experiment_name if spec.experiment_config else None
         tags = ["dockyard", "training-job", f"job:{name}"] + ([f"experiment:{experiment}"] if experiment else [])
-        with contextlib.suppress(Exception):  # a label is a convenience; the job runs without it
-            prefect_api.label_flow_run(flow_run_id, name, tags)
+        try:
+            prefect_api.label_flow_run(flow_run_id, name, tags, job=passed)
+        except Exception as exc:  # noqa: BLE001 - a label is a convenience; the job runs without it
+            if passed is not None:
+                job_log.report(
+                    settings.home,
+                    name,
+                    f"the flow run's 'job' parameter still holds the secret values it was passed ({exc}): delete "
+                    f"flow run {flow_run_id} in Prefect, and pass Secret block references from Python",
+                    logging.WARNING,
+                )

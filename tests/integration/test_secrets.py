@@ -17,7 +17,7 @@ from dockyard import secrets
 from dockyard.settings import Settings
 from infra import catalog, job_log
 from tests.conftest import ROOT
-from tests.integration.helpers import local, members, probe_job, run_cli, store_of
+from tests.integration.helpers import local, members, probe_job, run_cli, run_job, store_of, unique
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +98,49 @@ def test_a_reference_to_a_missing_block_is_a_spec_error_naming_the_field(
     assert result.returncode == 2, result.stderr[-2000:]
     assert "hyperparameters.hf_token: references the Prefect Secret block 'nowhere-" in result.stderr
     assert store_of(home).find(job["training_job_name"]) is None
+
+
+def test_a_flow_called_from_python_keeps_no_secret_value_in_its_flow_run_parameters(
+    home: str, test_images: dict[str, str]
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.tune import tune
+
+    token = f"token-{uuid.uuid4().hex}"
+    job = probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": "0.1", "hf_token": token})
+    body = run_job(job)  # train(job) in this process, as a notebook calls it
+    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
+    tuning = {
+        "hyper_parameter_tuning_job_name": unique("secret-tuning"),
+        "hyper_parameter_tuning_job_config": {
+            "strategy": "Random",
+            "hyper_parameter_tuning_job_objective": {"type": "Minimize", "metric_name": "loss"},
+            "resource_limits": {"max_number_of_training_jobs": 1, "max_parallel_training_jobs": 1},
+            "parameter_ranges": {"categorical_parameter_ranges": [{"name": "mode", "values": ["sleep"]}]},
+        },
+        "training_job_definition": {
+            "algorithm_specification": {
+                "training_image": test_images["probe"],
+                "metric_definitions": [{"name": "loss", "regex": r"loss=([0-9.]+)"}],
+            },
+            "static_hyper_parameters": {"seconds": "0.1", "HF_TOKEN": token},
+            "output_data_config": {"s3_output_path": f"file://{home}/output"},
+        },
+    }
+    with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
+        tuned = tune(tuning)
+    assert tuned["HyperParameterTuningJobStatus"] == "Completed", tuned.get("FailureReason")
+
+    store = store_of(home)
+    runs = {
+        "the training flow run": store.get(job["training_job_name"]).flow_run_id,
+        "the tuning flow run": store.tuning(tuning["hyper_parameter_tuning_job_name"]).flow_run_id,  # type: ignore[union-attr]
+    }
+    with get_client(sync_client=True) as client:
+        parameters = {what: client.read_flow_run(uuid.UUID(run_id)).parameters for what, run_id in runs.items()}  # type: ignore[arg-type]
+    for what, given in parameters.items():
+        assert token not in json.dumps(given), f"{what}'s parameters hold the secret"
+    # What the training flow run holds in its place is the job as it runs, its secret a reference.
+    assert secrets.block_of(parameters["the training flow run"]["job"]["hyperparameters"]["hf_token"]) is not None
