@@ -35,6 +35,12 @@ class Settings(BaseModel):
     secret_access_key: SecretStr | None = None
     keys_file: str | None = None
     work_pool: str = "dockyard"  # DOCKYARD_WORK_POOL: the Prefect work pool `dockyard serve` submits jobs to
+    # A job's role becomes its containers' credentials (infra/credentials.py): STS to assume it at,
+    # the address the credentials endpoint listens on, and the S3 endpoint the containers are told.
+    sts_endpoint_url: str | None = None  # DOCKYARD_STS_ENDPOINT_URL
+    credentials_address: str = "169.254.170.2"  # DOCKYARD_CREDENTIALS_ADDRESS
+    container_s3_endpoint_url: str | None = None  # DOCKYARD_CONTAINER_S3_ENDPOINT_URL
+    region: str = "us-east-1"  # AWS_REGION, else AWS_DEFAULT_REGION
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -58,6 +64,10 @@ class Settings(BaseModel):
             else None,
             keys_file=environ.get("DOCKYARD_KEYS_FILE") or None,
             work_pool=environ.get("DOCKYARD_WORK_POOL") or "dockyard",
+            sts_endpoint_url=environ.get("DOCKYARD_STS_ENDPOINT_URL") or None,
+            credentials_address=environ.get("DOCKYARD_CREDENTIALS_ADDRESS") or "169.254.170.2",
+            container_s3_endpoint_url=environ.get("DOCKYARD_CONTAINER_S3_ENDPOINT_URL") or None,
+            region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         )
 
     def scratch_root(self) -> Path:

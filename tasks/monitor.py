@@ -36,7 +36,7 @@ from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.spot import running_seconds
 from dockyard.status import SecondaryStatus
-from infra import docker_engine, job_log, pipe, prefect_api, spot, volumes
+from infra import credentials, docker_engine, job_log, pipe, prefect_api, spot, volumes
 from infra import secrets as secret_blocks
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import JobStore, now, open_store
@@ -388,7 +388,7 @@ def monitor(
 
     definitions = compile_definitions(spec)
     since = now() if reattached else None
-    hidden = secret_blocks.values(spec)
+    hidden = secret_blocks.values(spec) | credentials.tokens(name)
     followers = [_Follower(h, cid, settings, name, definitions, logger, since, hidden) for h, cid in containers.items()]
     for follower in followers:
         follower.start()

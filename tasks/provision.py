@@ -21,7 +21,7 @@ from dockyard import contract
 from dockyard.rules import HostFacts, instance_type_of
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
-from infra import docker_engine, fuse, job_log, pipe, volumes
+from infra import credentials, docker_engine, fuse, job_log, pipe, volumes
 from infra import secrets as secret_blocks
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
@@ -156,6 +156,7 @@ def create_instances(plan: ProvisionPlan) -> str | None:
 def remove_instances(job_name: str, scratch_root: str) -> int:
     """Remove the job's containers and network, stop its Pipe streamers, unmount its
     FastFile channels and volumes, and delete its scratch space; returns the count of Docker objects."""
+    credentials.revoke(job_name)
     removed = docker_engine.remove_job_objects(job_name)
     pipe.stop_all(job_name)
     still_mounted = fuse.unmount_all(scratch_root) if os.path.isdir(scratch_root) else []

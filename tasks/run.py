@@ -15,7 +15,7 @@ from dockyard import contract, script_mode
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
-from infra import docker_engine, job_log
+from infra import credentials, docker_engine, job_log
 from infra.docker_engine import ContainerSpec
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan
@@ -23,8 +23,11 @@ from tasks.stage_data import channel_mounts, code_folder
 from tasks.status import move_once
 
 
-def plan_run(spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str) -> tuple[ContainerSpec, ...]:
-    """Every host's container: the platform folders mounted one by one, limits, network, labels."""
+def plan_run(
+    spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str, credentials: dict[str, str] | None = None
+) -> tuple[ContainerSpec, ...]:
+    """Every host's container: the platform folders mounted one by one, limits, network, labels;
+    `credentials`, the environment that gives them the role's credentials (infra/credentials.py)."""
     algo = spec.algorithm_specification
     entrypoint = algo.container_entrypoint
     if entrypoint:
@@ -53,7 +56,7 @@ def plan_run(spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str) -> t
                 image=image,
                 entrypoint=entrypoint,
                 command=command,
-                environment=host.environment,
+                environment={**host.environment, **(credentials or {})},
                 volumes=volumes,
                 labels=docker_engine.labels(spec.training_job_name, host.host),
                 network=provisioned.network,
@@ -71,8 +74,13 @@ def run(spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str, settings:
     name = spec.training_job_name
     # A retry must not meet the containers of a half-made attempt.
     docker_engine.remove_job_containers(name)
+    given = credentials.container_environment(spec, settings)
+    if given:
+        job_log.report(
+            settings.home, name, f"the containers get credentials for {spec.role} at {given[credentials.URI]}"
+        )
     ids = {}
-    for host, container in zip(provisioned.hosts, plan_run(spec, provisioned, image), strict=True):
+    for host, container in zip(provisioned.hosts, plan_run(spec, provisioned, image, given), strict=True):
         ids[host.host] = docker_engine.create_container(container)
     for container_id in ids.values():
         docker_engine.start(container_id)

@@ -1,0 +1,204 @@
+"""The credentials endpoint: a job's containers get short-lived credentials for its role.
+
+As ECS and SageMaker deliver them: the container's AWS SDK finds
+AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN in its
+environment and asks that URI, sending the token, for AccessKeyId,
+SecretAccessKey, Token and Expiration; it asks again before they expire. The
+SDKs take such a URI only on a loopback or link-local address (or over
+HTTPS), so the endpoint listens on 169.254.170.2, the address ECS uses,
+which the host must carry (`ip addr add 169.254.170.2/32 dev lo`; scripts/setup
+does it). A container on its job's bridge network reaches it through its
+gateway; an isolated job's network has no route to it, and gets no credentials.
+
+Each orchestrator process serves its own jobs from one endpoint; a job's
+token is random, of the job alone, and never written down. The credentials
+come from STS AssumeRole at DOCKYARD_STS_ENDPOINT_URL, for the job's `role`,
+narrowed by the job's session policy (dockyard/credentials.py), minted anew
+when less than REFRESH_MARGIN is left of the ones in hand.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from dockyard.credentials import session_policy
+from dockyard.errors import DockyardError
+from dockyard.settings import Settings
+from dockyard.spec import TrainingJobSpec
+
+log = logging.getLogger("dockyard.credentials")
+
+SESSION_SECONDS = 3600  # STS's default most for a role session
+REFRESH_MARGIN = timedelta(minutes=20)  # the SDKs ask again 15 minutes before expiry
+PATH = "/v1/credentials"
+URI = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+
+Credentials = dict[str, str]  # AccessKeyId, SecretAccessKey, Token, Expiration (ISO 8601, UTC)
+
+
+@dataclass
+class _Grant:
+    job: str
+    mint: Callable[[], Credentials]
+    held: Credentials | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current(self) -> Credentials:
+        with self.lock:
+            if self.held is None or _expires(self.held) - datetime.now(UTC) < REFRESH_MARGIN:
+                self.held = self.mint()
+            return self.held
+
+
+def _expires(credentials: Credentials) -> datetime:
+    return datetime.fromisoformat(credentials["Expiration"].replace("Z", "+00:00"))
+
+
+class Endpoint:
+    """One HTTP endpoint on `address` serving each granted job's credentials to its token's holder."""
+
+    def __init__(self, address: str) -> None:
+        self.grants: dict[str, _Grant] = {}
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                token = self.headers.get("Authorization", "")
+                grant = endpoint.find(token) if self.path.split("?")[0] == PATH else None
+                if grant is None:
+                    self._answer(403, {"code": "AccessDenied", "message": "no credentials for this token"})
+                    return
+                try:
+                    self._answer(200, grant.current())
+                except Exception as exc:  # noqa: BLE001 - the container is told; the job log says why
+                    log.warning("credentials for %s could not be minted: %s", grant.job, exc)
+                    self._answer(500, {"code": "InternalError", "message": "the credentials could not be minted"})
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # a request line holds no secret, but the log has no use for it either
+
+        try:
+            self.server = ThreadingHTTPServer((address, 0), Handler)
+        except OSError as exc:
+            raise DockyardError(
+                f"role: the credentials endpoint cannot listen on {address} ({exc}) — give this machine the "
+                f"address (`ip addr add {address}/32 dev lo`, as scripts/setup does), or run the job without a role"
+            ) from exc
+        self.server.daemon_threads = True
+        self.uri = f"http://{address}:{self.server.server_address[1]}{PATH}"
+        threading.Thread(target=self.server.serve_forever, name="credentials-endpoint", daemon=True).start()
+
+    def find(self, token: str) -> _Grant | None:
+        for known, grant in list(self.grants.items()):
+            if hmac.compare_digest(known.encode(), token.encode()):
+                return grant
+        return None
+
+    def grant(self, job: str, mint: Callable[[], Credentials]) -> str:
+        """Serve `job` credentials from `mint` (minted once now, so a refusal fails the job here); its token."""
+        self.revoke(job)
+        grant = _Grant(job, mint)
+        grant.current()
+        token = secrets.token_urlsafe(32)
+        self.grants[token] = grant
+        return token
+
+    def revoke(self, job: str) -> None:
+        for token, grant in list(self.grants.items()):
+            if grant.job == job:
+                self.grants.pop(token, None)
+
+
+_ENDPOINTS: dict[str, Endpoint] = {}
+_LOCK = threading.Lock()
+
+
+def endpoint(address: str) -> Endpoint:
+    """This process's endpoint on `address`, started on first use."""
+    with _LOCK:
+        if address not in _ENDPOINTS:
+            _ENDPOINTS[address] = Endpoint(address)
+        return _ENDPOINTS[address]
+
+
+def assume_role(spec: TrainingJobSpec, settings: Settings) -> Credentials:
+    """Credentials for the job's role from STS, narrowed by the job's session policy.
+
+    Raises:
+        DockyardError: STS refused (the role does not exist, or this machine's credentials may not assume it).
+    """
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    sts = boto3.session.Session().client("sts", endpoint_url=settings.sts_endpoint_url, region_name=settings.region)
+    session = re.sub(r"[^\w+=,.@-]", "-", spec.training_job_name)[:64]
+    try:
+        answer = sts.assume_role(
+            RoleArn=spec.role,
+            RoleSessionName=session,
+            Policy=session_policy(spec),
+            DurationSeconds=SESSION_SECONDS,
+        )
+    except (ClientError, BotoCoreError, ValueError) as exc:
+        raise DockyardError(
+            f"role: STS at {settings.sts_endpoint_url} did not give credentials for {spec.role} ({exc}) — check "
+            "that the role exists and that this machine's AWS credentials may assume it"
+        ) from exc
+    given = answer["Credentials"]
+    expiration = given["Expiration"]
+    return {
+        "AccessKeyId": given["AccessKeyId"],
+        "SecretAccessKey": given["SecretAccessKey"],
+        "Token": given["SessionToken"],
+        "Expiration": expiration.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def container_environment(spec: TrainingJobSpec, settings: Settings) -> dict[str, str]:
+    """The environment that gives the job's containers credentials for its role, and the S3
+    endpoint to use them with; none for a job without a role, an isolated job, or where no STS
+    is configured."""
+    if not spec.role or spec.enable_network_isolation or not settings.sts_endpoint_url:
+        return {}
+    served = endpoint(settings.credentials_address)
+    token = served.grant(spec.training_job_name, lambda: assume_role(spec, settings))
+    env = {
+        URI: served.uri,
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN": token,
+        "AWS_REGION": settings.region,
+        "AWS_DEFAULT_REGION": settings.region,
+    }
+    if settings.container_s3_endpoint_url:
+        env["AWS_ENDPOINT_URL_S3"] = settings.container_s3_endpoint_url
+    return env
+
+
+def tokens(job: str) -> frozenset[str]:
+    """The job's tokens in this process (secrets: a container line that prints one is masked)."""
+    with _LOCK:
+        return frozenset(t for served in _ENDPOINTS.values() for t, g in list(served.grants.items()) if g.job == job)
+
+
+def revoke(job: str) -> None:
+    """The job's containers get no more credentials from this process."""
+    with _LOCK:
+        for served in _ENDPOINTS.values():
+            served.revoke(job)

@@ -1,0 +1,98 @@
+"""The session policy that narrows a job's role to the job's own locations."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from dockyard.credentials import SESSION_POLICY_LIMIT, session_policy
+from dockyard.loading import build_job
+from infra.credentials import REFRESH_MARGIN, Endpoint, _Grant
+
+
+def spec(**changes: Any) -> Any:
+    doc: dict[str, Any] = {
+        "training_job_name": "job-a",
+        "role": "arn:aws:iam::111111111111:role/training",
+        "algorithm_specification": {"training_image": "image:1"},
+        "input_data_config": [
+            {"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": "s3://data/sets/train"}}},
+            {"channel_name": "local", "data_source": {"s3_data_source": {"s3_uri": "file:///srv/validation"}}},
+        ],
+        "output_data_config": {"s3_output_path": "s3://results/runs"},
+        "checkpoint_config": {"s3_uri": "s3://results/checkpoints/job-a"},
+        **changes,
+    }
+    return build_job(doc, home="/tmp/home", now=datetime.now(UTC))
+
+
+def test_the_policy_allows_reading_the_input_and_writing_the_job_s_own_output_and_checkpoints() -> None:
+    statements = json.loads(session_policy(spec()))["Statement"]
+    by_action = {tuple(s["Action"]): s for s in statements if s["Action"] != ["s3:ListBucket"]}
+    assert by_action[("s3:GetObject",)]["Resource"] == ["arn:aws:s3:::data/sets/train*"]
+    writes = by_action[("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")]
+    assert writes["Resource"] == ["arn:aws:s3:::results/checkpoints/job-a*", "arn:aws:s3:::results/runs/job-a/*"]
+    listings = {s["Resource"][0]: s["Condition"]["StringLike"]["s3:prefix"] for s in statements if "Condition" in s}
+    assert listings == {
+        "arn:aws:s3:::data": ["sets/train*"],
+        "arn:aws:s3:::results": ["checkpoints/job-a*", "runs/job-a/*"],
+    }
+    assert all(s["Effect"] == "Allow" for s in statements)  # and nothing on file:// channels: they are local
+
+
+def test_a_job_with_no_s3_location_gets_credentials_that_can_do_nothing() -> None:
+    local = spec(input_data_config=[], output_data_config={"s3_output_path": "file:///srv/out"}, checkpoint_config=None)
+    assert json.loads(session_policy(local))["Statement"] == [{"Effect": "Deny", "Action": "*", "Resource": "*"}]
+
+
+def test_a_policy_longer_than_sts_takes_is_refused_saying_what_to_do() -> None:
+    channels = [
+        {"channel_name": f"c{i}", "data_source": {"s3_data_source": {"s3_uri": f"s3://bucket-{i}/{'x' * 100}"}}}
+        for i in range(12)
+    ]
+    with pytest.raises(ValueError, match=f"over STS's {SESSION_POLICY_LIMIT}: put the input channels under fewer"):
+        session_policy(spec(input_data_config=channels))
+
+
+def test_credentials_are_minted_again_only_when_little_of_them_is_left() -> None:
+    minted: list[datetime] = []
+
+    def mint() -> dict[str, str]:
+        expiry = datetime.now(UTC) + (timedelta(minutes=10) if not minted else timedelta(hours=1))
+        minted.append(expiry)
+        return {"AccessKeyId": "ASIA", "SecretAccessKey": "s", "Token": "t", "Expiration": expiry.isoformat()}
+
+    grant = _Grant("job-a", mint)
+    grant.current()  # 10 minutes left: under the margin, so the next ask mints anew
+    assert timedelta(minutes=10) < REFRESH_MARGIN
+    grant.current()
+    grant.current()  # an hour left: kept
+    assert len(minted) == 2
+
+
+def test_an_endpoint_answers_a_token_only_with_its_own_job_s_credentials() -> None:
+    import urllib.error
+    import urllib.request
+
+    served = Endpoint("127.0.0.1")
+    given = {"AccessKeyId": "ASIA-A", "SecretAccessKey": "s", "Token": "t", "Expiration": "2099-01-01T00:00:00Z"}
+    token_a = served.grant("job-a", lambda: given)
+    token_b = served.grant("job-b", lambda: {**given, "AccessKeyId": "ASIA-B"})
+
+    def ask(token: str) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(served.uri, headers={"Authorization": token})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as refused:
+            return refused.code, json.loads(refused.read())
+
+    assert ask(token_a) == (200, given)
+    assert ask(token_b)[1]["AccessKeyId"] == "ASIA-B"
+    assert ask("")[0] == 403 and ask(token_a[:-1])[0] == 403
+    served.revoke("job-a")
+    assert ask(token_a)[0] == 403  # a job that ended gets no more
+    served.server.shutdown()
