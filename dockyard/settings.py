@@ -40,6 +40,7 @@ class Settings(BaseModel):
     sts_endpoint_url: str | None = None  # DOCKYARD_STS_ENDPOINT_URL
     credentials_address: str = "169.254.170.2"  # DOCKYARD_CREDENTIALS_ADDRESS
     container_s3_endpoint_url: str | None = None  # DOCKYARD_CONTAINER_S3_ENDPOINT_URL
+    roles_file: str | None = None  # DOCKYARD_ROLES_FILE: without STS, `roles: {ROLE_ARN: AWS_PROFILE}`
     region: str = "us-east-1"  # AWS_REGION, else AWS_DEFAULT_REGION
 
     @classmethod
@@ -67,6 +68,7 @@ class Settings(BaseModel):
             sts_endpoint_url=environ.get("DOCKYARD_STS_ENDPOINT_URL") or None,
             credentials_address=environ.get("DOCKYARD_CREDENTIALS_ADDRESS") or "169.254.170.2",
             container_s3_endpoint_url=environ.get("DOCKYARD_CONTAINER_S3_ENDPOINT_URL") or None,
+            roles_file=environ.get("DOCKYARD_ROLES_FILE") or None,
             region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         )
 

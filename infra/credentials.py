@@ -14,7 +14,10 @@ Each orchestrator process serves its own jobs from one endpoint; a job's
 token is random, of the job alone, and never written down. The credentials
 come from STS AssumeRole at DOCKYARD_STS_ENDPOINT_URL, for the job's `role`,
 narrowed by the job's session policy (dockyard/credentials.py), minted anew
-when less than REFRESH_MARGIN is left of the ones in hand.
+when less than REFRESH_MARGIN is left of the ones in hand. Without STS, the
+roles file (DOCKYARD_ROLES_FILE: `roles: {ROLE_ARN: AWS_PROFILE}`) maps a role
+to a profile of this machine's AWS config, whose credentials are served as
+they are.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from dockyard.credentials import session_policy
 from dockyard.errors import DockyardError
@@ -42,6 +46,7 @@ SESSION_SECONDS = 3600  # STS's default most for a role session
 REFRESH_MARGIN = timedelta(minutes=20)  # the SDKs ask again 15 minutes before expiry
 PATH = "/v1/credentials"
 URI = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+TOKEN = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 
 Credentials = dict[str, str]  # AccessKeyId, SecretAccessKey, Token, Expiration (ISO 8601, UTC)
 
@@ -67,7 +72,7 @@ def _expires(credentials: Credentials) -> datetime:
 class Endpoint:
     """One HTTP endpoint on `address` serving each granted job's credentials to its token's holder."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, port: int = 0) -> None:
         self.grants: dict[str, _Grant] = {}
         endpoint = self
 
@@ -96,7 +101,7 @@ class Endpoint:
                 pass  # a request line holds no secret, but the log has no use for it either
 
         try:
-            self.server = ThreadingHTTPServer((address, 0), Handler)
+            self.server = ThreadingHTTPServer((address, port), Handler)
         except OSError as exc:
             raise DockyardError(
                 f"role: the credentials endpoint cannot listen on {address} ({exc}) — give this machine the "
@@ -112,12 +117,13 @@ class Endpoint:
                 return grant
         return None
 
-    def grant(self, job: str, mint: Callable[[], Credentials]) -> str:
-        """Serve `job` credentials from `mint` (minted once now, so a refusal fails the job here); its token."""
+    def grant(self, job: str, mint: Callable[[], Credentials], token: str | None = None) -> str:
+        """Serve `job` credentials from `mint` (minted once now, so a refusal fails the job here) to
+        the holder of `token` (default: a new one); the token."""
         self.revoke(job)
         grant = _Grant(job, mint)
         grant.current()
-        token = secrets.token_urlsafe(32)
+        token = token or secrets.token_urlsafe(32)
         self.grants[token] = grant
         return token
 
@@ -127,16 +133,16 @@ class Endpoint:
                 self.grants.pop(token, None)
 
 
-_ENDPOINTS: dict[str, Endpoint] = {}
+_ENDPOINTS: dict[tuple[str, int], Endpoint] = {}  # by address and port asked for (0: any)
 _LOCK = threading.Lock()
 
 
-def endpoint(address: str) -> Endpoint:
-    """This process's endpoint on `address`, started on first use."""
+def endpoint(address: str, port: int = 0) -> Endpoint:
+    """This process's endpoint on `address` (on `port`, when containers were given it), started on first use."""
     with _LOCK:
-        if address not in _ENDPOINTS:
-            _ENDPOINTS[address] = Endpoint(address)
-        return _ENDPOINTS[address]
+        if (address, port) not in _ENDPOINTS:
+            _ENDPOINTS[address, port] = Endpoint(address, port)
+        return _ENDPOINTS[address, port]
 
 
 def assume_role(spec: TrainingJobSpec, settings: Settings) -> Credentials:
@@ -172,23 +178,111 @@ def assume_role(spec: TrainingJobSpec, settings: Settings) -> Credentials:
     }
 
 
+def mapped_profile(role: str, settings: Settings) -> str | None:
+    """The AWS profile DOCKYARD_ROLES_FILE maps `role` to, if any.
+
+    Raises:
+        DockyardError: the file cannot be read, or is not a mapping under `roles`.
+    """
+    if not settings.roles_file:
+        return None
+    import yaml
+
+    problem = "it holds no mapping under `roles`"
+    try:
+        with open(settings.roles_file) as f:
+            roles = (yaml.safe_load(f) or {}).get("roles") or {}
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        roles, problem = None, str(exc)
+    if not isinstance(roles, dict):
+        raise DockyardError(
+            f"DOCKYARD_ROLES_FILE: {settings.roles_file} cannot be read as `roles: {{ROLE_ARN: PROFILE}}` ({problem})"
+        )
+    profile = roles.get(role)
+    return str(profile) if profile else None
+
+
+def profile_credentials(profile: str) -> Credentials:
+    """The credentials of one of this machine's AWS profiles, as the endpoint serves them (fixed keys
+    are served for an hour at a time; temporary ones until they expire).
+
+    Raises:
+        DockyardError: the profile does not exist or has no credentials.
+    """
+    import boto3
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        found = boto3.session.Session(profile_name=profile).get_credentials()
+        frozen = found.get_frozen_credentials() if found else None
+    except BotoCoreError as exc:
+        frozen, found = None, None
+        problem = str(exc)
+    else:
+        problem = "it has no credentials"
+    if frozen is None or found is None:
+        raise DockyardError(
+            f"DOCKYARD_ROLES_FILE: the AWS profile '{profile}' gives no credentials ({problem}) — "
+            "name a profile of this machine's AWS config"
+        )
+    # A profile that assumes a role holds refreshable credentials: botocore keeps their expiry
+    # (unexposed otherwise), which the containers must be told; fixed keys get an hour at a time.
+    expiry = getattr(found, "_expiry_time", None) or datetime.now(UTC) + timedelta(seconds=SESSION_SECONDS)
+    return {
+        "AccessKeyId": frozen.access_key,
+        "SecretAccessKey": frozen.secret_key,
+        "Token": frozen.token or "",
+        "Expiration": expiry.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def minter(spec: TrainingJobSpec, settings: Settings) -> Callable[[], Credentials] | None:
+    """Where the job's role's credentials come from: STS, else the profile the roles file maps it to."""
+    if not spec.role:
+        return None
+    if settings.sts_endpoint_url:
+        return lambda: assume_role(spec, settings)
+    profile = mapped_profile(spec.role, settings)
+    return (lambda: profile_credentials(profile)) if profile else None
+
+
 def container_environment(spec: TrainingJobSpec, settings: Settings) -> dict[str, str]:
     """The environment that gives the job's containers credentials for its role, and the S3
-    endpoint to use them with; none for a job without a role, an isolated job, or where no STS
-    is configured."""
-    if not spec.role or spec.enable_network_isolation or not settings.sts_endpoint_url:
+    endpoint to use them with; none for a job without a role, an isolated job, or a role
+    neither STS nor the roles file gives credentials for."""
+    mint = minter(spec, settings) if not spec.enable_network_isolation else None
+    if mint is None:
         return {}
     served = endpoint(settings.credentials_address)
-    token = served.grant(spec.training_job_name, lambda: assume_role(spec, settings))
+    token = served.grant(spec.training_job_name, mint)
     env = {
         URI: served.uri,
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN": token,
+        TOKEN: token,
         "AWS_REGION": settings.region,
         "AWS_DEFAULT_REGION": settings.region,
     }
     if settings.container_s3_endpoint_url:
         env["AWS_ENDPOINT_URL_S3"] = settings.container_s3_endpoint_url
     return env
+
+
+def resume(spec: TrainingJobSpec, settings: Settings, given: dict[str, str]) -> str | None:
+    """Serve a picked-up job's running containers again, at the address and with the token they
+    were `given` (their environment: nothing is written down); the URI, or None when they have none.
+
+    Raises:
+        DockyardError: the port is taken, or STS refuses.
+    """
+    uri, token = given.get(URI), given.get(TOKEN)
+    if not uri or not token:
+        return None
+    mint = minter(spec, settings)
+    if mint is None:
+        raise DockyardError(f"role: neither STS nor DOCKYARD_ROLES_FILE gives credentials for {spec.role} here")
+    parsed = urlsplit(uri)
+    served = endpoint(parsed.hostname or settings.credentials_address, parsed.port or 0)
+    served.grant(spec.training_job_name, mint, token)
+    return served.uri
 
 
 def tokens(job: str) -> frozenset[str]:

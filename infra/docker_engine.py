@@ -249,6 +249,12 @@ def follow_logs(container_id: str, since: datetime | None = None) -> Iterator[by
     yield from c.logs(stream=True, follow=True, stdout=True, stderr=True, since=since)
 
 
+def environment(container_id: str) -> dict[str, str]:
+    """The environment a container was created with."""
+    entries = client().containers.get(container_id).attrs.get("Config", {}).get("Env") or []
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
+
+
 def job_containers(job_name: str) -> dict[str, str]:
     """The job's containers, by host name."""
     selector = {"label": [f"{JOB_LABEL}={job_name}", f"{MANAGED_LABEL}=true"]}

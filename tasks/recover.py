@@ -5,6 +5,7 @@ checkpoints)."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from prefect import task
@@ -16,7 +17,7 @@ from dockyard.record import JobRecord
 from dockyard.settings import Settings
 from dockyard.spec import InputMode, TrainingJobSpec
 from dockyard.status import SecondaryStatus
-from infra import docker_engine, job_log, spot
+from infra import credentials, docker_engine, job_log, spot
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan, plan_provision, remove_instances
@@ -83,6 +84,22 @@ def _piped(spec: TrainingJobSpec) -> bool:
 
 
 @task(name="reattach", cache_policy=NONE, **task_retry_options())
+def _serve_credentials_again(spec: TrainingJobSpec, settings: Settings, container_id: str) -> None:
+    """The containers ask the dead orchestrator's credentials endpoint: this one takes its place."""
+    try:
+        uri = credentials.resume(spec, settings, docker_engine.environment(container_id))
+    except Exception as exc:  # noqa: BLE001 - the job runs on; its containers' credentials lapse within the hour
+        job_log.report(
+            settings.home,
+            spec.training_job_name,
+            f"the containers' credentials are not served again ({exc}): they lapse when those they hold expire",
+            logging.WARNING,
+        )
+        return
+    if uri:
+        job_log.report(settings.home, spec.training_job_name, f"serving the containers' credentials again at {uri}")
+
+
 def reattach(spec: TrainingJobSpec, settings: Settings) -> tuple[ProvisionPlan, dict[str, str]] | None:
     """Pick up a job whose orchestrator died: its containers, if they still
     exist, are watched again (returns the plan and container ids by host);
@@ -97,6 +114,7 @@ def reattach(spec: TrainingJobSpec, settings: Settings) -> tuple[ProvisionPlan, 
         scratch = record.scratch_root or str(settings.scratch_root())
         provisioned = plan_provision(spec, docker_engine.host_facts(), scratch)
         job_log.append(settings.home, name, f"reattached to {len(found)} running container(s)")
+        _serve_credentials_again(spec, settings, next(iter(found.values())))
         return provisioned, found
     record = store.change(name, lambda r: r.ended_attempt(now(), "orchestrator restarted"))
     if record.status.secondary is not S.RESTARTING:

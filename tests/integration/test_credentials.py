@@ -6,6 +6,7 @@ role does not allow; the host's credentials never reach it; an isolated job gets
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import pytest
 
 from infra import job_log
 from tests.conftest import free_port
-from tests.integration.helpers import local, members, run_job, unique
+from tests.integration.helpers import local, members, run_cli, run_job, start_cli, unique, wait_for_status
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +54,28 @@ except urllib.error.HTTPError as exc:
 except OSError as exc:
     out["endpoint"] = type(exc).__name__
 json.dump(out, open("/opt/ml/model/credentials.json", "w"))
+"""
+
+
+WATCH = """
+import json, os, time, urllib.request
+request = urllib.request.Request(
+    os.environ["AWS_CONTAINER_CREDENTIALS_FULL_URI"],
+    headers={"Authorization": os.environ["AWS_CONTAINER_AUTHORIZATION_TOKEN"]},
+)
+seen, keys = [], set()
+deadline = time.time() + 150
+while time.time() < deadline and seen[-3:] != ["served", "down", "served"]:
+    try:
+        keys.add(json.load(urllib.request.urlopen(request, timeout=2))["AccessKeyId"])
+        state = "served"
+    except OSError:
+        state = "down"
+    if not seen or seen[-1] != state:
+        seen.append(state)
+        print("credentials endpoint:", state, flush=True)
+    time.sleep(0.5)
+json.dump({"seen": seen, "keys": len(keys)}, open("/opt/ml/model/watch.json", "w"))
 """
 
 
@@ -182,3 +205,39 @@ def test_the_role_s_credentials_reach_the_container_and_nothing_more(
     seen = json.loads(members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["credentials.json"])
     assert seen["method"] is None and not [k for k in seen["aws_environment"] if "CONTAINER" in k]
     assert seen["endpoint"] in ("URLError", "TimeoutError", "ConnectionRefusedError"), seen
+
+
+def test_a_job_picked_up_by_a_new_orchestrator_keeps_getting_credentials(
+    home: str, enforcing_aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    aws = enforcing_aws
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": aws["host_key"],
+        "AWS_SECRET_ACCESS_KEY": aws["host_secret"],
+        "DOCKYARD_STS_ENDPOINT_URL": aws["url"],
+    }.items():
+        monkeypatch.setenv(key, value)
+    job = {
+        "training_job_name": unique("creds-watch"),
+        "role": aws["role"],
+        "algorithm_specification": {"training_image": IMAGE, "container_entrypoint": ["python", "-c", WATCH]},
+        "resource_config": {"instance_type": "local", "instance_count": 1},
+        "output_data_config": {"s3_output_path": f"file://{home}/output"},
+    }
+    name = job["training_job_name"]
+    process = start_cli(job, tmp_path)
+    wait_for_status(home, name, "Training")
+    log = job_log.path(home, name)
+    for _ in range(120):  # the container has its first credentials
+        if "credentials endpoint: served" in log.read_text():
+            break
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)  # the orchestrator dies, and its endpoint with it
+    process.wait(30)
+    result = run_cli("flows.train", tmp_path / f"{name}.yaml")  # a rerun picks the job up
+    assert result.returncode == 0, result.stderr[-3000:]
+    body = json.loads(result.stdout)
+    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
+    watched = json.loads(members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["watch.json"])
+    assert watched["seen"] == ["served", "down", "served"] and watched["keys"] == 2  # minted again by the new one
+    assert "serving the containers' credentials again at http://169.254.170.2:" in log.read_text()

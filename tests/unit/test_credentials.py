@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dockyard.credentials import SESSION_POLICY_LIMIT, session_policy
+from dockyard.errors import DockyardError
 from dockyard.loading import build_job
-from infra.credentials import REFRESH_MARGIN, Endpoint, _Grant
+from dockyard.settings import Settings
+from infra.credentials import REFRESH_MARGIN, Endpoint, _Grant, minter
 
 
 def spec(**changes: Any) -> Any:
@@ -96,3 +99,26 @@ def test_an_endpoint_answers_a_token_only_with_its_own_job_s_credentials() -> No
     served.revoke("job-a")
     assert ask(token_a)[0] == 403  # a job that ended gets no more
     served.server.shutdown()
+
+
+def test_without_sts_the_roles_file_maps_a_role_to_a_profile_of_this_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "credentials").write_text("[training]\naws_access_key_id = AKIATRAINING\naws_secret_access_key = s\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    roles = tmp_path / "roles.yaml"
+    roles.write_text(f"roles:\n  '{spec().role}': training\n  arn:aws:iam::111111111111:role/gone: nowhere\n")
+    settings = Settings(home=tmp_path, roles_file=str(roles))
+
+    given = minter(spec(), settings)
+    assert given is not None and given()["AccessKeyId"] == "AKIATRAINING"
+    assert minter(spec(role="arn:aws:iam::111111111111:role/unmapped"), settings) is None  # no credentials
+    gone = minter(spec(role="arn:aws:iam::111111111111:role/gone"), settings)
+    assert gone is not None
+    with pytest.raises(DockyardError, match="the AWS profile 'nowhere' gives no credentials"):
+        gone()
+    for broken in ("roles: [not, a, mapping]\n", "roles: {unclosed\n", "- a list\n"):
+        roles.write_text(broken)
+        with pytest.raises(DockyardError, match=r"DOCKYARD_ROLES_FILE: .* cannot be read as `roles: \{ROLE_ARN"):
+            minter(spec(), settings)
