@@ -34,6 +34,7 @@ import json, os, urllib.request
 import boto3, botocore
 bucket, out = os.environ["BUCKET"], {}
 out["aws_environment"] = sorted(k for k in os.environ if k.startswith("AWS_"))
+out["aws_files"] = sorted({p for p in ("/root/.aws", os.path.expanduser("~/.aws")) if os.path.exists(p)})
 print("token=" + os.environ.get("AWS_CONTAINER_AUTHORIZATION_TOKEN", ""), flush=True)
 found = boto3.session.Session().get_credentials()
 out["method"], out["access_key"] = (found.method, found.access_key) if found else (None, None)
@@ -187,6 +188,7 @@ def test_the_role_s_credentials_reach_the_container_and_nothing_more(
     assert seen["method"] == "container-role"  # the SDK's own container-credentials provider found them
     assert seen["access_key"] != aws["host_key"] and seen["access_key"].startswith("ASIA")  # minted by STS
     assert "AWS_ACCESS_KEY_ID" not in seen["aws_environment"] and "AWS_SECRET_ACCESS_KEY" not in seen["aws_environment"]
+    assert seen["aws_files"] == []  # nor in its files
     assert seen["input"] == "the job's input"
     written = host.get_object(Bucket=aws["bucket"], Key=f"output/{name}/from-the-container.txt")["Body"].read()
     assert written == b"written with the role"
