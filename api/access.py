@@ -4,8 +4,9 @@ In the keys file (api/auth.py), a principal may carry
 
     actions: ["sagemaker:Describe*", "sagemaker:List*", "logs:*"]   # IAM action names, * wildcards
     job_name_prefixes: ["alice-"]                                   # the jobs it may name
+    roles: ["arn:aws:iam::*:role/alice-*"]                          # the roles it may give its jobs
 
-Absent, either means no limit (the default principal has none). The prefixes
+Absent, each means no limit (the default principal has none). The prefixes
 hold for every call that names a job, as IAM's resource ARNs do: a training or
 tuning job by name, a tagged resource by ARN, a log stream by its
 `<job>/algo-N-...` name; a log read that names no stream is refused to a
@@ -42,6 +43,12 @@ def named_jobs(service: str, params: dict[str, Any]) -> list[str] | None:
     return names or None
 
 
+def named_roles(params: dict[str, Any]) -> list[str]:
+    """The roles a call passes to its jobs (a training job's, a tuning job's definitions')."""
+    definitions = [params, params.get("TrainingJobDefinition") or {}, *(params.get("TrainingJobDefinitions") or [])]
+    return [str(d["RoleArn"]) for d in definitions if isinstance(d, dict) and d.get("RoleArn")]
+
+
 def authorize(
     principal: str,
     actions: list[str] | None,
@@ -49,6 +56,7 @@ def authorize(
     service: str,
     operation: str,
     params: dict[str, Any],
+    roles: list[str] | None = None,
 ) -> None:
     """Let the call through, or refuse it.
 
@@ -56,6 +64,15 @@ def authorize(
         ApiError: AccessDeniedException naming the principal, the action and what it may not touch.
     """
     action = f"{service}:{operation}"
+    passable = roles if roles is not None else ["*"]  # IAM's iam:PassRole
+    for role in named_roles(params):
+        if not any(fnmatch.fnmatchcase(role, pattern) for pattern in passable):
+            _deny(
+                principal,
+                action,
+                f"it may not pass the role {role} to a job (its roles: {', '.join(passable) or 'none'})",
+                "roles",
+            )
     if actions is not None or job_name_prefixes is not None:
         local = host_location(params)
         if local:
@@ -117,10 +134,10 @@ def _name_at(item: Any, path: tuple[str, ...]) -> str:
     return item if isinstance(item, str) else ""
 
 
-def _deny(principal: str, action: str, why: str) -> None:
+def _deny(principal: str, action: str, why: str, limits: str = "actions or job_name_prefixes") -> None:
     log.warning("access denied: %s may not call %s: %s", principal, action, why)
     raise ApiError(
         "AccessDeniedException",
         f"{principal} is not authorized to perform {action}: {why} — ask for it to be added to the "
-        "principal's actions or job_name_prefixes in the keys file",
+        f"principal's {limits} in the keys file",
     )

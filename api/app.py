@@ -59,7 +59,15 @@ def create_app(ctx: Context, principals: dict[str, Principal]) -> FastAPI:
             if handler is None:
                 raise ApiError("UnknownOperationException", f"{op.name} is not served by dockyard (yet)")
             params = parse_input(op, body)
-            authorize(principal.name, principal.actions, principal.job_name_prefixes, service, op.name, params)
+            authorize(
+                principal.name,
+                principal.actions,
+                principal.job_name_prefixes,
+                service,
+                op.name,
+                params,
+                principal.roles,
+            )
             result = visible(principal.job_name_prefixes, await run_in_threadpool(handler, ctx, params))
             log.info("%s %s by %s", service, op.name, principal.name)
             return _answer(render_output(op, result))

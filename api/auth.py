@@ -52,6 +52,7 @@ class Principal(BaseModel):
     secret_access_key: SecretStr
     actions: list[str] | None = None  # IAM action patterns it may call; None: all
     job_name_prefixes: list[str] | None = None  # the jobs it may name; None: all
+    roles: list[str] | None = None  # role ARN patterns it may give its jobs (iam:PassRole); None: all
 
 
 class KeysFile(BaseModel):
@@ -84,7 +85,7 @@ def load_principals(settings: Settings) -> dict[str, Principal]:
             problem = str(exc).splitlines()[0]
             raise DockyardError(
                 f"DOCKYARD_KEYS_FILE {path}: {problem} — write `principals:` as a list of "
-                "{name, access_key_id, secret_access_key} (and optionally actions, job_name_prefixes)"
+                "{name, access_key_id, secret_access_key} (and optionally actions, job_name_prefixes, roles)"
             ) from None
         found.update({p.access_key_id: p for p in keys.principals})
     return found

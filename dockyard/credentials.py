@@ -4,8 +4,9 @@ SageMaker hands each instance credentials for the job's role. dockyard assumes
 the role for each job with a session policy of the job's own: the
 credentials can do no more than the role allows and no more than this
 policy allows, which is reading the job's input (its channels' S3 URIs, as
-prefixes) and reading, writing and deleting under its output (the job's own
-folder of `s3_output_path`) and its checkpoint location.
+prefixes, as SageMaker reads an S3Prefix channel; a manifest channel's manifest
+itself, not the objects it lists) and reading, writing and deleting under its
+output (the job's own folder of `s3_output_path`) and its checkpoint folder.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ SESSION_POLICY_LIMIT = 2048  # STS's limit on a packed session policy, in charac
 
 
 def _bucket_and_key(uri: str) -> tuple[str, str]:
+    """The bucket and key of an S3 URI, the key with IAM's wildcards and variable sign escaped."""
     bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
+    escaped = "".join(f"${{{c}}}" if c in "*?$" else c for c in key)
+    return bucket, escaped
 
 
 def _statements(action: list[str], uris: list[str]) -> list[dict[str, Any]]:
@@ -54,7 +57,7 @@ def job_locations(spec: TrainingJobSpec) -> tuple[list[str], list[str]]:
     output = spec.output_data_config.s3_output_path.rstrip("/") + f"/{spec.training_job_name}/"
     writes = [output] if output.startswith("s3://") else []
     if spec.checkpoint_config and spec.checkpoint_config.s3_uri.startswith("s3://"):
-        writes.append(spec.checkpoint_config.s3_uri)
+        writes.append(spec.checkpoint_config.s3_uri.rstrip("/") + "/")  # a folder: not its siblings named alike
     return reads, writes
 
 

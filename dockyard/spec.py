@@ -21,6 +21,7 @@ EXPERIMENT_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}$"
 CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 ENV_KEY_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$"
 URI_SCHEMES = ("s3://", "file://")
+RESERVED_ENV_PREFIX = "AWS_CONTAINER_"  # the container-credentials protocol's (infra/credentials.py)
 
 MAX_CHANNELS = 20
 MAX_HYPERPARAMETERS = 100
@@ -292,6 +293,8 @@ class TrainingJobSpec(_Model):
                 raise ValueError(f"'{key}' is not a valid variable name (letters, digits, _)")
             if len(item) > 512:
                 raise ValueError(f"value of '{key}' is longer than 512 characters")
+            if key.upper().startswith(RESERVED_ENV_PREFIX):
+                raise ValueError(f"'{key}' is dockyard's to set (the job's credentials come from its role): remove it")
         return value
 
     @model_validator(mode="after")

@@ -39,16 +39,22 @@ from dockyard.credentials import session_policy
 from dockyard.errors import DockyardError
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
+from infra import job_log
 
 log = logging.getLogger("dockyard.credentials")
 
 SESSION_SECONDS = 3600  # STS's default most for a role session
 REFRESH_MARGIN = timedelta(minutes=20)  # the SDKs ask again 15 minutes before expiry
+STILL_GOOD = timedelta(minutes=1)  # held credentials are served while minting fails, until this close to expiry
 PATH = "/v1/credentials"
 URI = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
 TOKEN = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
+# The addresses botocore's container provider takes over plain HTTP that a container can reach.
+ADDRESSES = ("169.254.170.2", "169.254.170.23", "fd00:ec2::23")
+REQUEST_SECONDS = 5  # a connection that sends nothing for this long is closed
+MOST_AT_ONCE = 32  # requests served at once; more wait for a turn
 
-Credentials = dict[str, str]  # AccessKeyId, SecretAccessKey, Token, Expiration (ISO 8601, UTC)
+Credentials = dict[str, str]  # AccessKeyId, SecretAccessKey, Token (temporary ones), Expiration (ISO 8601, UTC)
 
 
 @dataclass
@@ -59,10 +65,28 @@ class _Grant:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def current(self) -> Credentials:
+        """The credentials to serve: those held while more than REFRESH_MARGIN is left of them, else
+        new ones; the held ones still, while they last, when minting new ones fails.
+
+        Raises:
+            Exception: minting failed and nothing usable is held.
+        """
         with self.lock:
-            if self.held is None or _expires(self.held) - datetime.now(UTC) < REFRESH_MARGIN:
-                self.held = self.mint()
+            left = _expires(self.held) - datetime.now(UTC) if self.held is not None else timedelta(0)
+            if left < REFRESH_MARGIN:
+                try:
+                    self.held = self.mint()
+                except Exception:
+                    if left < STILL_GOOD:
+                        raise
+                    log.warning("new credentials for %s could not be minted; serving those held", self.job)
+            assert self.held is not None
             return self.held
+
+    def values(self) -> frozenset[str]:
+        """The secret parts of the credentials held (a container line that prints one is masked)."""
+        held = self.held or {}
+        return frozenset(v for k, v in held.items() if k in ("SecretAccessKey", "Token") and v)
 
 
 def _expires(credentials: Credentials) -> datetime:
@@ -73,10 +97,17 @@ class Endpoint:
     """One HTTP endpoint on `address` serving each granted job's credentials to its token's holder."""
 
     def __init__(self, address: str, port: int = 0) -> None:
-        self.grants: dict[str, _Grant] = {}
+        self.address, self.grants, self.lock = address, dict[str, _Grant](), threading.Lock()
         endpoint = self
+        turns = threading.BoundedSemaphore(MOST_AT_ONCE)
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_SECONDS  # a client that holds a connection open and silent is let go
+
+            def handle(self) -> None:
+                with turns:
+                    super().handle()
+
             def do_GET(self) -> None:
                 token = self.headers.get("Authorization", "")
                 grant = endpoint.find(token) if self.path.split("?")[0] == PATH else None
@@ -85,12 +116,12 @@ class Endpoint:
                     return
                 try:
                     self._answer(200, grant.current())
-                except Exception as exc:  # noqa: BLE001 - the container is told; the job log says why
+                except Exception as exc:  # noqa: BLE001 - the container is told; the orchestrator's log says why
                     log.warning("credentials for %s could not be minted: %s", grant.job, exc)
                     self._answer(500, {"code": "InternalError", "message": "the credentials could not be minted"})
 
             def _answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
+                data = json.dumps({k: v for k, v in body.items() if v}).encode()  # fixed keys have no Token
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -100,49 +131,81 @@ class Endpoint:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # a request line holds no secret, but the log has no use for it either
 
+        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": _family(address)})
         try:
-            self.server = ThreadingHTTPServer((address, port), Handler)
+            self.server = server_class((address, port), Handler)
         except OSError as exc:
-            raise DockyardError(
-                f"role: the credentials endpoint cannot listen on {address} ({exc}) — give this machine the "
-                f"address (`ip addr add {address}/32 dev lo`, as scripts/setup does), or run the job without a role"
-            ) from exc
+            fix = (
+                f"another process holds port {port} there: stop it, or rerun the job to restart it from its checkpoints"
+                if port
+                else f"give this machine the address (`ip addr add {address}/32 dev lo`, as scripts/setup does), "
+                "or run the job without a role"
+            )
+            raise DockyardError(f"role: the credentials endpoint cannot listen on {address} ({exc}) — {fix}") from exc
         self.server.daemon_threads = True
-        self.uri = f"http://{address}:{self.server.server_address[1]}{PATH}"
+        self.port = int(self.server.server_address[1])
+        host = f"[{address}]" if ":" in address else address
+        self.uri = f"http://{host}:{self.port}{PATH}"
         threading.Thread(target=self.server.serve_forever, name="credentials-endpoint", daemon=True).start()
 
     def find(self, token: str) -> _Grant | None:
-        for known, grant in list(self.grants.items()):
-            if hmac.compare_digest(known.encode(), token.encode()):
-                return grant
-        return None
+        with self.lock:
+            known = list(self.grants.items())
+        found = None
+        for candidate, grant in known:  # every token compared, in constant time each
+            if hmac.compare_digest(candidate.encode(), token.encode()):
+                found = grant
+        return found
 
     def grant(self, job: str, mint: Callable[[], Credentials], token: str | None = None) -> str:
         """Serve `job` credentials from `mint` (minted once now, so a refusal fails the job here) to
-        the holder of `token` (default: a new one); the token."""
-        self.revoke(job)
+        the holder of `token` (default: a new one); the token.
+
+        Raises:
+            DockyardError: `token` is another job's.
+        """
         grant = _Grant(job, mint)
         grant.current()
         token = token or secrets.token_urlsafe(32)
-        self.grants[token] = grant
+        with self.lock:
+            held = self.grants.get(token)
+            if held is not None and held.job != job:
+                raise DockyardError(f"role: the token {job}'s containers hold is another job's; it is not served")
+            for known in [t for t, g in self.grants.items() if g.job == job]:
+                del self.grants[known]
+            self.grants[token] = grant
         return token
 
     def revoke(self, job: str) -> None:
-        for token, grant in list(self.grants.items()):
-            if grant.job == job:
-                self.grants.pop(token, None)
+        with self.lock:
+            for token in [t for t, g in self.grants.items() if g.job == job]:
+                del self.grants[token]
+
+    def values(self, job: str) -> frozenset[str]:
+        with self.lock:
+            mine = [(t, g) for t, g in self.grants.items() if g.job == job]
+        return frozenset(t for t, _ in mine).union(*(g.values() for _, g in mine))
 
 
-_ENDPOINTS: dict[tuple[str, int], Endpoint] = {}  # by address and port asked for (0: any)
+def _family(address: str) -> int:
+    import socket
+
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+_ENDPOINTS: list[Endpoint] = []
 _LOCK = threading.Lock()
 
 
 def endpoint(address: str, port: int = 0) -> Endpoint:
     """This process's endpoint on `address` (on `port`, when containers were given it), started on first use."""
     with _LOCK:
-        if (address, port) not in _ENDPOINTS:
-            _ENDPOINTS[address, port] = Endpoint(address, port)
-        return _ENDPOINTS[address, port]
+        for served in _ENDPOINTS:
+            if served.address == address and port in (0, served.port):
+                return served
+        served = Endpoint(address, port)
+        _ENDPOINTS.append(served)
+        return served
 
 
 def assume_role(spec: TrainingJobSpec, settings: Settings) -> Credentials:
@@ -152,18 +215,24 @@ def assume_role(spec: TrainingJobSpec, settings: Settings) -> Credentials:
         DockyardError: STS refused (the role does not exist, or this machine's credentials may not assume it).
     """
     import boto3
+    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    sts = boto3.session.Session().client("sts", endpoint_url=settings.sts_endpoint_url, region_name=settings.region)
-    session = re.sub(r"[^\w+=,.@-]", "-", spec.training_job_name)[:64]
+    try:
+        policy = session_policy(spec)
+    except ValueError as exc:
+        raise DockyardError(f"role: {exc}") from exc
+    # Short waits: a container's SDK gives the endpoint about 6 s before it gives up.
+    config = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 2, "mode": "standard"})
+    sts = boto3.session.Session().client(
+        "sts", endpoint_url=settings.sts_endpoint_url, region_name=settings.region, config=config
+    )
+    session = re.sub(r"[^\w+=,.@-]", "-", f"dockyard-{spec.training_job_name}")[:64]
     try:
         answer = sts.assume_role(
-            RoleArn=spec.role,
-            RoleSessionName=session,
-            Policy=session_policy(spec),
-            DurationSeconds=SESSION_SECONDS,
+            RoleArn=spec.role, RoleSessionName=session, Policy=policy, DurationSeconds=SESSION_SECONDS
         )
-    except (ClientError, BotoCoreError, ValueError) as exc:
+    except (ClientError, BotoCoreError) as exc:
         raise DockyardError(
             f"role: STS at {settings.sts_endpoint_url} did not give credentials for {spec.role} ({exc}) — check "
             "that the role exists and that this machine's AWS credentials may assume it"
@@ -231,7 +300,7 @@ def profile_credentials(profile: str) -> Credentials:
     return {
         "AccessKeyId": frozen.access_key,
         "SecretAccessKey": frozen.secret_key,
-        "Token": frozen.token or "",
+        "Token": frozen.token or "",  # fixed keys have none, and the endpoint sends none
         "Expiration": expiry.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
@@ -250,9 +319,25 @@ def container_environment(spec: TrainingJobSpec, settings: Settings) -> dict[str
     """The environment that gives the job's containers credentials for its role, and the S3
     endpoint to use them with; none for a job without a role, an isolated job, or a role
     neither STS nor the roles file gives credentials for."""
-    mint = minter(spec, settings) if not spec.enable_network_isolation else None
-    if mint is None:
+    if not spec.role:
         return {}
+    if spec.enable_network_isolation:
+        _note(settings, spec, f"the containers get no credentials for {spec.role}: the job is network-isolated")
+        return {}
+    mint = minter(spec, settings)
+    if mint is None:
+        _note(
+            settings,
+            spec,
+            f"the containers get no credentials for {spec.role}: set DOCKYARD_STS_ENDPOINT_URL, "
+            "or map the role to an AWS profile in DOCKYARD_ROLES_FILE",
+        )
+        return {}
+    if settings.credentials_address not in ADDRESSES:
+        raise DockyardError(
+            f"DOCKYARD_CREDENTIALS_ADDRESS: the SDKs in containers take credentials over HTTP from "
+            f"{', '.join(ADDRESSES)} only, not {settings.credentials_address}: use one of them"
+        )
     served = endpoint(settings.credentials_address)
     token = served.grant(spec.training_job_name, mint)
     env = {
@@ -274,25 +359,40 @@ def resume(spec: TrainingJobSpec, settings: Settings, given: dict[str, str]) -> 
         DockyardError: the port is taken, or STS refuses.
     """
     uri, token = given.get(URI), given.get(TOKEN)
-    if not uri or not token:
+    if not uri or not token or not spec.role or spec.enable_network_isolation:
         return None
+    parsed = urlsplit(uri)
+    if parsed.hostname != settings.credentials_address or not parsed.port or parsed.path != PATH:
+        raise DockyardError(
+            f"role: the containers were given {uri}, which is not this machine's credentials endpoint "
+            f"(DOCKYARD_CREDENTIALS_ADDRESS {settings.credentials_address}); rerun the job on the machine it started on"
+        )
     mint = minter(spec, settings)
     if mint is None:
-        raise DockyardError(f"role: neither STS nor DOCKYARD_ROLES_FILE gives credentials for {spec.role} here")
-    parsed = urlsplit(uri)
-    served = endpoint(parsed.hostname or settings.credentials_address, parsed.port or 0)
+        raise DockyardError(
+            f"role: nothing here gives credentials for {spec.role}: set DOCKYARD_STS_ENDPOINT_URL, or map the "
+            "role to an AWS profile in DOCKYARD_ROLES_FILE, as where the job started"
+        )
+    served = endpoint(parsed.hostname, parsed.port)
     served.grant(spec.training_job_name, mint, token)
     return served.uri
 
 
-def tokens(job: str) -> frozenset[str]:
-    """The job's tokens in this process (secrets: a container line that prints one is masked)."""
+def _note(settings: Settings, spec: TrainingJobSpec, message: str) -> None:
+    job_log.report(settings.home, spec.training_job_name, message)
+
+
+def secret_values(job: str) -> frozenset[str]:
+    """The job's token and the secret parts of the credentials served to it, in this process
+    (secrets: a container line that prints one is masked)."""
     with _LOCK:
-        return frozenset(t for served in _ENDPOINTS.values() for t, g in list(served.grants.items()) if g.job == job)
+        served = list(_ENDPOINTS)
+    return frozenset().union(*(e.values(job) for e in served))
 
 
 def revoke(job: str) -> None:
     """The job's containers get no more credentials from this process."""
     with _LOCK:
-        for served in _ENDPOINTS.values():
-            served.revoke(job)
+        served = list(_ENDPOINTS)
+    for e in served:
+        e.revoke(job)

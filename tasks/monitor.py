@@ -194,7 +194,7 @@ class _Follower(threading.Thread):
             self.line(buffer.decode(errors="replace"))
 
     def line(self, raw: str) -> None:
-        text = mask_text(raw, self.hidden)
+        text = mask_text(raw, self.hidden | credentials.secret_values(self.job))  # those served change
         self.last_lines.append(text)
         self.logger.info(f"[{self.host}] {text}")
         job_log.append(self.home, self.job, f"[{self.host}] {text}")
@@ -388,7 +388,7 @@ def monitor(
 
     definitions = compile_definitions(spec)
     since = now() if reattached else None
-    hidden = secret_blocks.values(spec) | credentials.tokens(name)
+    hidden = secret_blocks.values(spec)
     followers = [_Follower(h, cid, settings, name, definitions, logger, since, hidden) for h, cid in containers.items()]
     for follower in followers:
         follower.start()
@@ -440,7 +440,7 @@ def monitor(
             functools.partial(docker_engine.state, follower.container_id), settings.monitor_lost_contact_seconds, 1.0
         )
         failure_text = _read_failure(scratch[follower.host])
-        failure_text = mask_text(failure_text, hidden) if failure_text else failure_text
+        failure_text = mask_text(failure_text, hidden | credentials.secret_values(name)) if failure_text else None
         exits.append(
             HostExit(
                 host=follower.host,

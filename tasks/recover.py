@@ -83,7 +83,6 @@ def _piped(spec: TrainingJobSpec) -> bool:
     return any(spec.channel_mode(c) is InputMode.PIPE for c in spec.input_data_config)
 
 
-@task(name="reattach", cache_policy=NONE, **task_retry_options())
 def _serve_credentials_again(spec: TrainingJobSpec, settings: Settings, container_id: str) -> None:
     """The containers ask the dead orchestrator's credentials endpoint: this one takes its place."""
     try:
@@ -100,6 +99,7 @@ def _serve_credentials_again(spec: TrainingJobSpec, settings: Settings, containe
         job_log.report(settings.home, spec.training_job_name, f"serving the containers' credentials again at {uri}")
 
 
+@task(name="reattach", cache_policy=NONE, **task_retry_options())
 def reattach(spec: TrainingJobSpec, settings: Settings) -> tuple[ProvisionPlan, dict[str, str]] | None:
     """Pick up a job whose orchestrator died: its containers, if they still
     exist, are watched again (returns the plan and container ids by host);

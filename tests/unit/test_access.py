@@ -75,3 +75,25 @@ def test_lists_and_search_answer_only_the_jobs_within_the_prefixes() -> None:
     }
     assert visible(["bob-"], found) == {"Results": [{"TrainingJob": {"TrainingJobName": "bob-2"}}]}
     assert visible(None, found) is found
+
+
+def test_a_principal_with_roles_may_pass_only_those_to_its_jobs() -> None:
+    roles = ["arn:aws:iam::*:role/alice-*"]
+    mine, theirs = "arn:aws:iam::111111111111:role/alice-training", "arn:aws:iam::111111111111:role/admin"
+    authorize("alice", None, None, "sagemaker", "CreateTrainingJob", {"RoleArn": mine}, roles)
+    authorize("alice", None, None, "sagemaker", "DescribeTrainingJob", {"TrainingJobName": "x"}, roles)
+    message = refused("alice", None, None, "sagemaker", "CreateTrainingJob", {"RoleArn": theirs}, roles)
+    assert f"it may not pass the role {theirs} to a job" in message and "principal's roles in the keys file" in message
+    tuning = {"TrainingJobDefinitions": [{"RoleArn": mine}, {"RoleArn": theirs}]}
+    assert refused("alice", None, None, "sagemaker", "CreateHyperParameterTuningJob", tuning, roles)
+    assert refused(
+        "alice",
+        None,
+        None,
+        "sagemaker",
+        "CreateHyperParameterTuningJob",
+        {"TrainingJobDefinition": {"RoleArn": theirs}},
+        roles,
+    )
+    assert refused("alice", None, None, "sagemaker", "CreateTrainingJob", {"RoleArn": mine}, [])  # none at all
+    authorize("bob", None, None, "sagemaker", "CreateTrainingJob", {"RoleArn": theirs})  # no roles: no limit

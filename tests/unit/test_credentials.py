@@ -13,7 +13,7 @@ from dockyard.credentials import SESSION_POLICY_LIMIT, session_policy
 from dockyard.errors import DockyardError
 from dockyard.loading import build_job
 from dockyard.settings import Settings
-from infra.credentials import REFRESH_MARGIN, Endpoint, _Grant, minter
+from infra.credentials import REFRESH_MARGIN, TOKEN, URI, Endpoint, _Grant, container_environment, minter, resume
 
 
 def spec(**changes: Any) -> Any:
@@ -37,13 +37,19 @@ def test_the_policy_allows_reading_the_input_and_writing_the_job_s_own_output_an
     by_action = {tuple(s["Action"]): s for s in statements if s["Action"] != ["s3:ListBucket"]}
     assert by_action[("s3:GetObject",)]["Resource"] == ["arn:aws:s3:::data/sets/train*"]
     writes = by_action[("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")]
-    assert writes["Resource"] == ["arn:aws:s3:::results/checkpoints/job-a*", "arn:aws:s3:::results/runs/job-a/*"]
+    assert writes["Resource"] == ["arn:aws:s3:::results/checkpoints/job-a/*", "arn:aws:s3:::results/runs/job-a/*"]
     listings = {s["Resource"][0]: s["Condition"]["StringLike"]["s3:prefix"] for s in statements if "Condition" in s}
     assert listings == {
         "arn:aws:s3:::data": ["sets/train*"],
-        "arn:aws:s3:::results": ["checkpoints/job-a*", "runs/job-a/*"],
+        "arn:aws:s3:::results": ["checkpoints/job-a/*", "runs/job-a/*"],
     }
     assert all(s["Effect"] == "Allow" for s in statements)  # and nothing on file:// channels: they are local
+
+
+def test_wildcards_and_variables_in_a_key_are_only_characters() -> None:
+    channel = {"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": "s3://data/a*b?c$d"}}}
+    statements = json.loads(session_policy(spec(input_data_config=[channel])))["Statement"]
+    assert statements[0]["Resource"] == ["arn:aws:s3:::data/a${*}b${?}c${$}d*"]
 
 
 def test_a_job_with_no_s3_location_gets_credentials_that_can_do_nothing() -> None:
@@ -122,3 +128,42 @@ def test_without_sts_the_roles_file_maps_a_role_to_a_profile_of_this_machine(
         roles.write_text(broken)
         with pytest.raises(DockyardError, match=r"DOCKYARD_ROLES_FILE: .* cannot be read as `roles: \{ROLE_ARN"):
             minter(spec(), settings)
+
+
+def test_held_credentials_are_served_while_they_last_when_minting_fails() -> None:
+    fails = False
+
+    def mint() -> dict[str, str]:
+        if fails:
+            raise OSError("STS is down")
+        expiry = datetime.now(UTC) + timedelta(minutes=10)  # inside the refresh margin: every ask mints
+        return {"AccessKeyId": "ASIA", "SecretAccessKey": "s", "Token": "t", "Expiration": expiry.isoformat()}
+
+    grant = _Grant("job-a", mint)
+    first = grant.current()
+    fails = True
+    assert grant.current() == first  # still 10 minutes good
+    with pytest.raises(OSError):
+        _Grant("job-b", mint).current()  # nothing held: the container is told
+    assert grant.values() == frozenset({"s", "t"})
+
+
+def test_a_token_is_one_job_s_and_a_resumed_one_must_be_this_machine_s_endpoint(tmp_path: Path) -> None:
+    served = Endpoint("127.0.0.1")
+    given = {"AccessKeyId": "A", "SecretAccessKey": "s", "Token": "t", "Expiration": "2099-01-01T00:00:00Z"}
+    token = served.grant("job-a", lambda: given)
+    with pytest.raises(DockyardError, match="is another job's"):
+        served.grant("job-b", lambda: given, token)
+    served.server.shutdown()
+    settings = Settings(home=tmp_path, sts_endpoint_url="http://127.0.0.1:9")
+    elsewhere = {URI: "http://0.0.0.0:8080/v1/credentials", TOKEN: "chosen-by-the-job"}
+    with pytest.raises(DockyardError, match="is not this machine's credentials endpoint"):
+        resume(spec(), settings, elsewhere)
+    assert resume(spec(enable_network_isolation=True), settings, elsewhere) is None  # an isolated job gets none
+    assert resume(spec(), settings, {}) is None  # containers that were given none
+
+
+def test_the_endpoint_address_must_be_one_the_sdks_take(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, sts_endpoint_url="http://127.0.0.1:9", credentials_address="10.0.0.1")
+    with pytest.raises(DockyardError, match=r"take credentials over HTTP from 169\.254\.170\.2"):
+        container_environment(spec(), settings)
