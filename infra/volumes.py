@@ -36,6 +36,10 @@ def create(folder: str, size_gb: int) -> str | None:
     """Mount a fresh volume of `size_gb` GiB on `folder`; returns why not, or None when mounted."""
     image = folder.rstrip("/") + IMAGE_SUFFIX
     os.makedirs(folder, exist_ok=True)
+    # A volume left on the folder by a half-done attempt comes off first: its image is about to be remade.
+    _unmount(folder)
+    if os.path.ismount(folder):
+        return f"{folder} is still mounted and cannot get a fresh volume"
     try:
         with open(image, "wb") as f:
             f.truncate(size_gb * GIB)
@@ -88,10 +92,16 @@ def unmount_all(root: str) -> list[str]:
             continue
         image = os.path.join(root, name)
         folder = image.removesuffix(IMAGE_SUFFIX)
-        if os.path.ismount(folder) and subprocess.run(["umount", folder], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", folder], capture_output=True)
+        _unmount(folder)
         if os.path.ismount(folder):
             left.append(folder)
         else:
             os.remove(image)
     return left
+
+
+def _unmount(folder: str) -> None:
+    """Take every volume off `folder` (one mounted over another too); a busy one lazily."""
+    for _ in range(3):
+        if os.path.ismount(folder) and subprocess.run(["umount", folder], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", folder], capture_output=True)

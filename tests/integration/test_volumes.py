@@ -3,6 +3,7 @@ filling it, or staging more than it holds, fails the job saying so."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -51,3 +52,19 @@ def test_input_that_cannot_fit_the_volume_fails_at_downloading_before_any_copy(
     ), body["FailureReason"]
     assert [t["Status"] for t in body["SecondaryStatusTransitions"]][-2:] == ["Downloading", "Failed"]
     assert volumes_left(home) == []
+
+
+def test_a_volume_made_again_on_its_folder_replaces_the_first_and_comes_off_whole(tmp_path: Path) -> None:
+    from infra import volumes
+
+    folder = str(tmp_path / "algo-1")
+    assert volumes.create(folder, 1) is None
+    (Path(folder) / "left.txt").write_text("by a half-done attempt")
+    assert volumes.create(folder, 1) is None  # as a retried provision does over what the first left
+    assert not (Path(folder) / "left.txt").exists() and len(mounts_on(folder)) == 1  # a fresh one, not a second
+    assert volumes.unmount_all(str(tmp_path)) == []
+    assert mounts_on(folder) == [] and not os.path.exists(folder + volumes.IMAGE_SUFFIX)
+
+
+def mounts_on(folder: str) -> list[str]:
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if line.split()[4] == folder]
