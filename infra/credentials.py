@@ -44,6 +44,7 @@ from infra import job_log
 log = logging.getLogger("dockyard.credentials")
 
 SESSION_SECONDS = 3600  # STS's default most for a role session
+SHORTEST_SESSION = 1800  # well above the SDKs' 15-minute refresh window, so they do not ask on every call
 REFRESH_MARGIN = timedelta(minutes=20)  # the SDKs ask again 15 minutes before expiry
 STILL_GOOD = timedelta(minutes=1)  # held credentials are served while minting fails, until this close to expiry
 PATH = "/v1/credentials"
@@ -76,6 +77,7 @@ class _Grant:
             if left < REFRESH_MARGIN:
                 try:
                     self.held = self.mint()
+                    _changed()
                 except Exception:
                     if left < STILL_GOOD:
                         raise
@@ -91,6 +93,11 @@ class _Grant:
 
 def _expires(credentials: Credentials) -> datetime:
     return datetime.fromisoformat(credentials["Expiration"].replace("Z", "+00:00"))
+
+
+def _iso(moment: datetime) -> str:
+    """An Expiration as the SDKs read it: ISO 8601 in UTC."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Endpoint:
@@ -174,12 +181,14 @@ class Endpoint:
             for known in [t for t, g in self.grants.items() if g.job == job]:
                 del self.grants[known]
             self.grants[token] = grant
+        _changed()
         return token
 
     def revoke(self, job: str) -> None:
         with self.lock:
             for token in [t for t, g in self.grants.items() if g.job == job]:
                 del self.grants[token]
+        _changed()
 
     def values(self, job: str) -> frozenset[str]:
         with self.lock:
@@ -195,6 +204,17 @@ def _family(address: str) -> int:
 
 _ENDPOINTS: list[Endpoint] = []
 _LOCK = threading.Lock()
+_changes = 0  # counts every change to what any endpoint serves: readers recompute secret_values only then
+
+
+def changes() -> int:
+    """How many times what this process serves has changed (cheap: no lock, for a per-line check)."""
+    return _changes
+
+
+def _changed() -> None:
+    global _changes
+    _changes += 1
 
 
 def endpoint(address: str, port: int = 0) -> Endpoint:
@@ -206,6 +226,12 @@ def endpoint(address: str, port: int = 0) -> Endpoint:
         served = Endpoint(address, port)
         _ENDPOINTS.append(served)
         return served
+
+
+def session_seconds(spec: TrainingJobSpec) -> int:
+    """How long each set of minted credentials lasts: no longer than the job may run (and a margin),
+    within STS's hour and above the SDKs' refresh window; a longer job gets new ones as it goes."""
+    return max(SHORTEST_SESSION, min(SESSION_SECONDS, spec.stopping_condition.max_runtime_in_seconds + 600))
 
 
 def assume_role(spec: TrainingJobSpec, settings: Settings) -> Credentials:
@@ -230,7 +256,7 @@ def assume_role(spec: TrainingJobSpec, settings: Settings) -> Credentials:
     session = re.sub(r"[^\w+=,.@-]", "-", f"dockyard-{spec.training_job_name}")[:64]
     try:
         answer = sts.assume_role(
-            RoleArn=spec.role, RoleSessionName=session, Policy=policy, DurationSeconds=SESSION_SECONDS
+            RoleArn=spec.role, RoleSessionName=session, Policy=policy, DurationSeconds=session_seconds(spec)
         )
     except (ClientError, BotoCoreError) as exc:
         raise DockyardError(
@@ -243,7 +269,7 @@ def assume_role(spec: TrainingJobSpec, settings: Settings) -> Credentials:
         "AccessKeyId": given["AccessKeyId"],
         "SecretAccessKey": given["SecretAccessKey"],
         "Token": given["SessionToken"],
-        "Expiration": expiration.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "Expiration": _iso(expiration),
     }
 
 
@@ -301,7 +327,7 @@ def profile_credentials(profile: str) -> Credentials:
         "AccessKeyId": frozen.access_key,
         "SecretAccessKey": frozen.secret_key,
         "Token": frozen.token or "",  # fixed keys have none, and the endpoint sends none
-        "Expiration": expiry.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "Expiration": _iso(expiry),
     }
 
 
@@ -322,13 +348,14 @@ def container_environment(spec: TrainingJobSpec, settings: Settings) -> dict[str
     if not spec.role:
         return {}
     if spec.enable_network_isolation:
-        _note(settings, spec, f"the containers get no credentials for {spec.role}: the job is network-isolated")
+        why = f"the containers get no credentials for {spec.role}: the job is network-isolated"
+        job_log.report(settings.home, spec.training_job_name, why)
         return {}
     mint = minter(spec, settings)
     if mint is None:
-        _note(
-            settings,
-            spec,
+        job_log.report(
+            settings.home,
+            spec.training_job_name,
             f"the containers get no credentials for {spec.role}: set DOCKYARD_STS_ENDPOINT_URL, "
             "or map the role to an AWS profile in DOCKYARD_ROLES_FILE",
         )
@@ -376,10 +403,6 @@ def resume(spec: TrainingJobSpec, settings: Settings, given: dict[str, str]) -> 
     served = endpoint(parsed.hostname, parsed.port)
     served.grant(spec.training_job_name, mint, token)
     return served.uri
-
-
-def _note(settings: Settings, spec: TrainingJobSpec, message: str) -> None:
-    job_log.report(settings.home, spec.training_job_name, message)
 
 
 def secret_values(job: str) -> frozenset[str]:

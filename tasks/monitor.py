@@ -170,6 +170,7 @@ class _Follower(threading.Thread):
         super().__init__(name=f"logs-{host}", daemon=True)
         self.since = since  # when reattaching, the lines before were someone else's to record
         self.hidden = hidden  # the job's secret values: a line that prints one shows it masked
+        self.served_at, self.masked = -1, hidden  # `hidden` and the credentials served, as of served_at
         self.host, self.container_id, self.home, self.job = host, container_id, settings.home, job
         self.store = open_store(settings)
         self.definitions, self.logger = definitions, logger
@@ -194,7 +195,10 @@ class _Follower(threading.Thread):
             self.line(buffer.decode(errors="replace"))
 
     def line(self, raw: str) -> None:
-        text = mask_text(raw, self.hidden | credentials.secret_values(self.job))  # those served change
+        if self.served_at != credentials.changes():  # new credentials were served: mask those too
+            self.served_at = credentials.changes()
+            self.masked = self.hidden | credentials.secret_values(self.job)
+        text = mask_text(raw, self.masked)
         self.last_lines.append(text)
         self.logger.info(f"[{self.host}] {text}")
         job_log.append(self.home, self.job, f"[{self.host}] {text}")

@@ -13,7 +13,17 @@ from dockyard.credentials import SESSION_POLICY_LIMIT, session_policy
 from dockyard.errors import DockyardError
 from dockyard.loading import build_job
 from dockyard.settings import Settings
-from infra.credentials import REFRESH_MARGIN, TOKEN, URI, Endpoint, _Grant, container_environment, minter, resume
+from infra.credentials import (
+    REFRESH_MARGIN,
+    TOKEN,
+    URI,
+    Endpoint,
+    _Grant,
+    container_environment,
+    minter,
+    resume,
+    session_seconds,
+)
 
 
 def spec(**changes: Any) -> Any:
@@ -167,3 +177,9 @@ def test_the_endpoint_address_must_be_one_the_sdks_take(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, sts_endpoint_url="http://127.0.0.1:9", credentials_address="10.0.0.1")
     with pytest.raises(DockyardError, match=r"take credentials over HTTP from 169\.254\.170\.2"):
         container_environment(spec(), settings)
+
+
+def test_credentials_last_no_longer_than_the_job_may_run_within_sts_s_bounds() -> None:
+    assert session_seconds(spec(stopping_condition={"max_runtime_in_seconds": 60})) == 1800
+    assert session_seconds(spec(stopping_condition={"max_runtime_in_seconds": 2400})) == 3000
+    assert session_seconds(spec(stopping_condition={"max_runtime_in_seconds": 86400})) == 3600
