@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dockyard.script_mode import decoded
@@ -55,24 +55,22 @@ def is_secret_name(name: str) -> bool:
     return False
 
 
-def mentioned(doc: dict[str, Any]) -> bool:
-    """Whether a job document (spec or request, either naming) has a secret-named entry or a reference."""
+def _entries(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """The entries of a job document's maps that may hold secrets (spec or request, either naming)."""
     for field in _MAP_NAMES:
         entries = doc.get(field)
-        if isinstance(entries, dict) and any(
-            is_secret_name(str(k)) or block_of(str(v)) is not None for k, v in entries.items()
-        ):
-            return True
-    return False
+        if isinstance(entries, dict):
+            yield from ((str(k), str(v)) for k, v in entries.items())
+
+
+def mentioned(doc: dict[str, Any]) -> bool:
+    """Whether a job document (spec or request, either naming) has a secret-named entry or a reference."""
+    return any(is_secret_name(k) or block_of(v) is not None for k, v in _entries(doc))
 
 
 def holds_literals(doc: dict[str, Any]) -> bool:
     """Whether a job document (spec or request, either naming) has a secret-named entry holding its value."""
-    for field in _MAP_NAMES:
-        entries = doc.get(field)
-        if isinstance(entries, dict) and any(is_literal_secret(str(k), str(v)) for k, v in entries.items()):
-            return True
-    return False
+    return any(is_literal_secret(k, v) for k, v in _entries(doc))
 
 
 def block_of(value: str) -> str | None:

@@ -54,7 +54,6 @@ from dockyard.tuning_record import (
     tuning_record,
 )
 from flows.train import final_record, run_name, train
-from infra import prefect_api
 from infra.job_store import JobStore, now, open_store
 from infra.retry import with_backoff
 from tasks.tuning import (
@@ -69,7 +68,7 @@ from tasks.tuning import (
     trial_slots,
     validate_tuning,
 )
-from tasks.validate import read_job_file
+from tasks.validate import label_run, read_job_file
 
 HOST_LIMIT = "dockyard-host-vcpus"
 CHECK_SECONDS = 1.0  # how often running trials' metric streams are read
@@ -160,15 +159,9 @@ def tune(job: dict[str, Any] | str) -> dict[str, Any]:
     definition = job.get("training_job_definition") or job.get("TrainingJobDefinition")
     if flow_run_id and isinstance(definition, dict) and secrets.holds_literals(definition):
         # A Python caller's document holds secret values, and Prefect recorded it as the run's parameter.
-        try:
-            prefect_api.label_flow_run(
-                flow_run_id, spec.hyper_parameter_tuning_job_name, ["dockyard"], job=spec.model_dump(mode="json")
-            )
-        except Exception as exc:  # noqa: BLE001 - the tuning job runs on; its owner is told what to do
-            get_run_logger().warning(
-                f"the flow run's 'job' parameter still holds the secret values it was passed ({exc}): delete "
-                f"flow run {flow_run_id} in Prefect, and pass Secret block references from Python"
-            )
+        kept = label_run(flow_run_id, spec.hyper_parameter_tuning_job_name, ["dockyard"], spec.model_dump(mode="json"))
+        if kept:
+            get_run_logger().warning(kept)
     queued = store.tuning(spec.hyper_parameter_tuning_job_name)
     if queued is not None and queued.queued:  # created through the API: this run carries it out
         created = queued.creation_time or created

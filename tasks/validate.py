@@ -297,14 +297,21 @@ def _create_or_pick_up(
     if flow_run_id:
         experiment = spec.experiment_config.experiment_name if spec.experiment_config else None
         tags = ["dockyard", "training-job", f"job:{name}"] + ([f"experiment:{experiment}"] if experiment else [])
-        try:
-            prefect_api.label_flow_run(flow_run_id, name, tags, job=passed)
-        except Exception as exc:  # noqa: BLE001 - a label is a convenience; the job runs without it
-            if passed is not None:
-                job_log.report(
-                    settings.home,
-                    name,
-                    f"the flow run's 'job' parameter still holds the secret values it was passed ({exc}): delete "
-                    f"flow run {flow_run_id} in Prefect, and pass Secret block references from Python",
-                    logging.WARNING,
-                )
+        kept = label_run(flow_run_id, name, tags, passed)
+        if kept:
+            job_log.report(settings.home, name, kept, logging.WARNING)
+
+
+def label_run(flow_run_id: str, name: str, tags: list[str], passed: dict[str, Any] | None) -> str | None:
+    """Name and tag the flow run after its job and, with `passed` (the spec holding references), make
+    that its `job` parameter in place of the document a Python caller passed with secret values;
+    returns why the parameter still holds them, when it does."""
+    try:
+        prefect_api.label_flow_run(flow_run_id, name, tags, job=passed)
+    except Exception as exc:  # noqa: BLE001 - a label is a convenience; the job runs without it
+        if passed is not None:
+            return (
+                f"the flow run's 'job' parameter still holds the secret values it was passed ({exc}): delete "
+                f"flow run {flow_run_id} in Prefect, and pass Secret block references from Python"
+            )
+    return None
