@@ -7,14 +7,20 @@ import importlib
 import os
 import sys
 
-from cli import catalog, jobs, server
+from cli import catalog, hosts, jobs, server
 from dockyard.errors import DockyardError, JobSpecError
 from dockyard.settings import Settings
 
 # `train` and `tune` are imported only when they run: they load Prefect
 # (about 1.5 s), which `dockyard jobs list` has no need of.
-_RUNNERS = {"train": "cli.train", "tune": "cli.tune", "serve": "cli.serve"}
-_VERBS = {"jobs": jobs.jobs, "search": catalog.search, "models": catalog.models, "server": server.server}
+_RUNNERS = {"train": "cli.train", "tune": "cli.tune", "serve": "cli.serve", "worker": "cli.worker"}
+_VERBS = {
+    "jobs": jobs.jobs,
+    "search": catalog.search,
+    "models": catalog.models,
+    "server": server.server,
+    "hosts": hosts.hosts,
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,7 +31,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "serve", help="serve SageMaker's API for your SageMaker code (dockyard serve --help)", add_help=False
     )
+    sub.add_parser("worker", help="make this machine a host of the fleet (dockyard worker --help)", add_help=False)
     jobs.add_verbs(sub)
+    hosts.add_verbs(sub)
     catalog.add_verbs(sub)
     server.add_verbs(sub)
     return top

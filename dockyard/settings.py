@@ -42,6 +42,9 @@ class Settings(BaseModel):
     container_s3_endpoint_url: str | None = None  # DOCKYARD_CONTAINER_S3_ENDPOINT_URL
     roles_file: str | None = None  # DOCKYARD_ROLES_FILE: without STS, `roles: {ROLE_ARN: AWS_PROFILE}`
     region: str = "us-east-1"  # AWS_REGION, else AWS_DEFAULT_REGION
+    # DOCKYARD_FLEET_HOST: the fleet host this process's jobs take their capacity on (set by
+    # `dockyard worker` for its flow runs); unset, jobs run on this machine without grants.
+    fleet_host: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -70,6 +73,7 @@ class Settings(BaseModel):
             container_s3_endpoint_url=environ.get("DOCKYARD_CONTAINER_S3_ENDPOINT_URL") or None,
             roles_file=environ.get("DOCKYARD_ROLES_FILE") or None,
             region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            fleet_host=environ.get("DOCKYARD_FLEET_HOST") or None,
         )
 
     def scratch_root(self) -> Path:

@@ -30,7 +30,7 @@ from tasks.monitor import monitor
 from tasks.persist import persist
 from tasks.provision import ProvisionPlan, provision
 from tasks.pull_image import pull_image
-from tasks.recover import MaxWaitExceeded, reattach, reclaim, wait_for_capacity
+from tasks.recover import MaxWaitExceeded, StoppedWhilePending, reattach, reclaim, wait_for_capacity
 from tasks.run import run
 from tasks.stage_data import stage_data
 from tasks.validate import let_go, read_job_file, still_held, validate
@@ -106,7 +106,7 @@ def _attempt(
         return _AttemptResult(Outcome(ending=Ending.MAX_WAIT_TIME_EXCEEDED, message=str(exc)), provisioned)
     except LeaseLost:
         raise  # another orchestrator has the job now: nothing more to do here
-    except (KeyboardInterrupt, TerminationSignal):
+    except (KeyboardInterrupt, TerminationSignal, StoppedWhilePending):
         outcome = Outcome(ending=Ending.STOPPED, message="Training job stopped before training ended")
     except Exception as exc:  # noqa: BLE001 - every failure becomes a final status or a restart here
         if may_restart and is_transient(exc):

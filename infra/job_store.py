@@ -65,7 +65,7 @@ from infra.store_schema import (
 
 S = SecondaryStatus
 # The Alembic revision this code reads and writes (checked against the scripts by a test).
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 WRITE_ATTEMPTS = 50  # optimistic writes retried over concurrent changes of the same record
 
 
@@ -243,7 +243,7 @@ class JobStore:
             return
         from infra import migrations  # Alembic loads only when the schema must change
 
-        with MIGRATING, self._migration_lock(), self._write() as conn:
+        with MIGRATING, self._migration_lock(), self.writing() as conn:
             if not self.sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7315)"))
             migrations.upgrade(conn)
@@ -267,7 +267,7 @@ class JobStore:
             DockyardError: a job of that name exists.
         """
         try:
-            with self._write() as conn:
+            with self.writing() as conn:
                 conn.execute(insert(training_jobs).values(**self._row(record), version=1, stop_requested=None))
                 self._write_transitions(conn, record.name, (), record.status.transitions)
                 if record.spec.tags:
@@ -407,7 +407,7 @@ class JobStore:
                 raise DockyardError(f"no training job named '{name}'")
             record, version = found
             changed = edit(record)
-            with self._write() as conn:
+            with self.writing() as conn:
                 written = conn.execute(
                     update(training_jobs)
                     .where(training_jobs.c.name == name, training_jobs.c.version == version)
@@ -423,7 +423,7 @@ class JobStore:
         found = self._read(name)
         if found is None or not found[0].queued or found[0].status.secondary is not SecondaryStatus.STARTING:
             return False
-        with self._write() as conn:
+        with self.writing() as conn:
             t = training_jobs
             if not conn.execute(delete(t).where(t.c.name == name, t.c.version == found[1])).rowcount:
                 return False
@@ -437,7 +437,7 @@ class JobStore:
         Raises:
             DockyardError: no such job, or it is not in progress.
         """
-        with self._write() as conn:
+        with self.writing() as conn:
             asked = conn.execute(
                 update(training_jobs)
                 .where(
@@ -459,7 +459,7 @@ class JobStore:
     def add_metrics(self, name: str, values: list[MetricValue]) -> None:
         if not values:
             return
-        with self._write() as conn:
+        with self.writing() as conn:
             conn.execute(
                 insert(job_metrics),
                 [
@@ -504,14 +504,14 @@ class JobStore:
     def set_tags(self, name: str, tags: dict[str, str], tuning: bool = False) -> None:
         """Add tags to a training job (or tuning job), replacing the values of keys it has."""
         t = tuning_tags if tuning else job_tags
-        with self._write() as conn:
+        with self.writing() as conn:
             conn.execute(delete(t).where(t.c.job_name == name, t.c.key.in_(list(tags))))
             if tags:
                 conn.execute(insert(t), [{"job_name": name, "key": k, "value": v} for k, v in tags.items()])
 
     def delete_tags(self, name: str, keys: list[str], tuning: bool = False) -> None:
         t = tuning_tags if tuning else job_tags
-        with self._write() as conn:
+        with self.writing() as conn:
             conn.execute(delete(t).where(t.c.job_name == name, t.c.key.in_(keys)))
 
     # -- tuning jobs ----------------------------------------------------------
@@ -524,7 +524,7 @@ class JobStore:
         """
         values = {"status": record.status.value, "last_modified_time": now(), "record": record.model_dump_json()}
         try:
-            with self._write() as conn:
+            with self.writing() as conn:
                 conn.execute(
                     insert(tuning_jobs).values(name=record.name, creation_time=record.creation_time or now(), **values)
                 )
@@ -542,7 +542,7 @@ class JobStore:
         """Store a tuning job's record, a new one or a newer version of it."""
         values = {"status": record.status.value, "last_modified_time": now(), "record": record.model_dump_json()}
         t = tuning_jobs
-        with self._write() as conn:
+        with self.writing() as conn:
             if not conn.execute(update(t).where(t.c.name == record.name).values(**values)).rowcount:
                 conn.execute(insert(t).values(name=record.name, creation_time=record.creation_time or now(), **values))
 
@@ -594,7 +594,7 @@ class JobStore:
         for _ in range(WRITE_ATTEMPTS):
             at = now()
             expiry = at + timedelta(seconds=ttl_seconds)
-            with self._write() as conn:
+            with self.writing() as conn:
                 row = conn.execute(select(leases).where(leases.c.resource == resource)).first()
                 if row is None:
                     try:
@@ -620,7 +620,7 @@ class JobStore:
     def renew_lease(self, resource: str, ttl_seconds: float) -> bool:
         """Push this process's lease on `resource` forward; False when it no longer holds it."""
         at = now()
-        with self._write() as conn:
+        with self.writing() as conn:
             return bool(
                 conn.execute(
                     update(leases)
@@ -630,7 +630,7 @@ class JobStore:
             )
 
     def release_lease(self, resource: str) -> None:
-        with self._write() as conn:
+        with self.writing() as conn:
             conn.execute(delete(leases).where(leases.c.resource == resource, leases.c.owner == this_process().token))
 
     def lease_live(self, resource: str) -> bool:
@@ -646,7 +646,7 @@ class JobStore:
     # -- internals ------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def writing(self) -> Iterator[Connection]:
         """A transaction that writes: on SQLite it takes the write lock at once."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(dockyard_write=True)

@@ -107,7 +107,7 @@ def start_server(home: str, report: Callable[[str], None], port: int = 4200) -> 
                 f"the Prefect server exited (code {process.returncode}); see {prefect_home / 'server.log'}"
             )
         time.sleep(0.5)
-    _end_group(process.pid, STOP_GRACE_SECONDS)
+    end_group(process.pid, STOP_GRACE_SECONDS)
     raise InfraError(
         f"the Prefect server did not answer within {START_TIMEOUT:.0f} s; "
         f"see {prefect_home / 'server.log'}, or set PREFECT_API_URL to a server"
@@ -159,7 +159,7 @@ def stop_server(home: str, grace: float = STOP_GRACE_SECONDS) -> LocalServer | N
     """
     server = local_server(home)
     if server is not None:
-        _end_group(server.pid, grace)
+        end_group(server.pid, grace)
     state_file(home).unlink(missing_ok=True)
     return server
 
@@ -195,7 +195,7 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def _end_group(pgid: int, grace: float) -> None:
+def end_group(pgid: int, grace: float) -> None:
     """SIGTERM a process group, SIGKILL it after `grace` seconds, and wait until none of it is left."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
@@ -400,6 +400,21 @@ def local_worker(home: str) -> LocalWorker | None:
     return worker if alive else None
 
 
+def worker_command(pool: str, limit: int, name: str | None = None) -> list[str]:
+    """The command line of a Prefect process worker on `pool` running at most `limit` flow runs at once."""
+    named = ["--name", name] if name else []
+    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
+            "--limit", str(limit), *named]  # fmt: skip
+
+
+def worker_environment() -> dict[str, str]:
+    """This process's environment, with the worker's polling interval."""
+    return {
+        **os.environ,
+        "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS") or WORKER_QUERY_SECONDS,
+    }
+
+
 def start_worker(home: str, pool: str, limit: int) -> LocalWorker:
     """Start a detached Prefect process worker on `pool`, running at most `limit` flow runs at once.
 
@@ -410,25 +425,10 @@ def start_worker(home: str, pool: str, limit: int) -> LocalWorker:
     """
     log = Path(home) / "serve" / "worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS") or WORKER_QUERY_SECONDS,
-    }
+    env = worker_environment()
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "worker",
-                "start",
-                "--pool",
-                pool,
-                "--type",
-                "process",
-                "--limit",
-                str(limit),
-            ],
+            worker_command(pool, limit),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -444,6 +444,6 @@ def stop_worker(home: str, grace: float = STOP_GRACE_SECONDS) -> LocalWorker | N
     """Stop this home's worker (and so the flow runs it is running); returns it, or None if none ran."""
     worker = local_worker(home)
     if worker is not None:
-        _end_group(worker.pid, grace)
+        end_group(worker.pid, grace)
     _worker_file(home).unlink(missing_ok=True)
     return worker

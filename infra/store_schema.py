@@ -10,7 +10,19 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, Text, TypeDecorator
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
 
 # Alembic's `op` and `context` are global to the process: two migrations at once
 # (the job store's, and MLflow's when it opens a new catalog) would run each
@@ -106,4 +118,49 @@ leases = Table(
     Column("process_started", String(32), nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# The fleet (infra/fleet.py): hosts registered by their workers, the instances
+# granted on them, and every grant and release ever made.
+hosts = Table(
+    "fleet_hosts",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("address", String(255), nullable=False),
+    Column("vcpus", Integer, nullable=False),
+    Column("memory_bytes", BigInteger, nullable=False),
+    Column("gpus", Integer, nullable=False),
+    Column("gpu_kind", String(128), nullable=False),
+    Column("disk_free_bytes", BigInteger, nullable=False),
+    Column("labels", Text, nullable=False),  # JSON
+    Column("draining", Boolean, nullable=False),
+    Column("registered_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),  # raised by every grant on the host: the compare-and-set
+)
+
+grants = Table(
+    "fleet_grants",
+    metadata,
+    Column("job_name", String(63), primary_key=True),
+    Column("instance", String(16), primary_key=True),
+    Column("host", String(63), nullable=False, index=True),
+    Column("vcpus", Integer, nullable=False),
+    Column("memory_bytes", BigInteger, nullable=False),
+    Column("gpu_ids", String(255), nullable=False),  # comma-separated GPU indices on the host
+    Column("granted_at", UTCDateTime, nullable=False),
+)
+
+grant_history = Table(
+    "fleet_grant_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("event", String(8), nullable=False),  # grant | release
+    Column("job_name", String(63), nullable=False),
+    Column("instance", String(16), nullable=False),
+    Column("host", String(63), nullable=False),
+    Column("vcpus", Integer, nullable=False),
+    Column("memory_bytes", BigInteger, nullable=False),
+    Column("gpu_ids", String(255), nullable=False),
 )

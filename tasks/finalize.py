@@ -23,7 +23,7 @@ from infra import catalog, cloudwatch, job_log, storage
 from infra.job_store import now, open_store, redacted
 from infra.retry import task_retry_options
 from tasks.persist import output_prefix
-from tasks.provision import remove_instances
+from tasks.provision import give_back, remove_instances
 from tasks.status import move
 
 
@@ -94,6 +94,7 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
         )
     finally:
         removed = remove_instances(name, scratch_root) if scratch_root else 0
+        give_back(settings, name)
         job_log.append(settings.home, name, f"removed {removed} Docker object(s) and the scratch space")
     key = f"job-{name.lower()}"[:90].rstrip("-")
     create_markdown_artifact(key=key, markdown=summary_markdown(record), description=f"dockyard training job {name}")

@@ -18,11 +18,13 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard import contract
+from dockyard.fleet import Grant
 from dockyard.rules import HostFacts, instance_type_of
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from infra import credentials, docker_engine, fuse, job_log, pipe, volumes
 from infra import secrets as secret_blocks
+from infra.fleet import Fleet
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
 
@@ -76,7 +78,12 @@ def _limits(spec: TrainingJobSpec, host: HostFacts) -> tuple[int, int | None, in
     return cpus, cpus * 10**9, memory, warnings
 
 
-def _gpus(spec: TrainingJobSpec, host: HostFacts, index: int) -> tuple[int, list[str] | None]:
+def _gpus(
+    spec: TrainingJobSpec, host: HostFacts, index: int, granted: tuple[int, ...] | None
+) -> tuple[int, list[str] | None]:
+    """The instance's GPU count and device ids: those its fleet grant names, else its share of the host's."""
+    if granted is not None:
+        return len(granted), ([str(i) for i in granted] if granted else None)
     wanted = instance_type_of(spec).gpus
     if wanted == 0 or host.gpus == 0:
         return 0, None
@@ -97,15 +104,19 @@ def checkpoint_uri(spec: TrainingJobSpec, host: str) -> str | None:
     return uri if spec.resource_config.instance_count == 1 else f"{uri}/{host}"
 
 
-def plan_provision(spec: TrainingJobSpec, host: HostFacts, scratch_root: str) -> ProvisionPlan:
-    """The instances of a job: per-host folders, limits, config and environment."""
+def plan_provision(
+    spec: TrainingJobSpec, host: HostFacts, scratch_root: str, grants: tuple[Grant, ...] = ()
+) -> ProvisionPlan:
+    """The instances of a job: per-host folders, limits, config and environment; with
+    fleet `grants`, each instance gets the GPUs its grant names."""
+    granted = {g.instance: g.gpu_ids for g in grants}
     name = spec.training_job_name
     hosts = contract.host_names(spec.resource_config.instance_count)
     cpus, nano_cpus, mem_limit, warnings = _limits(spec, host)
     root = os.path.join(scratch_root, name)
     plans = []
     for index, current in enumerate(hosts):
-        num_gpus, device_ids = _gpus(spec, host, index)
+        num_gpus, device_ids = _gpus(spec, host, index, granted.get(current) if grants else None)
         plans.append(
             HostPlan(
                 host=current,
@@ -166,11 +177,27 @@ def remove_instances(job_name: str, scratch_root: str) -> int:
     return removed
 
 
+def grants_of(settings: Settings, job_name: str) -> tuple[Grant, ...]:
+    """The job's fleet grants (none outside a fleet)."""
+    return tuple(Fleet(open_store(settings)).grants(job_name)) if settings.fleet_host is not None else ()
+
+
+def give_back(settings: Settings, job_name: str) -> None:
+    """Release the job's fleet grants, if it holds any."""
+    if settings.fleet_host is not None:
+        Fleet(open_store(settings)).release(job_name)
+
+
 @task(name="provision", cache_policy=NONE, **task_retry_options())
 def provision(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
     """Provision the job's instances; returns the provision plan (which holds the job's
     secrets, resolved from their Secret blocks for the containers' config files and environment)."""
-    plan = plan_provision(secret_blocks.resolved(spec), docker_engine.host_facts(), str(settings.scratch_root()))
+    plan = plan_provision(
+        secret_blocks.resolved(spec),
+        docker_engine.host_facts(),
+        str(settings.scratch_root()),
+        grants_of(settings, spec.training_job_name),
+    )
     for warning in plan.warnings:
         job_log.report(settings.home, plan.job_name, warning, logging.WARNING)
     # A retry after a half-made attempt starts from nothing.

@@ -13,14 +13,16 @@ from prefect.cache_policies import NONE
 
 from dockyard import contract
 from dockyard.errors import DockyardError
+from dockyard.fleet import Shortfall, demand_of
 from dockyard.record import JobRecord
 from dockyard.settings import Settings
 from dockyard.spec import InputMode, TrainingJobSpec
 from dockyard.status import SecondaryStatus
 from infra import credentials, docker_engine, job_log, spot
+from infra.fleet import Fleet
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
-from tasks.provision import ProvisionPlan, plan_provision, remove_instances
+from tasks.provision import ProvisionPlan, give_back, grants_of, plan_provision, remove_instances
 from tasks.status import move
 
 S = SecondaryStatus
@@ -32,13 +34,61 @@ class MaxWaitExceeded(DockyardError):
     """No spot capacity came within stopping_condition.max_wait_time_in_seconds."""
 
 
+class NoRoom(DockyardError):
+    """No host of the fleet could hold one of the job's instances even empty."""
+
+
+class StoppedWhilePending(DockyardError):
+    """A stop was requested while the job waited for capacity."""
+
+
+FLEET_POLL_SECONDS = 2.0
+
+
+def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str) -> bool:
+    """Take the job's instances' capacity on fleet host `host`, Pending while it has no room;
+    returns whether it waited.
+
+    Raises:
+        NoRoom: the host could never hold an instance.
+        StoppedWhilePending: a stop came first.
+    """
+    store = open_store(settings)
+    name = spec.training_job_name
+    said = ""
+    while isinstance(answer := Fleet(store).grant(demand_of(spec), only=host), Shortfall):
+        if answer.never:
+            raise NoRoom(answer.message)
+        if store.stop_requested(name):
+            raise StoppedWhilePending("Training job stopped while it waited for capacity")
+        if answer.message != said:
+            record = store.get(name)
+            if record.status.secondary is S.PENDING:
+                job_log.report(settings.home, name, answer.message)
+            else:
+                move(settings, name, record.secondary, S.PENDING, answer.message[:1].upper() + answer.message[1:])
+            said = answer.message
+        time.sleep(FLEET_POLL_SECONDS)
+    for grant in answer:
+        gpus = f", GPUs {','.join(map(str, grant.gpu_ids))}" if grant.gpu_ids else ""
+        job_log.report(
+            settings.home,
+            name,
+            f"{grant.instance} granted on host {grant.host}: {grant.vcpus} vCPUs, "
+            f"{grant.memory_bytes / 1024**3:.1f} GiB{gpus}",
+        )
+    return bool(said)
+
+
 @task(name="wait-for-capacity", cache_policy=NONE)
 def wait_for_capacity(spec: TrainingJobSpec, settings: Settings) -> None:
-    """Wait, Pending, until the spot market has capacity for the job; a job
-    that ran before moves to Restarting.
+    """Wait, Pending, until the spot market has capacity for the job, then (under
+    `dockyard worker`) until its fleet host has room; a job that ran before moves to Restarting.
 
     Raises:
         MaxWaitExceeded: max_wait_time_in_seconds ran out first.
+        NoRoom: the fleet host could never hold an instance of the job.
+        StoppedWhilePending: a stop came while it waited for the fleet.
     """
     store = open_store(settings)
     name = spec.training_job_name
@@ -58,6 +108,13 @@ def wait_for_capacity(spec: TrainingJobSpec, settings: Settings) -> None:
             record = store.get(name)
         if record.status.secondary is S.PENDING and not restarting:
             record = move(settings, name, S.PENDING, S.STARTING, "Spot capacity available; preparing the instances")
+    if settings.fleet_host is not None and _wait_for_the_fleet(spec, settings, settings.fleet_host):
+        host = settings.fleet_host
+        record = store.get(name)
+        if not restarting:
+            record = move(
+                settings, name, S.PENDING, S.STARTING, f"Capacity granted on host {host}; preparing the instances"
+            )
     if restarting and record.status.secondary is not S.RESTARTING:
         move(settings, name, record.secondary, S.RESTARTING, "Restarting training from the last checkpoint")
 
@@ -76,6 +133,7 @@ def reclaim(spec: TrainingJobSpec, settings: Settings, scratch_root: str, reason
     if record.status.secondary is not to:  # a retry of this task has been here
         move(settings, name, record.secondary, to, message)
     removed = remove_instances(name, scratch_root)
+    give_back(settings, name)
     job_log.append(settings.home, name, f"released the instances ({removed} Docker objects and the scratch space)")
 
 
@@ -112,7 +170,7 @@ def reattach(spec: TrainingJobSpec, settings: Settings) -> tuple[ProvisionPlan, 
     # Pipe channels were fed by the dead orchestrator's threads: such a job restarts instead.
     if record.status.secondary in REATTACHABLE and sorted(found) == hosts and not _piped(spec):
         scratch = record.scratch_root or str(settings.scratch_root())
-        provisioned = plan_provision(spec, docker_engine.host_facts(), scratch)
+        provisioned = plan_provision(spec, docker_engine.host_facts(), scratch, grants_of(settings, name))
         job_log.append(settings.home, name, f"reattached to {len(found)} running container(s)")
         _serve_credentials_again(spec, settings, next(iter(found.values())))
         return provisioned, found

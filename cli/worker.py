@@ -1,0 +1,114 @@
+"""`dockyard worker`: make this machine a host of the fleet.
+
+    dockyard worker [--name NAME] [--address ADDR] [--label KEY=VALUE ...] [--jobs N]
+
+Registers the machine in the job store (its engine's vCPUs, memory and GPUs,
+their kind, the free disk, its labels), heartbeats it, and runs a Prefect
+process worker on the dockyard work pool whose flow runs take their capacity
+on this host: GPUs are never granted twice, vCPUs and memory add up within
+it, and a job waits Pending, saying what is free, until its instances fit.
+A fleet shares one Prefect server (PREFECT_API_URL), one job store
+(DOCKYARD_DATABASE_URL at PostgreSQL), one catalog (MLFLOW_TRACKING_URI) and
+S3 storage: set them alike on every machine. Ctrl-C or SIGTERM stops the
+worker and the flow runs it started; the host stays registered, and its
+missed heartbeats show it silent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+from cli.render import say
+from cli.session import use_prefect
+from dockyard.errors import DockyardError
+from dockyard.fleet import HEARTBEAT_SECONDS, Host
+from dockyard.settings import Settings
+from infra import prefect_api
+from infra.fleet import Fleet, disk_free, this_machine
+from infra.job_store import open_store, redacted
+
+GIB = 1024**3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dockyard worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default=socket.gethostname(), help="the host's name in the fleet (default: hostname)")
+    parser.add_argument("--address", help="where peers reach this machine (default: its default route's address)")
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="a label (repeatable)")
+    parser.add_argument(
+        "--jobs", type=int, default=max(2, os.cpu_count() or 2), help="flow runs at once (default: cores)"
+    )
+    return parser
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    """Raises: DockyardError naming a pair without '='."""
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise DockyardError(f"--label {bad[0]!r}: write KEY=VALUE, e.g. --label gpu=l4")
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def _registered(host: Host) -> str:
+    gpus = f", {host.gpus} x {host.gpu_kind or 'GPU'}" if host.gpus else ", no GPUs"
+    return (
+        f"host {host.name} ({host.address}) in the fleet: {host.vcpus} vCPUs, {host.memory_bytes / GIB:.1f} GiB"
+        f"{gpus}, {host.disk_free_bytes / GIB:.0f} GiB disk free; a heartbeat every {HEARTBEAT_SECONDS:g} s"
+    )
+
+
+def _beat(fleet: Fleet, host: Host, settings: Settings, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            if not fleet.heartbeat(host.name, disk_free(settings.scratch_root())):
+                fleet.register(host)  # removed meanwhile: back with its capacity
+        except Exception as exc:  # noqa: BLE001 - a missed beat is tried again at the next
+            say(f"heartbeat of host {host.name} missed ({type(exc).__name__}: {exc}); trying again")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    settings = Settings.from_env(os.environ)
+    try:
+        store = open_store(settings)
+        fleet = Fleet(store)
+        host = fleet.register(this_machine(args.name, args.address, _labels(args.label), settings.scratch_root()))
+        say(_registered(host))
+        if store.sqlite:
+            say(
+                f"the fleet's records are in this home's SQLite ({redacted(store.url)}): only this machine sees "
+                "them — set DOCKYARD_DATABASE_URL to the fleet's PostgreSQL on every machine"
+            )
+        use_prefect(str(settings.home))
+        prefect_api.ensure_deployments(settings.work_pool, say)
+    except DockyardError as exc:
+        say(str(exc))
+        return 1
+    stop = threading.Event()
+    threading.Thread(target=_beat, args=(fleet, host, settings, stop), name="heartbeat", daemon=True).start()
+    env = {**prefect_api.worker_environment(), "DOCKYARD_FLEET_HOST": host.name}
+    worker = subprocess.Popen(
+        prefect_api.worker_command(settings.work_pool, args.jobs, f"dockyard-{host.name}"),
+        env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    say(f"worker: a Prefect process worker on work pool '{settings.work_pool}' (pid {worker.pid}), {args.jobs} "
+        f"flow runs at once, each granted its capacity on host {host.name}")  # fmt: skip
+    try:
+        return worker.wait()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (use_prefect makes it one)
+        say(f"stopping the worker of host {host.name} and its flow runs")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        prefect_api.end_group(worker.pid, prefect_api.STOP_GRACE_SECONDS)
+        return 0
+    finally:
+        stop.set()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

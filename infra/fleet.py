@@ -1,0 +1,238 @@
+"""The fleet in the job store: hosts, their heartbeats, and the instances granted on them.
+
+`dockyard worker` registers its machine and beats; a job's instances are
+granted capacity here before they are made (tasks/recover.py). A grant is
+compare-and-set: it is written only if none of its hosts took another grant
+since the fleet was read (each host row's version), so two schedulers, in one
+process or on two machines, never hand out the same GPU or the same vCPUs.
+Every grant and release is kept in fleet_grant_history, which is how that is
+checked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from dockyard.errors import DockyardError
+from dockyard.fleet import Demand, Grant, Host, Shortfall, place
+from infra import docker_engine
+from infra.job_store import WRITE_ATTEMPTS, JobStore, now
+from infra.store_schema import grant_history, grants, hosts
+
+
+class UnknownHost(DockyardError):
+    """No host of that name is registered."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        listed = ", ".join(known) or "none yet"
+        super().__init__(
+            f"no host named {name!r} in the fleet (registered: {listed}) — `dockyard hosts` lists them; "
+            "`dockyard worker` on a machine registers it"
+        )
+
+
+def gpu_kind() -> str:
+    """The GPUs' model name as the NVIDIA driver reports it ("" without one)."""
+    if shutil.which("nvidia-smi") is None:
+        return ""
+    try:
+        names = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        ).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return ", ".join(sorted({n.strip() for n in names if n.strip()}))
+
+
+def own_address() -> str:
+    """The address this machine's peers reach it at: that of its default route (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only the route is looked up
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+def disk_free(folder: Path) -> int:
+    folder.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(folder).free
+
+
+def this_machine(name: str, address: str | None, labels: dict[str, str], scratch: Path) -> Host:
+    """This machine as a fleet host: its engine's CPUs, memory and GPUs, and the free disk under `scratch`."""
+    facts = docker_engine.host_facts()
+    return Host(
+        name=name, address=address or own_address(), vcpus=facts.cpus, memory_bytes=facts.memory_bytes,
+        gpus=facts.gpus, gpu_kind=gpu_kind() if facts.gpus else "", disk_free_bytes=disk_free(scratch), labels=labels,
+    )  # fmt: skip
+
+
+class _Moved(Exception):
+    """A host took another grant while this one was being decided."""
+
+
+def _host(row: Any) -> Host:
+    return Host(
+        name=row.name, address=row.address, vcpus=row.vcpus, memory_bytes=row.memory_bytes, gpus=row.gpus,
+        gpu_kind=row.gpu_kind, disk_free_bytes=row.disk_free_bytes, labels=json.loads(row.labels),
+        draining=bool(row.draining), heartbeat_at=row.heartbeat_at,
+    )  # fmt: skip
+
+
+def _grant(row: Any) -> Grant:
+    ids = tuple(int(i) for i in row.gpu_ids.split(",") if i)
+    return Grant(
+        job_name=row.job_name, instance=row.instance, host=row.host, vcpus=row.vcpus,
+        memory_bytes=row.memory_bytes, gpu_ids=ids,
+    )  # fmt: skip
+
+
+def _columns(grant: Grant) -> dict[str, Any]:
+    return {
+        "job_name": grant.job_name, "instance": grant.instance, "host": grant.host, "vcpus": grant.vcpus,
+        "memory_bytes": grant.memory_bytes, "gpu_ids": ",".join(str(i) for i in grant.gpu_ids),
+    }  # fmt: skip
+
+
+class Fleet:
+    """The fleet's records in one job store."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    # -- hosts ------------------------------------------------------------------
+
+    def register(self, host: Host) -> Host:
+        """Add a host, or bring a known one's capacity up to date (its draining flag is kept); it is live from now."""
+        at = now()
+        values = {
+            "address": host.address, "vcpus": host.vcpus, "memory_bytes": host.memory_bytes, "gpus": host.gpus,
+            "gpu_kind": host.gpu_kind, "disk_free_bytes": host.disk_free_bytes,
+            "labels": json.dumps(host.labels, sort_keys=True), "heartbeat_at": at,
+        }  # fmt: skip
+        for _ in range(WRITE_ATTEMPTS):
+            with self.store.writing() as conn:
+                if conn.execute(update(hosts).where(hosts.c.name == host.name).values(
+                    version=hosts.c.version + 1, **values
+                )).rowcount:  # fmt: skip
+                    return self.host(host.name, conn)
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(hosts).values(
+                            name=host.name, draining=host.draining, registered_at=at, version=0, **values
+                        ))  # fmt: skip
+                except IntegrityError:
+                    continue  # registered by another process meanwhile: update it
+                return self.host(host.name, conn)
+        raise DockyardError(f"could not register host {host.name}: its record kept changing")
+
+    def heartbeat(self, name: str, disk_free_bytes: int | None = None) -> bool:
+        """The host's worker is alive; False when the host is no longer registered."""
+        values: dict[str, Any] = {"heartbeat_at": now()}
+        if disk_free_bytes is not None:
+            values["disk_free_bytes"] = disk_free_bytes
+        with self.store.writing() as conn:
+            return bool(conn.execute(update(hosts).where(hosts.c.name == name).values(**values)).rowcount)
+
+    def hosts(self) -> list[Host]:
+        with self.store.engine.connect() as conn:
+            return [_host(row) for row in conn.execute(select(hosts).order_by(hosts.c.name))]
+
+    def host(self, name: str, conn: Connection | None = None) -> Host:
+        """Raises: UnknownHost."""
+        if conn is None:
+            with self.store.engine.connect() as own:
+                return self.host(name, own)
+        row = conn.execute(select(hosts).where(hosts.c.name == name)).first()
+        if row is None:
+            known = list(conn.execute(select(hosts.c.name).order_by(hosts.c.name)).scalars())
+            raise UnknownHost(name, known)
+        return _host(row)
+
+    def drain(self, name: str, draining: bool = True) -> Host:
+        """Stop (or resume) placing new instances on the host; what runs there runs on.
+
+        Raises:
+            UnknownHost: no host of that name.
+        """
+        with self.store.writing() as conn:
+            changed = conn.execute(
+                update(hosts).where(hosts.c.name == name).values(draining=draining, version=hosts.c.version + 1)
+            ).rowcount
+            if not changed:
+                self.host(name, conn)
+            return self.host(name, conn)
+
+    # -- grants -----------------------------------------------------------------
+
+    def grants(self, job_name: str | None = None, host: str | None = None) -> list[Grant]:
+        query = select(grants).order_by(grants.c.host, grants.c.job_name, grants.c.instance)
+        if job_name is not None:
+            query = query.where(grants.c.job_name == job_name)
+        if host is not None:
+            query = query.where(grants.c.host == host)
+        with self.store.engine.connect() as conn:
+            return [_grant(row) for row in conn.execute(query)]
+
+    def grant(self, demand: Demand, only: str | None = None) -> list[Grant] | Shortfall:
+        """Room for every instance of `demand` (on host `only`, if named), taken for it; or why
+        there is none now. A job granted before gets its grants back (a retried step)."""
+        for _ in range(WRITE_ATTEMPTS):
+            with self.store.engine.connect() as conn, conn.begin():
+                rows = list(conn.execute(select(hosts)))
+                held = [_grant(row) for row in conn.execute(select(grants))]
+            mine = [g for g in held if g.job_name == demand.job_name]
+            if mine:
+                return mine
+            versions = {row.name: row.version for row in rows}
+            decision = place(demand, [_host(row) for row in rows], held, now(), only=only)
+            if isinstance(decision, Shortfall):
+                return decision
+            try:
+                self._take(decision, versions)
+            except (_Moved, IntegrityError):
+                continue  # the fleet changed under this decision: decide again
+            return decision
+        raise DockyardError(
+            f"could not place {demand.job_name}: the fleet's grants kept changing — retry; if it keeps "
+            "happening, fewer schedulers at once"
+        )
+
+    def _take(self, decision: list[Grant], versions: dict[str, int]) -> None:
+        at = now()
+        with self.store.writing() as conn:
+            for name in sorted({g.host for g in decision}):
+                if not conn.execute(
+                    update(hosts)
+                    .where(hosts.c.name == name, hosts.c.version == versions[name])
+                    .values(version=versions[name] + 1)
+                ).rowcount:
+                    raise _Moved(name)
+            conn.execute(insert(grants), [{**_columns(g), "granted_at": at} for g in decision])
+            conn.execute(insert(grant_history), [{**_columns(g), "at": at, "event": "grant"} for g in decision])
+
+    def release(self, job_name: str) -> list[Grant]:
+        """Give back every instance the job holds; returns what it held."""
+        with self.store.writing() as conn:
+            held = [_grant(row) for row in conn.execute(select(grants).where(grants.c.job_name == job_name))]
+            if held:
+                conn.execute(delete(grants).where(grants.c.job_name == job_name))
+                at = now()
+                conn.execute(insert(grant_history), [{**_columns(g), "at": at, "event": "release"} for g in held])
+        return held
+
+    def history(self) -> list[tuple[datetime, str, Grant]]:
+        """Every grant and release, oldest first."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(grant_history).order_by(grant_history.c.id))
+            return [(row.at, row.event, _grant(row)) for row in rows]
