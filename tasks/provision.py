@@ -179,13 +179,13 @@ def remove_instances(job_name: str, scratch_root: str) -> int:
 
 def grants_of(settings: Settings, job_name: str) -> tuple[Grant, ...]:
     """The job's fleet grants (none outside a fleet)."""
-    return tuple(Fleet(open_store(settings)).grants(job_name)) if settings.fleet_host is not None else ()
+    return tuple(Fleet(open_store(settings)).grants(job_name))
 
 
 def give_back(settings: Settings, job_name: str) -> None:
-    """Release the job's fleet grants, if it holds any."""
-    if settings.fleet_host is not None:
-        Fleet(open_store(settings)).release(job_name)
+    """Release the job's fleet grants, if it holds any (whoever took them: a job picked up
+    by another orchestrator gives back what its first one was granted)."""
+    Fleet(open_store(settings)).release(job_name)
 
 
 @task(name="provision", cache_policy=NONE, **task_retry_options())
