@@ -12,6 +12,7 @@ job's way to its container never waits for it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import re
@@ -53,13 +54,27 @@ def client(uri: str) -> MlflowClient:
             for name in ("mlflow", "alembic"):  # their schema-migration chatter
                 logging.getLogger(name).setLevel(logging.WARNING)
             # Opening the tracking and registry stores creates or migrates their tables with
-            # Alembic, whose state is global: never beside another migration in this process.
-            with MIGRATING:
+            # Alembic, whose state is global: never beside another migration in this process,
+            # nor (a SQLite file) in another process opening the same new catalog.
+            with MIGRATING, _file_lock(uri):
                 mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 mlflow.search_experiments(max_results=1)
                 mlflow.search_registered_models(max_results=1)
             _clients[uri] = mlflow
         return _clients[uri]
+
+
+@contextlib.contextmanager
+def _file_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a SQLite catalog's file (nothing for other URIs)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def warm_up(uri: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,23 @@ def test_cloudwatch_sinks_receive_the_log_and_metrics_as_sagemaker_names_them(
         Statistics=["SampleCount"],
     )
     assert sum(p["SampleCount"] for p in stats["Datapoints"]) == len(scraped) == len(messages)
+
+
+OPEN_CATALOG = """
+import sys, time
+from infra import catalog
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+catalog.client(sys.argv[1]).search_experiments()
+"""
+
+
+def test_processes_opening_one_new_catalog_at_once_all_open_it(tmp_path: Path) -> None:
+    # Two first jobs of a new home, in two flow-run processes, create its SQLite catalog together.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = str(time.time() + 6)  # every process has imported MLflow's client by then
+    openers = [
+        subprocess.Popen([sys.executable, "-c", OPEN_CATALOG, uri, start], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in openers]
+    assert [p.returncode for p in openers] == [0, 0, 0], errors
