@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         use_prefect(str(settings.home))
         prefect_api.ensure_deployments(settings.work_pool, say)
+        prefect_api.ensure_work_queue(settings.work_pool, host.name)
     except DockyardError as exc:
         say(str(exc))
         return 1
@@ -94,11 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_beat, args=(fleet, host, settings, stop), name="heartbeat", daemon=True).start()
     env = {**prefect_api.worker_environment(), "DOCKYARD_FLEET_HOST": host.name}
     worker = subprocess.Popen(
-        prefect_api.worker_command(settings.work_pool, args.jobs, f"dockyard-{host.name}"),
+        prefect_api.worker_command(settings.work_pool, args.jobs, f"dockyard-{host.name}", (host.name, "default")),
         env=env, stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    say(f"worker: a Prefect process worker on work pool '{settings.work_pool}' (pid {worker.pid}), {args.jobs} "
-        f"flow runs at once, each granted its capacity on host {host.name}")  # fmt: skip
+    say(
+        f"worker: a Prefect process worker on work pool '{settings.work_pool}' (pid {worker.pid}), {args.jobs} "
+        f"flow runs at once, from the pool's default queue and host {host.name}'s own (the jobs placed here)"
+    )
     try:
         return worker.wait()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (use_prefect makes it one)

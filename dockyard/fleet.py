@@ -130,14 +130,21 @@ def _fits(demand: Demand, left: Free) -> bool:
 
 
 def place(
-    demand: Demand, hosts: list[Host], grants: list[Grant], at: datetime, only: str | None = None
+    demand: Demand,
+    hosts: list[Host],
+    grants: list[Grant],
+    at: datetime,
+    only: str | None = None,
+    prefer: str | None = None,
+    together: bool = False,
 ) -> list[Grant] | Shortfall:
     """Grants for every instance of `demand`, or why there is no room now.
 
     Candidates are the live hosts that are not draining (`only`: that host alone).
-    Each instance goes to the candidate with the most vCPUs left (then GPUs), so
-    a tuning job's trials and a job's instances spread over the fleet; the GPUs
-    it gets are the lowest-numbered free ones.
+    Each instance goes to the candidate with the largest share of its vCPUs left
+    (then the most GPUs left, then host `prefer`), so a tuning job's trials and a
+    job's instances spread over the fleet; the GPUs it gets are the lowest-numbered free ones.
+    `together`: every instance on one host (the first of them, in that order, with room for all).
     """
     candidates = [h for h in hosts if h.live(at) and not h.draining and (only is None or h.name == only)]
     itype = demand.instance_type
@@ -146,6 +153,20 @@ def place(
     if not candidates:
         return Shortfall(message=f"waiting for {wanted}: no live host in {where} takes new instances")
     free = free_capacity(candidates, grants)
+    if together and only is None:
+        order = sorted(free.values(), key=lambda f: (f.vcpus / max(f.host.vcpus, 1), f.host.name == prefer))
+        answers = [place(demand, candidates, grants, at, only=left.host.name) for left in reversed(order)]
+        placed = next((a for a in answers if isinstance(a, list)), None)
+        if placed is not None:
+            return placed
+        never = all(isinstance(a, Shortfall) and a.never for a in answers)
+        return Shortfall(
+            message=f"waiting for {wanted} on one host: no host has room for all of them "
+            f"({_left_words(list(free.values()))} free in {where})"
+            if not never
+            else f"{wanted} cannot run on one host of {where} even empty: choose fewer or smaller instances",
+            never=never,
+        )
     out: list[Grant] = []
     for instance in demand.instances:
         room = [left for left in free.values() if _fits(demand, left)]
@@ -159,7 +180,7 @@ def place(
                     never=True,
                 )
             return Shortfall(message=f"waiting for {wanted}: {_left_words(list(free.values()))} free in {where}")
-        left = max(room, key=lambda f: (f.vcpus / max(f.host.vcpus, 1), len(f.gpu_ids), f.host.name))
+        left = max(room, key=lambda f: (f.vcpus / max(f.host.vcpus, 1), len(f.gpu_ids), f.host.name == prefer))
         host = left.host
         gpus = left.gpu_ids[: demand.gpus_on(host)]
         grant = Grant(

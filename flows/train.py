@@ -30,7 +30,14 @@ from tasks.monitor import monitor
 from tasks.persist import persist
 from tasks.provision import ProvisionPlan, provision
 from tasks.pull_image import pull_image
-from tasks.recover import MaxWaitExceeded, StoppedWhilePending, reattach, reclaim, wait_for_capacity
+from tasks.recover import (
+    MaxWaitExceeded,
+    StoppedWhilePending,
+    hand_over,
+    reattach,
+    reclaim,
+    wait_for_capacity,
+)
 from tasks.run import run
 from tasks.stage_data import stage_data
 from tasks.validate import let_go, read_job_file, still_held, validate
@@ -76,6 +83,7 @@ class _AttemptResult:
     provisioned: ProvisionPlan | None
     restart_reason: str = ""
     interrupted: bool = False  # a spot interruption, not an infrastructure fault
+    handed_to: str | None = None  # granted on another fleet host: its worker runs the job
 
 
 def _attempt(
@@ -90,7 +98,9 @@ def _attempt(
     containers: dict[str, str] | None = None
     try:
         if attached is None:
-            wait_for_capacity(spec, settings)
+            granted = wait_for_capacity(spec, settings)
+            if granted is not None and granted != settings.fleet_host:
+                return _AttemptResult(None, None, handed_to=granted)
             provisioned = provision(spec, settings)
             stage_data(spec, provisioned, settings)
             image = pull_image(spec, settings)
@@ -155,6 +165,8 @@ def train(job: dict[str, Any] | str, spot_simulation: str | None = None) -> dict
         while True:
             result = _attempt(spec, settings, may_restart=restarts_left > 0, attached=attached)
             attached = None
+            if result.handed_to is not None:
+                return describe(hand_over(spec, settings, result.handed_to))
             scratch = (
                 result.provisioned.scratch_root
                 if result.provisioned

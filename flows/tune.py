@@ -4,8 +4,9 @@
 
 At most max_parallel_training_jobs trials run at once, and never more vCPUs
 than the host has across them: each trial holds slots of the Prefect global
-concurrency limit `dockyard-host-vcpus` while it runs. The flow waits for
-every trial it started.
+concurrency limit `dockyard-host-vcpus` while it runs. Under `dockyard worker`
+the fleet's grants share the hosts out instead, and a trial granted on another
+host runs there, under its worker. The flow waits for every trial it started.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from infra.job_store import JobStore, now, open_store
 from infra.retry import with_backoff
 from tasks.tuning import (
     distributions,
+    ended_elsewhere,
     host_slots,
     hyperparameters_of,
     make_study,
@@ -93,14 +95,15 @@ def _run_trial(doc: dict[str, Any], slots: int, settings: Settings) -> JobRecord
     name = doc["training_job_name"]
     held = contextlib.ExitStack()
     try:
-        with_backoff(
-            lambda: held.enter_context(concurrency(HOST_LIMIT, occupy=slots)),
-            SLOT_PATIENCE,
-            first_delay=1.0,
-            on_retry=lambda exc, wait: get_run_logger().warning(
-                f"trial {name}: Prefect did not hand out its host slots ({exc}); asking again in {wait:.0f} s"
-            ),
-        )
+        if settings.fleet_host is None:  # in a fleet, the fleet's grants share the hosts out
+            with_backoff(
+                lambda: held.enter_context(concurrency(HOST_LIMIT, occupy=slots)),
+                SLOT_PATIENCE,
+                first_delay=1.0,
+                on_retry=lambda exc, wait: get_run_logger().warning(
+                    f"trial {name}: Prefect did not hand out its host slots ({exc}); asking again in {wait:.0f} s"
+                ),
+            )
     except ConcurrencySlotAcquisitionError as exc:
         return (
             f"the trial did not start: Prefect did not hand out its share of the host ({exc}) — see the Prefect "
@@ -113,6 +116,8 @@ def _run_trial(doc: dict[str, Any], slots: int, settings: Settings) -> JobRecord
             held.close()
         except Exception as exc:  # noqa: BLE001 - the slots' lease runs out on its own; the trial's result stands
             get_run_logger().warning(f"trial {name}: its host slots were not given back ({exc}); their lease ends them")
+    if state.is_completed() and settings.fleet_host is not None:  # it may have gone to another host
+        return ended_elsewhere(settings, name) or str(state.message)
     return final_record(name, settings) or str(state.message)
 
 

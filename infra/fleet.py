@@ -184,18 +184,21 @@ class Fleet:
         with self.store.engine.connect() as conn:
             return [_grant(row) for row in conn.execute(query)]
 
-    def grant(self, demand: Demand, only: str | None = None) -> list[Grant] | Shortfall:
-        """Room for every instance of `demand` (on host `only`, if named), taken for it; or why
-        there is none now. A job granted before gets its grants back (a retried step)."""
+    def grant(
+        self, demand: Demand, only: str | None = None, prefer: str | None = None, together: bool = False
+    ) -> list[Grant] | Shortfall:
+        """Room for every instance of `demand` (see dockyard.fleet.place), taken for it; or why there
+        is none now. A job granted before gets its grants back (a retried step)."""
         for _ in range(WRITE_ATTEMPTS):
             with self.store.engine.connect() as conn, conn.begin():
-                rows = list(conn.execute(select(hosts)))
+                rows = list(conn.execute(select(hosts).order_by(hosts.c.name)))
                 held = [_grant(row) for row in conn.execute(select(grants))]
             mine = [g for g in held if g.job_name == demand.job_name]
             if mine:
                 return mine
             versions = {row.name: row.version for row in rows}
-            decision = place(demand, [_host(row) for row in rows], held, now(), only=only)
+            fleet = [_host(row) for row in rows]
+            decision = place(demand, fleet, held, now(), only=only, prefer=prefer, together=together)
             if isinstance(decision, Shortfall):
                 return decision
             try:

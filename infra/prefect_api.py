@@ -320,14 +320,33 @@ def _create_deployments(work_pool: str) -> None:
             )
 
 
-def submit(flow_name: str, work_pool: str, parameters: dict[str, Any], name: str, tags: list[str]) -> str:
-    """Create a flow run of `flow_name`'s deployment on `work_pool`, for a worker to pick up; returns its id."""
+def submit(
+    flow_name: str,
+    work_pool: str,
+    parameters: dict[str, Any],
+    name: str,
+    tags: list[str],
+    work_queue: str | None = None,
+) -> str:
+    """Create a flow run of `flow_name`'s deployment on `work_pool` (on its `work_queue`, else
+    its default queue), for a worker to pick up; returns its id."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(f"{flow_name}/{work_pool}")
-        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, name=name, tags=tags)
+        flow_run = client.create_flow_run_from_deployment(
+            deployment.id, parameters=parameters, name=name, tags=tags, work_queue_name=work_queue
+        )
     return str(flow_run.id)
+
+
+def ensure_work_queue(work_pool: str, name: str) -> None:
+    """A work queue `name` on `work_pool` (a fleet host's own: the runs placed on it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_queue(name=name, work_pool_name=work_pool)
 
 
 def run_ended(flow_run_id: str) -> bool:
@@ -400,11 +419,13 @@ def local_worker(home: str) -> LocalWorker | None:
     return worker if alive else None
 
 
-def worker_command(pool: str, limit: int, name: str | None = None) -> list[str]:
-    """The command line of a Prefect process worker on `pool` running at most `limit` flow runs at once."""
+def worker_command(pool: str, limit: int, name: str | None = None, queues: tuple[str, ...] = ()) -> list[str]:
+    """The command line of a Prefect process worker on `pool` running at most `limit` flow runs at
+    once, from `queues` (else every queue of the pool)."""
     named = ["--name", name] if name else []
+    polled = [arg for queue in queues for arg in ("--work-queue", queue)]
     return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
-            "--limit", str(limit), *named]  # fmt: skip
+            "--limit", str(limit), *named, *polled]  # fmt: skip
 
 
 def worker_environment() -> dict[str, str]:

@@ -13,17 +13,18 @@ from prefect.cache_policies import NONE
 
 from dockyard import contract
 from dockyard.errors import DockyardError
-from dockyard.fleet import Shortfall, demand_of
+from dockyard.fleet import Demand, Grant, Shortfall, demand_of
 from dockyard.record import JobRecord
 from dockyard.settings import Settings
 from dockyard.spec import InputMode, TrainingJobSpec
 from dockyard.status import SecondaryStatus
-from infra import credentials, docker_engine, job_log, spot
+from infra import credentials, docker_engine, job_log, prefect_api, spot
 from infra.fleet import Fleet
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan, give_back, grants_of, plan_provision, remove_instances
 from tasks.status import move
+from tasks.validate import let_go
 
 S = SecondaryStatus
 # Statuses in which a job's containers may still hold its work.
@@ -45,18 +46,19 @@ class StoppedWhilePending(DockyardError):
 FLEET_POLL_SECONDS = 2.0
 
 
-def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str) -> bool:
-    """Take the job's instances' capacity on fleet host `host`, Pending while it has no room;
-    returns whether it waited.
+def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, anywhere: bool) -> tuple[str, bool]:
+    """Take room for all the job's instances on one host of the fleet (`anywhere`; else on
+    `host`, this worker's), Pending while there is none; returns the host granted and whether it waited.
 
     Raises:
-        NoRoom: the host could never hold an instance.
+        NoRoom: no host could ever hold them.
         StoppedWhilePending: a stop came first.
     """
     store = open_store(settings)
     name = spec.training_job_name
     said = ""
-    while isinstance(answer := Fleet(store).grant(demand_of(spec), only=host), Shortfall):
+    demand = demand_of(spec)
+    while isinstance(answer := _ask(Fleet(store), demand, host, anywhere), Shortfall):
         if answer.never:
             raise NoRoom(answer.message)
         if store.stop_requested(name):
@@ -77,13 +79,22 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str) ->
             f"{grant.instance} granted on host {grant.host}: {grant.vcpus} vCPUs, "
             f"{grant.memory_bytes / 1024**3:.1f} GiB{gpus}",
         )
-    return bool(said)
+    return answer[0].host, bool(said)
+
+
+def _ask(fleet: Fleet, demand: Demand, host: str, anywhere: bool) -> list[Grant] | Shortfall:
+    if anywhere:
+        return fleet.grant(demand, prefer=host, together=True)
+    return fleet.grant(demand, only=host)
 
 
 @task(name="wait-for-capacity", cache_policy=NONE)
-def wait_for_capacity(spec: TrainingJobSpec, settings: Settings) -> None:
+def wait_for_capacity(spec: TrainingJobSpec, settings: Settings) -> str | None:
     """Wait, Pending, until the spot market has capacity for the job, then (under
-    `dockyard worker`) until its fleet host has room; a job that ran before moves to Restarting.
+    `dockyard worker`) until a host of the fleet has room for it; a job that ran before
+    moves to Restarting. Returns the fleet host granted (None outside a fleet): a job's
+    first attempt takes the host with the most room (this worker's among equals), a
+    restart this worker's host.
 
     Raises:
         MaxWaitExceeded: max_wait_time_in_seconds ran out first.
@@ -108,15 +119,33 @@ def wait_for_capacity(spec: TrainingJobSpec, settings: Settings) -> None:
             record = store.get(name)
         if record.status.secondary is S.PENDING and not restarting:
             record = move(settings, name, S.PENDING, S.STARTING, "Spot capacity available; preparing the instances")
-    if settings.fleet_host is not None and _wait_for_the_fleet(spec, settings, settings.fleet_host):
-        host = settings.fleet_host
+    granted = None
+    if settings.fleet_host is not None:
+        granted, waited = _wait_for_the_fleet(spec, settings, settings.fleet_host, anywhere=not restarting)
         record = store.get(name)
-        if not restarting:
+        if waited and not restarting:
             record = move(
-                settings, name, S.PENDING, S.STARTING, f"Capacity granted on host {host}; preparing the instances"
+                settings, name, S.PENDING, S.STARTING, f"Capacity granted on host {granted}; preparing the instances"
             )
     if restarting and record.status.secondary is not S.RESTARTING:
         move(settings, name, record.secondary, S.RESTARTING, "Restarting training from the last checkpoint")
+    return granted
+
+
+@task(name="hand-over", cache_policy=NONE, **task_retry_options())
+def hand_over(spec: TrainingJobSpec, settings: Settings, host: str) -> JobRecord:
+    """Give a job granted on another host of the fleet to that host's worker: the job
+    is queued again and a flow run of it submitted to the host's work queue; this
+    process lets go of it first, so that run can take it up."""
+    store = open_store(settings)
+    name = spec.training_job_name
+    record = store.change(name, lambda r: r.model_copy(update={"queued": True, "work_pool": settings.work_pool}))
+    let_go(name)
+    flow_run_id = prefect_api.submit(
+        "train", settings.work_pool, {"job": spec.model_dump(mode="json")}, name, ["dockyard"], work_queue=host
+    )
+    job_log.report(settings.home, name, f"placed on host {host}: handed to its worker (flow run {flow_run_id})")
+    return record
 
 
 @task(name="reclaim", cache_policy=NONE, **task_retry_options())

@@ -6,6 +6,7 @@ tuning flow runs each trial as a training subflow.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import optuna
@@ -18,7 +19,9 @@ from dockyard.algorithms import metric_definitions_of
 from dockyard.errors import JobSpecError
 from dockyard.instances import INSTANCE_TYPES
 from dockyard.loading import build_job, field_problem, from_sagemaker_request, looks_like_sagemaker_request
+from dockyard.record import JobRecord
 from dockyard.settings import Settings
+from dockyard.status import is_final
 from dockyard.tuning import (
     ObjectiveType,
     ParameterRanges,
@@ -229,6 +232,18 @@ def trial_slots(training: dict[str, Any], slots: int) -> int:
     itype = INSTANCE_TYPES.get(resources.get("instance_type", "local"))
     vcpus = (itype.vcpus if itype and itype.vcpus else 1) * int(resources.get("instance_count", 1))
     return max(1, min(slots, vcpus))
+
+
+TRIAL_POLL_SECONDS = 2.0
+
+
+def ended_elsewhere(settings: Settings, name: str) -> JobRecord | None:
+    """The final record of a trial whose flow run handed it to another fleet host, once
+    that host's worker has run it to its end; None when the trial has no record."""
+    store = open_store(settings)
+    while (record := store.find(name)) is not None and not is_final(record.status.secondary):
+        time.sleep(TRIAL_POLL_SECONDS)
+    return record
 
 
 @task(name="validate-tuning", cache_policy=NONE)

@@ -97,7 +97,7 @@ SCHEDULER = textwrap.dedent(
 )
 
 
-def _no_double_booking(fleet: Fleet) -> int:
+def no_double_booking(fleet: Fleet) -> int:
     """Replay the grant history: at no moment did two instances hold one GPU, or a host's grants
     add up to more vCPUs or memory than it has. Returns the most instances held at once."""
     hosts = {h.name: h for h in fleet.hosts()}
@@ -152,4 +152,4 @@ def test_schedulers_in_four_processes_placing_40_jobs_at_once_never_double_book(
         beats.join()
     assert [r["placed"] for r in results] == [10, 10, 10, 10]
     assert sum(r["waited"] for r in results) > 0  # the fleet was full at times: the race was real
-    assert _no_double_booking(fleet) >= 4
+    assert no_double_booking(fleet) >= 4

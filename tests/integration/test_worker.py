@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from infra import docker_engine, prefect_api
 from infra.fleet import Fleet
 from infra.job_store import open_store
 from tests.integration.helpers import ROOT, probe_job, unique
+from tests.integration.test_fleet import no_double_booking
 
 pytestmark = pytest.mark.integration
 S = SecondaryStatus
@@ -31,6 +33,46 @@ def dockyard(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
+def start_worker(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`dockyard worker --name NAME` in the background, its output in `log`; returns once it registered."""
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "worker", "--name", name, "--label", "rack=a", "--jobs", "3"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    fleet = Fleet(open_store(Settings.from_env(env)))
+    deadline = time.time() + 120
+    while not any(h.name == name for h in fleet.hosts()):
+        assert worker.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.5)
+    return worker
+
+
+def stop_worker(worker: subprocess.Popen[bytes], log: Path) -> None:
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=90) == 0, log.read_text()
+
+
+def given_back(fleet: Fleet) -> None:
+    """Wait until every grant is given back (a job's teardown follows its final status)."""
+    deadline = time.time() + 60
+    while fleet.grants():
+        assert time.time() < deadline, f"grants never given back: {fleet.grants()}"
+        time.sleep(0.5)
+
+
+def submit(flow_name: str, pool: str, doc: dict[str, Any], name: str) -> None:
+    """Submit a run of the deployment a worker creates once it has registered."""
+    deadline = time.time() + 60
+    while True:
+        try:
+            prefect_api.submit(flow_name, pool, {"job": doc}, name, [])
+            return
+        except Exception:  # noqa: BLE001 - not created yet
+            assert time.time() < deadline, "the worker did not create the deployments"
+            time.sleep(1)
+
+
 def test_a_worker_registers_its_host_and_its_jobs_wait_their_turn_for_its_vcpus(
     home: str, test_images: dict[str, str], tmp_path: Path
 ) -> None:
@@ -39,16 +81,9 @@ def test_a_worker_registers_its_host_and_its_jobs_wait_their_turn_for_its_vcpus(
     env = {**os.environ, "DOCKYARD_HOME": home, "DOCKYARD_WORK_POOL": pool}
     settings = Settings.from_env(env)
     fleet = Fleet(open_store(settings))
-    log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker", "--name", host, "--label", "rack=a", "--jobs", "2"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    log = tmp_path / "worker.log"
+    worker = start_worker(host, env, log)
     try:
-        deadline = time.time() + 120
-        while not any(h.name == host for h in fleet.hosts()) and time.time() < deadline:
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
-            time.sleep(0.5)
         facts = docker_engine.host_facts()
         registered = fleet.host(host)
         assert (registered.vcpus, registered.memory_bytes, registered.gpus) == (facts.cpus, facts.memory_bytes, 0)
@@ -62,14 +97,8 @@ def test_a_worker_registers_its_host_and_its_jobs_wait_their_turn_for_its_vcpus(
             | {"resource_config": {"instance_type": "ml.m5.4xlarge", "instance_count": 1}}
             for _ in range(2)
         ]
-        deadline = time.time() + 60
-        while time.time() < deadline:  # the worker creates the deployments once it has registered
-            try:
-                for job in jobs:
-                    prefect_api.submit("train", pool, {"job": job}, job["training_job_name"], [])
-                break
-            except Exception:  # noqa: BLE001 - not created yet
-                time.sleep(1)
+        for job in jobs:
+            submit("train", pool, job, job["training_job_name"])
         store = open_store(settings)
         names = [job["training_job_name"] for job in jobs]
         deadline = time.time() + 300
@@ -79,13 +108,15 @@ def test_a_worker_registers_its_host_and_its_jobs_wait_their_turn_for_its_vcpus(
                 break
             time.sleep(1)
         records = [store.get(n) for n in names]
-        assert [r.status.primary for r in records] == ["Completed", "Completed"], (tmp_path / "worker.log").read_text()
+        assert [r.status.primary for r in records] == ["Completed", "Completed"], log.read_text()
         waited = [r for r in records if S.PENDING in [t.status for t in r.status.transitions]]
         assert len(waited) == 1, "one job should have waited for the other's vCPUs"
         pending = next(t for t in waited[0].status.transitions if t.status is S.PENDING)
-        assert pending.status_message.startswith("Waiting for 1 x ml.m5.4xlarge: 0 GPUs, 0 vCPUs and ")
-        assert pending.status_message.endswith(f"free in host {host}")
-        # The grants, in order: one job's, given back, then the other's; none left.
+        assert pending.status_message.startswith("Waiting for 1 x ml.m5.4xlarge on one host: no host has room")
+        assert pending.status_message.endswith("(0 GPUs, 0 vCPUs and 0 GiB free in the fleet)")
+        # The grants, in order: one job's, given back, then the other's; none left once the
+        # last job's teardown (just after its final status) is over.
+        given_back(fleet)
         events = [(event, g.job_name, g.host, g.vcpus) for _, event, g in fleet.history()]
         second = waited[0].name
         first = next(n for n in names if n != second)
@@ -96,7 +127,65 @@ def test_a_worker_registers_its_host_and_its_jobs_wait_their_turn_for_its_vcpus(
         drained = dockyard("hosts", "drain", host, env=env)
         assert f"host {host} is draining" in drained.stderr and fleet.host(host).draining
     finally:
-        worker.send_signal(signal.SIGTERM)
-        code = worker.wait(timeout=90)
-        log.close()
-    assert code == 0, (tmp_path / "worker.log").read_text()
+        stop_worker(worker, log)
+
+
+@pytest.mark.usefixtures("home")  # the session's Prefect server
+def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
+    test_images: dict[str, str], tmp_path: Path, postgres_database: str
+) -> None:
+    pool = unique("fleet-pool")
+    shared = {
+        **os.environ,
+        "DOCKYARD_WORK_POOL": pool,
+        "DOCKYARD_DATABASE_URL": postgres_database,  # one job store, as a fleet shares
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    workers = {}
+    try:
+        for name in ("host-a", "host-b"):  # two homes, two workers: two machines but for the engine
+            workers[name] = start_worker(
+                name, {**shared, "DOCKYARD_HOME": str(tmp_path / name)}, tmp_path / f"{name}.log"
+            )
+        tuning = f"fleet-{os.urandom(3).hex()}"
+        doc = {
+            "hyper_parameter_tuning_job_name": tuning,
+            "hyper_parameter_tuning_job_config": {
+                "strategy": "Grid",
+                "hyper_parameter_tuning_job_objective": {"type": "Minimize", "metric_name": "loss"},
+                "resource_limits": {"max_number_of_training_jobs": 4, "max_parallel_training_jobs": 2},
+                "parameter_ranges": {
+                    "categorical_parameter_ranges": [{"name": "offset", "values": ["0", "1", "2", "3"]}]
+                },
+            },
+            "training_job_definition": {
+                "algorithm_specification": {
+                    "training_image": test_images["probe"],
+                    "metric_definitions": [{"name": "loss", "regex": r"loss=([0-9.]+)"}],
+                },
+                # Each trial takes a whole host (its type is larger than the host, so capped at it).
+                "resource_config": {"instance_type": "ml.m5.4xlarge", "instance_count": 1},
+                "static_hyper_parameters": {"mode": "sleep", "seconds": "3"},
+                "output_data_config": {"s3_output_path": f"file://{tmp_path}/output"},
+            },
+        }
+        submit("tune", pool, doc, tuning)
+        store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
+        deadline = time.time() + 600
+        while (record := store.tuning(tuning)) is None or record.status.value == "InProgress":
+            assert time.time() < deadline, {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in workers}
+            time.sleep(2)
+        described = record.describe()
+        assert described["HyperParameterTuningJobStatus"] == "Completed", described
+        assert described["TrainingJobStatusCounters"]["Completed"] == 4, described
+        fleet = Fleet(store)
+        given_back(fleet)
+        granted = [(g.job_name, g.host) for _, event, g in fleet.history() if event == "grant"]
+        assert len(granted) == 4 and {host for _, host in granted} == {"host-a", "host-b"}, granted
+        assert no_double_booking(fleet) == 2  # one trial per host at a time, both hosts busy at once
+        # Each trial ran under the worker of the host it was granted: its log is in that host's home.
+        for trial, host in granted:
+            assert (tmp_path / host / "jobs" / trial).is_dir(), f"{trial} did not run under {host}'s worker"
+    finally:
+        for name, worker in workers.items():
+            stop_worker(worker, tmp_path / f"{name}.log")

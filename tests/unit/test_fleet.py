@@ -83,3 +83,14 @@ def test_local_types_take_no_vcpus_and_local_gpu_takes_every_gpu() -> None:
 def test_grants_of_hosts_no_longer_listed_are_ignored() -> None:
     gone = Grant(job_name="old", instance="algo-1", host="gone", vcpus=8, memory_bytes=0, gpu_ids=(0,))
     assert isinstance(place(demand("j", "ml.m5.2xlarge"), [host("a")], [gone], AT), list)
+
+
+def test_together_puts_every_instance_on_one_host_the_emptiest_first_then_the_preferred() -> None:
+    fleet = [host("a", vcpus=8), host("b", vcpus=8), host("c", vcpus=16, gib=64)]
+    held = place(demand("busy", "ml.m5.xlarge"), fleet, [], AT, only="c")  # c: 12 of 16 left
+    assert isinstance(held, list)
+    pair = place(demand("j", "ml.m5.xlarge", 2), fleet, held, AT, together=True, prefer="b")
+    assert isinstance(pair, list) and {g.host for g in pair} == {"b"}
+    three = place(demand("k", "ml.m5.xlarge", 3), fleet, held, AT, together=True)
+    assert isinstance(three, list) and {g.host for g in three} == {"c"}
+    assert isinstance(place(demand("l", "ml.m5.xlarge", 4), fleet, held, AT, together=True), Shortfall)
