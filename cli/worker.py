@@ -7,7 +7,9 @@ their kind, the free disk, its labels), heartbeats it, and runs a Prefect
 process worker on the dockyard work pool whose flow runs take their capacity
 on this host: GPUs are never granted twice, vCPUs and memory add up within
 it, and a job waits Pending, saying what is free, until its instances fit.
-A fleet shares one Prefect server (PREFECT_API_URL), one job store
+Like `dockyard serve`, it hands a job whose orchestrator died (a worker
+killed, a machine gone) back to the work pool, so no job of the pool waits
+forever for a dead process. A fleet shares one Prefect server (PREFECT_API_URL), one job store
 (DOCKYARD_DATABASE_URL at PostgreSQL), one catalog (MLFLOW_TRACKING_URI) and
 S3 storage: set them alike on every machine. Ctrl-C or SIGTERM stops the
 worker and the flow runs it started; the host stays registered, and its
@@ -17,6 +19,7 @@ missed heartbeats show it silent.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import socket
@@ -24,6 +27,8 @@ import subprocess
 import sys
 import threading
 
+from api import recovery
+from api.training import Context
 from cli.render import say
 from cli.session import use_prefect
 from dockyard.errors import DockyardError
@@ -72,6 +77,16 @@ def _beat(fleet: Fleet, host: Host, settings: Settings, stop: threading.Event) -
             say(f"heartbeat of host {host.name} missed ({type(exc).__name__}: {exc}); trying again")
 
 
+def _die_with_parent() -> None:
+    """In the Prefect worker's process: end when this command ends, however it ends (a SIGKILL
+    included), so that no worker takes flow runs for a host that no longer beats."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     settings = Settings.from_env(os.environ)
@@ -93,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     stop = threading.Event()
     threading.Thread(target=_beat, args=(fleet, host, settings, stop), name="heartbeat", daemon=True).start()
+    ctx = Context(settings, store)
+    threading.Thread(target=recovery.watch, args=(ctx, stop), name="recovery", daemon=True).start()
     env = {**prefect_api.worker_environment(), "DOCKYARD_FLEET_HOST": host.name}
     worker = subprocess.Popen(
         prefect_api.worker_command(settings.work_pool, args.jobs, f"dockyard-{host.name}", (host.name, "default")),
-        env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+        env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
     )  # fmt: skip
     say(
         f"worker: a Prefect process worker on work pool '{settings.work_pool}' (pid {worker.pid}), {args.jobs} "

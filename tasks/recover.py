@@ -144,6 +144,8 @@ def hand_over(spec: TrainingJobSpec, settings: Settings, host: str) -> JobRecord
     flow_run_id = prefect_api.submit(
         "train", settings.work_pool, {"job": spec.model_dump(mode="json")}, name, ["dockyard"], work_queue=host
     )
+    # The run this one hands over to is now the job's: a watch for orphaned jobs must not hand it on again.
+    record = store.update(name, flow_run_id=flow_run_id)
     job_log.report(settings.home, name, f"placed on host {host}: handed to its worker (flow run {flow_run_id})")
     return record
 
@@ -204,6 +206,7 @@ def reattach(spec: TrainingJobSpec, settings: Settings) -> tuple[ProvisionPlan, 
         _serve_credentials_again(spec, settings, next(iter(found.values())))
         return provisioned, found
     record = store.change(name, lambda r: r.ended_attempt(now(), "orchestrator restarted"))
+    give_back(settings, name)  # its instances are gone with their host: it is placed afresh
     if record.status.secondary is not S.RESTARTING:
         move(
             settings,

@@ -251,8 +251,11 @@ def create_record(
     message: str = "Validated the job; preparing the instances",
     work_pool: str | None = None,
     request_extras: dict[str, Any] | None = None,
+    queued: bool | None = None,
 ) -> JobRecord:
-    """Store the new job's record, Starting.
+    """Store the new job's record, Starting: queued for a flow run of `work_pool` (unless
+    `queued` is False: its flow run is this one), whose workers take it up again if its
+    orchestrator dies.
 
     Raises:
         DockyardError: a job of that name exists.
@@ -264,7 +267,7 @@ def create_record(
         creation_time=at,
         flow_run_id=flow_run_id,
         spot_price_ratio=ratio,
-        queued=work_pool is not None,
+        queued=work_pool is not None if queued is None else queued,
         work_pool=work_pool,
         request_extras=request_extras or {},
     ).moved(SecondaryStatus.STARTING, message, at)
@@ -292,8 +295,9 @@ def _create_or_pick_up(
                 prefect_api.mark_crashed(previous, f"its orchestrator died; flow run {flow_run_id} carries on")
         store.update(name, flow_run_id=flow_run_id, queued=False)
         job_log.append(settings.home, name, f"picked up again by {this_process()} (flow run {flow_run_id})")
-    else:
-        create_record(spec, settings, flow_run_id)
+    else:  # a fleet's job (run by a worker) goes back to the pool should its orchestrator die
+        pool = settings.work_pool if settings.fleet_host is not None and flow_run_id else None
+        create_record(spec, settings, flow_run_id, work_pool=pool, queued=False)
     if flow_run_id:
         experiment = spec.experiment_config.experiment_name if spec.experiment_config else None
         tags = ["dockyard", "training-job", f"job:{name}"] + ([f"experiment:{experiment}"] if experiment else [])

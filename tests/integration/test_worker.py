@@ -4,6 +4,7 @@ on the host — one waits Pending, saying what is free, while another holds it."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from dockyard.status import SecondaryStatus
 from infra import docker_engine, prefect_api
 from infra.fleet import Fleet
 from infra.job_store import open_store
+from tasks.validate import lease_name
 from tests.integration.helpers import ROOT, probe_job, unique
 from tests.integration.test_fleet import no_double_booking
 
@@ -51,6 +53,24 @@ def start_worker(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[
 def stop_worker(worker: subprocess.Popen[bytes], log: Path) -> None:
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=90) == 0, log.read_text()
+
+
+def children(pid: int) -> list[int]:
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in found]
+
+
+def gone(pid: int) -> None:
+    """Wait until process `pid` is gone (or a zombie)."""
+    deadline = time.time() + 30
+    while True:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        assert time.time() < deadline, f"process {pid} is still there"
+        time.sleep(0.2)
 
 
 def given_back(fleet: Fleet) -> None:
@@ -189,3 +209,57 @@ def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
     finally:
         for name, worker in workers.items():
             stop_worker(worker, tmp_path / f"{name}.log")
+
+
+@pytest.mark.usefixtures("home")  # the session's Prefect server
+def test_a_job_whose_worker_is_killed_is_carried_on_by_the_other_workers_host(
+    test_images: dict[str, str], tmp_path: Path, postgres_database: str
+) -> None:
+    pool = unique("fleet-pool")
+    shared = {
+        **os.environ,
+        "DOCKYARD_WORK_POOL": pool,
+        "DOCKYARD_DATABASE_URL": postgres_database,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "DOCKYARD_LEASE_SECONDS": "5",  # a dead orchestrator's job is free, and looked for, after 5 s
+    }
+    workers = {
+        name: start_worker(name, {**shared, "DOCKYARD_HOME": str(tmp_path / name)}, tmp_path / f"{name}.log")
+        for name in ("host-a", "host-b")
+    }
+    store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
+    job = probe_job(str(tmp_path), test_images["probe"], "sleep", hyperparameters={"seconds": "25"})
+    name = job["training_job_name"]
+    survivors = dict(workers)
+    try:
+        submit("train", pool, job, name)
+        deadline = time.time() + 120
+        while (record := store.find(name)) is None or record.status.secondary is not S.TRAINING:
+            assert time.time() < deadline, {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in workers}
+            time.sleep(0.5)
+        held = store.lease(lease_name(name))
+        assert held is not None
+        orchestrator = held.owner.pid
+        running = next(n for n in workers if (tmp_path / n / "jobs" / name).is_dir())
+        # The machine "dies": its worker and the job's orchestrator, at once and without a word.
+        prefect_worker = children(workers[running].pid)
+        assert len(prefect_worker) == 1
+        os.killpg(workers[running].pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orchestrator, signal.SIGKILL)
+        survivors.pop(running).wait(timeout=30)
+        gone(prefect_worker[0])  # the Prefect worker ends with the command that started it
+        deadline = time.time() + 240
+        while (record := store.get(name)).status.primary == "InProgress":
+            assert time.time() < deadline, {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in survivors}
+            time.sleep(1)
+        assert record.status.primary == "Completed", record.failure_reason
+        other = next(iter(survivors))
+        handed = (tmp_path / other / "jobs" / name / "job.log").read_text()
+        assert "its orchestrator died: handed back to work pool" in handed
+        log = (tmp_path / other / "jobs" / name / "job.log").read_text()
+        assert "picked up again by" in log and "reattached to 1 running container(s)" in log
+        given_back(Fleet(store))
+    finally:
+        for n, worker in survivors.items():
+            stop_worker(worker, tmp_path / f"{n}.log")
