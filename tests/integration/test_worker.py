@@ -10,10 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from dockyard.settings import Settings
@@ -23,6 +25,7 @@ from infra.fleet import Fleet
 from infra.job_store import open_store
 from tasks.validate import lease_name
 from tests.integration.helpers import ROOT, probe_job, unique
+from tests.integration.second_engine import second_engine
 from tests.integration.test_fleet import no_double_booking
 
 pytestmark = pytest.mark.integration
@@ -150,6 +153,28 @@ def test_a_worker_registers_its_host_and_its_jobs_wait_their_turn_for_its_vcpus(
         stop_worker(worker, log)
 
 
+class Sightings:
+    """Which jobs' containers each engine ran, from their labels, looked at every 0.2 s."""
+
+    def __init__(self, engines: dict[str, str]) -> None:
+        self.engines = {host: docker.DockerClient(base_url=url) for host, url in engines.items()}
+        self.seen: set[tuple[str, str]] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._look, daemon=True)
+        self.thread.start()
+
+    def _look(self) -> None:
+        while not self.stop.wait(0.2):
+            for host, engine in self.engines.items():
+                for container in engine.containers.list(all=True, filters={"label": docker_engine.MANAGED_LABEL}):
+                    self.seen.add((host, container.labels[docker_engine.JOB_LABEL]))
+
+    def end(self) -> set[tuple[str, str]]:
+        self.stop.set()
+        self.thread.join()
+        return self.seen
+
+
 @pytest.mark.usefixtures("home")  # the session's Prefect server
 def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
     test_images: dict[str, str], tmp_path: Path, postgres_database: str
@@ -162,53 +187,54 @@ def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
     workers = {}
-    try:
-        for name in ("host-a", "host-b"):  # two homes, two workers: two machines but for the engine
-            workers[name] = start_worker(
-                name, {**shared, "DOCKYARD_HOME": str(tmp_path / name)}, tmp_path / f"{name}.log"
-            )
-        tuning = f"fleet-{os.urandom(3).hex()}"
-        doc = {
-            "hyper_parameter_tuning_job_name": tuning,
-            "hyper_parameter_tuning_job_config": {
-                "strategy": "Grid",
-                "hyper_parameter_tuning_job_objective": {"type": "Minimize", "metric_name": "loss"},
-                "resource_limits": {"max_number_of_training_jobs": 4, "max_parallel_training_jobs": 2},
-                "parameter_ranges": {
-                    "categorical_parameter_ranges": [{"name": "offset", "values": ["0", "1", "2", "3"]}]
+    with second_engine([test_images["probe"]]) as engine_b:
+        engines = {"host-a": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"), "host-b": engine_b}
+        try:
+            for name, engine in engines.items():  # two homes, two engines: two machines but for their files
+                env = {**shared, "DOCKYARD_HOME": str(tmp_path / name), "DOCKER_HOST": engine}
+                workers[name] = start_worker(name, env, tmp_path / f"{name}.log")
+            sightings = Sightings(engines)
+            tuning = f"fleet-{os.urandom(3).hex()}"
+            doc = {
+                "hyper_parameter_tuning_job_name": tuning,
+                "hyper_parameter_tuning_job_config": {
+                    "strategy": "Grid",
+                    "hyper_parameter_tuning_job_objective": {"type": "Minimize", "metric_name": "loss"},
+                    "resource_limits": {"max_number_of_training_jobs": 4, "max_parallel_training_jobs": 2},
+                    "parameter_ranges": {
+                        "categorical_parameter_ranges": [{"name": "offset", "values": ["0", "1", "2", "3"]}]
+                    },
                 },
-            },
-            "training_job_definition": {
-                "algorithm_specification": {
-                    "training_image": test_images["probe"],
-                    "metric_definitions": [{"name": "loss", "regex": r"loss=([0-9.]+)"}],
+                "training_job_definition": {
+                    "algorithm_specification": {
+                        "training_image": test_images["probe"],
+                        "metric_definitions": [{"name": "loss", "regex": r"loss=([0-9.]+)"}],
+                    },
+                    # Each trial takes a whole host (its type is larger than the host, so capped at it).
+                    "resource_config": {"instance_type": "ml.m5.4xlarge", "instance_count": 1},
+                    "static_hyper_parameters": {"mode": "sleep", "seconds": "3"},
+                    "output_data_config": {"s3_output_path": f"file://{tmp_path}/output"},
                 },
-                # Each trial takes a whole host (its type is larger than the host, so capped at it).
-                "resource_config": {"instance_type": "ml.m5.4xlarge", "instance_count": 1},
-                "static_hyper_parameters": {"mode": "sleep", "seconds": "3"},
-                "output_data_config": {"s3_output_path": f"file://{tmp_path}/output"},
-            },
-        }
-        submit("tune", pool, doc, tuning)
-        store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
-        deadline = time.time() + 600
-        while (record := store.tuning(tuning)) is None or record.status.value == "InProgress":
-            assert time.time() < deadline, {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in workers}
-            time.sleep(2)
-        described = record.describe()
-        assert described["HyperParameterTuningJobStatus"] == "Completed", described
-        assert described["TrainingJobStatusCounters"]["Completed"] == 4, described
-        fleet = Fleet(store)
-        given_back(fleet)
-        granted = [(g.job_name, g.host) for _, event, g in fleet.history() if event == "grant"]
-        assert len(granted) == 4 and {host for _, host in granted} == {"host-a", "host-b"}, granted
-        assert no_double_booking(fleet) == 2  # one trial per host at a time, both hosts busy at once
-        # Each trial ran under the worker of the host it was granted: its log is in that host's home.
-        for trial, host in granted:
-            assert (tmp_path / host / "jobs" / trial).is_dir(), f"{trial} did not run under {host}'s worker"
-    finally:
-        for name, worker in workers.items():
-            stop_worker(worker, tmp_path / f"{name}.log")
+            }
+            submit("tune", pool, doc, tuning)
+            store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
+            deadline = time.time() + 600
+            while (record := store.tuning(tuning)) is None or record.status.value == "InProgress":
+                assert time.time() < deadline, {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in workers}
+                time.sleep(2)
+            seen = sightings.end()
+        finally:
+            for name, worker in workers.items():
+                stop_worker(worker, tmp_path / f"{name}.log")
+    described = record.describe()
+    assert described["HyperParameterTuningJobStatus"] == "Completed", described
+    assert described["TrainingJobStatusCounters"]["Completed"] == 4, described
+    fleet = Fleet(store)
+    given_back(fleet)
+    granted = {(g.host, g.job_name) for _, event, g in fleet.history() if event == "grant"}
+    assert len(granted) == 4 and {host for host, _ in granted} == {"host-a", "host-b"}, granted
+    assert seen == granted  # each trial's container ran on the engine of the host it was granted
+    assert no_double_booking(fleet) == 2  # one trial per host at a time, both hosts busy at once
 
 
 @pytest.mark.usefixtures("home")  # the session's Prefect server
