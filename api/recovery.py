@@ -6,6 +6,9 @@ lapses; `dockyard serve` then hands the job to the work pool again as a new
 flow run, which picks it up as a rerun on the command line does: it reattaches
 to the job's containers when they still run, else restarts it from its
 checkpoints. Jobs started from the command line are left to their command.
+
+It also gives back the fleet grants of jobs that ended without giving them
+back themselves (their orchestrator died in its teardown).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import threading
 from api.training import Context, submit
 from dockyard.errors import DockyardError, LeaseHeld
 from dockyard.record import JobRecord
+from dockyard.status import is_final
 from infra import job_log, prefect_api
+from infra.fleet import Fleet
 from tasks.validate import lease_name
 
 log = logging.getLogger("dockyard.api")
@@ -64,12 +69,30 @@ def hand_back(ctx: Context, record: JobRecord) -> str | None:
     return flow_run_id
 
 
+def release_ended(ctx: Context) -> list[str]:
+    """Give back the fleet grants of jobs that ended (or are gone) with no live orchestrator; their names."""
+    fleet = Fleet(ctx.store)
+    holders = sorted({grant.job_name for grant in fleet.grants()})
+    records = ctx.store.find_many(holders)
+    released = []
+    for name in holders:
+        record = records.get(name)
+        ended = record is None or is_final(record.status.secondary)
+        if ended and not ctx.store.lease_live(lease_name(name)) and fleet.release(name):
+            job_log.append(ctx.settings.home, name, "its fleet grants were given back by a watch, not by its teardown")
+            released.append(name)
+    return released
+
+
 def watch(ctx: Context, stop: threading.Event) -> None:
-    """Hand orphaned API jobs back to their work pool, every lease period, until `stop` is set."""
+    """Hand orphaned API jobs back to their work pool, and give back the grants of ended
+    jobs, every lease period, until `stop` is set."""
     while not stop.wait(ctx.settings.lease_seconds):
         try:
             for record in orphans(ctx):
                 if hand_back(ctx, record):
                     log.warning("training job %s lost its orchestrator; handed back to its work pool", record.name)
+            for name in release_ended(ctx):
+                log.warning("training job %s ended holding fleet grants; given back", name)
         except Exception:  # the watch goes on; the next round tries again
             log.exception("looking for orphaned jobs failed")

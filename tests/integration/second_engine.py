@@ -34,9 +34,34 @@ def _remove_namespace() -> None:
         _ip("link", "del", HOST_SIDE)
 
 
+class Engine:
+    """The second engine: its DOCKER_HOST URL, and a way to take it down as a dying machine would."""
+
+    def __init__(self, root: Path, dockerd: subprocess.Popen[bytes]) -> None:
+        self.root, self.dockerd = root, dockerd
+        self.url = f"unix://{root / 'docker.sock'}"
+        self.env = {"DOCKER_HOST": self.url, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+
+    def docker(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+
+    def stop(self) -> None:
+        """Kill its containers and stop the engine."""
+        found = self.docker("ps", "-aq").stdout.split()
+        if found:  # else dockerd takes its time to stop
+            self.docker("rm", "-f", *found)
+        if self.dockerd.poll() is None:
+            self.dockerd.send_signal(signal.SIGTERM)
+            try:
+                self.dockerd.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.dockerd.kill()
+                self.dockerd.wait()
+
+
 @contextlib.contextmanager
-def second_engine(images: list[str]) -> Iterator[str]:
-    """Start the engine with `images` loaded from the first; yields its DOCKER_HOST URL."""
+def second_engine(images: list[str]) -> Iterator[Engine]:
+    """Start the engine with `images` loaded from the first."""
     _remove_namespace()  # a run that died before its teardown
     root = Path(tempfile.mkdtemp(prefix="dockyard-engine2-"))
     _ip("netns", "add", NAMESPACE)
@@ -48,8 +73,7 @@ def second_engine(images: list[str]) -> Iterator[str]:
     _ip("link", "set", INSIDE, "up", namespace=True)
     _ip("link", "set", "lo", "up", namespace=True)
     _ip("route", "add", "default", "via", HOST_ADDRESS, namespace=True)
-    socket = root / "docker.sock"
-    url = f"unix://{socket}"
+    url = f"unix://{root / 'docker.sock'}"
     # `ip netns exec` remounts /sys, and dockerd then finds no devices cgroup: enter the network alone.
     with open(root / "dockerd.log", "wb") as log:
         dockerd = subprocess.Popen(
@@ -57,27 +81,19 @@ def second_engine(images: list[str]) -> Iterator[str]:
              "--exec-root", str(root / "exec"), "--pidfile", str(root / "docker.pid"), "-H", url, "--bip", BRIDGE],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    env = {"DOCKER_HOST": url, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+    engine = Engine(root, dockerd)
     try:
         deadline = time.time() + 60
-        while subprocess.run(["docker", "info"], env=env, capture_output=True).returncode != 0:
+        while engine.docker("info").returncode != 0:
             assert dockerd.poll() is None and time.time() < deadline, (root / "dockerd.log").read_text()[-3000:]
             time.sleep(0.5)
         for image in images:
             save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-            subprocess.run(["docker", "load", "-q"], env=env, stdin=save.stdout, check=True, capture_output=True)
+            subprocess.run(["docker", "load", "-q"], env=engine.env, stdin=save.stdout, check=True, capture_output=True)
             assert save.wait() == 0, f"docker save {image} failed"
-        yield url
+        yield engine
     finally:
-        found = subprocess.run(["docker", "ps", "-aq"], env=env, capture_output=True, text=True).stdout.split()
-        if found:  # else dockerd takes its time to stop
-            subprocess.run(["docker", "rm", "-f", *found], env=env, capture_output=True)
-        dockerd.send_signal(signal.SIGTERM)
-        try:
-            dockerd.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            dockerd.kill()
-            dockerd.wait()
+        engine.stop()
         subprocess.run(["umount", str(root / "exec" / "netns" / "default")], capture_output=True)
         _remove_namespace()
         shutil.rmtree(root, ignore_errors=True)

@@ -15,11 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from api.recovery import release_ended
+from api.training import Context
 from dockyard.fleet import Demand, Grant, Host, Shortfall
 from dockyard.instances import INSTANCE_TYPES
+from dockyard.settings import Settings
+from dockyard.status import SecondaryStatus as S
 from infra.fleet import Fleet, UnknownHost
 from infra.job_store import JobStore
 from tests.conftest import ROOT
+from tests.integration.test_job_store import job, unique
 
 pytestmark = pytest.mark.integration
 GIB = 1024**3
@@ -153,3 +158,17 @@ def test_schedulers_in_four_processes_placing_40_jobs_at_once_never_double_book(
     assert [r["placed"] for r in results] == [10, 10, 10, 10]
     assert sum(r["waited"] for r in results) > 0  # the fleet was full at times: the race was real
     assert no_double_booking(fleet) >= 4
+
+
+def test_the_watch_gives_back_the_grants_of_jobs_that_ended_without_giving_them_back(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.register(Host(name="h", vcpus=8, memory_bytes=32 * GIB, gpus=1))
+    running, ended = job(unique("running")), job(unique("ended"))
+    for record in (running, ended):
+        fleet.store.create(record)
+        assert isinstance(fleet.grant(demand(record.name, "ml.m5.xlarge")), list)
+    fleet.store.transition(ended.name, S.STARTING, S.FAILED, "its orchestrator died in its teardown")
+    ctx = Context(Settings.from_env({"DOCKYARD_HOME": str(tmp_path)}), fleet.store)
+    assert release_ended(ctx) == [ended.name]
+    assert [g.job_name for g in fleet.grants()] == [running.name]

@@ -20,7 +20,7 @@ import pytest
 
 from dockyard.settings import Settings
 from dockyard.status import SecondaryStatus
-from infra import docker_engine, prefect_api
+from infra import docker_engine, prefect_api, volumes
 from infra.fleet import Fleet
 from infra.job_store import open_store
 from tasks.validate import lease_name
@@ -153,6 +153,9 @@ def test_a_worker_registers_its_host_and_its_jobs_wait_their_turn_for_its_vcpus(
         stop_worker(worker, log)
 
 
+FIRST_ENGINE = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
 class Sightings:
     """Which jobs' containers each engine ran, from their labels, looked at every 0.2 s."""
 
@@ -188,7 +191,7 @@ def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
     }
     workers = {}
     with second_engine([test_images["probe"]]) as engine_b:
-        engines = {"host-a": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"), "host-b": engine_b}
+        engines = {"host-a": FIRST_ENGINE, "host-b": engine_b.url}
         try:
             for name, engine in engines.items():  # two homes, two engines: two machines but for their files
                 env = {**shared, "DOCKYARD_HOME": str(tmp_path / name), "DOCKER_HOST": engine}
@@ -222,6 +225,7 @@ def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
             while (record := store.tuning(tuning)) is None or record.status.value == "InProgress":
                 assert time.time() < deadline, {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in workers}
                 time.sleep(2)
+            given_back(Fleet(store))  # by the trials' teardowns, which follow their final statuses
             seen = sightings.end()
         finally:
             for name, worker in workers.items():
@@ -230,7 +234,6 @@ def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
     assert described["HyperParameterTuningJobStatus"] == "Completed", described
     assert described["TrainingJobStatusCounters"]["Completed"] == 4, described
     fleet = Fleet(store)
-    given_back(fleet)
     granted = {(g.host, g.job_name) for _, event, g in fleet.history() if event == "grant"}
     assert len(granted) == 4 and {host for host, _ in granted} == {"host-a", "host-b"}, granted
     assert seen == granted  # each trial's container ran on the engine of the host it was granted
@@ -238,7 +241,7 @@ def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
 
 
 @pytest.mark.usefixtures("home")  # the session's Prefect server
-def test_a_job_whose_worker_is_killed_is_carried_on_by_the_other_workers_host(
+def test_a_job_whose_machine_dies_resumes_from_its_checkpoints_on_the_other_host(
     test_images: dict[str, str], tmp_path: Path, postgres_database: str
 ) -> None:
     pool = unique("fleet-pool")
@@ -249,43 +252,55 @@ def test_a_job_whose_worker_is_killed_is_carried_on_by_the_other_workers_host(
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "DOCKYARD_LEASE_SECONDS": "5",  # a dead orchestrator's job is free, and looked for, after 5 s
     }
-    workers = {
-        name: start_worker(name, {**shared, "DOCKYARD_HOME": str(tmp_path / name)}, tmp_path / f"{name}.log")
-        for name in ("host-a", "host-b")
-    }
-    store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
-    job = probe_job(str(tmp_path), test_images["probe"], "sleep", hyperparameters={"seconds": "25"})
+    store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-b")}))
+    fleet = Fleet(store)
+    checkpoints = tmp_path / "checkpoints"
+    job = probe_job(
+        str(tmp_path), test_images["probe"], "count", hyperparameters={"steps": "60", "step_seconds": "0.3"}
+    ) | {"checkpoint_config": {"s3_uri": checkpoints.as_uri()}}
     name = job["training_job_name"]
-    survivors = dict(workers)
-    try:
-        submit("train", pool, job, name)
-        deadline = time.time() + 120
-        while (record := store.find(name)) is None or record.status.secondary is not S.TRAINING:
-            assert time.time() < deadline, {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in workers}
-            time.sleep(0.5)
-        held = store.lease(lease_name(name))
-        assert held is not None
-        orchestrator = held.owner.pid
-        running = next(n for n in workers if (tmp_path / n / "jobs" / name).is_dir())
-        # The machine "dies": its worker and the job's orchestrator, at once and without a word.
-        prefect_worker = children(workers[running].pid)
-        assert len(prefect_worker) == 1
-        os.killpg(workers[running].pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(orchestrator, signal.SIGKILL)
-        survivors.pop(running).wait(timeout=30)
-        gone(prefect_worker[0])  # the Prefect worker ends with the command that started it
-        deadline = time.time() + 240
-        while (record := store.get(name)).status.primary == "InProgress":
-            assert time.time() < deadline, {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in survivors}
-            time.sleep(1)
-        assert record.status.primary == "Completed", record.failure_reason
-        other = next(iter(survivors))
-        handed = (tmp_path / other / "jobs" / name / "job.log").read_text()
-        assert "its orchestrator died: handed back to work pool" in handed
-        log = (tmp_path / other / "jobs" / name / "job.log").read_text()
-        assert "picked up again by" in log and "reattached to 1 running container(s)" in log
-        given_back(Fleet(store))
-    finally:
-        for n, worker in survivors.items():
-            stop_worker(worker, tmp_path / f"{n}.log")
+    workers: dict[str, subprocess.Popen[bytes]] = {}
+    with second_engine([test_images["probe"]]) as engine_a:
+        try:
+            for host, engine in {"host-a": engine_a.url, "host-b": FIRST_ENGINE}.items():
+                env = {**shared, "DOCKYARD_HOME": str(tmp_path / host), "DOCKER_HOST": engine}
+                workers[host] = start_worker(host, env, tmp_path / f"{host}.log")
+            fleet.drain("host-b")  # so the job starts on host-a
+            submit("train", pool, job, name)
+            deadline = time.time() + 120
+            while (
+                not (checkpoints / "progress.json").exists()
+                or json.loads((checkpoints / "progress.json").read_text())["next"] < 10
+            ):  # synced to its checkpoint URI
+                assert time.time() < deadline, (tmp_path / "host-a.log").read_text()[-3000:]
+                time.sleep(0.3)
+            fleet.drain("host-b", draining=False)
+            held = store.lease(lease_name(name))
+            assert held is not None and [g.host for g in fleet.grants(name)] == ["host-a"]
+            # host-a dies: its worker, the job's orchestrator and its engine, at once and without a word.
+            prefect_worker = children(workers["host-a"].pid)
+            os.killpg(workers["host-a"].pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(held.owner.pid, signal.SIGKILL)
+            workers.pop("host-a").wait(timeout=30)
+            gone(prefect_worker[0])  # the Prefect worker ends with the command that started it
+            engine_a.stop()
+            deadline = time.time() + 300
+            while (record := store.get(name)).status.primary == "InProgress":
+                assert time.time() < deadline, (tmp_path / "host-b.log").read_text()[-3000:]
+                time.sleep(1)
+            given_back(fleet)  # by the job's teardown, which follows its final status
+        finally:
+            for host, worker in workers.items():
+                stop_worker(worker, tmp_path / f"{host}.log")
+            for scratch in (tmp_path / "host-a" / "scratch").glob("*"):  # the dead machine's disks
+                volumes.unmount_all(str(scratch))
+    assert record.status.primary == "Completed", record.failure_reason
+    log = (tmp_path / "host-b" / "jobs" / name / "job.log").read_text()
+    assert "its orchestrator died: handed back to work pool" in log
+    resumed = int(log.split("resuming at step ")[1].split()[0])
+    assert resumed >= 10, log  # from its checkpoints, not from the start
+    assert len(record.attempts) == 2 and record.attempts[0].ended_by == "orchestrator restarted"
+    assert (tmp_path / "output" / name / "output" / "model.tar.gz").exists()
+    grants = [(event, g.host) for _, event, g in fleet.history() if g.job_name == name]
+    assert grants == [("grant", "host-a"), ("release", "host-a"), ("grant", "host-b"), ("release", "host-b")]
