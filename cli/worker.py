@@ -34,7 +34,7 @@ from cli.session import use_prefect
 from dockyard.errors import DockyardError
 from dockyard.fleet import HEARTBEAT_SECONDS, Host
 from dockyard.settings import Settings
-from infra import prefect_api
+from infra import docker_engine, prefect_api
 from infra.fleet import Fleet, disk_free, this_machine
 from infra.job_store import open_store, redacted
 
@@ -69,10 +69,21 @@ def _registered(host: Host) -> str:
 
 
 def _beat(fleet: Fleet, host: Host, settings: Settings, stop: threading.Event) -> None:
+    """Beat while this machine can run jobs: a host whose engine does not answer goes silent,
+    and takes no new instances, until it answers again."""
+    silent = False
     while not stop.wait(HEARTBEAT_SECONDS):
+        if not docker_engine.answers():
+            if not silent:
+                say(f"the Docker engine does not answer: host {host.name} stops beating until it does")
+            silent = True
+            continue
         try:
             if not fleet.heartbeat(host.name, disk_free(settings.scratch_root())):
                 fleet.register(host)  # removed meanwhile: back with its capacity
+            if silent:
+                say(f"the Docker engine answers again: host {host.name} beats again")
+            silent = False
         except Exception as exc:  # noqa: BLE001 - a missed beat is tried again at the next
             say(f"heartbeat of host {host.name} missed ({type(exc).__name__}: {exc}); trying again")
 

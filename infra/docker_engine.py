@@ -45,6 +45,14 @@ def client(timeout: int = 60) -> docker.DockerClient:
         raise TransientInfraError(f"cannot reach the Docker engine ({exc}); start dockerd or set DOCKER_HOST") from exc
 
 
+def answers() -> bool:
+    """Whether the engine answers a ping within 10 s."""
+    try:
+        return bool(client(timeout=10).ping())
+    except (TransientInfraError, docker.errors.DockerException, OSError):
+        return False
+
+
 def labels(job_name: str, host: str | None = None) -> dict[str, str]:
     out = {MANAGED_LABEL: "true", JOB_LABEL: job_name}
     if host:
