@@ -23,21 +23,38 @@ from dockyard.record import JobRecord
 from dockyard.status import is_final
 from infra import job_log, prefect_api
 from infra.fleet import Fleet
+from infra.job_store import now
 from tasks.validate import lease_name
 
 log = logging.getLogger("dockyard.api")
 
 
 def orphans(ctx: Context) -> list[JobRecord]:
-    """Unfinished API jobs that no live orchestrator holds and no live flow run is queued for."""
+    """Unfinished jobs of a work pool that no live orchestrator holds and no live flow run is
+    queued for (a run queued for a fleet host that went silent counts as none)."""
     found = []
+    silent = _silent_hosts(ctx)
+    fleet = Fleet(ctx.store)
     for record in ctx.store.unfinished():
         if record.work_pool is None or ctx.store.lease_live(lease_name(record.name)):
             continue
-        if record.queued and (record.flow_run_id is None or not prefect_api.run_ended(record.flow_run_id)):
+        waiting = record.queued and (record.flow_run_id is None or not prefect_api.run_ended(record.flow_run_id))
+        if waiting and not {g.host for g in fleet.grants(record.name)} & silent:
             continue  # waiting for a worker
         found.append(record)
     return found
+
+
+def _silent_hosts(ctx: Context) -> set[str]:
+    at = now()
+    return {h.name for h in Fleet(ctx.store).hosts() if not h.live(at)}
+
+
+def _queue_of(ctx: Context, name: str) -> str | None:
+    """The work queue of the fleet host the job holds its grants on, while that host is live: its
+    worker may still have the job's containers. None (the pool's default queue) otherwise."""
+    granted = {g.host for g in Fleet(ctx.store).grants(name)}
+    return next(iter(granted)) if len(granted) == 1 and not granted & _silent_hosts(ctx) else None
 
 
 def hand_back(ctx: Context, record: JobRecord) -> str | None:
@@ -61,7 +78,7 @@ def hand_back(ctx: Context, record: JobRecord) -> str | None:
         with contextlib.suppress(Exception):  # the old run may be gone with its server
             prefect_api.mark_crashed(record.flow_run_id, "its orchestrator died; the job went back to the work pool")
     tags = ["dockyard", "training-job", f"job:{name}", "sagemaker-api"]
-    flow_run_id = submit("train", pool, {"job": record.spec.model_dump(mode="json")}, name, tags)
+    flow_run_id = submit("train", pool, {"job": record.spec.model_dump(mode="json")}, name, tags, _queue_of(ctx, name))
     ctx.store.update(name, flow_run_id=flow_run_id)
     job_log.append(
         ctx.settings.home, name, f"its orchestrator died: handed back to work pool '{pool}' (flow run {flow_run_id})"

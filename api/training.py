@@ -122,14 +122,17 @@ def _retried_create(ctx: Context, params: dict[str, Any], old: JobRecord) -> dic
 SUBMIT_PATIENCE = 8.0  # Prefect busy (a local server's SQLite under load answers 503): back off, then give up
 
 
-def submit(flow_name: str, pool: str, parameters: dict[str, Any], name: str, tags: list[str]) -> str:
-    """A flow run of the flow's deployment on `pool`, retried with backoff while Prefect is busy.
+def submit(
+    flow_name: str, pool: str, parameters: dict[str, Any], name: str, tags: list[str], queue: str | None = None
+) -> str:
+    """A flow run of the flow's deployment on `pool` (its `queue`, else its default queue), retried
+    with backoff while Prefect is busy.
 
     Raises:
         Exception: Prefect's own error once the patience is spent, or at once when retrying cannot help.
     """
     return with_backoff(
-        lambda: prefect_api.submit(flow_name, pool, parameters, name, tags), SUBMIT_PATIENCE, first_delay=0.5
+        lambda: prefect_api.submit(flow_name, pool, parameters, name, tags, queue), SUBMIT_PATIENCE, first_delay=0.5
     )
 
 

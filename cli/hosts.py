@@ -3,6 +3,7 @@
     dockyard hosts [--json]           each host: capacity, free, jobs, last heartbeat
     dockyard hosts drain NAME         no new instances there; what runs there finishes
     dockyard hosts undrain NAME       take new instances again
+    dockyard hosts remove NAME        forget a machine gone for good (none of its jobs may hold it)
 
 A host is live while its worker beats, silent once it has missed three beats.
 """
@@ -30,6 +31,7 @@ def add_verbs(sub: Any) -> None:
     verbs = hosts.add_subparsers(dest="verb")
     verbs.add_parser("drain", help="place no new instances on a host; its running jobs finish").add_argument("name")
     verbs.add_parser("undrain", help="let a drained host take new instances again").add_argument("name")
+    verbs.add_parser("remove", help="forget a machine gone for good (no job may hold it)").add_argument("name")
 
 
 def _state(host: Host) -> str:
@@ -89,6 +91,9 @@ def hosts(args: argparse.Namespace, settings: Settings) -> int:
     fleet = Fleet(open_store(settings))
     if args.verb is None:
         return listing(fleet, args.json)
+    if args.verb == "remove":
+        say(f"host {fleet.remove(args.name).name} is out of the fleet")
+        return 0
     host = fleet.drain(args.name, draining=args.verb == "drain")
     if host.draining:
         running = sorted({g.job_name for g in fleet.grants(host=host.name)})

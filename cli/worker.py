@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 
 from api import recovery
 from api.training import Context
@@ -50,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=max(2, os.cpu_count() or 2), help="flow runs at once (default: cores)"
     )
     return parser
+
+
+def _name(name: str) -> str:
+    """Raises: DockyardError for a name the fleet cannot take."""
+    if name == "default" or not name.strip():
+        raise DockyardError(
+            f"--name {name!r}: the pool's default work queue has that name — choose another, e.g. --name gpu-1"
+        )
+    return name
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -88,14 +98,21 @@ def _beat(fleet: Fleet, host: Host, settings: Settings, stop: threading.Event) -
             say(f"heartbeat of host {host.name} missed ({type(exc).__name__}: {exc}); trying again")
 
 
-def _die_with_parent() -> None:
-    """In the Prefect worker's process: end when this command ends, however it ends (a SIGKILL
-    included), so that no worker takes flow runs for a host that no longer beats."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _dying_with(parent: int) -> Callable[[], None]:
+    """What the Prefect worker's process runs before it starts: end when this command ends,
+    however it ends (a SIGKILL included), so that no worker takes flow runs for a host that
+    no longer beats. libc is loaded here, before the fork: the child only calls into it."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it ended before the line above
+            os._exit(1)
+
+    return die_with_parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = open_store(settings)
         fleet = Fleet(store)
-        host = fleet.register(this_machine(args.name, args.address, _labels(args.label), settings.scratch_root()))
+        labels = _labels(args.label)
+        host = fleet.register(this_machine(_name(args.name), args.address, labels, settings.scratch_root()))
         say(_registered(host))
         if store.sqlite:
             say(
@@ -117,15 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     except DockyardError as exc:
         say(str(exc))
         return 1
+    env = {**prefect_api.worker_environment(), "DOCKYARD_FLEET_HOST": host.name}
+    worker = subprocess.Popen(  # before this process starts threads of its own: preexec_fn runs in a fork
+        prefect_api.worker_command(settings.work_pool, args.jobs, f"dockyard-{host.name}", (host.name, "default")),
+        env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_dying_with(os.getpid()),
+    )  # fmt: skip
     stop = threading.Event()
     threading.Thread(target=_beat, args=(fleet, host, settings, stop), name="heartbeat", daemon=True).start()
     ctx = Context(settings, store)
     threading.Thread(target=recovery.watch, args=(ctx, stop), name="recovery", daemon=True).start()
-    env = {**prefect_api.worker_environment(), "DOCKYARD_FLEET_HOST": host.name}
-    worker = subprocess.Popen(
-        prefect_api.worker_command(settings.work_pool, args.jobs, f"dockyard-{host.name}", (host.name, "default")),
-        env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
-    )  # fmt: skip
     say(
         f"worker: a Prefect process worker on work pool '{settings.work_pool}' (pid {worker.pid}), {args.jobs} "
         f"flow runs at once, from the pool's default queue and host {host.name}'s own (the jobs placed here)"

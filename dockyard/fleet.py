@@ -57,7 +57,7 @@ class Grant(BaseModel):
 
 
 class Demand(BaseModel):
-    """What a job asks of the fleet: `count` instances of one type."""
+    """What a job asks of the fleet: `count` instances of one type, all on one host."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -65,17 +65,20 @@ class Demand(BaseModel):
     instance_type: InstanceType
     instances: tuple[str, ...]  # algo-1 .. algo-N
 
-    def vcpus_on(self, host: Host) -> int:
-        wanted = self.instance_type.vcpus
-        return 0 if wanted is None else min(wanted, host.vcpus)
+    def shares_on(self, host: Host) -> list[tuple[int, int, int]]:
+        """Each instance's (vCPUs, memory, GPUs) on `host`. vCPUs and memory are capped at the
+        host's for the job as a whole (as provisioning caps each container) and split evenly;
+        GPUs are the type's, exactly (`local_gpu`: the host's, split evenly)."""
+        itype, count = self.instance_type, len(self.instances)
+        vcpus = 0 if itype.vcpus is None else min(itype.vcpus * count, host.vcpus)
+        memory = 0 if itype.memory_gib is None else min(int(itype.memory_gib * 1024**3) * count, host.memory_bytes)
+        gpus = host.gpus // count if itype.gpus < 0 else itype.gpus
+        return [(_part(vcpus, count, i), _part(memory, count, i), gpus) for i in range(count)]
 
-    def memory_on(self, host: Host) -> int:
-        wanted = self.instance_type.memory_gib
-        return 0 if wanted is None else min(int(wanted * 1024**3), host.memory_bytes)
 
-    def gpus_on(self, host: Host) -> int:
-        wanted = self.instance_type.gpus
-        return host.gpus if wanted < 0 else wanted
+def _part(total: int, count: int, index: int) -> int:
+    """`total` split into `count` whole parts as evenly as can be: part `index`."""
+    return total // count + (1 if index < total % count else 0)
 
 
 def demand_of(spec: TrainingJobSpec) -> Demand:
@@ -120,13 +123,24 @@ def free_capacity(hosts: list[Host], grants: list[Grant]) -> dict[str, Free]:
     return free
 
 
-def _fits(demand: Demand, left: Free) -> bool:
-    host = left.host
-    return (
-        demand.vcpus_on(host) <= left.vcpus
-        and demand.memory_on(host) <= left.memory_bytes
-        and demand.gpus_on(host) <= len(left.gpu_ids)
+def _on(demand: Demand, left: Free) -> list[Grant] | None:
+    """Grants for every instance of `demand` on the host `left` describes, if it has room."""
+    shares = demand.shares_on(left.host)
+    fits = (
+        sum(v for v, _, _ in shares) <= left.vcpus
+        and sum(m for _, m, _ in shares) <= left.memory_bytes
+        and sum(g for _, _, g in shares) <= len(left.gpu_ids)
     )
+    if not fits:
+        return None
+    free_gpus, out = list(left.gpu_ids), []
+    for instance, (vcpus, memory, gpus) in zip(demand.instances, shares, strict=True):
+        out.append(
+            Grant(job_name=demand.job_name, instance=instance, host=left.host.name, vcpus=vcpus,
+                  memory_bytes=memory, gpu_ids=tuple(free_gpus[:gpus]))
+        )  # fmt: skip
+        free_gpus = free_gpus[gpus:]
+    return out
 
 
 def place(
@@ -136,66 +150,59 @@ def place(
     at: datetime,
     only: str | None = None,
     prefer: str | None = None,
-    together: bool = False,
 ) -> list[Grant] | Shortfall:
-    """Grants for every instance of `demand`, or why there is no room now.
+    """Grants for every instance of `demand`, all on one host; or why there is no room now.
 
     Candidates are the live hosts that are not draining (`only`: that host alone).
-    Each instance goes to the candidate with the largest share of its vCPUs left
-    (then the most GPUs left, then host `prefer`), so a tuning job's trials and a
-    job's instances spread over the fleet; the GPUs it gets are the lowest-numbered free ones.
-    `together`: every instance on one host (the first of them, in that order, with room for all).
+    The job goes to the candidate with the largest share of its vCPUs left (then the
+    most GPUs left, then host `prefer`), so a tuning job's trials spread over the
+    fleet; the GPUs it gets are the lowest-numbered free ones.
     """
-    candidates = [h for h in hosts if h.live(at) and not h.draining and (only is None or h.name == only)]
-    itype = demand.instance_type
-    wanted = f"{len(demand.instances)} x {itype.name}"
-    where = f"host {only}" if only else "the fleet"
-    if not candidates:
-        return Shortfall(message=f"waiting for {wanted}: no live host in {where} takes new instances")
+    named = [h for h in hosts if only is None or h.name == only]
+    candidates = [h for h in named if h.live(at) and not h.draining]
     free = free_capacity(candidates, grants)
-    if together and only is None:
-        order = sorted(free.values(), key=lambda f: (f.vcpus / max(f.host.vcpus, 1), f.host.name == prefer))
-        answers = [place(demand, candidates, grants, at, only=left.host.name) for left in reversed(order)]
-        placed = next((a for a in answers if isinstance(a, list)), None)
+    order = sorted(
+        free.values(),
+        key=lambda f: (f.vcpus / max(f.host.vcpus, 1), len(f.gpu_ids), f.host.name == prefer),
+        reverse=True,
+    )
+    for left in order:
+        placed = _on(demand, left)
         if placed is not None:
             return placed
-        never = all(isinstance(a, Shortfall) and a.never for a in answers)
+    return _shortfall(demand, named, candidates, list(free.values()), at, only)
+
+
+def _shortfall(
+    demand: Demand, named: list[Host], candidates: list[Host], free: list[Free], at: datetime, only: str | None
+) -> Shortfall:
+    """Why `demand` has no room: for good (GPUs no registered host has), or for now."""
+    itype, count = demand.instance_type, len(demand.instances)
+    wanted = f"{count} x {itype.name}"
+    where = f"host {only}" if only else "the fleet"
+    empty = [free_capacity([h], [])[h.name] for h in named]
+    if empty and all(_on(demand, e) is None for e in empty):
+        gpus = sum(g for _, _, g in demand.shares_on(named[0]))
         return Shortfall(
-            message=f"waiting for {wanted} on one host: no host has room for all of them "
-            f"({_left_words(list(free.values()))} free in {where})"
-            if not never
-            else f"{wanted} cannot run on one host of {where} even empty: choose fewer or smaller instances",
-            never=never,
+            message=f"{wanted} need {gpus} GPU(s) on one host and the most any host of {where} has is "
+            f"{max(h.gpus for h in named)}: choose an instance type with fewer GPUs or fewer instances, "
+            "or run `dockyard worker` on a machine with more",
+            never=True,
         )
-    out: list[Grant] = []
-    for instance in demand.instances:
-        room = [left for left in free.values() if _fits(demand, left)]
-        if not room:
-            if not grants or isinstance(place(demand, candidates, [], at), Shortfall):
-                most = max(h.gpus for h in candidates)
-                return Shortfall(
-                    message=f"{wanted} need {itype.gpus} GPU(s) each and the live hosts of {where} could not hold "
-                    f"them even empty (the most GPUs on one: {most}): choose an instance type with fewer GPUs "
-                    "or fewer instances, or add workers on machines with more",
-                    never=True,
-                )
-            return Shortfall(message=f"waiting for {wanted}: {_left_words(list(free.values()))} free in {where}")
-        left = max(room, key=lambda f: (f.vcpus / max(f.host.vcpus, 1), len(f.gpu_ids), f.host.name == prefer))
-        host = left.host
-        gpus = left.gpu_ids[: demand.gpus_on(host)]
-        grant = Grant(
-            job_name=demand.job_name,
-            instance=instance,
-            host=host.name,
-            vcpus=demand.vcpus_on(host),
-            memory_bytes=demand.memory_on(host),
-            gpu_ids=tuple(gpus),
+    if not named:
+        hint = f"host {only} is not in the fleet" if only else "the fleet has no hosts yet"
+        return Shortfall(message=f"waiting for {wanted}: {hint} (`dockyard worker` on a machine registers it)")
+    if not candidates:
+        states = ", ".join(
+            f"{h.name} {'silent (is `dockyard worker` running there?)' if not h.live(at) else 'draining'}"
+            for h in named
         )
-        left.vcpus -= grant.vcpus
-        left.memory_bytes -= grant.memory_bytes
-        left.gpu_ids = left.gpu_ids[len(gpus) :]
-        out.append(grant)
-    return out
+        return Shortfall(
+            message=f"waiting for {wanted}: no host of {where} takes new instances — {states}; "
+            "`dockyard hosts` shows them, `dockyard hosts undrain NAME` takes a drained one back"
+        )
+    on_one = " on one host" if count > 1 else ""
+    return Shortfall(message=f"waiting for {wanted}{on_one}: {_left_words(free)} free in {where}")
 
 
 def _left_words(lefts: list[Free]) -> str:

@@ -173,6 +173,25 @@ class Fleet:
                 self.host(name, conn)
             return self.host(name, conn)
 
+    def remove(self, name: str) -> Host:
+        """Take a host out of the fleet (a machine gone for good); a worker started there again
+        registers it anew.
+
+        Raises:
+            UnknownHost: no host of that name.
+            DockyardError: jobs hold grants on it.
+        """
+        with self.store.writing() as conn:
+            host = self.host(name, conn)
+            holders = sorted(set(conn.execute(select(grants.c.job_name).where(grants.c.host == name)).scalars()))
+            if holders:
+                raise DockyardError(
+                    f"host {name} holds instances of {', '.join(holders)}: stop those jobs first, or wait until "
+                    "they end (`dockyard hosts drain` keeps new ones away)"
+                )
+            conn.execute(delete(hosts).where(hosts.c.name == name))
+        return host
+
     # -- grants -----------------------------------------------------------------
 
     def grants(self, job_name: str | None = None, host: str | None = None) -> list[Grant]:
@@ -184,25 +203,28 @@ class Fleet:
         with self.store.engine.connect() as conn:
             return [_grant(row) for row in conn.execute(query)]
 
-    def grant(
-        self, demand: Demand, only: str | None = None, prefer: str | None = None, together: bool = False
-    ) -> list[Grant] | Shortfall:
-        """Room for every instance of `demand` (see dockyard.fleet.place), taken for it; or why there
-        is none now. A job granted before gets its grants back (a retried step)."""
+    def grant(self, demand: Demand, only: str | None = None, prefer: str | None = None) -> list[Grant] | Shortfall:
+        """Room for every instance of `demand` on one host (see dockyard.fleet.place), taken for it;
+        or why there is none now. A job granted before gets its grants back (a retried step), unless
+        their host went silent or left the fleet: those are given back, and the job placed afresh."""
         for _ in range(WRITE_ATTEMPTS):
             with self.store.engine.connect() as conn, conn.begin():
                 rows = list(conn.execute(select(hosts).order_by(hosts.c.name)))
                 held = [_grant(row) for row in conn.execute(select(grants))]
-            mine = [g for g in held if g.job_name == demand.job_name]
-            if mine:
-                return mine
-            versions = {row.name: row.version for row in rows}
             fleet = [_host(row) for row in rows]
-            decision = place(demand, fleet, held, now(), only=only, prefer=prefer, together=together)
+            at = now()
+            mine = [g for g in held if g.job_name == demand.job_name]
+            live = {h.name for h in fleet if h.live(at)}
+            if mine and {g.host for g in mine} <= live:
+                return mine
+            if mine:
+                self.release(demand.job_name)
+                held = [g for g in held if g.job_name != demand.job_name]
+            decision = place(demand, fleet, held, at, only=only, prefer=prefer)
             if isinstance(decision, Shortfall):
                 return decision
             try:
-                self._take(decision, versions)
+                self._take(decision, {row.name: row.version for row in rows})
             except (_Moved, IntegrityError):
                 continue  # the fleet changed under this decision: decide again
             return decision

@@ -327,16 +327,19 @@ def submit(
     name: str,
     tags: list[str],
     work_queue: str | None = None,
+    idempotency_key: str | None = None,
 ) -> str:
     """Create a flow run of `flow_name`'s deployment on `work_pool` (on its `work_queue`, else
-    its default queue), for a worker to pick up; returns its id."""
+    its default queue), for a worker to pick up; returns its id. A second call with the same
+    `idempotency_key` returns the first one's run."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(f"{flow_name}/{work_pool}")
         flow_run = client.create_flow_run_from_deployment(
-            deployment.id, parameters=parameters, name=name, tags=tags, work_queue_name=work_queue
-        )
+            deployment.id, parameters=parameters, name=name, tags=tags, work_queue_name=work_queue,
+            idempotency_key=idempotency_key,
+        )  # fmt: skip
     return str(flow_run.id)
 
 
@@ -449,7 +452,7 @@ def start_worker(home: str, pool: str, limit: int) -> LocalWorker:
     env = worker_environment()
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            worker_command(pool, limit),
+            worker_command(pool, limit, queues=("default",)),  # not the fleet hosts' own queues
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -21,7 +22,7 @@ from dockyard.status import SecondaryStatus
 from infra import credentials, docker_engine, job_log, prefect_api, spot
 from infra.fleet import Fleet
 from infra.job_store import now, open_store
-from infra.retry import task_retry_options
+from infra.retry import task_retry_options, with_backoff
 from tasks.provision import ProvisionPlan, give_back, grants_of, plan_provision, remove_instances
 from tasks.status import move
 from tasks.validate import let_go
@@ -44,6 +45,11 @@ class StoppedWhilePending(DockyardError):
 
 
 FLEET_POLL_SECONDS = 2.0
+STORE_PATIENCE = 600.0  # how long a job waiting for room waits out a job store that does not answer
+
+
+def _said_busy(exc: BaseException, delay: float) -> None:
+    logging.getLogger("dockyard").warning(f"the job store did not answer ({exc}); asking again in {delay:.0f} s")
 
 
 def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, anywhere: bool) -> tuple[str, bool]:
@@ -58,7 +64,11 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
     name = spec.training_job_name
     said = ""
     demand = demand_of(spec)
-    while isinstance(answer := _ask(Fleet(store), demand, host, anywhere), Shortfall):
+
+    def ask() -> list[Grant] | Shortfall:  # the store out for a while is waited out, not a failure
+        return with_backoff(lambda: _ask(Fleet(store), demand, host, anywhere), STORE_PATIENCE, 1.0, _said_busy)
+
+    while isinstance(answer := ask(), Shortfall):
         if answer.never:
             raise NoRoom(answer.message)
         if store.stop_requested(name):
@@ -84,7 +94,7 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
 
 def _ask(fleet: Fleet, demand: Demand, host: str, anywhere: bool) -> list[Grant] | Shortfall:
     if anywhere:
-        return fleet.grant(demand, prefer=host, together=True)
+        return fleet.grant(demand, prefer=host)
     return fleet.grant(demand, only=host)
 
 
@@ -141,9 +151,13 @@ def hand_over(spec: TrainingJobSpec, settings: Settings, host: str) -> JobRecord
     name = spec.training_job_name
     record = store.change(name, lambda r: r.model_copy(update={"queued": True, "work_pool": settings.work_pool}))
     let_go(name)
+    parameters: dict[str, Any] = {"job": spec.model_dump(mode="json")}
+    if settings.spot_simulation:
+        parameters["spot_simulation"] = settings.spot_simulation
     flow_run_id = prefect_api.submit(
-        "train", settings.work_pool, {"job": spec.model_dump(mode="json")}, name, ["dockyard"], work_queue=host
-    )
+        "train", settings.work_pool, parameters, name, ["dockyard"], work_queue=host,
+        idempotency_key=f"hand-over/{name}/{record.flow_run_id}/{host}",  # a retry of this task: the same run
+    )  # fmt: skip
     # The run this one hands over to is now the job's: a watch for orphaned jobs must not hand it on again.
     record = store.update(name, flow_run_id=flow_run_id)
     job_log.report(settings.home, name, f"placed on host {host}: handed to its worker (flow run {flow_run_id})")

@@ -8,6 +8,8 @@ Needs root, iproute2 and nsenter (scripts/setup installs them).
 from __future__ import annotations
 
 import contextlib
+import os
+import random
 import shutil
 import signal
 import subprocess
@@ -16,22 +18,28 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-NAMESPACE = "dockyard-test"
-HOST_SIDE, INSIDE = "veth-dyh", "veth-dyn"
-HOST_ADDRESS, ENGINE_ADDRESS = "10.77.0.1", "10.77.0.2"
-BRIDGE = "10.78.0.1/24"  # the second engine's docker0, apart from the first's
 
+class _Names:
+    """One engine's namespace, veth ends and addresses: its own, so that two at once (tests on two
+    pytest workers) never meet."""
 
-def _ip(*args: str, namespace: bool = False) -> None:
-    prefix = ["ip", "netns", "exec", NAMESPACE] if namespace else []
-    subprocess.run([*prefix, "ip", *args], check=True, capture_output=True, text=True)
+    def __init__(self) -> None:
+        n = random.randrange(1, 250)
+        tag = f"{os.getpid() % 10000:04d}{n:03d}"
+        self.namespace = f"dockyard-test-{tag}"
+        self.host_side, self.inside = f"vdh{tag}", f"vdn{tag}"  # at most 15 characters
+        self.host_address, self.engine_address = f"10.77.{n}.1", f"10.77.{n}.2"
+        self.bridge = f"10.78.{n}.1/24"  # the engine's docker0, apart from the first's
 
+    def ip(self, *args: str, inside: bool = False) -> None:
+        prefix = ["ip", "netns", "exec", self.namespace] if inside else []
+        subprocess.run([*prefix, "ip", *args], check=True, capture_output=True, text=True)
 
-def _remove_namespace() -> None:
-    with contextlib.suppress(subprocess.CalledProcessError):
-        _ip("netns", "del", NAMESPACE)
-    with contextlib.suppress(subprocess.CalledProcessError):
-        _ip("link", "del", HOST_SIDE)
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.ip("netns", "del", self.namespace)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.ip("link", "del", self.host_side)
 
 
 class Engine:
@@ -62,23 +70,24 @@ class Engine:
 @contextlib.contextmanager
 def second_engine(images: list[str]) -> Iterator[Engine]:
     """Start the engine with `images` loaded from the first."""
-    _remove_namespace()  # a run that died before its teardown
+    names = _Names()
     root = Path(tempfile.mkdtemp(prefix="dockyard-engine2-"))
-    _ip("netns", "add", NAMESPACE)
-    _ip("link", "add", HOST_SIDE, "type", "veth", "peer", "name", INSIDE)
-    _ip("link", "set", INSIDE, "netns", NAMESPACE)
-    _ip("addr", "add", f"{HOST_ADDRESS}/24", "dev", HOST_SIDE)
-    _ip("link", "set", HOST_SIDE, "up")
-    _ip("addr", "add", f"{ENGINE_ADDRESS}/24", "dev", INSIDE, namespace=True)
-    _ip("link", "set", INSIDE, "up", namespace=True)
-    _ip("link", "set", "lo", "up", namespace=True)
-    _ip("route", "add", "default", "via", HOST_ADDRESS, namespace=True)
+    names.ip("netns", "add", names.namespace)
+    names.ip("link", "add", names.host_side, "type", "veth", "peer", "name", names.inside)
+    names.ip("link", "set", names.inside, "netns", names.namespace)
+    names.ip("addr", "add", f"{names.host_address}/24", "dev", names.host_side)
+    names.ip("link", "set", names.host_side, "up")
+    names.ip("addr", "add", f"{names.engine_address}/24", "dev", names.inside, inside=True)
+    names.ip("link", "set", names.inside, "up", inside=True)
+    names.ip("link", "set", "lo", "up", inside=True)
+    names.ip("route", "add", "default", "via", names.host_address, inside=True)
     url = f"unix://{root / 'docker.sock'}"
     # `ip netns exec` remounts /sys, and dockerd then finds no devices cgroup: enter the network alone.
     with open(root / "dockerd.log", "wb") as log:
         dockerd = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{NAMESPACE}", "dockerd", "--data-root", str(root / "data"),
-             "--exec-root", str(root / "exec"), "--pidfile", str(root / "docker.pid"), "-H", url, "--bip", BRIDGE],
+            ["nsenter", f"--net=/run/netns/{names.namespace}", "dockerd", "--data-root", str(root / "data"),
+             "--exec-root", str(root / "exec"), "--pidfile", str(root / "docker.pid"), "-H", url,
+             "--bip", names.bridge],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     engine = Engine(root, dockerd)
@@ -95,5 +104,5 @@ def second_engine(images: list[str]) -> Iterator[Engine]:
     finally:
         engine.stop()
         subprocess.run(["umount", str(root / "exec" / "netns" / "default")], capture_output=True)
-        _remove_namespace()
+        names.remove()
         shutil.rmtree(root, ignore_errors=True)

@@ -17,6 +17,7 @@ import pytest
 
 from api.recovery import release_ended
 from api.training import Context
+from dockyard.errors import DockyardError
 from dockyard.fleet import Demand, Grant, Host, Shortfall
 from dockyard.instances import INSTANCE_TYPES
 from dockyard.settings import Settings
@@ -69,6 +70,11 @@ def test_a_host_registers_beats_drains_and_its_grants_come_back_for_a_retried_st
     ]  # fmt: skip
     with pytest.raises(UnknownHost, match="no host named 'gpu-9' in the fleet \\(registered: gpu-1\\)"):
         fleet.drain("gpu-9")
+    with pytest.raises(DockyardError, match="host gpu-1 holds instances of j2, j3: stop those jobs first"):
+        fleet.remove("gpu-1")
+    fleet.release("j2")
+    fleet.release("j3")
+    assert fleet.remove("gpu-1").name == "gpu-1" and fleet.hosts() == []
 
 
 SCHEDULER = textwrap.dedent(

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,13 @@ def gone(pid: int) -> None:
         time.sleep(0.2)
 
 
+def wait_until(done: Callable[[], bool], log: Path, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not done():
+        assert time.time() < deadline, log.read_text()[-5000:]
+        time.sleep(0.5)
+
+
 def given_back(fleet: Fleet) -> None:
     """Wait until every grant is given back (a job's teardown follows its final status)."""
     deadline = time.time() + 60
@@ -115,37 +123,31 @@ def test_a_worker_registers_its_host_and_its_jobs_wait_their_turn_for_its_vcpus(
         assert [(h["Name"], h["State"], h["FreeVCpus"]) for h in listed] == [(host, "live", facts.cpus)]
 
         # Each job asks more vCPUs than the host has: it is capped at the host, so it takes all of it.
-        jobs = [
-            probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": "4"})
+        first, second = (
+            probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": seconds})
             | {"resource_config": {"instance_type": "ml.m5.4xlarge", "instance_count": 1}}
-            for _ in range(2)
-        ]
-        for job in jobs:
-            submit("train", pool, job, job["training_job_name"])
+            for seconds in ("8", "1")
+        )
         store = open_store(settings)
-        names = [job["training_job_name"] for job in jobs]
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            records = [store.find(n) for n in names]
-            if all(r is not None and r.status.primary != "InProgress" for r in records):
-                break
-            time.sleep(1)
+        names = [first["training_job_name"], second["training_job_name"]]
+        submit("train", pool, first, names[0])
+        wait_until(lambda: (r := store.find(names[0])) is not None and r.status.secondary is S.TRAINING, log)
+        submit("train", pool, second, names[1])  # while the first holds the whole host
+        wait_until(
+            lambda: all((r := store.find(n)) is not None and r.status.primary != "InProgress" for n in names), log
+        )
         records = [store.get(n) for n in names]
         assert [r.status.primary for r in records] == ["Completed", "Completed"], log.read_text()
-        waited = [r for r in records if S.PENDING in [t.status for t in r.status.transitions]]
-        assert len(waited) == 1, "one job should have waited for the other's vCPUs"
-        pending = next(t for t in waited[0].status.transitions if t.status is S.PENDING)
-        assert pending.status_message.startswith("Waiting for 1 x ml.m5.4xlarge on one host: no host has room")
-        assert pending.status_message.endswith("(0 GPUs, 0 vCPUs and 0 GiB free in the fleet)")
-        # The grants, in order: one job's, given back, then the other's; none left once the
-        # last job's teardown (just after its final status) is over.
+        assert S.PENDING not in [t.status for t in records[0].status.transitions]
+        pending = next(t for t in records[1].status.transitions if t.status is S.PENDING)
+        assert pending.status_message == ("Waiting for 1 x ml.m5.4xlarge: 0 GPUs, 0 vCPUs and 0 GiB free in the fleet")
+        # The grants, in order: the first job's, given back, then the second's; none left once the
+        # second's teardown (just after its final status) is over.
         given_back(fleet)
         events = [(event, g.job_name, g.host, g.vcpus) for _, event, g in fleet.history()]
-        second = waited[0].name
-        first = next(n for n in names if n != second)
         assert events == [
-            ("grant", first, host, facts.cpus), ("release", first, host, facts.cpus),
-            ("grant", second, host, facts.cpus), ("release", second, host, facts.cpus),
+            ("grant", names[0], host, facts.cpus), ("release", names[0], host, facts.cpus),
+            ("grant", names[1], host, facts.cpus), ("release", names[1], host, facts.cpus),
         ]  # fmt: skip
         drained = dockyard("hosts", "drain", host, env=env)
         assert f"host {host} is draining" in drained.stderr and fleet.host(host).draining
@@ -159,8 +161,9 @@ FIRST_ENGINE = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 class Sightings:
     """Which jobs' containers each engine ran, from their labels, looked at every 0.2 s."""
 
-    def __init__(self, engines: dict[str, str]) -> None:
+    def __init__(self, engines: dict[str, str], prefix: str) -> None:
         self.engines = {host: docker.DockerClient(base_url=url) for host, url in engines.items()}
+        self.prefix = prefix  # this test's jobs: other tests run theirs on the first engine too
         self.seen: set[tuple[str, str]] = set()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._look, daemon=True)
@@ -170,7 +173,9 @@ class Sightings:
         while not self.stop.wait(0.2):
             for host, engine in self.engines.items():
                 for container in engine.containers.list(all=True, filters={"label": docker_engine.MANAGED_LABEL}):
-                    self.seen.add((host, container.labels[docker_engine.JOB_LABEL]))
+                    job = container.labels[docker_engine.JOB_LABEL]
+                    if job.startswith(self.prefix):
+                        self.seen.add((host, job))
 
     def end(self) -> set[tuple[str, str]]:
         self.stop.set()
@@ -196,8 +201,8 @@ def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
             for name, engine in engines.items():  # two homes, two engines: two machines but for their files
                 env = {**shared, "DOCKYARD_HOME": str(tmp_path / name), "DOCKER_HOST": engine}
                 workers[name] = start_worker(name, env, tmp_path / f"{name}.log")
-            sightings = Sightings(engines)
             tuning = f"fleet-{os.urandom(3).hex()}"
+            sightings = Sightings(engines, tuning)
             doc = {
                 "hyper_parameter_tuning_job_name": tuning,
                 "hyper_parameter_tuning_job_config": {
@@ -250,7 +255,7 @@ def test_a_job_whose_machine_dies_resumes_from_its_checkpoints_on_the_other_host
         "DOCKYARD_WORK_POOL": pool,
         "DOCKYARD_DATABASE_URL": postgres_database,
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "DOCKYARD_LEASE_SECONDS": "5",  # a dead orchestrator's job is free, and looked for, after 5 s
+        "DOCKYARD_LEASE_SECONDS": "10",  # a dead orchestrator's job is free, and looked for, after 10 s
     }
     store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-b")}))
     fleet = Fleet(store)
