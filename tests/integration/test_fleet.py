@@ -161,6 +161,9 @@ def test_schedulers_in_four_processes_placing_40_jobs_at_once_never_double_book(
     finally:
         stop.set()
         beats.join()
+        for scheduler in schedulers:  # one that never finished must not spin on
+            scheduler.kill()
+            scheduler.wait()
     assert [r["placed"] for r in results] == [10, 10, 10, 10]
     assert sum(r["waited"] for r in results) > 0  # the fleet was full at times: the race was real
     assert no_double_booking(fleet) >= 4
