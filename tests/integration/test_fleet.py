@@ -57,7 +57,7 @@ def test_a_host_registers_beats_drains_and_its_grants_come_back_for_a_retried_st
     assert fleet.drain("gpu-1").draining
     assert fleet.register(host.model_copy(update={"draining": False})).draining  # a restarted worker keeps it
     drained = fleet.grant(demand("j2", "ml.g5.xlarge"))
-    assert isinstance(drained, Shortfall) and "no live host" in drained.message
+    assert isinstance(drained, Shortfall) and "gpu-1 draining" in drained.message and not drained.never
     assert not fleet.drain("gpu-1", draining=False).draining
     second = fleet.grant(demand("j2", "ml.g5.xlarge"))
     assert isinstance(second, list) and second[0].gpu_ids == (1,)
