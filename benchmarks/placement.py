@@ -4,7 +4,7 @@ A simulated fleet of 50 host records (no engines: 10 with 8 GPUs, 15 with 4,
 25 CPU-only) and a queue of 100 jobs (a mix of GPU and CPU types, one to four
 instances each). One scheduler takes the queue in order, each job granted
 compare-and-set in the job store (infra/fleet.py) and given back three jobs
-later, so the fleet runs near full; side by side in one run:
+later; each job's instances go to one host, as dockyard places them; side by side in one run:
 
 - floor: the same decisions in memory (dockyard.fleet.place over the same
   records), no database;
@@ -158,8 +158,8 @@ def main() -> None:
         f"{args.jobs} queued jobs ({', '.join(TYPES)}; 1 to 4 instances) on 50 simulated hosts (10 x 8 GPUs, "
         f"15 x 4 GPUs, 25 CPU-only); each job gives its instances back {HOLD} placements later. A placement in the "
         "store is two reads (hosts, grants) and one compare-and-set write (each chosen host's version, the grants, "
-        "their history). " + "; ".join(contention) + ". The overhead a remote placement adds to a job's start is "
-        "not measured yet: jobs run on the host whose worker took them."
+        "their history). " + "; ".join(contention) + ". Not measured yet: what a hand-over to another host "
+        "(a second flow run, on that host's worker) adds to a job's start."
     )
     print(f"{table}\n\n{note}")
     if args.write:
