@@ -10,6 +10,8 @@ import contextlib
 import functools
 import json
 import os
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,10 @@ import fsspec
 from dockyard.errors import JobSpecError, TransientInfraError
 
 CHUNK = 1 << 20  # bytes per streamed read
+# A file:// object is written under a name with this ending, then renamed into place, so a
+# reader never sees it half-written (as S3 never shows a PUT half-done): a checkpoint restored
+# after its writer was killed mid-copy is the previous one whole, not an empty file.
+PARTIAL_SUFFIX = ".dockyard-partial"
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ def list_objects(uri: str, endpoint_url: str | None = None) -> list[StoredObject
     return [
         StoredObject(_uri(uri, key), relative_key(key, path), int(info.get("size") or 0))
         for key, info in sorted(found.items())
-        if key.startswith(path) and info.get("type") != "directory"
+        if key.startswith(path) and info.get("type") != "directory" and not key.endswith(PARTIAL_SUFFIX)
     ]
 
 
@@ -190,17 +196,34 @@ def download(obj: StoredObject, local_path: str, endpoint_url: str | None = None
 
 def upload_file(local_path: str, uri: str, endpoint_url: str | None = None) -> None:
     fs = filesystem(uri, endpoint_url)
-    if not uri.startswith("s3://"):
-        os.makedirs(os.path.dirname(_path(uri)), exist_ok=True)
-    fs.put_file(local_path, _path(uri))
+    if uri.startswith("s3://"):
+        fs.put_file(local_path, _path(uri))
+        return
+    with _whole(_path(uri)) as partial:
+        fs.put_file(local_path, partial)
 
 
 def write_text(uri: str, text: str, endpoint_url: str | None = None) -> None:
     fs = filesystem(uri, endpoint_url)
-    if not uri.startswith("s3://"):
-        os.makedirs(os.path.dirname(_path(uri)), exist_ok=True)
-    with fs.open(_path(uri), "w") as f:
+    if uri.startswith("s3://"):
+        with fs.open(_path(uri), "w") as f:
+            f.write(text)
+        return
+    with _whole(_path(uri)) as partial, open(partial, "w") as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def _whole(path: str) -> Iterator[str]:
+    """A name beside `path` to write the file under; renamed to `path` once written (removed if not)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
 
 
 def delete(uri: str, endpoint_url: str | None = None) -> None:
