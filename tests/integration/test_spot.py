@@ -101,9 +101,10 @@ def test_interruptions_during_staging_and_upload_lose_nothing(
 def test_no_capacity_past_max_wait_stops_the_job_and_keeps_checkpoints(
     home: str, bucket: str, test_images: dict[str, str], monkeypatch: pytest.MonkeyPatch, s3_endpoint: str
 ) -> None:
-    # Capacity goes 3 s after creation, the interruption comes 1 s into training: however slow the way
-    # to training, the job then waits Pending until max_wait (20 s from creation) runs out.
-    monkeypatch.setenv("DOCKYARD_SPOT_SIMULATION", "on=Training+1; no_capacity=3-1000; notice=1")
+    # Capacity goes 3 s after creation, the interruption comes 4 s into training, so past those 3 s
+    # however fast the way to training (here it once took under 2 s, and an interruption 1 s into
+    # training found capacity again); the job then waits Pending until max_wait (20 s from creation) runs out.
+    monkeypatch.setenv("DOCKYARD_SPOT_SIMULATION", "on=Training+4; no_capacity=3-1000; notice=1")
     job = spot_job(
         home,
         test_images["probe"],
