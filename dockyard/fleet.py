@@ -2,10 +2,11 @@
 need of them, and where those instances fit.
 
 The job store (infra/fleet.py) keeps the host records and the grants; this
-module only decides. An instance takes its type's vCPUs and memory, capped at
-the host's (as provisioning caps a container), and exactly its type's GPUs;
-`local` takes nothing and `local_gpu` takes every GPU of its host. A GPU is
-granted to one instance at a time; vCPUs and memory add up within the host.
+module only decides. A job's instances share one host: together they take
+their type's vCPUs and memory, capped at the host's (as provisioning caps each
+container), and exactly their type's GPUs; `local` takes nothing and
+`local_gpu` the host's GPUs. A GPU is granted to one instance at a time; vCPUs
+and memory add up within the host.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class Host(BaseModel):
     draining: bool = False  # takes no new instances; what runs there finishes
     heartbeat_at: datetime | None = None
 
-    def live(self, at: datetime, live_seconds: float = LIVE_SECONDS) -> bool:
-        return self.heartbeat_at is not None and at - self.heartbeat_at <= timedelta(seconds=live_seconds)
+    def live(self, at: datetime) -> bool:
+        return self.heartbeat_at is not None and at - self.heartbeat_at <= timedelta(seconds=LIVE_SECONDS)
 
 
 class Grant(BaseModel):
@@ -105,7 +106,7 @@ class Shortfall(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     message: str
-    never: bool = False  # no live host could hold an instance even empty: waiting would not help
+    never: bool = False  # no registered host could hold the job even empty: waiting would not help
 
 
 def free_capacity(hosts: list[Host], grants: list[Grant]) -> dict[str, Free]:

@@ -166,11 +166,9 @@ class Fleet:
             UnknownHost: no host of that name.
         """
         with self.store.writing() as conn:
-            changed = conn.execute(
+            conn.execute(
                 update(hosts).where(hosts.c.name == name).values(draining=draining, version=hosts.c.version + 1)
-            ).rowcount
-            if not changed:
-                self.host(name, conn)
+            )
             return self.host(name, conn)
 
     def remove(self, name: str) -> Host:

@@ -37,7 +37,7 @@ class MaxWaitExceeded(DockyardError):
 
 
 class NoRoom(DockyardError):
-    """No host of the fleet could hold one of the job's instances even empty."""
+    """No host of the fleet could hold the job's instances even empty."""
 
 
 class StoppedWhilePending(DockyardError):
@@ -108,7 +108,7 @@ def wait_for_capacity(spec: TrainingJobSpec, settings: Settings) -> str | None:
 
     Raises:
         MaxWaitExceeded: max_wait_time_in_seconds ran out first.
-        NoRoom: the fleet host could never hold an instance of the job.
+        NoRoom: no host of the fleet could ever hold the job's instances.
         StoppedWhilePending: a stop came while it waited for the fleet.
     """
     store = open_store(settings)
