@@ -158,6 +158,16 @@ def test_a_worker_registers_its_host_and_its_jobs_wait_their_turn_for_its_vcpus(
 FIRST_ENGINE = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
+def fleet_environment(pool: str, database: str, tmp_path: Path) -> dict[str, str]:
+    """What every worker of a test's fleet shares: a work pool of its own, one job store, one catalog."""
+    return {
+        **os.environ,
+        "DOCKYARD_WORK_POOL": pool,
+        "DOCKYARD_DATABASE_URL": database,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+
+
 class Sightings:
     """Which jobs' containers each engine ran, from their labels, looked at every 0.2 s."""
 
@@ -188,12 +198,7 @@ def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
     test_images: dict[str, str], tmp_path: Path, postgres_database: str
 ) -> None:
     pool = unique("fleet-pool")
-    shared = {
-        **os.environ,
-        "DOCKYARD_WORK_POOL": pool,
-        "DOCKYARD_DATABASE_URL": postgres_database,  # one job store, as a fleet shares
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-    }
+    shared = fleet_environment(pool, postgres_database, tmp_path)
     workers = {}
     with second_engine([test_images["probe"]]) as engine_b:
         engines = {"host-a": FIRST_ENGINE, "host-b": engine_b.url}
@@ -250,13 +255,8 @@ def test_a_job_whose_machine_dies_resumes_from_its_checkpoints_on_the_other_host
     test_images: dict[str, str], tmp_path: Path, postgres_database: str
 ) -> None:
     pool = unique("fleet-pool")
-    shared = {
-        **os.environ,
-        "DOCKYARD_WORK_POOL": pool,
-        "DOCKYARD_DATABASE_URL": postgres_database,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "DOCKYARD_LEASE_SECONDS": "10",  # a dead orchestrator's job is free, and looked for, after 10 s
-    }
+    # A dead orchestrator's job is free, and looked for, after 10 s.
+    shared = fleet_environment(pool, postgres_database, tmp_path) | {"DOCKYARD_LEASE_SECONDS": "10"}
     store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-b")}))
     fleet = Fleet(store)
     checkpoints = tmp_path / "checkpoints"
