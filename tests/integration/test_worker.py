@@ -172,24 +172,31 @@ class Sightings:
     """Which jobs' containers each engine ran, from their labels, looked at every 0.2 s."""
 
     def __init__(self, engines: dict[str, str], prefix: str) -> None:
-        self.engines = {host: docker.DockerClient(base_url=url) for host, url in engines.items()}
+        self.engines = {host: docker.APIClient(base_url=url) for host, url in engines.items()}
         self.prefix = prefix  # this test's jobs: other tests run theirs on the first engine too
         self.seen: set[tuple[str, str]] = set()
+        self.failure: BaseException | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._look, daemon=True)
         self.thread.start()
 
     def _look(self) -> None:
-        while not self.stop.wait(0.2):
-            for host, engine in self.engines.items():
-                for container in engine.containers.list(all=True, filters={"label": docker_engine.MANAGED_LABEL}):
-                    job = container.labels[docker_engine.JOB_LABEL]
-                    if job.startswith(self.prefix):
-                        self.seen.add((host, job))
+        try:
+            while not self.stop.wait(0.2):
+                for host, engine in self.engines.items():
+                    # The list alone, labels included: inspecting each container after it races their removal.
+                    for container in engine.containers(all=True, filters={"label": docker_engine.MANAGED_LABEL}):
+                        job = container["Labels"][docker_engine.JOB_LABEL]
+                        if job.startswith(self.prefix):
+                            self.seen.add((host, job))
+        except BaseException as failure:  # noqa: BLE001 - reported by end(), not lost with the thread
+            self.failure = failure
 
     def end(self) -> set[tuple[str, str]]:
         self.stop.set()
         self.thread.join()
+        if self.failure is not None:
+            raise AssertionError("stopped looking at the engines") from self.failure
         return self.seen
 
 
