@@ -1,4 +1,4 @@
-"""`dockyard jobs list|describe|stop|logs|metrics`: training jobs from the job store,
+"""`dockyard jobs list|describe|stop|logs|metrics|profile`: training jobs from the job store,
 running and finished alike."""
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ import os
 import re
 import sys
 import time
+import webbrowser
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cli.render import summary
+from dockyard import profiler_report, profiling
 from dockyard.charts import metric_digest
 from dockyard.errors import DockyardError, JobSpecError
 from dockyard.record import MetricValue, describe
@@ -48,6 +50,10 @@ def add_verbs(sub: Any) -> None:
     metrics = verbs.add_parser("metrics", help="a table of the scraped metric series")
     metrics.add_argument("name")
     metrics.add_argument("--plot", nargs="?", const="", metavar="PNG", help="also draw the curves (NAME-metrics.png)")
+    profile = verbs.add_parser("profile", help="the profiler report: system metrics, rules and curves, as HTML")
+    profile.add_argument("name")
+    profile.add_argument("--output", metavar="HTML", help="where to write it (NAME-profiler-report.html)")
+    profile.add_argument("--open", action="store_true", help="open it in a web browser")
 
 
 def when(text: str | None, now: datetime) -> datetime | None:
@@ -156,7 +162,17 @@ def jobs(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     record = store.get(args.name)
     if args.verb == "describe":
-        print(json.dumps(describe(record), indent=2) if args.json else summary(describe(record)))
+        body = describe(record)
+        samples = store.samples(args.name)
+        if samples:
+            body["SystemMetrics"] = profiling.summary(samples)
+        print(json.dumps(body, indent=2) if args.json else summary(body))
+    elif args.verb == "profile":
+        path = Path(args.output or f"{args.name}-profiler-report.html")
+        path.write_text(profiler_report.render(record, store.samples(args.name), store.metrics(args.name)))
+        print(f"profiler report: {path}")
+        if args.open:
+            webbrowser.open(path.resolve().as_uri())
     elif args.verb == "metrics":
         values = store.metrics(args.name)
         print(metrics_table(values))

@@ -40,6 +40,16 @@ def summary(body: dict[str, Any]) -> str:
             f"  spot: {len(body.get('SpotInterruptions', []))} interruption(s), saved {body['SpotSavingsPercent']}% "
             f"(${body['SpotSavingsUSD']:.4f}) against on-demand"
         )
+    for key in ("DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses"):
+        for e in body.get(key, []):
+            details = f": {e['StatusDetails']}" if e.get("StatusDetails") else ""
+            lines.append(f"  rule {e['RuleConfigurationName']}: {e['RuleEvaluationStatus']}{details}")
+    for h in body.get("SystemMetrics", []):
+        gpu = f", GPU {h['GpuPercentMean']}% mean" if "GpuPercentMean" in h else ""
+        lines.append(
+            f"  system {h['Host']}: CPU {h['CpuPercentMean']}% mean, {h['CpuPercentMax']}% peak; "
+            f"memory {h['MemoryMiBMax']} MiB peak{gpu} ({h['Samples']} samples)"
+        )
     if body.get("ModelArtifacts"):
         lines.append(f"  model:  {body['ModelArtifacts']['S3ModelArtifacts']}")
     if body.get("OutputArtifacts"):

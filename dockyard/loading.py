@@ -24,10 +24,6 @@ from dockyard.wire import to_snake
 SAGEMAKER_IGNORED = {
     "VpcConfig",
     "EnableInterContainerTrafficEncryption",
-    "DebugHookConfig",
-    "DebugRuleConfigurations",
-    "ProfilerConfig",
-    "ProfilerRuleConfigurations",
     "TensorBoardOutputConfig",
     "InfraCheckConfig",
     "RemoteDebugConfig",

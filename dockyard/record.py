@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +31,30 @@ class MetricValue(BaseModel):
     value: float
     timestamp: datetime
     host: str = "algo-1"
+
+
+class RuleKind(StrEnum):
+    DEBUG = "debug"  # on the scraped metrics (SageMaker: on saved tensors)
+    PROFILER = "profiler"  # on the instances' system metrics
+
+
+class RuleEvaluationStatus(StrEnum):
+    IN_PROGRESS = "InProgress"  # watching the job
+    NO_ISSUES_FOUND = "NoIssuesFound"  # the job ended and the rule found nothing wrong
+    ISSUES_FOUND = "IssuesFound"  # the rule fired; StatusDetails says what it saw, and when
+    ERROR = "Error"  # the rule could not run: StatusDetails says what it lacked
+
+
+class RuleEvaluation(BaseModel):
+    """One configured rule's verdict, as DescribeTrainingJob's *RuleEvaluationStatuses report it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule_configuration_name: str
+    kind: RuleKind
+    status: RuleEvaluationStatus
+    status_details: str | None = None
+    last_modified_time: datetime
 
 
 class SpotEvent(BaseModel):
@@ -65,9 +90,10 @@ class JobRecord(BaseModel):
     stop_reason: StopReason | None = None  # why this attempt's containers are being stopped, once they are
     # Waiting for a worker's flow run (created through the SageMaker API, or handed
     # back to the work pool after its orchestrator died), which then carries it on.
+    rule_evaluations: tuple[RuleEvaluation, ...] = ()  # one per Debugger and Profiler rule configured
     queued: bool = False
     work_pool: str | None = None  # the Prefect work pool a SageMaker API job runs from
-    # CreateTrainingJob fields with no effect here (DebugHookConfig, ProfilerConfig, ...),
+    # CreateTrainingJob fields with no effect here (VpcConfig, TensorBoardOutputConfig, ...),
     # kept as sent so that DescribeTrainingJob answers them back.
     request_extras: dict[str, Any] = {}
 
@@ -191,6 +217,22 @@ def describe(record: JobRecord) -> dict[str, Any]:
         body["Attempts"] = [
             {"StartTime": _iso(a.start), "EndTime": _iso(a.end), "EndedBy": a.ended_by} for a in record.attempts
         ]
+    for kind, key in (
+        (RuleKind.DEBUG, "DebugRuleEvaluationStatuses"),
+        (RuleKind.PROFILER, "ProfilerRuleEvaluationStatuses"),
+    ):
+        mine = [e for e in record.rule_evaluations if e.kind is kind]
+        if mine:
+            body[key] = [
+                {
+                    "RuleConfigurationName": e.rule_configuration_name,
+                    "RuleEvaluationStatus": e.status.value,
+                    "LastModifiedTime": _iso(e.last_modified_time),
+                }
+                | ({"StatusDetails": e.status_details} if e.status_details else {})
+                for e in mine
+            ]
+    body["ProfilingStatus"] = "Enabled" if record.spec.profiling else "Disabled"
     for key, value in record.request_extras.items():
         body.setdefault(key, value)
     algo = body.setdefault("AlgorithmSpecification", {})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from dockyard import image_classification, script_mode
+from dockyard import debugger, image_classification, script_mode
 from dockyard.algorithms import ALGORITHMS, IMAGE_CLASSIFICATION, check_hyperparameters, suggest
 from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.instances import INSTANCE_TYPES, InstanceType
@@ -318,5 +318,6 @@ def check_job(spec: TrainingJobSpec, host: HostFacts) -> None:
         JobSpecError: one line per problem, each with its field path and fix.
     """
     problems = _resources(spec, host) + _algorithm(spec) + _channels(spec) + _managed(spec) + _script(spec)
+    problems += debugger.problems(spec)
     if problems:
         raise JobSpecError(problems)

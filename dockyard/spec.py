@@ -232,6 +232,65 @@ def _to_wire_string(value: Any) -> Any:
     return value
 
 
+def _wire_strings(value: Any) -> Any:
+    """A map's keys and values as strings, as they travel (before validation)."""
+    if isinstance(value, dict):
+        return {str(k): _to_wire_string(v) for k, v in value.items()}
+    return value
+
+
+PROFILING_INTERVALS_MS = (100, 200, 500, 1000, 5000, 60000)  # what SageMaker accepts
+MAX_RULES = 20
+RULE_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$"
+
+
+class ProfilerConfig(_Model):
+    """How often each instance's system metrics are sampled, and where their files go."""
+
+    s3_output_path: Uri | None = None  # default: output_data_config.s3_output_path
+    profiling_interval_in_milliseconds: int = 500
+    profiling_parameters: dict[str, str] = Field(default_factory=dict)  # framework profiling: recorded
+    disable_profiler: bool = False
+
+    @field_validator("profiling_interval_in_milliseconds")
+    @classmethod
+    def _interval(cls, value: int) -> int:
+        if value not in PROFILING_INTERVALS_MS:
+            allowed = ", ".join(str(ms) for ms in PROFILING_INTERVALS_MS)
+            raise ValueError(f"{value} ms is not an interval SageMaker accepts — use one of {allowed}")
+        return value
+
+
+class RuleConfiguration(_Model):
+    """A Debugger or Profiler rule, as SageMaker names it. dockyard evaluates the
+    built-in rules itself (dockyard.debugger); rule_parameters.rule_to_invoke names one."""
+
+    rule_configuration_name: str = Field(pattern=RULE_NAME_PATTERN, max_length=256)
+    local_path: str | None = Field(default=None, max_length=4096)
+    s3_output_path: Uri | None = None
+    rule_evaluator_image: str | None = Field(default=None, max_length=255)  # SageMaker's rule container: recorded
+    instance_type: str | None = None  # where SageMaker would run the rule: recorded
+    volume_size_in_gb: int | None = Field(default=None, ge=0)
+    rule_parameters: dict[str, str] = Field(default_factory=dict, max_length=100)
+
+    _strings = field_validator("rule_parameters", mode="before")(_wire_strings)
+
+
+class CollectionConfiguration(_Model):
+    collection_name: str | None = Field(default=None, min_length=1, max_length=256)
+    collection_parameters: dict[str, str] = Field(default_factory=dict)
+
+
+class DebugHookConfig(_Model):
+    """Where a framework's Debugger hook would save tensors. Accepted and recorded (the
+    SageMaker SDK sends it by default); dockyard's debugger rules read the scraped metrics."""
+
+    local_path: str | None = Field(default=None, max_length=4096)
+    s3_output_path: Uri
+    hook_parameters: dict[str, str] = Field(default_factory=dict)
+    collection_configurations: list[CollectionConfiguration] = Field(default_factory=list, max_length=20)
+
+
 class TrainingJobSpec(_Model):
     """One training job, as CreateTrainingJob describes it (snake_case)."""
 
@@ -250,6 +309,10 @@ class TrainingJobSpec(_Model):
     retry_strategy: RetryStrategy | None = None
     enable_network_isolation: bool = False
     experiment_config: ExperimentConfig | None = None
+    debug_hook_config: DebugHookConfig | None = None
+    debug_rule_configurations: list[RuleConfiguration] = Field(default_factory=list, max_length=MAX_RULES)
+    profiler_config: ProfilerConfig | None = None
+    profiler_rule_configurations: list[RuleConfiguration] = Field(default_factory=list, max_length=MAX_RULES)
     # dockyard's own: a Completed job registers model.tar.gz as a new version of this model
     model_package_group_name: str | None = Field(default=None, pattern=JOB_NAME_PATTERN, max_length=63)
     # dockyard's own, for script mode (dockyard.script_mode): the code folder (a local path,
@@ -257,12 +320,7 @@ class TrainingJobSpec(_Model):
     source_dir: str | None = Field(default=None, min_length=1, max_length=1024)
     entry_point: str | None = Field(default=None, min_length=1, max_length=256)
 
-    @field_validator("hyperparameters", mode="before")
-    @classmethod
-    def _strings(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {str(k): _to_wire_string(v) for k, v in value.items()}
-        return value
+    _strings = field_validator("hyperparameters", mode="before")(_wire_strings)
 
     @field_validator("hyperparameters")
     @classmethod
@@ -276,12 +334,7 @@ class TrainingJobSpec(_Model):
                 raise ValueError(f"value of '{key}' is {len(item)} characters, at most 2500 allowed")
         return value
 
-    @field_validator("environment", mode="before")
-    @classmethod
-    def _env_strings(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {str(k): _to_wire_string(v) for k, v in value.items()}
-        return value
+    _env_strings = field_validator("environment", mode="before")(_wire_strings)
 
     @field_validator("environment")
     @classmethod
@@ -304,6 +357,16 @@ class TrainingJobSpec(_Model):
         if twice:
             raise ValueError(f"input_data_config: channel names must be unique; repeated: {twice}")
         return self
+
+    @property
+    def profiling(self) -> bool:
+        """Whether system metrics are sampled: a profiler rule asks for them, or profiler_config does."""
+        config = self.profiler_config
+        return bool(self.profiler_rule_configurations) or (config is not None and not config.disable_profiler)
+
+    @property
+    def profiling_interval_seconds(self) -> float:
+        return (self.profiler_config.profiling_interval_in_milliseconds if self.profiler_config else 500) / 1000
 
     def channel_mode(self, channel: Channel) -> InputMode:
         """The input mode a channel really uses: its own, else the job's."""

@@ -14,7 +14,15 @@ IRREGULAR = {
 }
 _IRREGULAR_SNAKE = {pascal: snake for snake, pascal in IRREGULAR.items()}
 # Maps whose keys are the user's own names, not field names: left as they are.
-USER_MAPS = {"hyperparameters", "static_hyper_parameters", "environment"}
+USER_MAPS = {
+    "hyperparameters",
+    "static_hyper_parameters",
+    "environment",
+    "rule_parameters",
+    "hook_parameters",
+    "collection_parameters",
+    "profiling_parameters",
+}
 
 
 def snake(name: str) -> str:

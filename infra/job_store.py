@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dockyard.errors import DockyardError, LeaseHeld, StatusConflict, TransientInfraError
 from dockyard.outcome import StopKind, StopReason
+from dockyard.profiling import SystemSample
 from dockyard.record import JobRecord, MetricValue
 from dockyard.settings import Settings
 from dockyard.status import JobStatus, PrimaryStatus, SecondaryStatus, StatusTransition, is_final
@@ -58,6 +59,7 @@ from infra.store_schema import (
     job_tags,
     leases,
     status_transitions,
+    system_samples,
     training_jobs,
     tuning_jobs,
     tuning_tags,
@@ -65,7 +67,7 @@ from infra.store_schema import (
 
 S = SecondaryStatus
 # The Alembic revision this code reads and writes (checked against the scripts by a test).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 WRITE_ATTEMPTS = 50  # optimistic writes retried over concurrent changes of the same record
 
 
@@ -482,6 +484,25 @@ class JobStore:
                 MetricValue(metric_name=r.metric_name, value=r.value, timestamp=r.timestamp, host=r.host)
                 for r in conn.execute(query.order_by(m.c.id))
             ]
+
+    def add_samples(self, name: str, samples: list[SystemSample]) -> None:
+        if not samples:
+            return
+        with self.writing() as conn:
+            conn.execute(
+                insert(system_samples),
+                [
+                    {"job_name": name, "host": s.host, "timestamp": s.timestamp, "sample": s.model_dump_json()}
+                    for s in samples
+                ],
+            )
+
+    def samples(self, name: str) -> list[SystemSample]:
+        """The job's system metrics, every instance's, in the order they were taken."""
+        t = system_samples
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c.sample).where(t.c.job_name == name).order_by(t.c.id))
+            return [SystemSample.model_validate_json(r.sample) for r in rows]
 
     def tags(self, name: str, tuning: bool = False) -> dict[str, str]:
         """The tags of a training job (or, with `tuning`, of a tuning job)."""

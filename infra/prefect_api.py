@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ from typing import Any
 from dockyard.errors import InfraError
 
 START_TIMEOUT = 120.0
+log = logging.getLogger("dockyard.prefect")
 STOP_GRACE_SECONDS = 10.0  # SIGTERM, then SIGKILL for what is left of the server's process group
 
 
@@ -471,3 +473,33 @@ def stop_worker(home: str, grace: float = STOP_GRACE_SECONDS) -> LocalWorker | N
         end_group(worker.pid, grace)
     _worker_file(home).unlink(missing_ok=True)
     return worker
+
+
+RULE_EVENT = "dockyard.rule.issues-found"
+
+
+def emit_rule_event(job: str, configuration: str, rule: str, details: str | None) -> None:
+    """Tell Prefect a job's rule fired, so an automation can notify someone; never fails the caller."""
+    from prefect.events import emit_event
+
+    rule_resource = {"prefect.resource.id": f"dockyard.rule.{configuration}", "prefect.resource.role": "rule"}
+    payload = {"training_job_name": job, "rule_configuration_name": configuration, "rule": rule, "details": details}
+    try:
+        emit_event(
+            event=RULE_EVENT,
+            resource={"prefect.resource.id": f"dockyard.training-job.{job}", "prefect.resource.name": job},
+            related=[rule_resource | {"prefect.resource.name": rule}],
+            payload=payload,
+        )
+    except Exception as exc:  # noqa: BLE001 - the rule's status is recorded whether or not Prefect hears of it
+        log.warning("rule event for %s not emitted: %s", job, exc)
+
+
+def link_artifact(key: str, uri: str, description: str) -> None:
+    """A link artifact on the current flow run (none outside one); never fails the caller."""
+    from prefect.artifacts import create_link_artifact
+
+    try:
+        create_link_artifact(key=key, link=uri, link_text=uri.rsplit("/", 1)[-1], description=description)
+    except Exception as exc:  # noqa: BLE001 - an artifact is a convenience
+        log.warning("artifact %s not created: %s", key, exc)

@@ -95,6 +95,16 @@ job_metrics = Table(
     Column("timestamp", UTCDateTime, nullable=False),
 )
 
+system_samples = Table(
+    "training_job_system_samples",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_name", String(63), nullable=False, index=True),
+    Column("host", String(32), nullable=False),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("sample", Text, nullable=False),  # the SystemSample, as JSON
+)
+
 tuning_jobs = Table(
     "tuning_jobs",
     metadata,

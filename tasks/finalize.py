@@ -13,6 +13,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from dockyard import profiling
 from dockyard.charts import curves, metric_digest
 from dockyard.outcome import Outcome
 from dockyard.record import JobRecord, MetricValue, describe
@@ -23,6 +24,7 @@ from infra import catalog, cloudwatch, job_log, storage
 from infra.job_store import now, open_store, redacted
 from infra.retry import task_retry_options
 from tasks.persist import output_prefix
+from tasks.profiler import write_report
 from tasks.provision import give_back, remove_instances
 from tasks.status import move
 
@@ -92,6 +94,7 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
             json.dumps(describe(record), indent=2),
             settings.s3_endpoint_url,
         )
+        write_report(record, settings)
     finally:
         removed = remove_instances(name, scratch_root) if scratch_root else 0
         give_back(settings, name)
@@ -114,9 +117,9 @@ def record_in_catalog(record: JobRecord, settings: Settings) -> tuple[str, str |
     also becomes a new version of that registered model. Returns the run id and version."""
     name, body = record.name, describe(record)
     uri = settings.catalog_uri()
-    run_id = catalog.record_job(
-        str(settings.home), uri, body, open_store(settings).metrics(name), job_log.path(settings.home, name)
-    )
+    store = open_store(settings)
+    values = store.metrics(name) + profiling.as_metric_values(store.samples(name))  # MLflow's system/ metrics too
+    run_id = catalog.record_job(str(settings.home), uri, body, values, job_log.path(settings.home, name))
     message = f"catalogued as MLflow run {run_id} ({redacted(uri)})"
     version = None
     group = record.spec.model_package_group_name

@@ -41,6 +41,7 @@ from infra import secrets as secret_blocks
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import JobStore, now, open_store
 from infra.retry import with_backoff
+from tasks.profiler import Profiler
 from tasks.provision import ProvisionPlan
 from tasks.status import move
 from tasks.validate import still_held
@@ -384,18 +385,40 @@ def monitor(
         TransientInfraError: the engine went away and took the containers with it.
     """
     logger = get_run_logger()
-    store = open_store(settings)
     name = spec.training_job_name
-
-    def report(message: str) -> None:
-        job_log.report(settings.home, name, message)
-
     definitions = compile_definitions(spec)
     since = now() if reattached else None
     hidden = secret_blocks.values(spec)
     followers = [_Follower(h, cid, settings, name, definitions, logger, since, hidden) for h, cid in containers.items()]
     for follower in followers:
         follower.start()
+    profiler = Profiler(spec, provisioned, containers, settings)
+    if profiler.needed:
+        profiler.start()
+    try:
+        outcome = _watch(spec, provisioned, containers, settings, reattached, followers, hidden)
+    finally:
+        profiler.halt.set()  # on the way out of a failure too: no sampling of containers that are gone
+    profiler.finish(final=outcome.ending is not Ending.INTERRUPTED)  # an interrupted job comes back
+    return outcome
+
+
+def _watch(
+    spec: TrainingJobSpec,
+    provisioned: ProvisionPlan,
+    containers: dict[str, str],
+    settings: Settings,
+    reattached: bool,
+    followers: list[_Follower],
+    hidden: frozenset[str],
+) -> Outcome:
+    """monitor's body: wait for the containers' end or a stop, then decide the outcome."""
+    name = spec.training_job_name
+    store = open_store(settings)
+
+    def report(message: str) -> None:
+        job_log.report(settings.home, name, message)
+
     syncs = _checkpoint_syncs(provisioned, settings.s3_endpoint_url, report)
     record = store.get(name)
     deadline, max_wait = _deadlines(spec, record)

@@ -17,7 +17,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
-from dockyard import script_mode, secrets
+from dockyard import debugger, script_mode, secrets
 from dockyard.errors import DockyardError, JobSpecError, LeaseHeld, LeaseLost
 from dockyard.loading import build_job, parse_document
 from dockyard.record import JobRecord
@@ -270,6 +270,7 @@ def create_record(
         queued=work_pool is not None if queued is None else queued,
         work_pool=work_pool,
         request_extras=request_extras or {},
+        rule_evaluations=debugger.starting(spec, at),
     ).moved(SecondaryStatus.STARTING, message, at)
     open_store(settings).create(record)
     return record

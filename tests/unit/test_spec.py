@@ -202,10 +202,10 @@ def test_a_sagemaker_request_is_converted() -> None:
         "OutputDataConfig": {"S3OutputPath": "s3://b/o"},
         "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 5},
         "StoppingCondition": {"MaxRuntimeInSeconds": 60},
-        "DebugHookConfig": {"S3OutputPath": "s3://b/debug"},
+        "TensorBoardOutputConfig": {"S3OutputPath": "s3://b/tensorboard"},
     }
     converted, dropped = from_sagemaker_request(body)
-    assert dropped == ["DebugHookConfig"]
+    assert dropped == ["TensorBoardOutputConfig"]
     spec = build_job(body, home="/h", now=NOW)
     assert spec.hyperparameters == {"Max_Depth": "3"}
     assert spec.role == "arn:aws:iam::123456789012:role/R"
