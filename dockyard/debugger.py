@@ -12,6 +12,7 @@ into the evaluation status DescribeTrainingJob reports.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ def _percent(name: str, default: float) -> Param:
 
 
 def _positive(name: str, default: float, kind: type = float) -> Param:
-    return Param(name, default, kind, 1e-9, None)
+    return Param(name, default, kind, 1 if kind is int else 1e-9, None)
 
 
 SCAN = Param("scan_interval_us", 60_000_000, int, 1)  # SageMaker's rule container's pace; here every evaluation
@@ -102,10 +103,16 @@ def rule_name(config: RuleConfiguration) -> str:
 
 
 def _params_of(rule: str) -> dict[str, Param]:
+    """The rule's parameters by name; ProfilerReport's are `<rule>_<param>` in lower case (it takes
+    them in any case, as smdebug_rulesconfig does)."""
     if rule == "ProfilerReport":
-        known = {f"{r}_{p.name}": p for r, params in PROFILER_PARAMS.items() for p in params}
+        known = {f"{r}_{p.name}".lower(): p for r, params in PROFILER_PARAMS.items() for p in params}
         return known | {"scan_interval_us": SCAN}
     return {p.name: p for p in {**PROFILER_PARAMS, **DEBUGGER_PARAMS}[rule]}
+
+
+def _key(rule: str, key: str) -> str:
+    return key.lower() if rule == "ProfilerReport" else key
 
 
 def _value(p: Param, text: str) -> Any:
@@ -119,13 +126,19 @@ def _value(p: Param, text: str) -> Any:
     if p.kind is str:
         return text
     try:
-        value = p.kind(float(text)) if p.kind is int else float(text)
+        number = float(text)
     except ValueError:
         raise ValueError(f"'{text}' is not a number") from None
-    if p.kind is int and float(text) != int(float(text)):
+    if not math.isfinite(number):
+        raise ValueError(f"'{text}' is not a finite number")
+    if p.kind is int and number != int(number):
         raise ValueError(f"'{text}' is not a whole number")
+    value = int(number) if p.kind is int else number
     if (p.low is not None and value < p.low) or (p.high is not None and value > p.high):
-        bounds = f"from {p.low:g} to {p.high:g}" if p.high is not None else f"at least {p.low:g}"
+        if p.high is not None:
+            bounds = f"from {p.low:g} to {p.high:g}"
+        else:
+            bounds = "above 0" if p.low == 1e-9 else f"at least {p.low:g}"
         raise ValueError(f"{value:g} is out of range: use a value {bounds}")
     return value
 
@@ -140,10 +153,11 @@ def parameters(config: RuleConfiguration) -> Params:
     known = _params_of(rule)
     if rule == "ProfilerReport":
         out: Params = {"rules": {r: {p.name: p.default for p in ps} for r, ps in PROFILER_PARAMS.items()}}
+        by_lower = {r.lower(): r for r in PROFILER_PARAMS}
         for key, text in config.rule_parameters.items():
-            if key in known and key != "scan_interval_us":
+            if key.lower() in known and key.lower() != "scan_interval_us":
                 sub, name = key.split("_", 1)
-                out["rules"][sub][name] = _value(known[key], text)
+                out["rules"][by_lower[sub.lower()]][name] = _value(known[key.lower()], text)
         return out
     out = {p.name: p.default for p in known.values()}
     for key, text in config.rule_parameters.items():
@@ -169,9 +183,12 @@ def actions(config: RuleConfiguration) -> list[Action]:
     found = []
     for entry in parsed if isinstance(parsed, list) else [parsed]:
         name = entry.get("name") if isinstance(entry, dict) else None
-        if name not in ACTIONS:
+        if not isinstance(name, str) or name not in ACTIONS:
             raise ValueError(f"names an unknown action {name!r}: use stoptraining, email or sms")
-        found.append(Action(name, entry.get(ACTIONS[name])))
+        target = entry.get(ACTIONS[name])
+        if target is not None and not isinstance(target, str):
+            raise ValueError(f"{name}'s {ACTIONS[name]} must be a string — got {target!r}")
+        found.append(Action(name, target))
     return found
 
 
@@ -195,14 +212,16 @@ def _check(config: RuleConfiguration, where: str, kind: RuleKind) -> list[FieldP
     known = _params_of(rule)
     for key, text in config.rule_parameters.items():
         at = f"{where}.rule_parameters.{key}"
-        if key in known:
+        if _key(rule, key) in known:
             try:
-                _value(known[key], text)
-            except ValueError as exc:
-                problems.append(FieldProblem(at, str(exc)))
+                _value(known[_key(rule, key)], text)
+                if key == "tensor_regex":
+                    re.compile(text)
+            except (ValueError, re.error) as exc:
+                problems.append(FieldProblem(at, str(exc) if isinstance(exc, ValueError) else f"is no regex ({exc})"))
         elif key not in ALWAYS and not re.fullmatch(r"other_trial_\d+", key):
-            prefix = key.split("_", 1)[0]
-            if rule == "ProfilerReport" and prefix in TRACE_ONLY:
+            prefix = key.split("_", 1)[0].lower()
+            if rule == "ProfilerReport" and prefix in {r.lower() for r in TRACE_ONLY}:
                 continue
             hint = suggest(key, list(known)) or f"{rule} takes {', '.join(known) or 'no parameters'}"
             problems.append(FieldProblem(at, f"{rule} has no parameter '{key}'", hint))

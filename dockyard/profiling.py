@@ -70,7 +70,8 @@ def reading_of(stats: dict[str, Any], at: float, iowait_ticks: int = 0, total_ti
     """A Reading from one Docker stats answer (`GET /containers/ID/stats?stream=false&one-shot=true`)."""
     cpu = stats.get("cpu_stats", {}).get("cpu_usage", {})
     memory = stats.get("memory_stats", {})
-    cached = memory.get("stats", {}).get("cache", memory.get("stats", {}).get("inactive_file", 0))
+    counters = memory.get("stats", {})  # the docker CLI's count: usage less the inactive page cache
+    cached = counters.get("total_inactive_file", counters.get("inactive_file", 0))
     networks = (stats.get("networks") or {}).values()
     disk = (stats.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
     return Reading(

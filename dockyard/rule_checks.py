@@ -36,6 +36,7 @@ class Evidence(BaseModel):
     samples: tuple[SystemSample, ...] = ()
     metrics: tuple[MetricValue, ...] = ()
     training_started: datetime | None = None
+    scrapes_metrics: bool = True  # whether the job has metric definitions at all
     at: datetime
 
 
@@ -132,6 +133,8 @@ def gpu_memory_increase(p: Params, ev: Evidence) -> str | None:
 
 
 def max_initialization_time(p: Params, ev: Evidence) -> str | None:
+    if not ev.scrapes_metrics:
+        raise Unanswerable("the job scrapes no metrics, so no step can be seen: add metric_definitions")
     if ev.training_started is None:
         raise Unanswerable("training has not started")
     first = min((m.timestamp for m in ev.metrics), default=None)
@@ -193,12 +196,15 @@ def _series(ev: Evidence, name: str) -> dict[str, list[float]]:
 
 
 def _names(p: Params, ev: Evidence, key: str, guess: Callable[[str], bool], what: str) -> list[str]:
-    """The metrics a rule watches: the parameter's (comma-separated), else a guess among those scraped."""
+    """The metrics a rule watches: the parameter's (comma-separated); else those `tensor_regex`
+    matches, only the loss-like ones while `use_losses_collection` holds (SageMaker's losses
+    collection: `.*` must not make accuracy a loss); else a guess among those scraped."""
     seen = sorted({m.metric_name for m in ev.metrics})
     if p.get(key):
         wanted = [n.strip() for n in str(p[key]).split(",") if n.strip()]
     elif p.get("tensor_regex"):
         wanted = [n for n in seen if re.search(str(p["tensor_regex"]), n)]
+        wanted = [n for n in wanted if guess(n.lower())] if p.get("use_losses_collection", True) else wanted
     else:
         wanted = [n for n in seen if guess(n.lower())]
     present = [n for n in wanted if n in seen]

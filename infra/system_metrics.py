@@ -119,9 +119,14 @@ def from_cgroups(pid: int) -> Reading:
 
 
 def main_pid(container_id: str) -> int | None:
-    """The container's main process as this machine sees it; None when it is not here (a remote engine)."""
+    """The container's main process as this machine sees it; None when it is not here (the engine
+    runs elsewhere, or in another PID namespace): a process whose cgroups do not name the container
+    is someone else's."""
     pid = int(docker_engine.state(container_id).get("Pid") or 0)
-    return pid if pid and Path(f"/proc/{pid}/cgroup").exists() else None
+    try:
+        return pid if pid and container_id in Path(f"/proc/{pid}/cgroup").read_text() else None
+    except OSError:
+        return None
 
 
 def read(container_id: str, pid: int | None) -> Reading:
@@ -133,8 +138,7 @@ def read(container_id: str, pid: int | None) -> Reading:
     """
     if pid is not None:
         return from_cgroups(pid)
-    iowait, total = cpu_ticks()
-    return reading_of(docker_engine.stats(container_id), time.monotonic(), iowait, total)
+    return reading_of(docker_engine.stats(container_id), time.monotonic())  # no I/O wait: this machine's is not its
 
 
 @functools.cache

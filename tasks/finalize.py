@@ -85,16 +85,17 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
             }
             # Catalogued before the job store says the job ended, so whoever sees it ended finds it by
             # Search; once, should this task be retried (a model version is registered each time).
+            ended = record.model_copy(update=fields).moved(last, message, at)
             if name not in _PUBLISHED:
-                publish(record.model_copy(update=fields).moved(last, message, at), settings)
+                publish(ended, settings)
                 _PUBLISHED.add(name)
+            write_report(ended, settings)  # in place, too, before anyone sees the job ended
             record = move(settings, name, record.secondary, last, message, **fields)
         storage.write_text(
             storage.join(output_prefix(spec), "job.json"),
             json.dumps(describe(record), indent=2),
             settings.s3_endpoint_url,
         )
-        write_report(record, settings)
     finally:
         removed = remove_instances(name, scratch_root) if scratch_root else 0
         give_back(settings, name)

@@ -15,10 +15,12 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dockyard import debugger, profiler_report
+from dockyard.algorithms import metric_definitions_of
 from dockyard.debugger import Action
 from dockyard.profiling import Reading, SystemSample, file_key, sagemaker_records, sample_between
 from dockyard.record import JobRecord, RuleEvaluation, RuleEvaluationStatus
@@ -60,19 +62,25 @@ class _Instance:
 
     def __init__(self, host: str, container_id: str, vcpus: float, gpus: tuple[int, ...] | None) -> None:
         self.host, self.container_id, self.vcpus, self.gpus = host, container_id, vcpus, gpus
-        self.pid = system_metrics.main_pid(container_id)
+        self.pid: int | None = None
+        self.located = False  # whether its process was looked for (when it is first sampled, not before)
         self.last: Reading | None = None
 
     def sample(self) -> SystemSample | None:
+        if not self.located:
+            self.pid, self.located = system_metrics.main_pid(self.container_id), True
         reading = system_metrics.read(self.container_id, self.pid)
         before, self.last = self.last, reading
         if before is None:
             return None
-        return sample_between(self.host, before, reading, self.vcpus, now(), system_metrics.gpus(self.gpus))
+        # The GPUs are this machine's: read them only for a container that runs here.
+        gpus = system_metrics.gpus(self.gpus) if self.pid is not None else ()
+        return sample_between(self.host, before, reading, self.vcpus, now(), gpus)
 
 
 class Profiler(threading.Thread):
-    """Samples the job's containers and evaluates its rules until `finish`."""
+    """Samples the job's containers and evaluates its rules until `finish`. Nothing it does
+    changes how the job ends: a failure of its own is a warning in the job's log."""
 
     def __init__(
         self, spec: TrainingJobSpec, provisioned: ProvisionPlan, containers: dict[str, str], settings: Settings
@@ -81,13 +89,18 @@ class Profiler(threading.Thread):
         self.spec, self.settings, self.name = spec, settings, spec.training_job_name
         self.store = open_store(settings)
         self.rules = {c.rule_configuration_name: c for _, c in debugger.configured(spec)}
+        algo = spec.algorithm_specification
+        self.scrapes = bool(
+            metric_definitions_of(algo.builtin_name, [(d.name, d.regex) for d in algo.metric_definitions])
+        )
         plans = {h.host: h for h in provisioned.hosts}
         self.instances = [
             _Instance(host, cid, (plans[host].nano_cpus or 0) / 1e9 or plans[host].num_cpus, _gpu_ids(plans[host]))
             for host, cid in containers.items()
         ] if spec.profiling else []  # fmt: skip
-        self.samples: list[SystemSample] = self.store.samples(self.name) if spec.profiling else []
+        self.samples: list[SystemSample] = []
         self.unwritten: list[SystemSample] = []
+        self.unsent: set[str] = set()  # the minute files with samples not uploaded yet
         self.halt = threading.Event()
         self.failures = 0
         self.context = contextvars.copy_context()  # Prefect's settings and run context
@@ -100,16 +113,32 @@ class Profiler(threading.Thread):
         self.context.run(self._loop)
 
     def _loop(self) -> None:
+        if self.instances:
+            self._guarded(self._load)
         interval = self.spec.profiling_interval_seconds if self.instances else RULE_SECONDS
         next_look, next_upload = time.monotonic() + RULE_SECONDS, time.monotonic() + UPLOAD_SECONDS
         while not self.halt.wait(max(0.0, interval - self._sample())):
             if time.monotonic() >= next_look:
-                next_look = time.monotonic() + RULE_SECONDS
-                self._write()
-                self._evaluate(final=False)
+                # The rules read the whole history: looked at less often as it grows (every 2 s up
+                # to 10,000 samples, every 20 s at 100,000), so they never crowd out the sampling.
+                next_look = time.monotonic() + max(RULE_SECONDS, len(self.samples) / 5000)
+                self._guarded(self._write)
+                self._guarded(lambda: self._evaluate(final=False))
             if time.monotonic() >= next_upload:
                 next_upload = time.monotonic() + UPLOAD_SECONDS
-                self._upload()
+                self._guarded(self._upload)
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - one round's failure must not end the profiling
+            self._warn(f"{exc.__class__.__name__}: {exc}")
+
+    def _load(self) -> None:
+        """The samples an earlier orchestrator of this job took (it was restarted, or taken over)."""
+        self.samples = self.store.samples(self.name) + self.samples
+        if self.samples:
+            self.unsent.add(file_key(self.samples[-1]))  # its last minute may not have been uploaded
 
     def _sample(self) -> float:
         """Take one sample of every instance; returns the seconds it took."""
@@ -127,68 +156,85 @@ class Profiler(threading.Thread):
 
     def _warn(self, message: str) -> None:
         self.failures += 1
-        if self.failures in (1, 10, 100):  # a few, not one per interval
+        if self.failures in (1, 10, 100, 1000):  # a few, not one per interval
             job_log.report(self.settings.home, self.name, f"profiler: {message}", logging.WARNING)
 
     def _write(self) -> None:
-        """The samples since the last write, to the job store and the minute files."""
+        """The samples since the last write, to the job store."""
         batch, self.unwritten = self.unwritten, []
-        if not batch:
-            return
-        try:
-            self.store.add_samples(self.name, batch)
-        except Exception as exc:  # noqa: BLE001 - kept in memory for the rules and the report
-            self._warn(f"system metrics not stored: {exc}")
-        folder = local_folder(self.settings.home, self.name)
-        for sample in batch:
-            path = folder / file_key(sample)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in sagemaker_records(sample))
+        self.unsent.update(file_key(s) for s in batch)
+        self.store.add_samples(self.name, batch)
 
     def _upload(self) -> None:
-        folder = local_folder(self.settings.home, self.name)
-        prefix = profiler_prefix(self.spec)
+        """The minute files with new samples, each written whole from every sample of its minute
+        (an earlier orchestrator's included) and uploaded."""
+        keys, self.unsent = self.unsent, set()
+        if not keys:
+            return
+        folder, prefix = local_folder(self.settings.home, self.name), profiler_prefix(self.spec)
+        lines: dict[str, list[str]] = {key: [] for key in keys}
+        for sample in self.samples:
+            key = file_key(sample)
+            if key in lines:
+                lines[key] += [json.dumps(r) for r in sagemaker_records(sample)]
         try:
-            for path in sorted(folder.rglob("*.json")):
-                key = path.relative_to(folder).as_posix()
+            for key, text in sorted(lines.items()):
+                path = folder / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("\n".join(text) + "\n")
                 storage.upload_file(str(path), storage.join(prefix, key), self.settings.s3_endpoint_url)
-        except Exception as exc:  # noqa: BLE001 - uploaded again at the next round, and at the end
-            self._warn(f"system metric files not uploaded to {prefix}: {exc}")
+        except Exception:
+            self.unsent |= keys  # sent again at the next round, or at the end
+            raise
 
-    def _evaluate(self, final: bool) -> JobRecord | None:
+    def _evaluate(self, final: bool) -> None:
         if not self.rules:
-            return None
-        try:
-            record = self.store.get(self.name)
-            evidence = Evidence(
-                samples=tuple(self.samples),
-                metrics=tuple(self.store.metrics(self.name)),
-                training_started=record.training_start_time,
-                at=now(),
-            )
-        except Exception as exc:  # noqa: BLE001 - the store is away: the rules look again next round
-            self._warn(f"rules not evaluated: {exc}")
-            return None
-        changed = {}
+            return
+        record = self.store.get(self.name)
+        evidence = Evidence(
+            samples=tuple(self.samples),
+            metrics=tuple(self.store.metrics(self.name)),
+            training_started=record.training_start_time,
+            scrapes_metrics=self.scrapes,
+            at=now(),
+        )
+        changed: dict[str, tuple[RuleEvaluation, RuleEvaluation]] = {}
         for before in record.rule_evaluations:
             config = self.rules.get(before.rule_configuration_name)
-            after = debugger.evaluate(config, before, evidence, final) if config else before
-            if after is not before:
-                changed[after.rule_configuration_name] = after
+            if config is None:
+                continue
+            try:
+                after = debugger.evaluate(config, before, evidence, final)
+            except Exception as exc:  # noqa: BLE001 - a rule that breaks says so, and the others go on
+                after = before.model_copy(
+                    update={"status": RuleEvaluationStatus.ERROR, "status_details": f"the rule failed: {exc}",
+                            "last_modified_time": evidence.at}
+                )  # fmt: skip
+            if after != before:
+                changed[before.rule_configuration_name] = (before, after)
         if not changed:
-            return record
+            return
+        applied: list[RuleEvaluation] = []
 
         def edit(r: JobRecord) -> JobRecord:
-            updated = tuple(changed.get(e.rule_configuration_name, e) for e in r.rule_evaluations)
-            return r.model_copy(update={"rule_evaluations": updated})
+            # Only over the verdicts these were worked out from: a write that lost the race to
+            # `finish` (or to another round) must not undo what that one wrote.
+            applied.clear()
+            kept = []
+            for e in r.rule_evaluations:
+                before, after = changed.get(e.rule_configuration_name, (None, None))
+                if after is not None and e == before:
+                    kept.append(after)
+                    applied.append(after)
+                else:
+                    kept.append(e)
+            return r.model_copy(update={"rule_evaluations": tuple(kept)})
 
-        record = self.store.change(self.name, edit)
-        for evaluation in changed.values():
-            self._announce(self.rules[evaluation.rule_configuration_name], evaluation)
-        return record
+        self.store.change(self.name, edit)
+        for evaluation in applied:
+            self._announce(self.rules[evaluation.rule_configuration_name], evaluation, final)
 
-    def _announce(self, config: RuleConfiguration, evaluation: RuleEvaluation) -> None:
+    def _announce(self, config: RuleConfiguration, evaluation: RuleEvaluation, final: bool) -> None:
         rule = debugger.rule_name(config)
         said = f"rule {evaluation.rule_configuration_name} ({rule}): {evaluation.status.value}"
         details = f" — {evaluation.status_details}" if evaluation.status_details else ""
@@ -196,37 +242,36 @@ class Profiler(threading.Thread):
         if evaluation.status is not RuleEvaluationStatus.ISSUES_FOUND:
             return
         prefect_api.emit_rule_event(self.name, evaluation.rule_configuration_name, rule, evaluation.status_details)
-        for action in debugger.actions(config):
-            self._act(action, evaluation)
+        if not final:  # at the end there is nothing left to stop
+            for action in debugger.actions(config):
+                self._act(action, evaluation)
 
     def _act(self, action: Action, evaluation: RuleEvaluation) -> None:
         if action.name == "stoptraining":
             if action.target and not self.name.lower().startswith(action.target):
-                job_log.report(
-                    self.settings.home, self.name, f"StopTraining names prefix {action.target}: not this job"
-                )
+                said = f"StopTraining names jobs starting {action.target}: not this one"
+                job_log.report(self.settings.home, self.name, said)
                 return
             reason = f"rule {evaluation.rule_configuration_name} found issues ({evaluation.status_details})"
             self.store.request_stop(self.name, reason)
             job_log.report(self.settings.home, self.name, f"StopTraining: {reason}")
-        else:  # email, sms: the event above is what a Prefect automation sends on
+        else:  # email, sms: whom to tell stays out of the log; the event is what an automation sends on
             job_log.report(
                 self.settings.home,
                 self.name,
-                f"{action.name} to {action.target}: sent by a Prefect automation on event dockyard.rule.issues-found",
+                f"{action.name} action: sent by a Prefect automation on event {prefect_api.RULE_EVENT}",
             )
 
-    def finish(self, final: bool) -> JobRecord | None:
-        """Stop sampling; write and upload what was taken; evaluate the rules once more (`final`:
-        the job is over, so a rule that found nothing says so). Returns the record as evaluated."""
+    def finish(self, final: bool) -> None:
+        """Stop sampling; store and upload what was taken; evaluate the rules once more (`final`:
+        the job is over, so a rule that found nothing says so). Never raises."""
         self.halt.set()
         if self.is_alive():
             self.join(timeout=30)
-        self._write()
-        record = self._evaluate(final)
+        self._guarded(self._write)
+        self._guarded(lambda: self._evaluate(final))
         if self.instances:
-            self._upload()
-        return record
+            self._guarded(self._upload)
 
 
 def write_report(record: JobRecord, settings: Settings) -> None:

@@ -10,14 +10,17 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from dockyard.settings import Settings
-from infra import job_log
+from infra import catalog, job_log
 from infra.job_store import open_store
+from infra.prefect_api import RULE_EVENT
 from tests.integration.helpers import ROOT, members, probe_job, run_job
 
 pytestmark = pytest.mark.integration
@@ -62,6 +65,12 @@ def test_a_loss_that_stops_falling_trips_loss_not_decreasing_whose_stop_action_e
     assert b"stopped by SIGTERM" in model["stopped.txt"] and "done.txt" not in model
     log = job_log.path(home, name).read_text()
     assert "StopTraining: rule loss-stalled found issues (loss on algo-1 went from" in log
+    # The rule's Prefect event, for automations (notify someone), reached the server.
+    [event] = wait_for_events(RULE_EVENT, f"dockyard.training-job.{name}")
+    assert (
+        event["payload"]["rule"] == "LossNotDecreasing"
+        and event["payload"]["rule_configuration_name"] == "loss-stalled"
+    )
     # System metrics: with the job, and as SageMaker lays out its files, one per instance per minute.
     samples = open_store(Settings.from_env(os.environ)).samples(name)
     assert len(samples) >= 5 and {s.host for s in samples} == {"algo-1"}
@@ -69,6 +78,19 @@ def test_a_loss_that_stops_falling_trips_loss_not_decreasing_whose_stop_action_e
     records = [json.loads(line) for f in files for line in f.read_text().splitlines()]
     assert {"CPUUtilization", "I/OWaitPercentage"} <= {r["Dimension"] for r in records}
     assert {r["NodeId"] for r in records} == {"algo-1"}
+
+
+def wait_for_events(event: str, resource: str) -> list[dict[str, Any]]:
+    """The events of that name about that resource, once the Prefect server has stored any (it stores
+    them a few seconds after they come)."""
+    query = {"filter": {"event": {"name": [event]}, "resource": {"id": [resource]}}, "limit": 10}
+    deadline = time.time() + 60
+    while True:
+        answer = httpx.post(f"{os.environ['PREFECT_API_URL']}/events/filter", json=query, timeout=10)
+        answer.raise_for_status()
+        if answer.json()["events"] or time.time() > deadline:
+            return list(answer.json()["events"])
+        time.sleep(1)
 
 
 def screenshot(page: Path, png: Path) -> None:
@@ -128,6 +150,11 @@ def test_a_probe_burning_every_cpu_trips_cpu_bottleneck_a_healthy_job_trips_noth
     pixels = imread(png)
     drawn = (pixels[:, :, :3].min(axis=2) < 0.9).mean()  # the share of pixels that are not (nearly) white
     assert drawn > 0.02, f"the report draws almost nothing: {drawn:.3%} of its pixels"
+
+    # MLflow has the system metrics too, as its own system/ metrics are named.
+    settings = Settings.from_env(os.environ)
+    run = catalog.find_run(catalog.client(settings.catalog_uri()), name)
+    assert run is not None and run.data.metrics["system/algo-1/cpu_utilization_percentage"] >= 0
 
     # `dockyard jobs describe` shows the system metrics; `dockyard jobs profile` writes the report anew.
     described = subprocess.run(

@@ -184,10 +184,21 @@ def error_of(call: Any, **kwargs: Any) -> tuple[str, str]:
 def test_boto3_and_the_aws_cli_run_watch_and_tag_a_job(api: Api, bucket: str, s3_endpoint: str) -> None:
     sm, name = api.client(), unique("api-job")
     token = f"hf-{uuid.uuid4().hex}"
-    create_job(api, bucket, name, mode="sleep", seconds="2", hf_token=token)
+    request = job_request(bucket, name, mode="sleep", seconds="2", hf_token=token) | {
+        # What the SageMaker SDK sends by default, and a Debugger rule as Rule.sagemaker(...) sends it.
+        "ProfilerConfig": {"S3OutputPath": f"s3://{bucket}/output", "DisableProfiler": False},
+        "DebugRuleConfigurations": [
+            {
+                "RuleConfigurationName": "LossNotDecreasing",
+                "RuleEvaluatorImage": "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest",
+                "RuleParameters": {"rule_to_invoke": "LossNotDecreasing", "num_steps": "5"},
+            }
+        ],
+    }
+    sm.create_training_job(**request)
     # The same request again (a client retrying a Create whose answer it lost) answers as the first did;
     # another request for the name is refused.
-    again = sm.create_training_job(**job_request(bucket, name, mode="sleep", seconds="2", hf_token=token))
+    again = sm.create_training_job(**request)
     assert again["TrainingJobArn"].endswith(f"training-job/{name}")
     assert error_of(create_job, api=api, bucket=bucket, name=name, mode="sleep", seconds="3")[0] == "ResourceInUse"
     first = sm.describe_training_job(TrainingJobName=name)
@@ -199,12 +210,19 @@ def test_boto3_and_the_aws_cli_run_watch_and_tag_a_job(api: Api, bucket: str, s3
     assert done["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{bucket}/output/{name}/output/model.tar.gz"
     assert done["OutputDataConfig"]["KmsKeyId"] == ""
     assert done["DebugHookConfig"]["S3OutputPath"] == f"s3://{bucket}/debug"  # accepted and echoed
+    assert done["ProfilingStatus"] == "Enabled"
+    [rule] = done["DebugRuleEvaluationStatuses"]
+    assert (rule["RuleConfigurationName"], rule["RuleEvaluationStatus"]) == ("LossNotDecreasing", "NoIssuesFound")
     assert secrets.block_of(done["HyperParameters"]["hf_token"]) is not None  # kept in a Secret block
     assert token not in json.dumps(done, default=str)
     assert isinstance(done["CreationTime"], datetime) and done["TrainingTimeInSeconds"] >= 1
     assert [t["Status"] for t in done["SecondaryStatusTransitions"]][-2:] == ["Uploading", "Completed"]
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     assert s3.head_object(Bucket=bucket, Key=f"output/{name}/output/model.tar.gz")["ContentLength"] > 0
+    profiled = s3.list_objects_v2(Bucket=bucket, Prefix=f"output/{name}/profiler-output/system/incremental/")
+    assert [o["Key"].endswith(".algo-1.json") for o in profiled.get("Contents", [])][:1] == [True]
+    report = f"output/{name}/rule-output/ProfilerReport/profiler-output/profiler-report.html"
+    assert s3.head_object(Bucket=bucket, Key=report)["ContentLength"] > 0
 
     logs = api.client("logs")
     streams = logs.describe_log_streams(logGroupName=GROUP, logStreamNamePrefix=f"{name}/")

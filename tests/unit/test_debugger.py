@@ -94,7 +94,7 @@ def test_bad_rule_configurations_are_spec_errors_that_name_the_field_and_the_fix
         "debug_rule_configurations[1]: LowGPUUtilization is a profiler rule — move it to profiler_rule_configurations",
         "debug_rule_configurations[2].rule_parameters.ratio_treshold: Overfit has no parameter 'ratio_treshold' — "
         "did you mean 'ratio_threshold'?",
-        "debug_rule_configurations[3].rule_parameters.patience_train: -1 is out of range: use a value at least 1e-09",
+        "debug_rule_configurations[3].rule_parameters.patience_train: -1 is out of range: use a value at least 1",
         "debug_rule_configurations[3].rule_parameters.action_json: names an unknown action 'page': "
         "use stoptraining, email or sms",
         "profiler_rule_configurations[0].rule_parameters.threshold: 150 is out of range: use a value from 0 to 100",
@@ -103,6 +103,34 @@ def test_bad_rule_configurations_are_spec_errors_that_name_the_field_and_the_fix
         "profiler_config.disable_profiler: profiler rules need the system metrics it turns off — remove "
         "disable_profiler, or the profiler_rule_configurations",
     ]
+
+
+def test_values_that_are_no_numbers_regexes_or_actions_are_spec_errors_and_report_keys_take_any_case() -> None:
+    found = problems(
+        job(
+            debug_rule_configurations=[
+                rule("Overfit", ratio_threshold="nan", start_step="1e999"),
+                rule("LossNotDecreasing", tensor_regex="(loss", action_json='{"name": ["stoptraining"]}'),
+                rule("Overtraining", delta="0", patience_train="2.5"),
+            ],
+            profiler_rule_configurations=[
+                rule("ProfilerReport", cpubottleneck_threshold="90", lowgpuutilization_window="0")
+            ],
+        )
+    )
+    assert found == [
+        "debug_rule_configurations[0].rule_parameters.ratio_threshold: 'nan' is not a finite number",
+        "debug_rule_configurations[0].rule_parameters.start_step: '1e999' is not a finite number",
+        "debug_rule_configurations[1].rule_parameters.tensor_regex: is no regex (missing ), unterminated subpattern at "
+        "position 0)",
+        "debug_rule_configurations[1].rule_parameters.action_json: names an unknown action ['stoptraining']: "
+        "use stoptraining, email or sms",
+        "debug_rule_configurations[2].rule_parameters.patience_train: '2.5' is not a whole number",
+        "profiler_rule_configurations[0].rule_parameters.lowgpuutilization_window: 0 is out of range: use a value at "
+        "least 1",
+    ]
+    report = RuleConfiguration.model_validate(rule("ProfilerReport", cpubottleneck_threshold="90"))
+    assert debugger.parameters(report)["rules"]["CPUBottleneck"]["threshold"] == 90
 
 
 def test_an_interval_sagemaker_does_not_accept_and_a_repeated_name_are_spec_errors() -> None:
@@ -166,6 +194,16 @@ def test_loss_not_decreasing_fires_on_a_plateau_and_not_on_a_falling_loss() -> N
     assert verdict(rule("LossNotDecreasing", num_steps="10", diff_percent="60"), falling).status is S.ISSUES_FOUND
 
 
+def test_a_regex_matching_every_metric_watches_only_the_losses_as_sagemaker_s_losses_collection() -> None:
+    accuracy = tuple(
+        MetricValue(metric_name="accuracy", value=i / 40, timestamp=T0 + timedelta(seconds=i)) for i in range(40)
+    )
+    ev = Evidence(metrics=loss([1 / (i + 1) for i in range(40)]) + accuracy, at=T0)  # accuracy rises, as it should
+    assert verdict(rule("LossNotDecreasing", tensor_regex=".*"), ev, final=True).status is S.NO_ISSUES_FOUND
+    every = rule("LossNotDecreasing", tensor_regex=".*", use_losses_collection="False")
+    assert verdict(every, ev).status is S.ISSUES_FOUND  # told to watch everything, it does
+
+
 def test_a_debugger_rule_whose_metric_never_appears_ends_in_error_saying_what_to_set() -> None:
     ev = Evidence(metrics=loss([1.0, 0.5], name="accuracy"), at=T0)
     assert verdict(rule("LossNotDecreasing"), ev).status is S.IN_PROGRESS
@@ -212,6 +250,8 @@ def test_max_initialization_time_and_the_profiler_report_that_runs_every_profile
     slow = Evidence(training_started=T0, metrics=loss([1.0])[:0], at=T0 + timedelta(minutes=3))
     assert verdict(rule("MaxInitializationTime", threshold="2"), slow).status is S.ISSUES_FOUND
     assert verdict(rule("MaxInitializationTime", threshold="5"), slow).status is S.IN_PROGRESS
+    blind = slow.model_copy(update={"scrapes_metrics": False})  # no metric definitions: no step is ever seen
+    assert verdict(rule("MaxInitializationTime", threshold="2"), blind, final=True).status is S.NO_ISSUES_FOUND
     busy = Evidence(samples=tuple(sample(i, cpu=99.0) for i in range(30)), training_started=T0, at=T0)
     report = verdict(rule("ProfilerReport", CPUBottleneck_patience="10"), busy)
     assert report.status is S.ISSUES_FOUND and (report.status_details or "").startswith("CPUBottleneck: CPU above")
