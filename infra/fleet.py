@@ -201,15 +201,19 @@ class Fleet:
         with self.store.engine.connect() as conn:
             return [_grant(row) for row in conn.execute(query)]
 
-    def grant(self, demand: Demand, only: str | None = None, prefer: str | None = None) -> list[Grant] | Shortfall:
+    def grant(
+        self, demand: Demand, only: str | None = None, prefer: str | None = None, avoid: str | None = None
+    ) -> list[Grant] | Shortfall:
         """Room for every instance of `demand` on one host (see dockyard.fleet.place), taken for it;
         or why there is none now. A job granted before gets its grants back (a retried step), unless
-        their host went silent or left the fleet: those are given back, and the job placed afresh."""
+        their host went silent or left the fleet: those are given back, and the job placed afresh.
+        `avoid` names a host taken for silent whatever its heartbeat says (its engine is known gone)."""
         for _ in range(WRITE_ATTEMPTS):
             with self.store.engine.connect() as conn, conn.begin():
                 rows = list(conn.execute(select(hosts).order_by(hosts.c.name)))
                 held = [_grant(row) for row in conn.execute(select(grants))]
             fleet = [_host(row) for row in rows]
+            fleet = [h.model_copy(update={"heartbeat_at": None}) if h.name == avoid else h for h in fleet]
             at = now()
             mine = [g for g in held if g.job_name == demand.job_name]
             live = {h.name for h in fleet if h.live(at)}

@@ -164,11 +164,18 @@ def create_instances(plan: ProvisionPlan) -> str | None:
     return why_not
 
 
-def remove_instances(job_name: str, scratch_root: str) -> int:
+def remove_instances(job_name: str, scratch_root: str, engine_may_be_gone: bool = False) -> int:
     """Remove the job's containers and network, stop its Pipe streamers, unmount its
-    FastFile channels and volumes, and delete its scratch space; returns the count of Docker objects."""
+    FastFile channels and volumes, and delete its scratch space; returns the count of Docker objects.
+    With `engine_may_be_gone` (a restart after an infrastructure fault), an engine that does not
+    answer keeps the job's objects (its containers ended with it) and the rest is cleaned up all the same."""
     credentials.revoke(job_name)
-    removed = docker_engine.remove_job_objects(job_name)
+    try:
+        removed = docker_engine.remove_job_objects(job_name)
+    except Exception:
+        if not engine_may_be_gone or docker_engine.answers():
+            raise  # a hiccup of an engine that is there: the task's retries are for it
+        removed = 0
     pipe.stop_all(job_name)
     still_mounted = fuse.unmount_all(scratch_root) if os.path.isdir(scratch_root) else []
     still_mounted += volumes.unmount_all(scratch_root)

@@ -65,8 +65,18 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
     said = ""
     demand = demand_of(spec)
 
+    told = False
+
     def ask() -> list[Grant] | Shortfall:  # the store out for a while is waited out, not a failure
-        return with_backoff(lambda: _ask(Fleet(store), demand, host, anywhere), STORE_PATIENCE, 1.0, _said_busy)
+        nonlocal told
+        # A restart stays on this host, unless its engine is gone: then anywhere else.
+        engine_gone = not anywhere and not docker_engine.answers()
+        if engine_gone and not told:
+            job_log.report(settings.home, name, "this host's Docker engine does not answer: restarting elsewhere")
+            told = True
+        return with_backoff(
+            lambda: _ask(Fleet(store), demand, host, anywhere, engine_gone), STORE_PATIENCE, 1.0, _said_busy
+        )
 
     while isinstance(answer := ask(), Shortfall):
         if answer.never:
@@ -92,7 +102,9 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
     return answer[0].host, bool(said)
 
 
-def _ask(fleet: Fleet, demand: Demand, host: str, anywhere: bool) -> list[Grant] | Shortfall:
+def _ask(fleet: Fleet, demand: Demand, host: str, anywhere: bool, engine_gone: bool) -> list[Grant] | Shortfall:
+    if engine_gone:
+        return fleet.grant(demand, avoid=host)
     if anywhere:
         return fleet.grant(demand, prefer=host)
     return fleet.grant(demand, only=host)
@@ -104,7 +116,7 @@ def wait_for_capacity(spec: TrainingJobSpec, settings: Settings) -> str | None:
     `dockyard worker`) until a host of the fleet has room for it; a job that ran before
     moves to Restarting. Returns the fleet host granted (None outside a fleet): a job's
     first attempt takes the host with the most room (this worker's among equals), a
-    restart this worker's host.
+    restart this worker's host — another when this host's Docker engine does not answer.
 
     Raises:
         MaxWaitExceeded: max_wait_time_in_seconds ran out first.
@@ -177,7 +189,7 @@ def reclaim(spec: TrainingJobSpec, settings: Settings, scratch_root: str, reason
     record = store.change(name, lambda r: r.ended_attempt(now(), reason))
     if record.status.secondary is not to:  # a retry of this task has been here
         move(settings, name, record.secondary, to, message)
-    removed = remove_instances(name, scratch_root)
+    removed = remove_instances(name, scratch_root, engine_may_be_gone=True)
     give_back(settings, name)
     job_log.append(settings.home, name, f"released the instances ({removed} Docker objects and the scratch space)")
 
@@ -220,7 +232,9 @@ def reattach(spec: TrainingJobSpec, settings: Settings) -> tuple[ProvisionPlan, 
         _serve_credentials_again(spec, settings, next(iter(found.values())))
         return provisioned, found
     record = store.change(name, lambda r: r.ended_attempt(now(), "orchestrator restarted"))
-    give_back(settings, name)  # its instances are gone with their host: it is placed afresh
+    held = {g.host for g in grants_of(settings, name)}
+    if held != {settings.fleet_host}:  # kept when handed here with room taken here (a restart placed elsewhere)
+        give_back(settings, name)  # its instances are gone with their host: it is placed afresh
     if record.status.secondary is not S.RESTARTING:
         move(
             settings,

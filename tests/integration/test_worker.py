@@ -19,11 +19,12 @@ from typing import Any
 import docker
 import pytest
 
+from dockyard.record import JobRecord
 from dockyard.settings import Settings
 from dockyard.status import SecondaryStatus
 from infra import docker_engine, prefect_api, volumes
 from infra.fleet import Fleet
-from infra.job_store import open_store
+from infra.job_store import Lease, open_store
 from tasks.validate import lease_name
 from tests.integration.helpers import ROOT, probe_job, unique
 from tests.integration.second_engine import second_engine
@@ -257,19 +258,27 @@ def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
     assert no_double_booking(fleet) == 2  # one trial per host at a time, both hosts busy at once
 
 
-@pytest.mark.usefixtures("home")  # the session's Prefect server
-def test_a_job_whose_machine_dies_resumes_from_its_checkpoints_on_the_other_host(
-    test_images: dict[str, str], tmp_path: Path, postgres_database: str
-) -> None:
+def survive(
+    test_images: dict[str, str],
+    tmp_path: Path,
+    postgres_database: str,
+    disaster: Callable[[dict[str, subprocess.Popen[bytes]], Any, Lease], None],
+    **job_fields: Any,
+) -> tuple[JobRecord, Fleet, str]:
+    """A checkpointing job starts on host-a (a second engine) with host-b (this machine's) beside it;
+    once it has checkpointed 10 steps, `disaster(workers, engine_a, the job's lease)` strikes host-a.
+    Returns the job's final record, the fleet and the log of the host that finished it."""
     pool = unique("fleet-pool")
-    # A dead orchestrator's job is free, and looked for, after 10 s.
-    shared = fleet_environment(pool, postgres_database, tmp_path) | {"DOCKYARD_LEASE_SECONDS": "10"}
+    # A dead orchestrator's job is free, and looked for, after 10 s; a lost engine is given up on after 5 s.
+    shared = fleet_environment(pool, postgres_database, tmp_path) | {
+        "DOCKYARD_LEASE_SECONDS": "10", "DOCKYARD_LOST_CONTACT_SECONDS": "5",
+    }  # fmt: skip
     store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-b")}))
     fleet = Fleet(store)
     checkpoints = tmp_path / "checkpoints"
     job = probe_job(
         str(tmp_path), test_images["probe"], "count", hyperparameters={"steps": "60", "step_seconds": "0.3"}
-    ) | {"checkpoint_config": {"s3_uri": checkpoints.as_uri()}}
+    ) | {"checkpoint_config": {"s3_uri": checkpoints.as_uri()}, **job_fields}
     name = job["training_job_name"]
     workers: dict[str, subprocess.Popen[bytes]] = {}
     with second_engine([test_images["probe"]]) as engine_a:
@@ -289,14 +298,7 @@ def test_a_job_whose_machine_dies_resumes_from_its_checkpoints_on_the_other_host
             fleet.drain("host-b", draining=False)
             held = store.lease(lease_name(name))
             assert held is not None and [g.host for g in fleet.grants(name)] == ["host-a"]
-            # host-a dies: its worker, the job's orchestrator and its engine, at once and without a word.
-            prefect_worker = children(workers["host-a"].pid)
-            os.killpg(workers["host-a"].pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(held.owner.pid, signal.SIGKILL)
-            workers.pop("host-a").wait(timeout=30)
-            gone(prefect_worker[0])  # the Prefect worker ends with the command that started it
-            engine_a.stop()
+            disaster(workers, engine_a, held)
             deadline = time.time() + 300
             while (record := store.get(name)).status.primary == "InProgress":
                 assert time.time() < deadline, (tmp_path / "host-b.log").read_text()[-3000:]
@@ -308,11 +310,46 @@ def test_a_job_whose_machine_dies_resumes_from_its_checkpoints_on_the_other_host
             for scratch in (tmp_path / "host-a" / "scratch").glob("*"):  # the dead machine's disks
                 volumes.unmount_all(str(scratch))
     assert record.status.primary == "Completed", record.failure_reason
-    log = (tmp_path / "host-b" / "jobs" / name / "job.log").read_text()
-    assert "its orchestrator died: handed back to work pool" in log
-    resumed = int(log.split("resuming at step ")[1].split()[0])
-    assert resumed >= 10, log  # from its checkpoints, not from the start
-    assert len(record.attempts) == 2 and record.attempts[0].ended_by == "orchestrator restarted"
     assert (tmp_path / "output" / name / "output" / "model.tar.gz").exists()
     grants = [(event, g.host) for _, event, g in fleet.history() if g.job_name == name]
     assert grants == [("grant", "host-a"), ("release", "host-a"), ("grant", "host-b"), ("release", "host-b")]
+    log = (tmp_path / "host-b" / "jobs" / name / "job.log").read_text()
+    resumed = int(log.split("resuming at step ")[1].split()[0])
+    assert resumed >= 10, log  # from its checkpoints, not from the start
+    return record, fleet, log
+
+
+@pytest.mark.usefixtures("home")  # the session's Prefect server
+def test_a_job_whose_machine_dies_resumes_from_its_checkpoints_on_the_other_host(
+    test_images: dict[str, str], tmp_path: Path, postgres_database: str
+) -> None:
+    def die(workers: dict[str, subprocess.Popen[bytes]], engine_a: Any, held: Lease) -> None:
+        """host-a dies: its worker, the job's orchestrator and its engine, at once and without a word."""
+        prefect_worker = children(workers["host-a"].pid)
+        os.killpg(workers["host-a"].pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(held.owner.pid, signal.SIGKILL)
+        workers.pop("host-a").wait(timeout=30)
+        gone(prefect_worker[0])  # the Prefect worker ends with the command that started it
+        engine_a.stop()
+
+    record, _, log = survive(test_images, tmp_path, postgres_database, die)
+    assert "its orchestrator died: handed back to work pool" in log
+    assert len(record.attempts) == 2 and record.attempts[0].ended_by == "orchestrator restarted"
+
+
+@pytest.mark.usefixtures("home")  # the session's Prefect server
+def test_a_job_whose_engine_stops_under_a_living_orchestrator_restarts_on_the_other_host(
+    test_images: dict[str, str], tmp_path: Path, postgres_database: str
+) -> None:
+    def engine_stops(workers: dict[str, subprocess.Popen[bytes]], engine_a: Any, held: Lease) -> None:  # noqa: ARG001
+        engine_a.stop()  # the worker and the job's orchestrator live on, and lose their engine
+
+    record, _, _ = survive(
+        test_images, tmp_path, postgres_database, engine_stops, retry_strategy={"maximum_retry_attempts": 2}
+    )
+    first = (tmp_path / "host-a" / "jobs" / record.name / "job.log").read_text()
+    assert "lost contact with the Docker engine" in first
+    assert "this host's Docker engine does not answer: restarting elsewhere" in first
+    assert "placed on host host-b: handed to its worker" in first
+    assert len(record.attempts) == 2 and "lost contact with the Docker engine" in record.attempts[0].ended_by
