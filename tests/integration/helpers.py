@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,3 +171,14 @@ def new_bucket(endpoint: str) -> str:
     name = f"bucket-{uuid.uuid4().hex[:10]}"
     s3_client(endpoint).create_bucket(Bucket=name)
     return name
+
+
+def screenshot(page: Path, png: Path) -> None:
+    """The page as headless Chromium draws it."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "scripts/setup installs Debian's chromium"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={png}",
+         "--window-size=1000,2400", page.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip

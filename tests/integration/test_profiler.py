@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from dockyard.settings import Settings
 from infra import catalog, job_log
 from infra.job_store import open_store
 from infra.prefect_api import RULE_EVENT
-from tests.integration.helpers import ROOT, members, probe_job, run_job
+from tests.integration.helpers import ROOT, members, probe_job, run_job, screenshot
 
 pytestmark = pytest.mark.integration
 
@@ -91,17 +90,6 @@ def wait_for_events(event: str, resource: str) -> list[dict[str, Any]]:
         if answer.json()["events"] or time.time() > deadline:
             return list(answer.json()["events"])
         time.sleep(1)
-
-
-def screenshot(page: Path, png: Path) -> None:
-    """The page as headless Chromium draws it."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert browser, "scripts/setup installs Debian's chromium"
-    subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={png}",
-         "--window-size=1000,2400", page.as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
 
 
 def test_a_probe_burning_every_cpu_trips_cpu_bottleneck_a_healthy_job_trips_nothing_and_the_report_shows_both(

@@ -74,6 +74,9 @@ def main() -> None:
             )
     if rank == 0:
         torch.save(model.module.state_dict(), os.path.join(os.environ["SM_MODEL_DIR"], "model.pt"))
+    # Every rank leaves together: one that tears gloo down while a peer is still at work (rank 0
+    # saving the model) can abort ("terminate called without an active exception").
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""dockyard's Clarify processor: SageMaker Clarify's analysis over a dataset and a model.
+
+Reads, as SageMaker Clarify's container does:
+  /opt/ml/processing/input/config/analysis_config.json   the analysis (SageMaker's fields)
+  /opt/ml/processing/input/data/                         the dataset (text/csv, application/jsonlines,
+                                                          application/x-parquet), one or more files
+  /opt/ml/processing/input/model/                        the model (an XGBoost `xgboost-model`),
+                                                          for post-training bias and SHAP
+Writes to /opt/ml/processing/output/:
+  analysis.json                 pre_training_bias_metrics, post_training_bias_metrics, explanations
+                                (written after each part, so what ran is kept if a later part fails)
+  explanations_shap/out.csv     one row of SHAP values per dataset row
+  report.html                   bias bars per facet and the SHAP summary
+  failure                       why the analysis stopped, when it did (exit code 1)
+
+Bias metrics are smclarify's (AWS's library behind Clarify); SHAP values are the
+shap package's: exact tree SHAP for XGBoost models (the model's margin, log-odds
+for binary:logistic), Kernel SHAP otherwise or when `methods.shap.algorithm` is
+"kernel" (dockyard's own key).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PROCESSING = Path(os.environ.get("DOCKYARD_PROCESSING_ROOT", "/opt/ml/processing"))
+CONFIG = PROCESSING / "input" / "config" / "analysis_config.json"
+DATA = PROCESSING / "input" / "data"
+MODEL = PROCESSING / "input" / "model"
+OUT = PROCESSING / "output"
+DATASET_TYPES = ("text/csv", "application/jsonlines", "application/x-parquet")
+AGG_METHODS = ("mean_abs", "median", "mean_sq")
+
+
+class AnalysisError(Exception):
+    """The analysis cannot run as configured: the message says which field, what is wrong, and the fix."""
+
+
+def read_dataset(config: dict) -> pd.DataFrame:
+    kind = config.get("dataset_type", "text/csv")
+    if kind not in DATASET_TYPES:
+        raise AnalysisError(f"dataset_type: '{kind}' is not one Clarify reads — use one of {', '.join(DATASET_TYPES)}")
+    files = sorted(p for p in DATA.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise AnalysisError(f"no dataset files under {DATA}: give the processing job a dataset input")
+    headers = config.get("headers")
+    frames = []
+    for path in files:
+        if kind == "application/x-parquet":
+            frames.append(pd.read_parquet(path))
+        elif kind == "application/jsonlines":
+            frames.append(pd.read_json(path, lines=True))
+        else:
+            frame = pd.read_csv(path, header=None if headers else 0)
+            if headers:
+                if len(frame.columns) != len(headers):
+                    raise AnalysisError(
+                        f"headers: {len(headers)} names for {len(frame.columns)} columns in {path.name} — "
+                        "name every column, the label included"
+                    )
+                frame.columns = headers
+                if [str(v) for v in frame.iloc[0]] == [str(h) for h in headers]:  # a header row as well
+                    frame = frame.iloc[1:].reset_index(drop=True).apply(_numbers)
+            frames.append(frame)
+    df = pd.concat(frames, ignore_index=True)
+    if headers and kind != "text/csv":
+        df = df[[h for h in headers if h in df.columns]]
+    return df
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """A column as numbers where every value is one (a CSV read with its header row as data)."""
+    try:
+        return pd.to_numeric(values)
+    except (ValueError, TypeError):
+        return values
+
+
+def column(df: pd.DataFrame, ref: str | int, field: str) -> str:
+    """A column named, or indexed, by a field of the config."""
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        if not 0 <= ref < len(df.columns):
+            raise AnalysisError(f"{field}: index {ref} is out of range — the data has {len(df.columns)} columns")
+        return str(df.columns[ref])
+    if ref not in df.columns:
+        raise AnalysisError(f"{field}: no column '{ref}' in the data — its columns are {list(map(str, df.columns))}")
+    return str(ref)
+
+
+def _values(spec: object) -> list:
+    return list(spec) if isinstance(spec, list | tuple) else [spec]
+
+
+def check(config: dict, df: pd.DataFrame) -> tuple[str, list, list[tuple[str, list | None]], str | None]:
+    """The label column and its positive values, each facet and its sensitive values, the group
+    variable; every reference checked against the data."""
+    if "label" not in config:
+        raise AnalysisError("label: required — name the column that holds the true label")
+    label = column(df, config["label"], "label")
+    positive = _values(config.get("label_values_or_threshold", []))
+    if not positive:
+        raise AnalysisError("label_values_or_threshold: required — the positive label values, or a threshold")
+    from smclarify.bias.metrics.common import DataType, series_datatype
+
+    labels = df[label]
+    threshold = series_datatype(labels, positive) is DataType.CONTINUOUS
+    if not threshold and not labels.astype(str).isin([str(v) for v in positive]).any():
+        raise AnalysisError(
+            f"label_values_or_threshold: {positive} never occurs in column '{label}' — its values are "
+            f"{sorted(map(str, labels.unique()))[:10]}"
+        )
+    facets = []
+    for i, facet in enumerate(config.get("facet") or []):
+        name = column(df, facet.get("name_or_index"), f"facet[{i}].name_or_index")
+        sensitive = facet.get("value_or_threshold")
+        if sensitive is not None:
+            sensitive = _values(sensitive)
+            values = df[name]
+            continuous = series_datatype(values, sensitive) is DataType.CONTINUOUS  # as smclarify will judge it
+            if continuous:
+                rows = (pd.to_numeric(values) > float(sensitive[0])).sum()
+            else:
+                rows = values.astype(str).isin(map(str, sensitive)).sum()
+            if rows == 0:
+                raise AnalysisError(
+                    f"facet[{i}].value_or_threshold: no row of '{name}' has {sensitive} — the facet is empty"
+                )
+        facets.append((name, sensitive))
+    group = column(df, config["group_variable"], "group_variable") if config.get("group_variable") else None
+    return label, positive, facets, group
+
+
+def load_model() -> object | None:
+    path = MODEL / "xgboost-model"
+    if not path.exists():
+        return None
+    import xgboost
+
+    booster = xgboost.Booster()
+    booster.load_model(str(path))
+    return booster
+
+
+def features_of(config: dict, df: pd.DataFrame, label: str) -> pd.DataFrame:
+    dropped = {label, *map(str, config.get("excluded_columns") or [])}
+    predicted = config.get("predicted_label")
+    if isinstance(predicted, str):
+        dropped.add(predicted)
+    return df[[c for c in df.columns if c not in dropped]].astype(float)
+
+
+def predict(model: object, features: pd.DataFrame, margin: bool = False) -> np.ndarray:
+    import xgboost
+
+    return np.asarray(model.predict(xgboost.DMatrix(features.values), output_margin=margin))
+
+
+def predictions(config: dict, df: pd.DataFrame, label: str, model: object | None) -> pd.Series | None:
+    """The predicted labels: a column of the dataset (`predicted_label`), else the model's, cut at
+    `probability_threshold` (0.5)."""
+    predicted = config.get("predicted_label")
+    if isinstance(predicted, str) and predicted in df.columns:
+        return df[predicted]
+    if model is None:
+        return None
+    scores = predict(model, features_of(config, df, label))
+    threshold = float(config.get("probability_threshold", 0.5))
+    return pd.Series((scores > threshold).astype(int), index=df.index, name="predicted_label")
+
+
+def bias(stage: str, config: dict, df: pd.DataFrame, parts: tuple, predicted: pd.Series | None) -> dict:
+    import smclarify.bias.metrics as registry
+    from smclarify.bias import report
+
+    label, positive, facets, group = parts
+    methods = (config.get("methods") or {}).get(f"{stage}_bias") or {}
+    pre = stage == "pre_training"
+    known = [f.__name__ for f in (registry.PRETRAINING_METRICS if pre else registry.POSTTRAINING_METRICS)]
+    wanted = methods.get("methods", "all")
+    # "all" leaves out the conditional metrics (CDDL, CDDPL) when there is no group_variable to condition on.
+    metrics = [m for m in known if group or not m.startswith("CDD")] if wanted == "all" else _values(wanted)
+    unknown = sorted(set(metrics) - set(known))
+    if unknown:
+        raise AnalysisError(f"methods.{stage}_bias.methods: {unknown} are not metrics Clarify has — use {known}")
+    if not group and {"CDDL", "CDDPL"} & set(metrics):
+        raise AnalysisError(f"methods.{stage}_bias.methods: CDDL and CDDPL need a group_variable — name its column")
+    stage_type = report.StageType.PRE_TRAINING if pre else report.StageType.POST_TRAINING
+    label_column = report.LabelColumn(label, df[label], positive)
+    predicted_column = report.LabelColumn("predicted_label", predicted, positive) if predicted is not None else None
+    out: dict = {"label": label, "label_value_or_threshold": ",".join(map(str, positive)), "facets": {}}
+    for name, sensitive in facets:
+        # The features smclarify sees (FT looks for neighbours among them): not the excluded columns,
+        # nor a column of predictions.
+        dropped = {*map(str, config.get("excluded_columns") or []), str(config.get("predicted_label"))} - {label, name}
+        rows = report.bias_report(
+            df.drop(columns=[c for c in df.columns if c in dropped]),
+            report.FacetColumn(name, sensitive),
+            label_column,
+            stage_type,
+            predicted_column,
+            metrics=metrics,
+            group_variable=df[group] if group else None,
+        )
+        out["facets"][name] = json.loads(json.dumps(rows, default=_plain))
+    return out
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def shap_values(config: dict, df: pd.DataFrame, label: str, model: object) -> tuple[pd.DataFrame, float, str]:
+    """Per-row SHAP values, the expected value, and which algorithm made them."""
+    import shap
+
+    settings = (config.get("methods") or {}).get("shap") or {}
+    features = features_of(config, df, label)
+    if settings.get("algorithm") != "kernel":
+        explainer = shap.TreeExplainer(model)
+        values = explainer.shap_values(features.values)
+        return pd.DataFrame(values, columns=features.columns), float(np.ravel(explainer.expected_value)[0]), "tree"
+    baseline = settings.get("baseline")
+    background = (
+        pd.DataFrame(baseline, columns=features.columns).astype(float)
+        if isinstance(baseline, list)
+        else features.mean().to_frame().T
+    )
+    explainer = shap.KernelExplainer(lambda rows: predict(model, pd.DataFrame(rows, columns=features.columns), True),
+                                     background.values)  # fmt: skip
+    samples = int(settings.get("num_samples", 100))
+    values = explainer.shap_values(features.values, nsamples=samples, silent=True)
+    return pd.DataFrame(values, columns=features.columns), float(np.ravel(explainer.expected_value)[0]), "kernel"
+
+
+def aggregate(local: pd.DataFrame, method: str) -> dict[str, float]:
+    if method not in AGG_METHODS:
+        raise AnalysisError(f"methods.shap.agg_method: '{method}' is not one of {', '.join(AGG_METHODS)}")
+    if method == "mean_abs":
+        series = local.abs().mean()
+    elif method == "median":
+        series = local.median()
+    else:
+        series = (local**2).mean()
+    return {str(k): float(v) for k, v in series.items()}
+
+
+def _bars(title: str, values: dict[str, float]) -> str:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, max(1.6, 0.32 * len(values) + 0.8)))
+    axis = figure.subplots()
+    names = list(values)
+    axis.barh(range(len(names)), [values[n] for n in names])
+    axis.set_yticks(range(len(names)), [n.replace("$", r"\$") for n in names])
+    axis.invert_yaxis()
+    axis.axvline(0, color="black", linewidth=0.6)
+    axis.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    buf = io.StringIO()
+    figure.savefig(buf, format="svg", metadata={"Date": None})
+    svg = buf.getvalue()
+    return f"<figure>{svg[svg.index('<svg') :]}<figcaption>{html.escape(title)}</figcaption></figure>"
+
+
+def report_html(analysis: dict) -> str:
+    parts = ["<h1>Clarify report</h1>"]
+    for stage, heading in (("pre_training_bias_metrics", "Pre-training bias"),
+                           ("post_training_bias_metrics", "Post-training bias")):  # fmt: skip
+        section = analysis.get(stage)
+        if not section:
+            continue
+        parts.append(f"<h2>{heading}</h2><p>Label {html.escape(section['label'])}, positive "
+                     f"{html.escape(section['label_value_or_threshold'])}</p>")  # fmt: skip
+        for facet, rows in section["facets"].items():
+            for row in rows:
+                values = {m["name"]: m["value"] for m in row["metrics"] if isinstance(m.get("value"), int | float)}
+                title = f"{facet} = {row.get('value_or_threshold')}: {heading.lower()} metrics"
+                if values:
+                    parts.append(_bars(title, values))
+                cells = "".join(
+                    f"<tr><td>{html.escape(m['name'])}</td><td>{html.escape(m.get('description', ''))}</td>"
+                    f"<td>{html.escape(str(m.get('value', m.get('error', ''))))}</td></tr>"
+                    for m in row["metrics"]
+                )
+                parts.append(f"<table><tr><th>metric</th><th>what</th><th>value</th></tr>{cells}</table>")
+    for algorithm, explanation in (analysis.get("explanations") or {}).items():
+        values = explanation["label0"]["global_shap_values"]
+        ordered = dict(sorted(values.items(), key=lambda kv: -abs(kv[1]))[:30])
+        parts.append(f"<h2>Explanations ({html.escape(algorithm)})</h2>")
+        parts.append(_bars(f"global SHAP values ({explanation['label0'].get('agg_method', 'mean_abs')})", ordered))
+    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}td,th{border:1px solid #ccc;padding:.2em .5em}"
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Clarify report</title><style>{style}</style>" \
+           f"</head><body>{''.join(parts)}</body></html>"  # fmt: skip
+
+
+def save(analysis: dict) -> None:
+    (OUT / "analysis.json").write_text(json.dumps(analysis, indent=2, default=_plain))
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    analysis: dict = {"version": "1.0"}
+    try:
+        try:
+            config = json.loads(CONFIG.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AnalysisError(f"analysis_config.json: cannot be read ({exc}) — give it as the config input") from None
+        methods = config.get("methods") or {}
+        df = read_dataset(config)
+        parts = check(config, df)
+        print(f"dataset: {len(df)} rows, {len(df.columns)} columns", flush=True)
+        model = load_model()
+        if "pre_training_bias" in methods:
+            started = time.monotonic()
+            analysis["pre_training_bias_metrics"] = bias("pre_training", config, df, parts, None)
+            save(analysis)
+            print(f"pre-training bias: done in {time.monotonic() - started:.1f} s", flush=True)
+        needs_predictions = "post_training_bias" in methods or "shap" in methods
+        if needs_predictions and model is None and config.get("predicted_label") not in df.columns:
+            raise AnalysisError(
+                "post_training_bias and shap need predictions: give the model (an XGBoost xgboost-model) "
+                "as the model input, or a predicted_label column in the data"
+            )
+        if "post_training_bias" in methods:
+            started = time.monotonic()
+            predicted = predictions(config, df, parts[0], model)
+            analysis["post_training_bias_metrics"] = bias("post_training", config, df, parts, predicted)
+            save(analysis)
+            print(f"post-training bias: done in {time.monotonic() - started:.1f} s", flush=True)
+        if "shap" in methods:
+            if model is None:
+                raise AnalysisError("shap: needs the model as the model input (an XGBoost xgboost-model)")
+            started = time.monotonic()
+            local, expected, algorithm = shap_values(config, df, parts[0], model)
+            agg = (methods.get("shap") or {}).get("agg_method", "mean_abs")
+            analysis.setdefault("explanations", {})[f"{algorithm}_shap"] = {
+                "label0": {"global_shap_values": aggregate(local, agg), "expected_value": expected, "agg_method": agg}
+            }
+            if (methods.get("shap") or {}).get("save_local_shap_values", True):
+                (OUT / "explanations_shap").mkdir(exist_ok=True)
+                local.to_csv(OUT / "explanations_shap" / "out.csv", index=False)
+            save(analysis)
+            print(f"{algorithm} SHAP: {len(local)} rows in {time.monotonic() - started:.1f} s", flush=True)
+        (OUT / "report.html").write_text(report_html(analysis))
+        return 0
+    except AnalysisError as exc:
+        message = str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the reason is recorded
+        message = f"{type(exc).__name__}: {exc}"
+    save(analysis)
+    (OUT / "failure").write_text(message)
+    print(f"analysis failed: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

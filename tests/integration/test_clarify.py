@@ -1,0 +1,192 @@
+"""The Clarify processor image (infra/images/clarify) on data whose answers are
+known: bias metrics against hand computations, SHAP additivity for an XGBoost
+model trained by the built-in algorithm, clear errors for configs that do not
+fit the data, and a report a real browser draws."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import docker_engine
+from tests.integration.helpers import run_job, screenshot, unique
+
+pytestmark = pytest.mark.integration
+IMAGE = "dockyard/clarify:1.0"  # built by scripts/setup
+
+# 10 applicants: facet gender 1 (the sensitive group, d) has 3 rows, 1 approved;
+# gender 0 (a) has 7, 5 approved. The model's predictions approve 2 of d's... and 6 of a's.
+HEADERS = ["approved", "gender", "income", "debt", "predicted"]
+ROWS = [
+    # approved, gender, income, debt, predicted
+    (1, 0, 60, 10, 1), (1, 0, 55, 20, 1), (1, 0, 70, 5, 1), (1, 0, 40, 30, 1), (1, 0, 52, 12, 1),
+    (0, 0, 20, 40, 1), (0, 0, 25, 35, 0),
+    (1, 1, 58, 8, 1), (0, 1, 30, 30, 1), (0, 1, 22, 45, 0),
+]  # fmt: skip
+
+
+def write_csv(path: Path, header: bool = False) -> None:
+    """The rows ten times over: smclarify takes an integer column with more than 5% distinct
+    values for a continuous one, and 0/1 columns must read as categories."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    if header:
+        writer.writerow(HEADERS)
+    writer.writerows(ROWS * 10)
+    path.write_text(buf.getvalue())
+
+
+def analyze(folder: Path, config: dict[str, Any], model: Path | None = None) -> tuple[int, str, Path]:
+    """Run the processor on folder/data with `config`; returns its exit code, its output and its output folder."""
+    (folder / "config").mkdir(parents=True, exist_ok=True)
+    (folder / "config" / "analysis_config.json").write_text(json.dumps(config))
+    out = folder / "output"
+    out.mkdir(exist_ok=True)
+    root = "/opt/ml/processing"
+    volumes = {
+        str(folder / "config"): {"bind": f"{root}/input/config", "mode": "ro"},
+        str(folder / "data"): {"bind": f"{root}/input/data", "mode": "ro"},
+        str(out): {"bind": f"{root}/output", "mode": "rw"},
+    }
+    if model is not None:
+        volumes[str(model)] = {"bind": f"{root}/input/model", "mode": "ro"}
+    container = docker_engine.client().containers.run(IMAGE, "analyze", volumes=volumes, detach=True)
+    try:
+        code = int(container.wait(timeout=600)["StatusCode"])
+        return code, container.logs().decode(), out
+    finally:
+        container.remove(force=True)
+
+
+def metrics_of(section: dict[str, Any], facet: str) -> dict[str, float]:
+    [row] = section["facets"][facet]
+    return {m["name"]: m["value"] for m in row["metrics"]}
+
+
+def test_bias_metrics_match_hand_computations(tmp_path: Path) -> None:
+    write_csv(tmp_path / "data" / "applicants.csv")
+    config = {
+        "dataset_type": "text/csv",
+        "headers": HEADERS,
+        "label": "approved",
+        "label_values_or_threshold": [1],
+        "facet": [{"name_or_index": "gender", "value_or_threshold": [1]}],
+        "predicted_label": "predicted",
+        "excluded_columns": ["predicted"],
+        "methods": {"pre_training_bias": {"methods": "all"}, "post_training_bias": {"methods": "all"}},
+    }
+    code, logs, out = analyze(tmp_path, config)
+    assert code == 0, logs
+    analysis = json.loads((out / "analysis.json").read_text())
+    pre = metrics_of(analysis["pre_training_bias_metrics"], "gender")
+    n_a, n_d, q_a, q_d = 70, 30, 50 / 70, 10 / 30
+    assert pre["CI"] == (n_a - n_d) / (n_a + n_d)
+    assert pre["DPL"] == q_a - q_d
+    p_a, p_d = [q_a, 1 - q_a], [q_d, 1 - q_d]
+    kl = sum(a * math.log(a / d) for a, d in zip(p_a, p_d, strict=True))
+    mid = [(a + d) / 2 for a, d in zip(p_a, p_d, strict=True)]
+    js = 0.5 * (sum(a * math.log(a / m) for a, m in zip(p_a, mid, strict=True))
+                + sum(d * math.log(d / m) for d, m in zip(p_d, mid, strict=True)))  # fmt: skip
+    assert abs(pre["KL"] - kl) < 1e-9 and abs(pre["JS"] - js) < 1e-9
+    post = metrics_of(analysis["post_training_bias_metrics"], "gender")
+    predicted_a, predicted_d = 60 / 70, 20 / 30  # the predicted approval rates
+    assert abs(post["DI"] - predicted_d / predicted_a) < 1e-9
+    assert abs(post["DPPL"] - (predicted_a - predicted_d)) < 1e-9
+    report = (out / "report.html").read_text()
+    assert report.count("<svg") == 2 and "Pre-training bias" in report
+    png = tmp_path / "report.png"
+    screenshot(out / "report.html", png)
+    from matplotlib.image import imread
+
+    drawn = (imread(png)[:, :, :3].min(axis=2) < 0.9).mean()
+    assert drawn > 0.02, f"the report draws almost nothing: {drawn:.3%} of its pixels"
+
+
+def test_configs_that_do_not_fit_the_data_fail_clearly_keeping_what_ran(tmp_path: Path) -> None:
+    base = {"dataset_type": "text/csv", "headers": HEADERS, "label": "approved", "label_values_or_threshold": [1]}
+    cases = {
+        "no-column": ({"facet": [{"name_or_index": "age"}]}, "facet[0].name_or_index: no column 'age' in the data"),
+        "empty-facet": (
+            {"facet": [{"name_or_index": "gender", "value_or_threshold": [7]}]},
+            "facet[0].value_or_threshold: no row of 'gender' has [7] — the facet is empty",
+        ),
+        "no-label-value": (
+            {"label_values_or_threshold": ["yes"], "facet": [{"name_or_index": "gender"}]},
+            "label_values_or_threshold: ['yes'] never occurs in column 'approved'",
+        ),
+        "no-model": (
+            {"facet": [{"name_or_index": "gender", "value_or_threshold": [1]}],
+             "methods": {"pre_training_bias": {"methods": ["CI"]}, "shap": {}}},
+            "post_training_bias and shap need predictions: give the model",
+        ),
+    }  # fmt: skip
+    for case, (fields, expected) in cases.items():
+        write_csv(tmp_path / case / "data" / "applicants.csv", header=True)  # a header row, and headers: both fine
+        code, logs, out = analyze(tmp_path / case, base | fields)
+        assert code == 1, logs
+        assert expected in (out / "failure").read_text(), (out / "failure").read_text()
+        assert "Traceback" not in logs, logs
+    # What ran before the failure is kept: pre-training bias came before SHAP asked for a model.
+    kept = json.loads((tmp_path / "no-model" / "output" / "analysis.json").read_text())
+    assert metrics_of(kept["pre_training_bias_metrics"], "gender") == {"CI": 0.4}
+
+
+@pytest.mark.usefixtures("home")  # the session's Prefect server
+def test_tree_shap_for_a_model_the_built_in_xgboost_trained_adds_up_to_its_predictions(
+    home: str, tmp_path: Path
+) -> None:
+    train = tmp_path / "train" / "train.csv"
+    train.parent.mkdir(parents=True)
+    train.write_text("\n".join(",".join(map(str, (r[0], r[1], r[2], r[3]))) for r in ROWS * 5) + "\n")
+    channel = {"channel_name": "train", "content_type": "text/csv",
+               "data_source": {"s3_data_source": {"s3_uri": train.parent.as_uri()}}}  # fmt: skip
+    body = run_job(
+        {
+            "training_job_name": unique("clarify-model"),
+            "algorithm_specification": {"algorithm_name": "xgboost"},
+            "hyperparameters": {"objective": "binary:logistic", "num_round": "20", "max_depth": "3"},
+            "input_data_config": [channel],
+            "output_data_config": {"s3_output_path": f"file://{home}/output"},
+        }
+    )
+    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
+    model = tmp_path / "model"
+    with tarfile.open(body["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("file://")) as tar:
+        tar.extractall(model, filter="data")
+    write_csv(tmp_path / "data" / "applicants.csv")
+    config = {
+        "dataset_type": "text/csv",
+        "headers": HEADERS,
+        "label": "approved",
+        "label_values_or_threshold": [1],
+        "facet": [{"name_or_index": "gender", "value_or_threshold": [1]}],
+        "excluded_columns": ["predicted"],
+        "methods": {"post_training_bias": {"methods": ["DPPL", "DI"]}, "shap": {"agg_method": "mean_abs"}},
+    }
+    code, logs, out = analyze(tmp_path, config, model)
+    assert code == 0, logs
+    analysis = json.loads((out / "analysis.json").read_text())
+    explanation = analysis["explanations"]["tree_shap"]["label0"]
+    assert set(explanation["global_shap_values"]) == {"gender", "income", "debt"}
+    rows = (out / "explanations_shap" / "out.csv").read_text().splitlines()[1:]
+    local = [list(map(float, row)) for row in csv.reader(rows)]
+    # The model's margins, from the same model file in the same image.
+    features = [list(r[1:4]) for r in ROWS * 10]  # gender, income, debt: the rows the analysis read
+    predict = (
+        "import xgboost, numpy; b = xgboost.Booster(); b.load_model('/model/xgboost-model'); "
+        f"print(list(map(float, b.predict(xgboost.DMatrix(numpy.array({features}, dtype=float)), output_margin=True))))"
+    )
+    printed = docker_engine.client().containers.run(
+        IMAGE, ["python3", "-c", predict], volumes={str(model): {"bind": "/model", "mode": "ro"}}, remove=True
+    )
+    margins = json.loads(printed.decode().strip())
+    for values, margin in zip(local, margins, strict=True):
+        assert abs(sum(values) + explanation["expected_value"] - margin) < 1e-6
