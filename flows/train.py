@@ -36,6 +36,7 @@ from tasks.recover import (
     hand_over,
     reattach,
     reclaim,
+    restarts_used,
     wait_for_capacity,
 )
 from tasks.run import run
@@ -160,7 +161,8 @@ def train(job: dict[str, Any] | str, spot_simulation: str | None = None) -> dict
     catalog.warm_up(settings.catalog_uri())
     spec, resumed = validate(job, settings, str(runtime.flow_run.id) if runtime.flow_run.id else None)
     try:
-        restarts_left = spec.retry_strategy.maximum_retry_attempts if spec.retry_strategy else 0
+        allowed = spec.retry_strategy.maximum_retry_attempts if spec.retry_strategy else 0
+        restarts_left = allowed - restarts_used(open_store(settings).get(spec.training_job_name))
         attached = reattach(spec, settings) if resumed else None
         while True:
             result = _attempt(spec, settings, may_restart=restarts_left > 0, attached=attached)

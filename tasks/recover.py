@@ -32,6 +32,15 @@ S = SecondaryStatus
 REATTACHABLE = {S.TRAINING, S.STOPPING, S.UPLOADING}
 
 
+INFRA_FAULT = "infrastructure fault: "  # how an attempt ended by one is marked
+
+
+def restarts_used(record: JobRecord) -> int:
+    """The restarts after infrastructure faults a job has had, whichever orchestrators ran them:
+    a job handed from host to host keeps one retry budget."""
+    return sum(1 for a in record.attempts if a.ended_by.startswith(INFRA_FAULT))
+
+
 class MaxWaitExceeded(DockyardError):
     """No spot capacity came within stopping_condition.max_wait_time_in_seconds."""
 
@@ -65,15 +74,13 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
     said = ""
     demand = demand_of(spec)
 
-    told = False
+    # A restart stays on this host, unless its engine is gone: then anywhere else. Judged once per
+    # wait, on two pings 2 s apart, so one slow answer neither moves a job nor flips the choice.
+    engine_gone = not anywhere and not _answers_twice()
+    if engine_gone:
+        job_log.report(settings.home, name, "this host's Docker engine does not answer: restarting on another host")
 
     def ask() -> list[Grant] | Shortfall:  # the store out for a while is waited out, not a failure
-        nonlocal told
-        # A restart stays on this host, unless its engine is gone: then anywhere else.
-        engine_gone = not anywhere and not docker_engine.answers()
-        if engine_gone and not told:
-            job_log.report(settings.home, name, "this host's Docker engine does not answer: restarting elsewhere")
-            told = True
         return with_backoff(
             lambda: _ask(Fleet(store), demand, host, anywhere, engine_gone), STORE_PATIENCE, 1.0, _said_busy
         )
@@ -100,6 +107,14 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
             f"{grant.memory_bytes / 1024**3:.1f} GiB{gpus}",
         )
     return answer[0].host, bool(said)
+
+
+def _answers_twice() -> bool:
+    """Whether this host's engine answers a ping, asked again 2 s later before saying no."""
+    if docker_engine.answers():
+        return True
+    time.sleep(2)
+    return docker_engine.answers()
 
 
 def _ask(fleet: Fleet, demand: Demand, host: str, anywhere: bool, engine_gone: bool) -> list[Grant] | Shortfall:
@@ -186,7 +201,8 @@ def reclaim(spec: TrainingJobSpec, settings: Settings, scratch_root: str, reason
         if interrupted
         else (S.RESTARTING, f"Restarting after an infrastructure fault: {reason}")
     )
-    record = store.change(name, lambda r: r.ended_attempt(now(), reason))
+    ended_by = reason if interrupted else f"{INFRA_FAULT}{reason}"  # counted against retry_strategy
+    record = store.change(name, lambda r: r.ended_attempt(now(), ended_by))
     if record.status.secondary is not to:  # a retry of this task has been here
         move(settings, name, record.secondary, to, message)
     removed = remove_instances(name, scratch_root, engine_may_be_gone=True)

@@ -134,6 +134,12 @@ def test_configs_that_do_not_fit_the_data_fail_clearly_keeping_what_ran(tmp_path
         assert code == 1, logs
         assert expected in (out / "failure").read_text(), (out / "failure").read_text()
         assert "Traceback" not in logs, logs
+    # Ten 0/1 labels are 20% distinct: smclarify reads the column as continuous, and says so here.
+    few = tmp_path / "few" / "data" / "applicants.csv"
+    few.parent.mkdir(parents=True)
+    few.write_text("\n".join(",".join(map(str, r)) for r in ROWS) + "\n")
+    code, _, out = analyze(tmp_path / "few", base | {"facet": [{"name_or_index": "gender", "value_or_threshold": [1]}]})
+    assert code == 1 and "column 'approved' reads as continuous" in (out / "failure").read_text()
     # What ran before the failure is kept: pre-training bias came before SHAP asked for a model.
     kept = json.loads((tmp_path / "no-model" / "output" / "analysis.json").read_text())
     assert metrics_of(kept["pre_training_bias_metrics"], "gender") == {"CI": 0.4}
@@ -190,3 +196,13 @@ def test_tree_shap_for_a_model_the_built_in_xgboost_trained_adds_up_to_its_predi
     margins = json.loads(printed.decode().strip())
     for values, margin in zip(local, margins, strict=True):
         assert abs(sum(values) + explanation["expected_value"] - margin) < 1e-6
+    # Kernel SHAP (as for a model that is not a tree ensemble) adds up the same way, over its baseline.
+    kernel = config | {"methods": {"shap": {"algorithm": "kernel", "num_samples": 64, "agg_method": "median",
+                                             "baseline": features[:5]}}}  # fmt: skip
+    write_csv(tmp_path / "kernel" / "data" / "applicants.csv")
+    code, logs, out = analyze(tmp_path / "kernel", kernel, model)
+    assert code == 0, logs
+    explained = json.loads((out / "analysis.json").read_text())["explanations"]["kernel_shap"]["label0"]
+    rows = (out / "explanations_shap" / "out.csv").read_text().splitlines()[1:]
+    for values, margin in zip(([float(v) for v in r] for r in csv.reader(rows)), margins, strict=True):
+        assert abs(sum(values) + explained["expected_value"] - margin) < 1e-6

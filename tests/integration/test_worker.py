@@ -350,6 +350,6 @@ def test_a_job_whose_engine_stops_under_a_living_orchestrator_restarts_on_the_ot
     )
     first = (tmp_path / "host-a" / "jobs" / record.name / "job.log").read_text()
     assert "lost contact with the Docker engine" in first
-    assert "this host's Docker engine does not answer: restarting elsewhere" in first
+    assert "this host's Docker engine does not answer: restarting on another host" in first
     assert "placed on host host-b: handed to its worker" in first
     assert len(record.attempts) == 2 and "lost contact with the Docker engine" in record.attempts[0].ended_by

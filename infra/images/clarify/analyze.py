@@ -115,6 +115,12 @@ def check(config: dict, df: pd.DataFrame) -> tuple[str, list, list[tuple[str, li
 
     labels = df[label]
     threshold = series_datatype(labels, positive) is DataType.CONTINUOUS
+    if threshold and not (pd.to_numeric(labels) > float(positive[0])).any():
+        raise AnalysisError(
+            f"label_values_or_threshold: column '{label}' reads as continuous (numbers, over 5% of them "
+            f"distinct), so {positive[0]} is a threshold, and no label is above it — give a lower threshold, "
+            "or more rows if the labels are classes"
+        )
     if not threshold and not labels.astype(str).isin([str(v) for v in positive]).any():
         raise AnalysisError(
             f"label_values_or_threshold: {positive} never occurs in column '{label}' — its values are "
@@ -132,6 +138,11 @@ def check(config: dict, df: pd.DataFrame) -> tuple[str, list, list[tuple[str, li
                 rows = (pd.to_numeric(values) > float(sensitive[0])).sum()
             else:
                 rows = values.astype(str).isin(map(str, sensitive)).sum()
+            if rows == 0 and continuous:
+                raise AnalysisError(
+                    f"facet[{i}].value_or_threshold: column '{name}' reads as continuous (numbers, over 5% of them "
+                    f"distinct), so {sensitive[0]} is a threshold, and no row is above it — the facet is empty"
+                )
             if rows == 0:
                 raise AnalysisError(
                     f"facet[{i}].value_or_threshold: no row of '{name}' has {sensitive} — the facet is empty"
@@ -152,12 +163,28 @@ def load_model() -> object | None:
     return booster
 
 
-def features_of(config: dict, df: pd.DataFrame, label: str) -> pd.DataFrame:
-    dropped = {label, *map(str, config.get("excluded_columns") or [])}
+def resolve_columns(config: dict, df: pd.DataFrame) -> dict:
+    """The config with `predicted_label` and `excluded_columns` given by name (Clarify takes an index too)."""
+    resolved = dict(config)
+    excluded = config.get("excluded_columns") or []
+    resolved["excluded_columns"] = [column(df, c, f"excluded_columns[{i}]") for i, c in enumerate(excluded)]
     predicted = config.get("predicted_label")
-    if isinstance(predicted, str):
-        dropped.add(predicted)
-    return df[[c for c in df.columns if c not in dropped]].astype(float)
+    if isinstance(predicted, int) and not isinstance(predicted, bool):
+        resolved["predicted_label"] = column(df, predicted, "predicted_label")
+    return resolved
+
+
+def features_of(config: dict, df: pd.DataFrame, label: str) -> pd.DataFrame:
+    """The model's inputs: every column but the label, the excluded ones and the predictions, as numbers."""
+    dropped = {label, *config.get("excluded_columns", []), str(config.get("predicted_label"))}
+    features = df[[c for c in df.columns if c not in dropped]]
+    words = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    if words:
+        raise AnalysisError(
+            f"columns {words} are not numbers, and the model takes numbers — encode them, or list them in "
+            "excluded_columns"
+        )
+    return features.astype(float)
 
 
 def predict(model: object, features: pd.DataFrame, margin: bool = False) -> np.ndarray:
@@ -212,11 +239,17 @@ def bias(stage: str, config: dict, df: pd.DataFrame, parts: tuple, predicted: pd
             metrics=metrics,
             group_variable=df[group] if group else None,
         )
-        out["facets"][name] = json.loads(json.dumps(rows, default=_plain))
+        out["facets"][name] = _plain(rows)
     return out
 
 
 def _plain(value: object) -> object:
+    """Plain JSON values all the way down: numpy scalars as Python's, NaN and infinities as strings
+    (json.dumps writes bare NaN, which is no JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -277,6 +310,11 @@ def _bars(title: str, values: dict[str, float]) -> str:
     return f"<figure>{svg[svg.index('<svg') :]}<figcaption>{html.escape(title)}</figcaption></figure>"
 
 
+def _shown(metric: dict) -> object:
+    """A metric's value, or why smclarify could not compute it."""
+    return metric["value"] if metric.get("value") is not None else metric.get("error", "")
+
+
 def report_html(analysis: dict) -> str:
     parts = ["<h1>Clarify report</h1>"]
     for stage, heading in (("pre_training_bias_metrics", "Pre-training bias"),
@@ -294,7 +332,7 @@ def report_html(analysis: dict) -> str:
                     parts.append(_bars(title, values))
                 cells = "".join(
                     f"<tr><td>{html.escape(m['name'])}</td><td>{html.escape(m.get('description', ''))}</td>"
-                    f"<td>{html.escape(str(m.get('value', m.get('error', ''))))}</td></tr>"
+                    f"<td>{html.escape(str(_shown(m)))}</td></tr>"
                     for m in row["metrics"]
                 )
                 parts.append(f"<table><tr><th>metric</th><th>what</th><th>value</th></tr>{cells}</table>")
@@ -309,7 +347,7 @@ def report_html(analysis: dict) -> str:
 
 
 def save(analysis: dict) -> None:
-    (OUT / "analysis.json").write_text(json.dumps(analysis, indent=2, default=_plain))
+    (OUT / "analysis.json").write_text(json.dumps(_plain(analysis), indent=2, allow_nan=False))
 
 
 def main() -> int:
@@ -322,6 +360,7 @@ def main() -> int:
             raise AnalysisError(f"analysis_config.json: cannot be read ({exc}) — give it as the config input") from None
         methods = config.get("methods") or {}
         df = read_dataset(config)
+        config = resolve_columns(config, df)
         parts = check(config, df)
         print(f"dataset: {len(df)} rows, {len(df.columns)} columns", flush=True)
         model = load_model()
