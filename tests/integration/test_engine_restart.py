@@ -51,7 +51,7 @@ def test_a_docker_daemon_restart_is_recovered_through_retry_strategy(
     statuses = [t["Status"] for t in body["SecondaryStatusTransitions"]]
     assert "Restarting" in statuses and "Interrupted" not in statuses
     assert len(body["Attempts"]) == 2
-    assert body["Attempts"][0]["EndedBy"].startswith("TransientInfraError")
+    assert body["Attempts"][0]["EndedBy"].startswith("infrastructure fault: TransientInfraError")  # counted as a retry
     log = (Path(home) / "jobs" / job["training_job_name"] / "job.log").read_text()
     assert int(log.split("resuming at step ")[1].split()[0]) > 0
     assert members(local(body["ModelArtifacts"]["S3ModelArtifacts"]))["steps.txt"] == b"40"
