@@ -366,7 +366,7 @@ class TrainingJobSpec(_Model):
 
     @property
     def profiling_interval_seconds(self) -> float:
-        return (self.profiler_config.profiling_interval_in_milliseconds if self.profiler_config else 500) / 1000
+        return (self.profiler_config or ProfilerConfig()).profiling_interval_in_milliseconds / 1000
 
     def channel_mode(self, channel: Channel) -> InputMode:
         """The input mode a channel really uses: its own, else the job's."""

@@ -89,7 +89,7 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
             if name not in _PUBLISHED:
                 publish(ended, settings)
                 _PUBLISHED.add(name)
-            write_report(ended, settings)  # in place, too, before anyone sees the job ended
+            write_report(ended, settings, values)  # in place, too, before anyone sees the job ended
             record = move(settings, name, record.secondary, last, message, **fields)
         storage.write_text(
             storage.join(output_prefix(spec), "job.json"),

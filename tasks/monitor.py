@@ -392,7 +392,7 @@ def monitor(
     followers = [_Follower(h, cid, settings, name, definitions, logger, since, hidden) for h, cid in containers.items()]
     for follower in followers:
         follower.start()
-    profiler = Profiler(spec, provisioned, containers, settings)
+    profiler = Profiler(spec, provisioned, containers, settings, scrapes=bool(definitions))
     if profiler.needed:
         profiler.start()
     try:

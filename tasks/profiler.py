@@ -17,19 +17,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from dockyard import debugger, profiler_report
-from dockyard.algorithms import metric_definitions_of
 from dockyard.debugger import Action
 from dockyard.profiling import Reading, SystemSample, file_key, sagemaker_records, sample_between
-from dockyard.record import JobRecord, RuleEvaluation, RuleEvaluationStatus
+from dockyard.record import JobRecord, MetricValue, RuleEvaluation, RuleEvaluationStatus
 from dockyard.rule_checks import Evidence
 from dockyard.settings import Settings
 from dockyard.spec import RuleConfiguration, TrainingJobSpec
 from infra import job_log, prefect_api, storage, system_metrics
 from infra.job_store import now, open_store
-from tasks.provision import ProvisionPlan
+from tasks.provision import HostPlan, ProvisionPlan
 
 RULE_SECONDS = 2.0  # how often the rules look, and samples are written
 UPLOAD_SECONDS = 60.0  # how often the profiler's files are uploaded while the job runs
@@ -60,8 +58,11 @@ def local_folder(home: str | Path, name: str) -> Path:
 class _Instance:
     """One container being sampled: its last reading, for the next interval's rates."""
 
-    def __init__(self, host: str, container_id: str, vcpus: float, gpus: tuple[int, ...] | None) -> None:
-        self.host, self.container_id, self.vcpus, self.gpus = host, container_id, vcpus, gpus
+    def __init__(self, plan: HostPlan, container_id: str) -> None:
+        self.host, self.container_id = plan.host, container_id
+        self.vcpus = (plan.nano_cpus or 0) / 1e9 or plan.num_cpus  # what it may use: its cap, else the host's
+        # The GPU indices for NVML: None for none, () for every one of the host's.
+        self.gpus = None if plan.gpu_device_ids is None else tuple(int(i) for i in plan.gpu_device_ids)
         self.pid: int | None = None
         self.located = False  # whether its process was looked for (when it is first sampled, not before)
         self.last: Reading | None = None
@@ -83,21 +84,20 @@ class Profiler(threading.Thread):
     changes how the job ends: a failure of its own is a warning in the job's log."""
 
     def __init__(
-        self, spec: TrainingJobSpec, provisioned: ProvisionPlan, containers: dict[str, str], settings: Settings
+        self,
+        spec: TrainingJobSpec,
+        provisioned: ProvisionPlan,
+        containers: dict[str, str],
+        settings: Settings,
+        scrapes: bool,
     ) -> None:
+        """`scrapes`: whether the job has metric definitions (monitor compiled them), so steps can be seen."""
         super().__init__(name=f"profiler-{spec.training_job_name}", daemon=True)
-        self.spec, self.settings, self.name = spec, settings, spec.training_job_name
+        self.spec, self.settings, self.name, self.scrapes = spec, settings, spec.training_job_name, scrapes
         self.store = open_store(settings)
         self.rules = {c.rule_configuration_name: c for _, c in debugger.configured(spec)}
-        algo = spec.algorithm_specification
-        self.scrapes = bool(
-            metric_definitions_of(algo.builtin_name, [(d.name, d.regex) for d in algo.metric_definitions])
-        )
         plans = {h.host: h for h in provisioned.hosts}
-        self.instances = [
-            _Instance(host, cid, (plans[host].nano_cpus or 0) / 1e9 or plans[host].num_cpus, _gpu_ids(plans[host]))
-            for host, cid in containers.items()
-        ] if spec.profiling else []  # fmt: skip
+        self.instances = [_Instance(plans[h], cid) for h, cid in containers.items()] if spec.profiling else []
         self.samples: list[SystemSample] = []
         self.unwritten: list[SystemSample] = []
         self.unsent: set[str] = set()  # the minute files with samples not uploaded yet
@@ -274,15 +274,16 @@ class Profiler(threading.Thread):
             self._guarded(self._upload)
 
 
-def write_report(record: JobRecord, settings: Settings) -> None:
-    """The profiler report of a job that profiled or had rules, as it ended: beside its log, at
-    SageMaker's place under the outputs, and linked from the flow run as a Prefect artifact."""
+def write_report(record: JobRecord, settings: Settings, metrics: list[MetricValue]) -> None:
+    """The profiler report of a job that profiled or had rules, as it ended, with its scraped
+    `metrics`: beside its log, at SageMaker's place under the outputs, and linked from the flow
+    run as a Prefect artifact."""
     if not (record.spec.profiling or record.rule_evaluations):
         return
     name = record.name
     try:
         store = open_store(settings)
-        page = profiler_report.render(record, store.samples(name), store.metrics(name))
+        page = profiler_report.render(record, store.samples(name), metrics)
         path = local_folder(settings.home, name) / REPORT_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(page)
@@ -292,10 +293,3 @@ def write_report(record: JobRecord, settings: Settings) -> None:
         prefect_api.link_artifact(f"profiler-{name.lower()}"[:90].rstrip("-"), uri, f"profiler report of {name}")
     except Exception as exc:  # noqa: BLE001 - the job ended as it ended, report or not
         job_log.report(settings.home, name, f"profiler report not written: {exc}", logging.WARNING)
-
-
-def _gpu_ids(plan: Any) -> tuple[int, ...] | None:
-    """The host's GPU indices for NVML: None for none, () for every one."""
-    if plan.gpu_device_ids is None:
-        return None
-    return tuple(int(i) for i in plan.gpu_device_ids)

@@ -32,6 +32,18 @@ ROWS = [
 ]  # fmt: skip
 
 
+# The analysis every test starts from: approvals, by gender (1 the sensitive group), the model's
+# predictions column kept out of its features.
+BY_GENDER: dict[str, Any] = {
+    "dataset_type": "text/csv",
+    "headers": HEADERS,
+    "label": "approved",
+    "label_values_or_threshold": [1],
+    "facet": [{"name_or_index": "gender", "value_or_threshold": [1]}],
+    "excluded_columns": ["predicted"],
+}
+
+
 def write_csv(path: Path, header: bool = False) -> None:
     """The rows ten times over: smclarify takes an integer column with more than 5% distinct
     values for a continuous one, and 0/1 columns must read as categories."""
@@ -73,14 +85,8 @@ def metrics_of(section: dict[str, Any], facet: str) -> dict[str, float]:
 
 def test_bias_metrics_match_hand_computations(tmp_path: Path) -> None:
     write_csv(tmp_path / "data" / "applicants.csv")
-    config = {
-        "dataset_type": "text/csv",
-        "headers": HEADERS,
-        "label": "approved",
-        "label_values_or_threshold": [1],
-        "facet": [{"name_or_index": "gender", "value_or_threshold": [1]}],
+    config = BY_GENDER | {
         "predicted_label": "predicted",
-        "excluded_columns": ["predicted"],
         "methods": {"pre_training_bias": {"methods": "all"}, "post_training_bias": {"methods": "all"}},
     }
     code, logs, out = analyze(tmp_path, config)
@@ -168,14 +174,8 @@ def test_tree_shap_for_a_model_the_built_in_xgboost_trained_adds_up_to_its_predi
     with tarfile.open(body["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("file://")) as tar:
         tar.extractall(model, filter="data")
     write_csv(tmp_path / "data" / "applicants.csv")
-    config = {
-        "dataset_type": "text/csv",
-        "headers": HEADERS,
-        "label": "approved",
-        "label_values_or_threshold": [1],
-        "facet": [{"name_or_index": "gender", "value_or_threshold": [1]}],
-        "excluded_columns": ["predicted"],
-        "methods": {"post_training_bias": {"methods": ["DPPL", "DI"]}, "shap": {"agg_method": "mean_abs"}},
+    config = BY_GENDER | {
+        "methods": {"post_training_bias": {"methods": ["DPPL", "DI"]}, "shap": {"agg_method": "mean_abs"}}
     }
     code, logs, out = analyze(tmp_path, config, model)
     assert code == 0, logs
