@@ -124,24 +124,29 @@ def test_a_worker_registers_its_host_and_its_jobs_wait_their_turn_for_its_vcpus(
         assert [(h["Name"], h["State"], h["FreeVCpus"]) for h in listed] == [(host, "live", facts.cpus)]
 
         # Each job asks more vCPUs than the host has: it is capped at the host, so it takes all of it.
+        # The first holds the host until the second is seen waiting, then is stopped: no race with
+        # how long the second takes to reach the fleet.
         first, second = (
             probe_job(home, test_images["probe"], "sleep", hyperparameters={"seconds": seconds})
             | {"resource_config": {"instance_type": "ml.m5.4xlarge", "instance_count": 1}}
-            for seconds in ("8", "1")
+            for seconds in ("600", "1")
         )
         store = open_store(settings)
         names = [first["training_job_name"], second["training_job_name"]]
         submit("train", pool, first, names[0])
         wait_until(lambda: (r := store.find(names[0])) is not None and r.status.secondary is S.TRAINING, log)
         submit("train", pool, second, names[1])  # while the first holds the whole host
+        wait_until(lambda: (r := store.find(names[1])) is not None and r.status.secondary is S.PENDING, log)
+        pending = store.get(names[1]).status.transitions[-1]
+        assert pending.status_message == "Waiting for 1 x ml.m5.4xlarge: 0 GPUs, 0 vCPUs and 0 GiB free in the fleet"
+        stopped = dockyard("jobs", "stop", names[0], env=env)
+        assert stopped.returncode == 0, stopped.stderr
         wait_until(
             lambda: all((r := store.find(n)) is not None and r.status.primary != "InProgress" for n in names), log
         )
         records = [store.get(n) for n in names]
-        assert [r.status.primary for r in records] == ["Completed", "Completed"], log.read_text()
+        assert [r.status.primary for r in records] == ["Stopped", "Completed"], log.read_text()
         assert S.PENDING not in [t.status for t in records[0].status.transitions]
-        pending = next(t for t in records[1].status.transitions if t.status is S.PENDING)
-        assert pending.status_message == ("Waiting for 1 x ml.m5.4xlarge: 0 GPUs, 0 vCPUs and 0 GiB free in the fleet")
         # The grants, in order: the first job's, given back, then the second's; none left once the
         # second's teardown (just after its final status) is over.
         given_back(fleet)
