@@ -129,8 +129,10 @@ def input_data_config(spec: TrainingJobSpec) -> dict[str, dict[str, str]]:
     return config
 
 
-def resource_config(current_host: str, hosts: list[str], instance_type: str) -> dict[str, Any]:
-    """resourceconfig.json for one host."""
+def resource_config(
+    current_host: str, hosts: list[str], instance_type: str, interface: str = NETWORK_INTERFACE
+) -> dict[str, Any]:
+    """resourceconfig.json for one host; `interface`, the network interface its peers reach it on."""
     return {
         "current_host": current_host,
         "current_instance_type": instance_type,
@@ -143,7 +145,7 @@ def resource_config(current_host: str, hosts: list[str], instance_type: str) -> 
                 "hosts": sorted(hosts),
             }
         ],
-        "network_interface_name": NETWORK_INTERFACE,
+        "network_interface_name": interface,
     }
 
 
@@ -151,12 +153,14 @@ def checkpoint_config(local_path: str, s3_uri: str) -> dict[str, str]:
     return {"LocalPath": local_path, "S3Uri": s3_uri}
 
 
-def config_files(spec: TrainingJobSpec, current_host: str, hosts: list[str]) -> dict[str, str]:
+def config_files(
+    spec: TrainingJobSpec, current_host: str, hosts: list[str], interface: str = NETWORK_INTERFACE
+) -> dict[str, str]:
     """The files under input/config for one host, by file name."""
     files = {
         HYPERPARAMETERS_FILE: script_mode.container_hyperparameters(spec),
         INPUT_DATA_CONFIG_FILE: input_data_config(spec),
-        RESOURCE_CONFIG_FILE: resource_config(current_host, hosts, spec.resource_config.instance_type),
+        RESOURCE_CONFIG_FILE: resource_config(current_host, hosts, spec.resource_config.instance_type, interface),
     }
     if spec.checkpoint_config:
         files[CHECKPOINT_CONFIG_FILE] = checkpoint_config(
@@ -181,14 +185,19 @@ def user_args(hyperparameters: dict[str, str]) -> list[str]:
 
 
 def sm_environment(
-    spec: TrainingJobSpec, current_host: str, hosts: list[str], num_cpus: int, num_gpus: int
+    spec: TrainingJobSpec,
+    current_host: str,
+    hosts: list[str],
+    num_cpus: int,
+    num_gpus: int,
+    interface: str = NETWORK_INTERFACE,
 ) -> dict[str, str]:
     """The environment of one host's container: the job's own entries, then the
     variables SageMaker's training toolkit sets (SM_*), which win on a clash."""
     channels = sorted(c.channel_name for c in spec.input_data_config)
     hyperparameters = script_mode.container_hyperparameters(spec)  # as hyperparameters.json has them
     hps = {k: _decoded(v) for k, v in hyperparameters.items()}
-    rc = resource_config(current_host, hosts, spec.resource_config.instance_type)
+    rc = resource_config(current_host, hosts, spec.resource_config.instance_type, interface)
     idc = input_data_config(spec)
     env = {
         "SM_MODEL_DIR": MODEL_DIR,
@@ -204,7 +213,7 @@ def sm_environment(
         "SM_CURRENT_INSTANCE_TYPE": spec.resource_config.instance_type,
         "SM_NUM_CPUS": str(num_cpus),
         "SM_NUM_GPUS": str(num_gpus),
-        "SM_NETWORK_INTERFACE_NAME": NETWORK_INTERFACE,
+        "SM_NETWORK_INTERFACE_NAME": interface,
         "SM_RESOURCE_CONFIG": json.dumps(rc, sort_keys=True),
         "SM_INPUT_DATA_CONFIG": json.dumps(idc, sort_keys=True),
         "SM_USER_ARGS": json.dumps(user_args(hyperparameters)),
@@ -224,7 +233,7 @@ def sm_environment(
             "input_dir": INPUT_DIR,
             "job_name": spec.training_job_name,
             "model_dir": MODEL_DIR,
-            "network_interface_name": NETWORK_INTERFACE,
+            "network_interface_name": interface,
             "num_cpus": num_cpus,
             "num_gpus": num_gpus,
             "output_data_dir": OUTPUT_DATA_DIR,

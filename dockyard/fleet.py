@@ -2,11 +2,14 @@
 need of them, and where those instances fit.
 
 The job store (infra/fleet.py) keeps the host records and the grants; this
-module only decides. A job's instances share one host: together they take
-their type's vCPUs and memory, capped at the host's (as provisioning caps each
-container), and exactly their type's GPUs; `local` takes nothing and
-`local_gpu` the host's GPUs. A GPU is granted to one instance at a time; vCPUs
-and memory add up within the host.
+module only decides. Each instance gets its type in full (its vCPUs, memory and
+GPUs): all the job's instances on one host when one has room, else spread over
+several (not a network-isolated job: its instances share one host's network).
+Only a type that no host, nor the fleet together, could give in full even
+empty runs capped: its instances share one host and take its vCPUs and memory
+(as provisioning caps each container, and as on a single machine). `local`
+takes nothing and `local_gpu` the host's GPUs. A GPU is granted to one instance
+at a time; vCPUs and memory add up within the host.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard import contract
 from dockyard.instances import INSTANCE_TYPES, InstanceType
+from dockyard.outcome import HostExit
 from dockyard.spec import TrainingJobSpec
 
 # A host whose worker has not beaten for this long takes no new instances.
@@ -57,20 +61,52 @@ class Grant(BaseModel):
     gpu_ids: tuple[int, ...] = ()
 
 
+class Part(BaseModel):
+    """The instances of one attempt of a job that run on a host other than its orchestrator's:
+    that host's worker runs them (flows/instances.py) and reports how they ended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_name: str
+    attempt: int  # the job's attempt they belong to (1 = its first)
+    host: str
+    instances: tuple[str, ...]
+    flow_run_id: str = ""
+    stop_grace: float | None = None  # the orchestrator asked them to stop: SIGKILL after this many seconds
+    exits: tuple[HostExit, ...] | None = None  # how they ended, once all have
+
+
+def hosts_of(grants: list[Grant] | tuple[Grant, ...]) -> dict[str, list[str]]:
+    """The instances granted on each host, hosts in the order of their first instance."""
+    out: dict[str, list[str]] = {}
+    for grant in sorted(grants, key=lambda g: int(g.instance.rsplit("-", 1)[1])):
+        out.setdefault(grant.host, []).append(grant.instance)
+    return out
+
+
 class Demand(BaseModel):
-    """What a job asks of the fleet: `count` instances of one type, all on one host."""
+    """What a job asks of the fleet: `count` instances of one type."""
 
     model_config = ConfigDict(frozen=True)
 
     job_name: str
     instance_type: InstanceType
     instances: tuple[str, ...]  # algo-1 .. algo-N
+    spreads: bool = True  # its instances may land on different hosts
 
-    def shares_on(self, host: Host) -> list[tuple[int, int, int]]:
-        """Each instance's (vCPUs, memory, GPUs) on `host`. vCPUs and memory are capped at the
-        host's for the job as a whole (as provisioning caps each container) and split evenly;
-        GPUs are the type's, exactly (`local_gpu`: the host's, split evenly)."""
+    def in_full(self) -> tuple[int, int, int]:
+        """One instance's (vCPUs, memory, GPUs) as its type has them (`local` types: none)."""
+        itype = self.instance_type
+        memory = 0 if itype.memory_gib is None else int(itype.memory_gib * 1024**3)
+        return itype.vcpus or 0, memory, max(itype.gpus, 0)
+
+    def shares_on(self, host: Host, capped: bool = True) -> list[tuple[int, int, int]]:
+        """Each instance's (vCPUs, memory, GPUs) on `host` with all of them there. `capped`: vCPUs and
+        memory are capped at the host's for the job as a whole (as provisioning caps each container)
+        and split evenly; GPUs are the type's, exactly (`local_gpu`: the host's, split evenly)."""
         itype, count = self.instance_type, len(self.instances)
+        if not capped and itype.gpus >= 0:
+            return [self.in_full()] * count
         vcpus = 0 if itype.vcpus is None else min(itype.vcpus * count, host.vcpus)
         memory = 0 if itype.memory_gib is None else min(int(itype.memory_gib * 1024**3) * count, host.memory_bytes)
         gpus = host.gpus // count if itype.gpus < 0 else itype.gpus
@@ -88,6 +124,7 @@ def demand_of(spec: TrainingJobSpec) -> Demand:
         job_name=spec.training_job_name,
         instance_type=INSTANCE_TYPES[resources.instance_type],
         instances=tuple(contract.host_names(resources.instance_count)),
+        spreads=not spec.enable_network_isolation,  # isolated instances share one host's own network
     )
 
 
@@ -124,24 +161,71 @@ def free_capacity(hosts: list[Host], grants: list[Grant]) -> dict[str, Free]:
     return free
 
 
-def _on(demand: Demand, left: Free) -> list[Grant] | None:
-    """Grants for every instance of `demand` on the host `left` describes, if it has room."""
-    shares = demand.shares_on(left.host)
-    fits = (
+def _fits(shares: list[tuple[int, int, int]], left: Free) -> bool:
+    return (
         sum(v for v, _, _ in shares) <= left.vcpus
         and sum(m for _, m, _ in shares) <= left.memory_bytes
         and sum(g for _, _, g in shares) <= len(left.gpu_ids)
     )
-    if not fits:
-        return None
-    free_gpus, out = list(left.gpu_ids), []
-    for instance, (vcpus, memory, gpus) in zip(demand.instances, shares, strict=True):
+
+
+def _take(job: str, instances: tuple[str, ...], shares: list[tuple[int, int, int]], left: Free) -> list[Grant]:
+    """Grants for `instances` on `left`'s host, each its share; `left` is what remains after."""
+    out = []
+    for instance, (vcpus, memory, gpus) in zip(instances, shares, strict=True):
         out.append(
-            Grant(job_name=demand.job_name, instance=instance, host=left.host.name, vcpus=vcpus,
-                  memory_bytes=memory, gpu_ids=tuple(free_gpus[:gpus]))
+            Grant(job_name=job, instance=instance, host=left.host.name, vcpus=vcpus,
+                  memory_bytes=memory, gpu_ids=tuple(left.gpu_ids[:gpus]))
         )  # fmt: skip
-        free_gpus = free_gpus[gpus:]
+        left.vcpus -= vcpus
+        left.memory_bytes -= memory
+        left.gpu_ids = left.gpu_ids[gpus:]
     return out
+
+
+def _on(demand: Demand, left: Free, capped: bool) -> list[Grant] | None:
+    """Grants for every instance of `demand` on the host `left` describes, if it has room."""
+    shares = demand.shares_on(left.host, capped)
+    if not _fits(shares, left):
+        return None
+    return _take(demand.job_name, demand.instances, shares, left.model_copy(deep=True))
+
+
+def _spread(demand: Demand, order: list[Free]) -> list[Grant] | None:
+    """Grants for every instance of `demand`, each its type in full, over as few hosts as the
+    order allows (each host in turn takes as many as it has room for); None if they do not fit."""
+    share, left_over, out = demand.in_full(), list(demand.instances), []
+    for free in order:
+        left = free.model_copy(deep=True)
+        count = 0
+        while count < len(left_over) and _fits([share] * (count + 1), left):
+            count += 1
+        out += _take(demand.job_name, tuple(left_over[:count]), [share] * count, left)
+        left_over = left_over[count:]
+        if not left_over:
+            return out
+    return None
+
+
+def _decide(demand: Demand, order: list[Free], empty: list[Free]) -> list[Grant] | None:
+    """Grants for `demand` from the hosts' free capacity `order` (best first), or None: its type in
+    full on one host, else spread; capped on one host only when `empty` (the same hosts with
+    nothing granted) could not give it in full either."""
+    for left in order:
+        placed = _on(demand, left, capped=False)
+        if placed is not None:
+            return placed
+    spreads = demand.spreads and len(demand.instances) > 1
+    placed = _spread(demand, order) if spreads else None
+    if placed is not None:
+        return placed
+    if any(_on(demand, e, capped=False) for e in empty) or (spreads and _spread(demand, empty)):
+        return None  # the fleet can give it in full: wait for that
+    for left in order:
+        placed = _on(demand, left, capped=True)
+        if placed is not None:
+            return placed
+    return None
 
 
 def place(
@@ -152,12 +236,13 @@ def place(
     only: str | None = None,
     prefer: str | None = None,
 ) -> list[Grant] | Shortfall:
-    """Grants for every instance of `demand`, all on one host; or why there is no room now.
+    """Grants for every instance of `demand` (see the module's docstring for where they go), in
+    instance order; or why there is no room now.
 
     Candidates are the live hosts that are not draining (`only`: that host alone).
-    The job goes to the candidate with the largest share of its vCPUs left (then the
-    most GPUs left, then host `prefer`), so a tuning job's trials spread over the
-    fleet; the GPUs it gets are the lowest-numbered free ones.
+    Hosts are tried in order of the largest share of their vCPUs left (then the most GPUs
+    left, then host `prefer`), so a tuning job's trials spread over the fleet; the GPUs
+    an instance gets are the lowest-numbered free ones.
     """
     named = [h for h in hosts if only is None or h.name == only]
     candidates = [h for h in named if h.live(at) and not h.draining]
@@ -167,11 +252,14 @@ def place(
         key=lambda f: (f.vcpus / max(f.host.vcpus, 1), len(f.gpu_ids), f.host.name == prefer),
         reverse=True,
     )
-    for left in order:
-        placed = _on(demand, left)
-        if placed is not None:
-            return placed
+    placed = _decide(demand, order, _empty(candidates))
+    if placed is not None:
+        return placed
     return _shortfall(demand, named, candidates, list(free.values()), at, only)
+
+
+def _empty(hosts: list[Host]) -> list[Free]:
+    return list(free_capacity(hosts, []).values())
 
 
 def _shortfall(
@@ -181,12 +269,19 @@ def _shortfall(
     itype, count = demand.instance_type, len(demand.instances)
     wanted = f"{count} x {itype.name}"
     where = f"host {only}" if only else "the fleet"
-    empty = [free_capacity([h], [])[h.name] for h in named]
-    if empty and all(_on(demand, e) is None for e in empty):
+    empty = _empty(named)
+    if empty and _decide(demand, empty, empty) is None:
+        spreads = demand.spreads and count > 1
         gpus = sum(g for _, _, g in demand.shares_on(named[0]))
+        need = (
+            f"{wanted} need {demand.in_full()[2]} GPU(s) each and the hosts of {where} hold "
+            f"{sum(h.gpus for h in named)} in all, at most {max(h.gpus for h in named)} on one"
+            if spreads
+            else f"{wanted} need {gpus} GPU(s) on one host and the most any host of {where} has is "
+            f"{max(h.gpus for h in named)}"
+        )
         return Shortfall(
-            message=f"{wanted} need {gpus} GPU(s) on one host and the most any host of {where} has is "
-            f"{max(h.gpus for h in named)}: choose an instance type with fewer GPUs or fewer instances, "
+            message=f"{need}: choose an instance type with fewer GPUs or fewer instances, "
             "or run `dockyard worker` on a machine with more",
             never=True,
         )
@@ -202,7 +297,7 @@ def _shortfall(
             message=f"waiting for {wanted}: no host of {where} takes new instances — {states}; "
             "`dockyard hosts` shows them, `dockyard hosts undrain NAME` takes a drained one back"
         )
-    on_one = " on one host" if count > 1 else ""
+    on_one = " on one host" if count > 1 and not demand.spreads else ""
     return Shortfall(message=f"waiting for {wanted}{on_one}: {_left_words(free)} free in {where}")
 
 

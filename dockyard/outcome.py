@@ -18,6 +18,19 @@ class StopKind(StrEnum):
     PIPE_FAILED = "PipeFailed"  # a Pipe channel could not send an epoch whole
 
 
+class HostExit(BaseModel):
+    """How one instance's container ended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str  # algo-N
+    exit_code: int
+    oom_killed: bool = False
+    failure_text: str | None = None  # /opt/ml/output/failure, when written
+    volume_full_gb: int | None = None  # the size of its volume, when the host filled it
+    last_lines: tuple[str, ...] = ()
+
+
 class StopReason(BaseModel):
     """Why the containers were stopped before they ended on their own."""
 

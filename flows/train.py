@@ -17,6 +17,7 @@ from prefect import flow, runtime
 from prefect.exceptions import TerminationSignal
 
 from dockyard.errors import DockyardError, LeaseLost, SpotInterruption
+from dockyard.fleet import Part
 from dockyard.outcome import Ending, Outcome
 from dockyard.record import JobRecord, describe
 from dockyard.settings import Settings
@@ -27,6 +28,7 @@ from infra.job_store import open_store
 from infra.retry import is_transient
 from tasks.finalize import finalize
 from tasks.monitor import monitor
+from tasks.peers import start_parts
 from tasks.persist import persist
 from tasks.provision import ProvisionPlan, provision
 from tasks.pull_image import pull_image
@@ -95,20 +97,24 @@ def _attempt(
 ) -> _AttemptResult:
     """One go at the job on fresh instances, from capacity to uploaded artifacts;
     or, with `attached`, the rest of one whose containers outlived their orchestrator."""
-    provisioned: ProvisionPlan | None = None
+    provisioned: ProvisionPlan | None = None  # the instances on this machine
     containers: dict[str, str] | None = None
+    parts: tuple[Part, ...] = ()  # the instances on other machines, one part per machine
     try:
         if attached is None:
             granted = wait_for_capacity(spec, settings)
             if granted is not None and granted != settings.fleet_host:
                 return _AttemptResult(None, None, handed_to=granted)
-            provisioned = provision(spec, settings)
+            whole = provision(spec, settings)
+            provisioned = whole.part(settings.fleet_host)
+            if whole.peers:
+                parts = start_parts(spec, whole, settings)
             stage_data(spec, provisioned, settings)
             image = pull_image(spec, settings)
             containers = run(spec, provisioned, image, settings)
         else:
             provisioned, containers = attached
-        outcome = monitor(spec, provisioned, containers, settings, reattached=attached is not None)
+        outcome = monitor(spec, provisioned, containers, settings, reattached=attached is not None, parts=parts)
         if outcome.ending is Ending.INTERRUPTED:
             return _AttemptResult(None, provisioned, outcome.message, interrupted=True)
     except SpotInterruption as exc:
@@ -128,7 +134,7 @@ def _attempt(
         still_held(spec.training_job_name)
         # As SageMaker does, whatever the containers left is uploaded, however they ended.
         try:
-            persist(spec, provisioned, settings)
+            persist(spec, provisioned, settings, parts)
         except SpotInterruption as exc:
             if outcome.ending is Ending.COMPLETED:
                 return _AttemptResult(None, provisioned, str(exc), interrupted=True)

@@ -179,10 +179,11 @@ class ContainerSpec(BaseModel):
     environment: dict[str, str]
     volumes: dict[str, dict[str, str]]  # host path -> {"bind": container path, "mode": "ro" | "rw"}
     labels: dict[str, str]
-    network: str
+    network: str  # "host": the machine's own network (a job spanning machines)
     nano_cpus: int | None
     mem_limit: int | None
     gpu_device_ids: list[str] | None  # None: no GPUs; []: all of them
+    extra_hosts: dict[str, str] = {}  # name -> address, in the container's /etc/hosts
 
 
 # Every training container is confined, each setting against one threat:
@@ -208,7 +209,11 @@ def create_container(spec: ContainerSpec) -> str:
             else [DeviceRequest(count=-1, capabilities=[["gpu"]])]
         )
     engine = client()
-    endpoint = EndpointConfig(engine.api._version, aliases=spec.aliases or None)
+    if spec.network == "host":
+        networking: dict[str, Any] = {"network_mode": "host"}
+    else:
+        endpoint = EndpointConfig(engine.api._version, aliases=spec.aliases or None)
+        networking = {"network": spec.network, "networking_config": {spec.network: endpoint}}
     container = engine.containers.create(
         spec.image,
         command=spec.command,
@@ -220,8 +225,7 @@ def create_container(spec: ContainerSpec) -> str:
         volumes=spec.volumes,
         nano_cpus=spec.nano_cpus,
         mem_limit=spec.mem_limit,
-        network=spec.network,
-        networking_config={spec.network: endpoint},
+        extra_hosts=spec.extra_hosts or None,
         init=True,
         privileged=False,
         security_opt=["no-new-privileges:true"],
@@ -230,6 +234,7 @@ def create_container(spec: ContainerSpec) -> str:
         pids_limit=PIDS_LIMIT,
         device_requests=device_requests,
         detach=True,
+        **networking,
     )
     return str(container.id)
 

@@ -11,9 +11,11 @@ checked.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import socket
+import struct
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -23,10 +25,11 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dockyard.errors import DockyardError
-from dockyard.fleet import Demand, Grant, Host, Shortfall, place
+from dockyard.fleet import Demand, Grant, Host, Part, Shortfall, place
+from dockyard.outcome import HostExit
 from infra import docker_engine
 from infra.job_store import WRITE_ATTEMPTS, JobStore, now
-from infra.store_schema import grant_history, grants, hosts
+from infra.store_schema import grant_history, grants, hosts, parts
 
 
 class UnknownHost(DockyardError):
@@ -63,6 +66,19 @@ def own_address() -> str:
             return "127.0.0.1"
 
 
+def interface_of(address: str) -> str:
+    """The name of this machine's network interface that holds `address` ("" if none does)."""
+    for _, name in socket.if_nameindex():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:  # SIOCGIFADDR: the interface's IPv4 address
+                answer = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue  # no IPv4 address
+        if socket.inet_ntoa(answer[20:24]) == address:
+            return name
+    return ""
+
+
 def disk_free(folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     return shutil.disk_usage(folder).free
@@ -94,6 +110,14 @@ def _grant(row: Any) -> Grant:
     return Grant(
         job_name=row.job_name, instance=row.instance, host=row.host, vcpus=row.vcpus,
         memory_bytes=row.memory_bytes, gpu_ids=ids,
+    )  # fmt: skip
+
+
+def _part(row: Any) -> Part:
+    exits = None if row.exits is None else tuple(HostExit.model_validate(e) for e in json.loads(row.exits))
+    return Part(
+        job_name=row.job_name, attempt=row.attempt, host=row.host, instances=tuple(row.instances.split(",")),
+        flow_run_id=row.flow_run_id, stop_grace=row.stop_grace, exits=exits,
     )  # fmt: skip
 
 
@@ -263,3 +287,46 @@ class Fleet:
         with self.store.engine.connect() as conn:
             rows = conn.execute(select(grant_history).order_by(grant_history.c.id))
             return [(row.at, row.event, _grant(row)) for row in rows]
+
+    # -- parts: a job's instances on hosts other than its orchestrator's ------------
+
+    def add_part(self, part: Part) -> Part:
+        """Record a part handed to its host's worker; a retried hand-over finds the first one's."""
+        with self.store.writing() as conn:
+            row = conn.execute(select(parts).where(*self._is(part.job_name, part.attempt, part.host))).first()
+            if row is not None:
+                return _part(row)
+            conn.execute(insert(parts).values(
+                job_name=part.job_name, attempt=part.attempt, host=part.host, instances=",".join(part.instances),
+                flow_run_id=part.flow_run_id,
+            ))  # fmt: skip
+        return part
+
+    def parts(self, job_name: str, attempt: int) -> list[Part]:
+        query = select(parts).where(parts.c.job_name == job_name, parts.c.attempt == attempt)
+        with self.store.engine.connect() as conn:
+            return [_part(row) for row in conn.execute(query.order_by(parts.c.host))]
+
+    def part(self, job_name: str, attempt: int, host: str) -> Part | None:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(parts).where(*self._is(job_name, attempt, host))).first()
+        return None if row is None else _part(row)
+
+    def stop_parts(self, job_name: str, attempt: int, grace: float) -> None:
+        """Ask every part of the attempt to stop its containers: SIGTERM, SIGKILL after `grace` seconds."""
+        with self.store.writing() as conn:
+            conn.execute(
+                update(parts)
+                .where(parts.c.job_name == job_name, parts.c.attempt == attempt, parts.c.stop_grace.is_(None))
+                .values(stop_grace=grace)
+            )
+
+    def report_part(self, job_name: str, attempt: int, host: str, exits: list[HostExit]) -> None:
+        """How the part's instances ended (its orchestrator waits for this)."""
+        text = json.dumps([e.model_dump(mode="json") for e in exits])
+        with self.store.writing() as conn:
+            conn.execute(update(parts).where(*self._is(job_name, attempt, host)).values(exits=text))
+
+    @staticmethod
+    def _is(job_name: str, attempt: int, host: str) -> tuple[Any, ...]:
+        return (parts.c.job_name == job_name, parts.c.attempt == attempt, parts.c.host == host)

@@ -231,6 +231,11 @@ def delete(uri: str, endpoint_url: str | None = None) -> None:
         filesystem(uri, endpoint_url).rm_file(_path(uri))
 
 
+def exists(uri: str, endpoint_url: str | None = None) -> bool:
+    """Whether an object is there."""
+    return bool(filesystem(uri, endpoint_url).exists(_path(uri)))
+
+
 def open_read(uri: str, endpoint_url: str | None = None) -> Any:
     """A binary file object streaming the object (one GET for s3://), nothing staged on disk."""
     if uri.startswith("s3://"):

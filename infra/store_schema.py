@@ -174,3 +174,17 @@ grant_history = Table(
     Column("memory_bytes", BigInteger, nullable=False),
     Column("gpu_ids", String(255), nullable=False),
 )
+
+# A job whose instances span hosts: the instances on a host other than its orchestrator's
+# are that host's worker's to run (flows/instances.py), one row per attempt and host.
+parts = Table(
+    "fleet_parts",
+    metadata,
+    Column("job_name", String(63), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("host", String(63), primary_key=True),
+    Column("instances", String(255), nullable=False),  # comma-separated: algo-2,algo-3
+    Column("flow_run_id", String(64), nullable=False),
+    Column("stop_grace", Float),  # the orchestrator asks them to stop: SIGKILL after this many seconds
+    Column("exits", Text),  # how they ended, once all have: HostExits as JSON
+)

@@ -23,13 +23,13 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.exceptions import TerminationSignal
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import SQLAlchemyError
 
 from dockyard import contract
 from dockyard.algorithms import metric_definitions_of
 from dockyard.errors import SpotInterruption, StatusConflict, TransientInfraError
-from dockyard.outcome import Ending, Outcome, StopKind, StopReason
+from dockyard.fleet import Part
+from dockyard.outcome import Ending, HostExit, Outcome, StopKind, StopReason
 from dockyard.record import JobRecord, MetricValue
 from dockyard.secrets import mask_text
 from dockyard.settings import Settings
@@ -41,6 +41,7 @@ from infra import secrets as secret_blocks
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import JobStore, now, open_store
 from infra.retry import with_backoff
+from tasks.peers import Peers
 from tasks.profiler import Profiler
 from tasks.provision import ProvisionPlan
 from tasks.status import move
@@ -51,17 +52,6 @@ FIRST_POLL_SECONDS = 0.05
 POLL_SECONDS = 0.5
 PREFECT_CHECK_SECONDS = 2.0  # how often to ask Prefect whether the run was cancelled
 LAST_LINES = 20
-
-
-class HostExit(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    host: str
-    exit_code: int
-    oom_killed: bool = False
-    failure_text: str | None = None  # /opt/ml/output/failure, when written
-    volume_full_gb: int | None = None  # the size of its volume, when the host filled it
-    last_lines: tuple[str, ...] = ()
 
 
 def compile_definitions(spec: TrainingJobSpec) -> list[tuple[str, re.Pattern[str]]]:
@@ -115,8 +105,9 @@ def _exit_text(exit: HostExit) -> str:
     return f"{exit.host} exited with code {exit.exit_code}"
 
 
-def plan_outcome(exits: list[HostExit], stop: StopReason | None) -> Outcome:
-    """Decide the outcome from every host's exit and any stop that was asked for."""
+def plan_outcome(exits: list[HostExit], stop: StopReason | None, stopped: frozenset[str] = frozenset()) -> Outcome:
+    """Decide the outcome from every host's exit and any stop that was asked for; `stopped`: the
+    instances dockyard stopped because another failed (that one says why the job failed)."""
     if stop is not None:
         match stop.kind:
             case StopKind.MAX_RUNTIME:
@@ -139,7 +130,7 @@ def plan_outcome(exits: list[HostExit], stop: StopReason | None) -> Outcome:
                 return Outcome(ending=Ending.INTERRUPTED, message=stop.detail)
             case StopKind.REQUESTED:
                 return Outcome(ending=Ending.STOPPED, message=f"Training job stopped: {stop.detail}")
-    failed = [e for e in exits if e.exit_code != 0]
+    failed = sorted((e for e in exits if e.exit_code != 0), key=lambda e: e.host in stopped)
     if not failed:
         return Outcome(ending=Ending.COMPLETED, message="Training job completed")
     first = next((e for e in failed if e.volume_full_gb is not None), None)
@@ -154,7 +145,7 @@ def plan_outcome(exits: list[HostExit], stop: StopReason | None) -> Outcome:
     )
 
 
-class _Follower(threading.Thread):
+class Follower(threading.Thread):
     """Streams one host's output into the log, Prefect and the metric series."""
 
     def __init__(
@@ -214,7 +205,7 @@ class _Follower(threading.Thread):
                 self.logger.warning(f"[{self.host}] metric values not recorded: {exc}")
 
 
-def _stop_all(container_ids: list[str], grace: float) -> None:
+def stop_all(container_ids: list[str], grace: float) -> None:
     threads = [threading.Thread(target=docker_engine.stop, args=(cid, grace)) for cid in container_ids]
     for t in threads:
         t.start()
@@ -259,19 +250,36 @@ def _requested_stop(store: JobStore, name: str, flow_run_id: str | None, ask_pre
 
 
 class _Watch:
-    """Waits until every container exits or a stop is due."""
+    """Waits until every container, here and in the parts on other machines, exits or a stop is due."""
 
-    def __init__(self, containers: dict[str, str], settings: Settings, name: str, syncs: list[CheckpointSync]) -> None:
+    def __init__(
+        self, containers: dict[str, str], settings: Settings, name: str, syncs: list[CheckpointSync], peers: Peers
+    ) -> None:
         self.containers, self.settings, self.name, self.syncs = containers, settings, name, syncs
+        self.peers = peers
         self.store = open_store(settings)
         self.lost_contact = settings.monitor_lost_contact_seconds
         self.lost_contact_seen = False  # the engine was unreachable at some point
         self.notice_seconds: float | None = None  # set by a spot interruption
+        self.stopped_after_failure: set[str] = set()  # stopped by dockyard because another instance failed
 
     def running(self) -> list[str]:
-        return [
-            h for h, cid in self.containers.items() if docker_engine.state(cid).get("Status") not in ("exited", "dead")
-        ]
+        """The instances still running, here and in the parts (which may raise TransientInfraError:
+        a part's host went silent). Once one has failed, the others are stopped, as a job with a
+        failed instance fails: its peers, waiting for it, would only wait until their own timeouts."""
+        states = {h: docker_engine.state(cid) for h, cid in self.containers.items()}
+        here = [h for h, st in states.items() if st.get("Status") not in ("exited", "dead")]
+        running = here + self.peers.running()
+        failed = any(int(st.get("ExitCode") or 0) != 0 for h, st in states.items() if h not in here)
+        if running and not self.stopped_after_failure and (failed or self.peers.failed()):
+            self.stopped_after_failure = set(running)
+            grace = self.settings.stop_grace_seconds
+            job_log.report(
+                self.settings.home, self.name, f"an instance failed: stopping the others ({', '.join(running)})"
+            )
+            self.peers.stop(grace)
+            stop_all([self.containers[h] for h in here], grace)
+        return running
 
     def wait(self, deadline: float, max_wait: float | None, flow_run_id: str | None) -> StopReason | None:
         """Returns why to stop, or None when the containers ended on their own.
@@ -287,6 +295,8 @@ class _Watch:
             try:
                 running = self.running()
                 lost["the Docker engine"] = 0.0
+            except TransientInfraError:
+                raise  # a part's host went silent
             except Exception as exc:  # noqa: BLE001 - an unreachable or slow engine starts a deadline, not a failure
                 self.lost_contact_seen = True
                 self._lost("the Docker engine", lost, exc)
@@ -336,17 +346,20 @@ class _Watch:
 SIGNAL_EXITS = {128 + 15: "SIGTERM", 128 + 9: "SIGKILL"}
 
 
-def platform_fault(exits: list[HostExit], stop: StopReason | None, lost_contact: bool) -> str | None:
+def platform_fault(
+    exits: list[HostExit], stop: StopReason | None, lost_contact: bool, stopped: frozenset[str] = frozenset()
+) -> str | None:
     """Why the containers' end was the infrastructure's doing, not the user code's, if it was.
 
     A container killed by a signal dockyard did not send (the Docker daemon
     restarting, the host shutting down, someone's `docker stop`) did not fail
-    on its own; nor did one that ended while the engine was unreachable.
+    on its own; nor did one that ended while the engine was unreachable. `stopped`: the
+    instances dockyard stopped because another failed.
     """
     if stop is not None:
         return None
     for e in exits:
-        if e.exit_code in SIGNAL_EXITS and not e.oom_killed:
+        if e.exit_code in SIGNAL_EXITS and not e.oom_killed and e.host not in stopped:
             return (
                 f"{e.host} was killed by {SIGNAL_EXITS[e.exit_code]}, which dockyard did not send "
                 "(the Docker daemon restarting, the host shutting down, or a `docker stop`)"
@@ -356,7 +369,7 @@ def platform_fault(exits: list[HostExit], stop: StopReason | None, lost_contact:
     return None
 
 
-def _checkpoint_syncs(
+def checkpoint_syncs(
     provisioned: ProvisionPlan, endpoint_url: str | None, report: Callable[[str], None]
 ) -> list[CheckpointSync]:
     syncs = [
@@ -369,6 +382,31 @@ def _checkpoint_syncs(
     return syncs
 
 
+def host_exits(
+    followers: list[Follower], scratch: dict[str, str], settings: Settings, name: str, hidden: frozenset[str]
+) -> list[HostExit]:
+    """How each followed container ended, its failure file and last lines masked."""
+    exits = []
+    for follower in followers:
+        # Asked again while the engine is slow to answer, as the watch waits for it.
+        state = with_backoff(
+            functools.partial(docker_engine.state, follower.container_id), settings.monitor_lost_contact_seconds, 1.0
+        )
+        failure_text = _read_failure(scratch[follower.host])
+        failure_text = mask_text(failure_text, hidden | credentials.secret_values(name)) if failure_text else None
+        exits.append(
+            HostExit(
+                host=follower.host,
+                exit_code=int(state.get("ExitCode", -1)),
+                oom_killed=bool(state.get("OOMKilled")),
+                failure_text=failure_text,
+                last_lines=tuple(follower.last_lines),
+                volume_full_gb=_volume_filled(scratch[follower.host], list(follower.last_lines), failure_text),
+            )
+        )
+    return exits
+
+
 @task(name="monitor", cache_policy=NONE)
 def monitor(
     spec: TrainingJobSpec,
@@ -376,8 +414,10 @@ def monitor(
     containers: dict[str, str],
     settings: Settings,
     reattached: bool = False,
+    parts: tuple[Part, ...] = (),
 ) -> Outcome:
-    """Watch the containers until they end; returns the Outcome.
+    """Watch the containers until they end, with the `parts` of the job on other machines
+    (tasks/peers.py); returns the Outcome.
 
     Not retried: a second watcher would see the same containers.
 
@@ -389,14 +429,14 @@ def monitor(
     definitions = compile_definitions(spec)
     since = now() if reattached else None
     hidden = secret_blocks.values(spec)
-    followers = [_Follower(h, cid, settings, name, definitions, logger, since, hidden) for h, cid in containers.items()]
+    followers = [Follower(h, cid, settings, name, definitions, logger, since, hidden) for h, cid in containers.items()]
     for follower in followers:
         follower.start()
     profiler = Profiler(spec, provisioned, containers, settings, scrapes=bool(definitions))
     if profiler.needed:
         profiler.start()
     try:
-        outcome = _watch(spec, provisioned, containers, settings, reattached, followers, hidden)
+        outcome = _watch(spec, provisioned, containers, settings, reattached, followers, hidden, parts)
     finally:
         profiler.halt.set()  # on the way out of a failure too: no sampling of containers that are gone
     profiler.finish(final=outcome.ending is not Ending.INTERRUPTED)  # an interrupted job comes back
@@ -409,8 +449,9 @@ def _watch(
     containers: dict[str, str],
     settings: Settings,
     reattached: bool,
-    followers: list[_Follower],
+    followers: list[Follower],
     hidden: frozenset[str],
+    parts: tuple[Part, ...],
 ) -> Outcome:
     """monitor's body: wait for the containers' end or a stop, then decide the outcome."""
     name = spec.training_job_name
@@ -419,10 +460,11 @@ def _watch(
     def report(message: str) -> None:
         job_log.report(settings.home, name, message)
 
-    syncs = _checkpoint_syncs(provisioned, settings.s3_endpoint_url, report)
+    syncs = checkpoint_syncs(provisioned, settings.s3_endpoint_url, report)
     record = store.get(name)
     deadline, max_wait = _deadlines(spec, record)
-    watch = _Watch(containers, settings, name, syncs)
+    peers = Peers(settings, parts)
+    watch = _Watch(containers, settings, name, syncs, peers)
     # A stop under way when the orchestrator died is carried on, not asked again.
     stop = record.stop_reason if reattached and record.secondary is not SecondaryStatus.TRAINING else None
     if reattached and stop is None and record.secondary is SecondaryStatus.STOPPING:
@@ -449,8 +491,10 @@ def _watch(
                     f"Stopping: {stop}",
                     stop_reason=stop,
                 )
-        report(f"stopping {len(containers)} container(s): SIGTERM, SIGKILL after {grace:g} s")
-        _stop_all(list(containers.values()), grace)
+        count = len(containers) + sum(len(p.instances) for p in parts)
+        report(f"stopping {count} instance(s): SIGTERM, SIGKILL after {grace:g} s")
+        peers.stop(grace)
+        stop_all(list(containers.values()), grace)
     for follower in followers:
         follower.join(timeout=10)
     for sync in syncs:
@@ -459,31 +503,18 @@ def _watch(
             f"checkpoints synced to {sync.uri}: {sync.uploads} upload(s) in all, "
             f"{uploaded} at the final sync, {deleted} deletion(s)"
         )
-    exits = []
-    scratch = {h.host: h.scratch for h in provisioned.hosts}
-    for follower in followers:
-        # Asked again while the engine is slow to answer, as the watch above waits for it.
-        state = with_backoff(
-            functools.partial(docker_engine.state, follower.container_id), settings.monitor_lost_contact_seconds, 1.0
-        )
-        failure_text = _read_failure(scratch[follower.host])
-        failure_text = mask_text(failure_text, hidden | credentials.secret_values(name)) if failure_text else None
-        exits.append(
-            HostExit(
-                host=follower.host,
-                exit_code=int(state.get("ExitCode", -1)),
-                oom_killed=bool(state.get("OOMKilled")),
-                failure_text=failure_text,
-                last_lines=tuple(follower.last_lines),
-                volume_full_gb=_volume_filled(scratch[follower.host], list(follower.last_lines), failure_text),
-            )
-        )
+    exits = host_exits(followers, {h.host: h.scratch for h in provisioned.hosts}, settings, name, hidden)
+    while peers.running():  # the parts' final syncs and archives, then their reports
+        time.sleep(POLL_SECONDS)
+    peers.not_started()
+    exits += peers.exits()
     broken = pipe.failure(name)  # set before the reader met the cut epoch's end, so never missed
     if broken and stop is None:
         stop = StopReason(kind=StopKind.PIPE_FAILED, detail=broken)
-    fault = platform_fault(exits, stop, watch.lost_contact_seen)
+    stopped = frozenset(watch.stopped_after_failure)
+    fault = platform_fault(exits, stop, watch.lost_contact_seen, stopped)
     if fault:
         raise TransientInfraError(fault)
-    outcome = plan_outcome(exits, stop)
+    outcome = plan_outcome(exits, stop, stopped)
     report(f"containers ended: {outcome.message}")
     return outcome

@@ -2,7 +2,8 @@
 
 model.tar.gz (every host's /opt/ml/model, algo-1 first) and output.tar.gz
 (/opt/ml/output/data) go to {s3_output_path}/{job}/output/, after a failure
-or a stop too, as SageMaker does. What follows (the final status, job.json,
+or a stop too, as SageMaker does. Instances on other machines (tasks/peers.py)
+leave theirs under .parts/ there, merged in here and then deleted. What follows (the final status, job.json,
 teardown, the catalog) is tasks/finalize.py's.
 """
 
@@ -18,6 +19,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard import contract
+from dockyard.fleet import Part
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
@@ -41,12 +43,25 @@ def output_prefix(spec: TrainingJobSpec) -> str:
     return storage.join(spec.output_data_config.s3_output_path, spec.training_job_name, "output")
 
 
-def plan_persist(spec: TrainingJobSpec, scratch_by_host: dict[str, str]) -> PersistPlan:
+MODEL, OUTPUT = "model", "output"  # a part's two archives
+
+
+def archive_uri(spec: TrainingJobSpec, attempt: int, host: str, kind: str) -> str:
+    """Where a part (the instances on fleet host `host`) leaves its `kind` folders, packed, for persist."""
+    return storage.join(output_prefix(spec), ".parts", str(attempt), host, f"{kind}.tar.gz")
+
+
+def plan_persist(
+    spec: TrainingJobSpec, scratch_by_host: dict[str, str], unpacked: tuple[tuple[str, str], ...] = ()
+) -> PersistPlan:
+    """`unpacked`: the (model, output data) folders of the parts on other machines, in host order."""
     hosts = sorted(scratch_by_host, key=lambda h: int(h.rsplit("-", 1)[1]))
     prefix = output_prefix(spec)
     return PersistPlan(
-        model_sources=tuple(contract.host_layout(scratch_by_host[h]).model for h in hosts),
-        output_sources=tuple(contract.host_layout(scratch_by_host[h]).output_data for h in hosts),
+        model_sources=tuple(contract.host_layout(scratch_by_host[h]).model for h in hosts)
+        + tuple(m for m, _ in unpacked),
+        output_sources=tuple(contract.host_layout(scratch_by_host[h]).output_data for h in hosts)
+        + tuple(o for _, o in unpacked),
         model_uri=storage.join(prefix, contract.MODEL_ARCHIVE),
         output_uri=storage.join(prefix, contract.OUTPUT_ARCHIVE),
     )
@@ -73,16 +88,46 @@ def pack(sources: tuple[str, ...], archive: str) -> tuple[int, list[str]]:
     return len(seen), clashes
 
 
+def _unpack_parts(
+    spec: TrainingJobSpec, parts: tuple[Part, ...], folder: str, settings: Settings
+) -> tuple[tuple[str, str], ...]:
+    """The parts' archives unpacked under `folder`: (model, output data) folders, in host order."""
+    out = []
+    for part in sorted(parts, key=lambda p: int(p.instances[0].rsplit("-", 1)[1])):
+        folders = []
+        for kind in (MODEL, OUTPUT):
+            target = os.path.join(folder, part.host, kind)
+            os.makedirs(target)
+            uri = archive_uri(spec, part.attempt, part.host, kind)
+            if storage.exists(uri, settings.s3_endpoint_url):
+                with storage.open_read(uri, settings.s3_endpoint_url) as f, tarfile.open(fileobj=f, mode="r|gz") as tar:
+                    tar.extractall(target, filter="data")
+            else:
+                job_log.report(
+                    settings.home,
+                    spec.training_job_name,
+                    f"host {part.host} left no {kind} for {', '.join(part.instances)}: it ended before it could",
+                    logging.WARNING,
+                )
+            folders.append(target)
+        out.append((folders[0], folders[1]))
+    return tuple(out)
+
+
 @task(name="persist", cache_policy=NONE, **task_retry_options())
-def persist(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Settings) -> None:
-    """Upload model.tar.gz and output.tar.gz, and record where they are."""
+def persist(
+    spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Settings, parts: tuple[Part, ...] = ()
+) -> None:
+    """Upload model.tar.gz and output.tar.gz, and record where they are; `parts`: the instances
+    on other machines, whose archives are merged in (after this machine's, algo-1's) and deleted."""
     store = open_store(settings)
     name = spec.training_job_name
     record = store.get(name)
     if record.secondary is not SecondaryStatus.UPLOADING:  # else a retry of this task, or a reattached job
         move(settings, name, record.secondary, SecondaryStatus.UPLOADING, "Uploading generated training model")
-    plan = plan_persist(spec, {h.host: h.scratch for h in provisioned.hosts})
     with tempfile.TemporaryDirectory(prefix="dockyard-persist-") as tmp:
+        unpacked = _unpack_parts(spec, parts, os.path.join(tmp, "parts"), settings)
+        plan = plan_persist(spec, {h.host: h.scratch for h in provisioned.hosts}, unpacked)
         for sources, uri in ((plan.model_sources, plan.model_uri), (plan.output_sources, plan.output_uri)):
             spot.check(settings, name)  # capacity may be taken back mid-upload
             archive = os.path.join(tmp, uri.rsplit("/", 1)[1])
@@ -97,4 +142,7 @@ def persist(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Setting
             size = os.path.getsize(archive)
             storage.upload_file(archive, uri, settings.s3_endpoint_url)
             job_log.report(settings.home, name, f"uploaded {uri} ({count} files, {size / 1e6:.2f} MB)")
+    for part in parts:
+        for kind in (MODEL, OUTPUT):
+            storage.delete(archive_uri(spec, part.attempt, part.host, kind), settings.s3_endpoint_url)
     store.update(name, model_artifacts=plan.model_uri, output_artifacts=plan.output_uri)

@@ -4,7 +4,10 @@ An instance is a scratch folder (the host's /opt/ml input, model, output and
 checkpoints) on a volume of volume_size_in_gb (infra/volumes.py), resource
 limits from the instance-type catalog capped at what the host has, the config
 files and SM_* environment, and a network of the job's own on which hosts are
-algo-1..algo-N.
+algo-1..algo-N. A job whose fleet grants span machines runs on each machine's
+own network (Docker's host networking) instead, with algo-1..algo-N in every
+container's /etc/hosts at their machines' addresses, as SageMaker's instances
+reach each other; each machine's worker makes its own instances (flows/instances.py).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from infra import credentials, docker_engine, fuse, job_log, pipe, volumes
 from infra import secrets as secret_blocks
-from infra.fleet import Fleet
+from infra.fleet import Fleet, interface_of
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options
 
@@ -45,6 +48,10 @@ class HostPlan(BaseModel):
     mem_limit: int | None
     gpu_device_ids: list[str] | None  # None: no GPUs; []: all of them
     checkpoint_uri: str | None  # where this host's checkpoints are synced, if anywhere
+    machine: str = ""  # the fleet host it is granted on ("": this machine)
+
+
+HOST_NETWORK = "host"  # Docker's name for the machine's own network
 
 
 class ProvisionPlan(BaseModel):
@@ -57,6 +64,17 @@ class ProvisionPlan(BaseModel):
     hosts: tuple[HostPlan, ...]
     warnings: tuple[str, ...]
     volume_size_gb: int = 30
+    peers: dict[str, str] = {}  # algo-N -> its machine's address, when the instances span machines
+
+    def part(self, machine: str | None) -> ProvisionPlan:
+        """The instances on fleet host `machine` alone (all of them outside a fleet or on one machine)."""
+        if not self.peers or machine is None:
+            return self
+        return self.model_copy(update={"hosts": tuple(h for h in self.hosts if h.machine == machine)})
+
+    def machines(self) -> list[str]:
+        """The fleet hosts the instances are granted on, algo-1's first."""
+        return list(dict.fromkeys(h.machine for h in self.hosts))
 
 
 def _limits(spec: TrainingJobSpec, host: HostFacts) -> tuple[int, int | None, int | None, list[str]]:
@@ -105,41 +123,54 @@ def checkpoint_uri(spec: TrainingJobSpec, host: str) -> str | None:
 
 
 def plan_provision(
-    spec: TrainingJobSpec, host: HostFacts, scratch_root: str, grants: tuple[Grant, ...] = ()
+    spec: TrainingJobSpec,
+    host: HostFacts,
+    scratch_root: str,
+    grants: tuple[Grant, ...] = (),
+    addresses: dict[str, str] | None = None,
+    interface: str = contract.NETWORK_INTERFACE,
 ) -> ProvisionPlan:
     """The instances of a job: per-host folders, limits, config and environment; with
-    fleet `grants`, each instance gets the GPUs its grant names."""
-    granted = {g.instance: g.gpu_ids for g in grants}
+    fleet `grants`, each instance gets the GPUs its grant names, and grants on several
+    machines (at `addresses`, by fleet host) make the job run on their own networks,
+    reached on `interface`."""
+    granted = {g.instance: g for g in grants}
+    spans = len({g.host for g in grants}) > 1
+    peers = {g.instance: (addresses or {})[g.host] for g in grants} if spans else {}
     name = spec.training_job_name
     hosts = contract.host_names(spec.resource_config.instance_count)
     cpus, nano_cpus, mem_limit, warnings = _limits(spec, host)
+    own = interface if spans else contract.NETWORK_INTERFACE
     root = os.path.join(scratch_root, name)
     plans = []
     for index, current in enumerate(hosts):
-        num_gpus, device_ids = _gpus(spec, host, index, granted.get(current) if grants else None)
+        grant = granted.get(current)
+        num_gpus, device_ids = _gpus(spec, host, index, (grant.gpu_ids if grant else ()) if grants else None)
         plans.append(
             HostPlan(
                 host=current,
                 container_name=f"{name}-{current}",
                 scratch=os.path.join(root, current),
-                config_files=contract.config_files(spec, current, hosts),
-                environment=contract.sm_environment(spec, current, hosts, cpus, num_gpus),
+                config_files=contract.config_files(spec, current, hosts, own),
+                environment=contract.sm_environment(spec, current, hosts, cpus, num_gpus, own),
                 num_cpus=cpus,
                 num_gpus=num_gpus,
                 nano_cpus=nano_cpus,
                 mem_limit=mem_limit,
                 gpu_device_ids=device_ids,
                 checkpoint_uri=checkpoint_uri(spec, current),
+                machine=grant.host if grant and spans else "",
             )
         )
     return ProvisionPlan(
         job_name=name,
-        network=f"dockyard-{name}",
+        network=HOST_NETWORK if spans else f"dockyard-{name}",
         internal_network=spec.enable_network_isolation,
         scratch_root=root,
         hosts=tuple(plans),
         warnings=tuple(warnings),
         volume_size_gb=spec.resource_config.volume_size_in_gb,
+        peers=peers,
     )
 
 
@@ -160,7 +191,8 @@ def create_instances(plan: ProvisionPlan) -> str | None:
         for file_name, text in host.config_files.items():
             with open(os.path.join(layout.input_config, file_name), "w") as f:
                 f.write(text)
-    docker_engine.create_network(plan.network, plan.job_name, plan.internal_network)
+    if plan.network != HOST_NETWORK:
+        docker_engine.create_network(plan.network, plan.job_name, plan.internal_network)
     return why_not
 
 
@@ -195,24 +227,30 @@ def give_back(settings: Settings, job_name: str) -> None:
     Fleet(open_store(settings)).release(job_name)
 
 
-@task(name="provision", cache_policy=NONE, **task_retry_options())
-def provision(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
-    """Provision the job's instances; returns the provision plan (which holds the job's
-    secrets, resolved from their Secret blocks for the containers' config files and environment)."""
-    plan = plan_provision(
+def plan_here(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
+    """The job's provision plan as this machine sees it: its facts, its scratch space, the job's
+    fleet grants and, when they span machines, the machines' addresses and this one's interface."""
+    grants = grants_of(settings, spec.training_job_name)
+    addresses: dict[str, str] = {}
+    interface = contract.NETWORK_INTERFACE
+    if len({g.host for g in grants}) > 1:
+        addresses = {h.name: h.address for h in Fleet(open_store(settings)).hosts()}
+        interface = interface_of(addresses.get(settings.fleet_host or "", "")) or interface
+    return plan_provision(
         secret_blocks.resolved(spec),
         docker_engine.host_facts(),
         str(settings.scratch_root()),
-        grants_of(settings, spec.training_job_name),
+        grants,
+        addresses,
+        interface,
     )
+
+
+def make_instances(spec: TrainingJobSpec, plan: ProvisionPlan, settings: Settings) -> None:
+    """Make the instances of `plan` on this machine, after removing what a half-made attempt left."""
     for warning in plan.warnings:
         job_log.report(settings.home, plan.job_name, warning, logging.WARNING)
-    # A retry after a half-made attempt starts from nothing.
     remove_instances(plan.job_name, plan.scratch_root)
-    open_store(settings).change(
-        plan.job_name,
-        lambda record: record.attempt_started(now()).model_copy(update={"scratch_root": str(settings.scratch_root())}),
-    )
     no_volumes = create_instances(plan)
     if no_volumes:
         job_log.report(
@@ -222,9 +260,24 @@ def provision(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
             logging.WARNING,
         )
     disks = "" if no_volumes else f", each on a {plan.volume_size_gb} GB volume"
+    names = ", ".join(h.host for h in plan.hosts)
     job_log.append(
         settings.home,
         plan.job_name,
-        f"provisioned {len(plan.hosts)} x {spec.resource_config.instance_type} on network {plan.network}{disks}",
+        f"provisioned {len(plan.hosts)} x {spec.resource_config.instance_type} ({names}) on network {plan.network}"
+        f"{disks}",
     )
+
+
+@task(name="provision", cache_policy=NONE, **task_retry_options())
+def provision(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
+    """Provision the job's instances on this machine; returns the provision plan of all of them
+    (which holds the job's secrets, resolved from their Secret blocks for the containers' config
+    files and environment). Instances granted on other machines are their workers' to make."""
+    plan = plan_here(spec, settings)
+    open_store(settings).change(
+        plan.job_name,
+        lambda record: record.attempt_started(now()).model_copy(update={"scratch_root": str(settings.scratch_root())}),
+    )
+    make_instances(spec, plan.part(settings.fleet_host), settings)
     return plan

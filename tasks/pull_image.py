@@ -93,12 +93,13 @@ def obtain(plan: PullImagePlan, report: Any) -> str:
 
 
 @task(name="pull-image", cache_policy=NONE, **task_retry_options())
-def pull_image(spec: TrainingJobSpec, settings: Settings) -> str:
-    """Get the training image; returns the reference to run (its digest is recorded)."""
+def pull_image(spec: TrainingJobSpec, settings: Settings, as_part: bool = False) -> str:
+    """Get the training image; returns the reference to run (its digest is recorded).
+    `as_part`: for instances on another machine than the orchestrator's, which moves the status."""
     store = open_store(settings)
     name = spec.training_job_name
     record = store.get(name)
-    if record.secondary is not SecondaryStatus.DOWNLOADING_TRAINING_IMAGE:  # else a retry of this task
+    if not as_part and record.secondary is not SecondaryStatus.DOWNLOADING_TRAINING_IMAGE:  # else a retry
         move(
             settings,
             name,

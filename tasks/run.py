@@ -60,6 +60,7 @@ def plan_run(
                 volumes=volumes,
                 labels=docker_engine.labels(spec.training_job_name, host.host),
                 network=provisioned.network,
+                extra_hosts=provisioned.peers,
                 nano_cpus=host.nano_cpus,
                 mem_limit=host.mem_limit,
                 gpu_device_ids=host.gpu_device_ids,
@@ -69,8 +70,11 @@ def plan_run(
 
 
 @task(name="run", cache_policy=NONE, **task_retry_options())
-def run(spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str, settings: Settings) -> dict[str, str]:
-    """Create and start every host's container; returns container ids by host."""
+def run(
+    spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str, settings: Settings, as_part: bool = False
+) -> dict[str, str]:
+    """Create and start every host's container; returns container ids by host.
+    `as_part`: for instances on another machine than the orchestrator's, which moves the status."""
     name = spec.training_job_name
     # A retry must not meet the containers of a half-made attempt.
     docker_engine.remove_job_containers(name)
@@ -84,13 +88,14 @@ def run(spec: TrainingJobSpec, provisioned: ProvisionPlan, image: str, settings:
         ids[host.host] = docker_engine.create_container(container)
     for container_id in ids.values():
         docker_engine.start(container_id)
-    move_once(
-        settings,
-        name,
-        {SecondaryStatus.DOWNLOADING, SecondaryStatus.DOWNLOADING_TRAINING_IMAGE},
-        SecondaryStatus.TRAINING,
-        "Training image download completed. Training in progress.",
-    )
+    if not as_part:
+        move_once(
+            settings,
+            name,
+            {SecondaryStatus.DOWNLOADING, SecondaryStatus.DOWNLOADING_TRAINING_IMAGE},
+            SecondaryStatus.TRAINING,
+            "Training image download completed. Training in progress.",
+        )
     job_log.report(
         settings.home, name, f"started {len(ids)} container(s): {', '.join(f'{h}={i[:12]}' for h, i in ids.items())}"
     )

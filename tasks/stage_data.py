@@ -160,7 +160,8 @@ def plan_stage_data(
     Raises:
         JobSpecError: an object path would escape its channel folder.
     """
-    hosts = sorted(scratch_by_host, key=lambda h: int(h.rsplit("-", 1)[1]))
+    # Shares are the job's instances', of which `scratch_by_host` may hold a part (those on this machine).
+    hosts = contract.host_names(spec.resource_config.instance_count)
     downloads, streams = [], []
     for channel in spec.input_data_config:
         name = channel.channel_name
@@ -174,6 +175,8 @@ def plan_stage_data(
             augmented = source.s3_data_type is S3DataType.AUGMENTED_MANIFEST_FILE
             items = (manifests or {}).get(name, ()) if augmented else tuple(o.uri for o in objects)
             for index, host in enumerate(hosts):
+                if host not in scratch_by_host:
+                    continue
                 streams.append(
                     Stream(
                         host=host,
@@ -193,7 +196,7 @@ def plan_stage_data(
         for index, obj in enumerate(objects):
             relative = _safe_relative(obj.relative, name)
             targets = [hosts[index % len(hosts)]] if sharded else hosts
-            for host in targets:
+            for host in (t for t in targets if t in scratch_by_host):
                 dest = os.path.join(contract.host_layout(scratch_by_host[host]).channel(name), relative)
                 downloads.append(Download(uri=obj.uri, size=obj.size, dest=dest, host=host, channel=name))
     return StageDataPlan(downloads=tuple(downloads), streams=tuple(streams), mounts=channel_mounts(spec, scratch_root))
@@ -321,14 +324,15 @@ def check_room(plan: StageDataPlan, provisioned: ProvisionPlan) -> None:
 
 
 @task(name="stage-data", cache_policy=NONE, **task_retry_options())
-def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Settings) -> int:
-    """Download File channels, start Pipe streamers, mount FastFile channels; returns the bytes staged."""
+def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Settings, as_part: bool = False) -> int:
+    """Download File channels, start Pipe streamers, mount FastFile channels; returns the bytes staged.
+    `as_part`: for instances on another machine than the orchestrator's, which moves the status."""
     store = open_store(settings)
     endpoint_url = settings.s3_endpoint_url
     name = spec.training_job_name
     record = store.get(name)
     start = {"training_start_time": record.training_start_time or now()}
-    if record.secondary is not SecondaryStatus.DOWNLOADING:  # else a retry of this task
+    if not as_part and record.secondary is not SecondaryStatus.DOWNLOADING:  # else a retry of this task
         move(settings, name, record.secondary, SecondaryStatus.DOWNLOADING, "Downloading input data", **start)
     spot.check(settings, name)
     listings = {

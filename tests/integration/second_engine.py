@@ -43,10 +43,11 @@ class _Names:
 
 
 class Engine:
-    """The second engine: its DOCKER_HOST URL, and a way to take it down as a dying machine would."""
+    """The second engine: its DOCKER_HOST URL, its machine's address, and a way to take it down
+    as a dying machine would."""
 
-    def __init__(self, root: Path, dockerd: subprocess.Popen[bytes]) -> None:
-        self.root, self.dockerd = root, dockerd
+    def __init__(self, root: Path, dockerd: subprocess.Popen[bytes], address: str) -> None:
+        self.root, self.dockerd, self.address = root, dockerd, address
         self.url = f"unix://{root / 'docker.sock'}"
         self.env = {"DOCKER_HOST": self.url, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
 
@@ -90,7 +91,7 @@ def second_engine(images: list[str]) -> Iterator[Engine]:
              "--bip", names.bridge],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    engine = Engine(root, dockerd)
+    engine = Engine(root, dockerd, names.engine_address)
     try:
         deadline = time.time() + 60
         while engine.docker("info").returncode != 0:

@@ -121,6 +121,18 @@ def test_failing_container_ends_failed_with_its_failure_text(home: str, test_ima
     assert local(body["ModelArtifacts"]["S3ModelArtifacts"]).exists()
 
 
+def test_one_failed_instance_stops_its_waiting_peer_and_names_the_jobs_failure(
+    home: str, test_images: dict[str, str]
+) -> None:
+    hyperparameters = {"failure_text": "ValueError: bad shard", "failing_host": "algo-2"}
+    job = probe_job(home, test_images["probe"], "fail", hyperparameters=hyperparameters, instance_count=2)
+    body = run_job(job)
+    assert body["TrainingJobStatus"] == "Failed"
+    assert body["FailureReason"] == "AlgorithmError: ValueError: bad shard"  # not algo-1's SIGTERM
+    log = (Path(home) / "jobs" / job["training_job_name"] / "job.log").read_text()
+    assert "an instance failed: stopping the others (algo-1)" in log
+
+
 def test_exit_code_and_last_lines_when_no_failure_file(home: str, test_images: dict[str, str]) -> None:
     body = run_job(probe_job(home, test_images["probe"], "exit", hyperparameters={"exit_code": "7"}))
     assert body["TrainingJobStatus"] == "Failed"

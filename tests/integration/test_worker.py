@@ -10,9 +10,10 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from infra import docker_engine, prefect_api, volumes
 from infra.fleet import Fleet
 from infra.job_store import Lease, open_store
 from tasks.validate import lease_name
-from tests.integration.helpers import ROOT, probe_job, unique
+from tests.integration.helpers import ROOT, channel, probe_job, unique
 from tests.integration.second_engine import second_engine
 from tests.integration.test_fleet import no_double_booking
 
@@ -40,11 +41,11 @@ def dockyard(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-def start_worker(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`dockyard worker --name NAME` in the background, its output in `log`; returns once it registered."""
+def start_worker(name: str, env: dict[str, str], log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """`dockyard worker --name NAME [OPTIONS]` in the background, its output in `log`; returns once it registered."""
     with log.open("w") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--name", name, "--label", "rack=a", "--jobs", "3"],
+            [sys.executable, "-m", "cli.main", "worker", "--name", name, "--label", "rack=a", "--jobs", "3", *options],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     fleet = Fleet(open_store(Settings.from_env(env)))
@@ -206,53 +207,62 @@ class Sightings:
         return self.seen
 
 
+@contextlib.contextmanager
+def two_hosts(images: list[str], tmp_path: Path, shared: dict[str, str]) -> Iterator[dict[str, str]]:
+    """host-a on this machine's engine and host-b on a second one with `images`, a worker on each
+    (two homes under tmp_path, two engines: two machines but for their files); yields the engines' URLs."""
+    workers = {}
+    with second_engine(images) as engine_b:
+        engines = {"host-a": FIRST_ENGINE, "host-b": engine_b.url}
+        options = {"host-a": (), "host-b": ("--address", engine_b.address)}  # its own address, in its namespace
+        try:
+            for host, engine in engines.items():
+                env = {**shared, "DOCKYARD_HOME": str(tmp_path / host), "DOCKER_HOST": engine}
+                workers[host] = start_worker(host, env, tmp_path / f"{host}.log", *options[host])
+            yield engines
+        finally:
+            for host, worker in workers.items():
+                stop_worker(worker, tmp_path / f"{host}.log")
+
+
 @pytest.mark.usefixtures("home")  # the session's Prefect server
 def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
     test_images: dict[str, str], tmp_path: Path, postgres_database: str
 ) -> None:
     pool = unique("fleet-pool")
     shared = fleet_environment(pool, postgres_database, tmp_path)
-    workers = {}
-    with second_engine([test_images["probe"]]) as engine_b:
-        engines = {"host-a": FIRST_ENGINE, "host-b": engine_b.url}
-        try:
-            for name, engine in engines.items():  # two homes, two engines: two machines but for their files
-                env = {**shared, "DOCKYARD_HOME": str(tmp_path / name), "DOCKER_HOST": engine}
-                workers[name] = start_worker(name, env, tmp_path / f"{name}.log")
-            tuning = f"fleet-{os.urandom(3).hex()}"
-            sightings = Sightings(engines, tuning)
-            doc = {
-                "hyper_parameter_tuning_job_name": tuning,
-                "hyper_parameter_tuning_job_config": {
-                    "strategy": "Grid",
-                    "hyper_parameter_tuning_job_objective": {"type": "Minimize", "metric_name": "loss"},
-                    "resource_limits": {"max_number_of_training_jobs": 4, "max_parallel_training_jobs": 2},
-                    "parameter_ranges": {
-                        "categorical_parameter_ranges": [{"name": "offset", "values": ["0", "1", "2", "3"]}]
-                    },
+    with two_hosts([test_images["probe"]], tmp_path, shared) as engines:
+        tuning = f"fleet-{os.urandom(3).hex()}"
+        sightings = Sightings(engines, tuning)
+        doc = {
+            "hyper_parameter_tuning_job_name": tuning,
+            "hyper_parameter_tuning_job_config": {
+                "strategy": "Grid",
+                "hyper_parameter_tuning_job_objective": {"type": "Minimize", "metric_name": "loss"},
+                "resource_limits": {"max_number_of_training_jobs": 4, "max_parallel_training_jobs": 2},
+                "parameter_ranges": {
+                    "categorical_parameter_ranges": [{"name": "offset", "values": ["0", "1", "2", "3"]}]
                 },
-                "training_job_definition": {
-                    "algorithm_specification": {
-                        "training_image": test_images["probe"],
-                        "metric_definitions": [{"name": "loss", "regex": r"loss=([0-9.]+)"}],
-                    },
-                    # Each trial takes a whole host (its type is larger than the host, so capped at it).
-                    "resource_config": {"instance_type": "ml.m5.4xlarge", "instance_count": 1},
-                    "static_hyper_parameters": {"mode": "sleep", "seconds": "3"},
-                    "output_data_config": {"s3_output_path": f"file://{tmp_path}/output"},
+            },
+            "training_job_definition": {
+                "algorithm_specification": {
+                    "training_image": test_images["probe"],
+                    "metric_definitions": [{"name": "loss", "regex": r"loss=([0-9.]+)"}],
                 },
-            }
-            submit("tune", pool, doc, tuning)
-            store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
-            deadline = time.time() + 600
-            while (record := store.tuning(tuning)) is None or record.status.value == "InProgress":
-                assert time.time() < deadline, {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in workers}
-                time.sleep(2)
-            given_back(Fleet(store))  # by the trials' teardowns, which follow their final statuses
-            seen = sightings.end()
-        finally:
-            for name, worker in workers.items():
-                stop_worker(worker, tmp_path / f"{name}.log")
+                # Each trial takes a whole host (its type is larger than the host, so capped at it).
+                "resource_config": {"instance_type": "ml.m5.4xlarge", "instance_count": 1},
+                "static_hyper_parameters": {"mode": "sleep", "seconds": "3"},
+                "output_data_config": {"s3_output_path": f"file://{tmp_path}/output"},
+            },
+        }
+        submit("tune", pool, doc, tuning)
+        store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
+        deadline = time.time() + 600
+        while (record := store.tuning(tuning)) is None or record.status.value == "InProgress":
+            assert time.time() < deadline, {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in engines}
+            time.sleep(2)
+        given_back(Fleet(store))  # by the trials' teardowns, which follow their final statuses
+        seen = sightings.end()
     described = record.describe()
     assert described["HyperParameterTuningJobStatus"] == "Completed", described
     assert described["TrainingJobStatusCounters"]["Completed"] == 4, described
@@ -261,6 +271,62 @@ def test_a_tuning_jobs_trials_spread_over_two_hosts_each_holding_one_at_a_time(
     assert len(granted) == 4 and {host for host, _ in granted} == {"host-a", "host-b"}, granted
     assert seen == granted  # each trial's container ran on the engine of the host it was granted
     assert no_double_booking(fleet) == 2  # one trial per host at a time, both hosts busy at once
+
+
+@pytest.mark.usefixtures("home")  # the session's Prefect server
+def test_a_two_instance_job_runs_an_instance_on_each_host_whose_containers_reach_each_other(
+    test_images: dict[str, str], tmp_path: Path, postgres_database: str
+) -> None:
+    pool = unique("fleet-pool")
+    shared = fleet_environment(pool, postgres_database, tmp_path)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for index in range(4):
+        (shards / f"part-{index}.txt").write_text(f"shard {index}\n")
+    # Two ml.m5.large (2 vCPUs each) on hosts of 2 vCPUs: one on each, neither capped.
+    job = probe_job(
+        str(tmp_path), test_images["probe"], "contract", [channel("train", shards.as_uri(), "ShardedByS3Key")]
+    ) | {"resource_config": {"instance_type": "ml.m5.large", "instance_count": 2}}
+    job["algorithm_specification"]["metric_definitions"] = [
+        {"name": "host", "regex": r"contract report written by algo-([0-9]+)"}
+    ]
+    name = job["training_job_name"]
+    with two_hosts([test_images["probe"]], tmp_path, shared) as engines:
+        sightings = Sightings(engines, name)
+        submit("train", pool, job, name)
+        store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
+        deadline = time.time() + 300
+        while (record := store.find(name)) is None or record.status.primary == "InProgress":
+            assert time.time() < deadline, {h: (tmp_path / f"{h}.log").read_text()[-3000:] for h in engines}
+            time.sleep(1)
+        given_back(Fleet(store))
+        seen = sightings.end()
+    logs = {h: (tmp_path / h / "jobs" / name / "job.log") for h in engines}
+    logs_text = {h: p.read_text() if p.exists() else "" for h, p in logs.items()}
+    assert record.status.primary == "Completed", (record.failure_reason, logs_text)
+    granted = {g.instance: g.host for _, event, g in Fleet(store).history() if event == "grant" and g.job_name == name}
+    assert sorted(granted) == ["algo-1", "algo-2"] and set(granted.values()) == {"host-a", "host-b"}, granted
+    assert seen == {("host-a", name), ("host-b", name)}  # a container on each engine
+    # Both instances' model and output data, merged as on one machine; the parts' archives are gone.
+    output = tmp_path / "output" / name / "output"
+    with tarfile.open(output / "model.tar.gz") as tar:
+        reports = {m.name: json.load(tar.extractfile(m)) for m in tar.getmembers() if m.isfile()}  # type: ignore[arg-type]
+    with tarfile.open(output / "output.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["algo-1.txt", "algo-2.txt"]
+    assert not list((output / ".parts").rglob("*.tar.gz"))
+    addresses = {h.name: h.address for h in Fleet(store).hosts()}
+    for me, other in (("algo-1", "algo-2"), ("algo-2", "algo-1")):
+        report = reports[f"contract-{me}.json"]
+        assert report["hostname"] == me and report["env"]["SM_CURRENT_HOST"] == me
+        assert report["peers"] == {other: other}  # each reached the other across the machines and heard its name
+        assert report["config"]["resourceconfig.json"]["hosts"] == ["algo-1", "algo-2"]
+        # Each host staged its own shard of the channel: two of the four files each.
+        assert len(report["staged"]) == 2, report["staged"]
+    assert addresses["host-b"].startswith("10.77.")  # the second engine's own, as --address gave it
+    staged = [f for me in ("algo-1", "algo-2") for f in reports[f"contract-{me}.json"]["staged"]]
+    assert sorted(staged) == [f"train/part-{i}.txt" for i in range(4)]
+    # Metrics from both hosts reach the one job record.
+    assert sorted({m.host for m in store.metrics(name, "host")}) == ["algo-1", "algo-2"]
 
 
 def survive(

@@ -6,15 +6,16 @@ from datetime import UTC, datetime
 import pytest
 
 from dockyard import contract
+from dockyard.fleet import Grant
 from dockyard.loading import build_job
-from dockyard.outcome import Ending, StopKind, StopReason
+from dockyard.outcome import Ending, HostExit, StopKind, StopReason
 from dockyard.rules import HostFacts
 from infra.pipe import recordio
 from infra.retry import is_transient
 from infra.storage import StoredObject, relative_key
-from tasks.monitor import HostExit, compile_definitions, plan_outcome, scrape
+from tasks.monitor import compile_definitions, plan_outcome, platform_fault, scrape
 from tasks.persist import plan_persist
-from tasks.provision import plan_provision
+from tasks.provision import HOST_NETWORK, plan_provision
 from tasks.pull_image import plan_pull_image, registry_of
 from tasks.run import plan_run
 from tasks.stage_data import epoch_order, plan_stage_data
@@ -343,3 +344,44 @@ def test_backoff_patience_counts_from_the_first_error_not_from_a_long_first_wait
     with pytest.raises(DockyardError):
         with_backoff(refused, patience=5, first_delay=0.01)
     assert len(calls) == 1
+
+
+def test_a_job_granted_on_two_machines_runs_on_their_networks_each_machine_making_its_own_part() -> None:
+    s = spec()
+    grants = (
+        Grant(job_name="job-1", instance="algo-1", host="gpu-a", vcpus=4, memory_bytes=0),
+        Grant(job_name="job-1", instance="algo-2", host="gpu-b", vcpus=4, memory_bytes=0),
+    )
+    plan = plan_provision(s, HOST, "/s", grants, {"gpu-a": "10.0.0.1", "gpu-b": "10.0.0.2"}, "ens5")
+    assert plan.network == HOST_NETWORK and plan.peers == {"algo-1": "10.0.0.1", "algo-2": "10.0.0.2"}
+    assert plan.machines() == ["gpu-a", "gpu-b"]
+    assert [h.host for h in plan.part("gpu-b").hosts] == ["algo-2"]
+    assert json.loads(plan.hosts[1].config_files["resourceconfig.json"])["network_interface_name"] == "ens5"
+    assert plan.hosts[1].environment["SM_NETWORK_INTERFACE_NAME"] == "ens5"
+    container = plan_run(s, plan.part("gpu-b"), "img:1")[0]
+    assert container.network == "host" and container.extra_hosts == plan.peers and container.hostname == "algo-2"
+    # Grants on one machine: the job's own network, as without a fleet.
+    one = plan_provision(s, HOST, "/s", tuple(g.model_copy(update={"host": "gpu-a"}) for g in grants))
+    assert one.network == "dockyard-job-1" and one.peers == {} and one.part("gpu-a") == one
+    assert json.loads(one.hosts[0].config_files["resourceconfig.json"])["network_interface_name"] == "eth0"
+
+
+def test_a_part_stages_its_hosts_shares_of_the_whole_jobs_shards() -> None:
+    train = [StoredObject(f"s3://b/train/{i}.csv", f"{i}.csv", 10) for i in range(5)]
+    plan = plan_stage_data(spec(), {"train": train, "validation": []}, {"algo-2": "/s/2"})
+    assert sorted(d.dest for d in plan.downloads) == ["/s/2/input/data/train/1.csv", "/s/2/input/data/train/3.csv"]
+
+
+def test_persist_merges_the_other_machines_parts_after_this_ones() -> None:
+    plan = plan_persist(spec(), {"algo-1": "/s/1"}, (("/t/b/model", "/t/b/output"),))
+    assert plan.model_sources == ("/s/1/model", "/t/b/model")
+    assert plan.output_sources == ("/s/1/output/data", "/t/b/output")
+
+
+def test_an_instance_stopped_because_another_failed_neither_names_the_failure_nor_counts_as_a_fault() -> None:
+    stopped_one = HostExit(host="algo-1", exit_code=143)
+    failed = HostExit(host="algo-2", exit_code=2, failure_text="bad data")
+    outcome = plan_outcome([stopped_one, failed], None, frozenset({"algo-1"}))
+    assert outcome.ending is Ending.FAILED and outcome.failure_reason == "AlgorithmError: bad data"
+    assert platform_fault([stopped_one, failed], None, False, frozenset({"algo-1"})) is None
+    assert platform_fault([stopped_one, failed], None, False) is not None  # a SIGTERM dockyard did not send

@@ -31,19 +31,41 @@ def test_gpus_are_never_granted_twice_and_the_shortfall_says_what_is_free() -> N
     assert len(taken) == len(set(taken)) == 3
     third = place(demand("j3", "ml.g5.xlarge", 2), fleet, first + second, AT)
     assert isinstance(third, Shortfall) and not third.never
-    assert third.message.startswith("waiting for 2 x ml.g5.xlarge on one host: 0 GPUs, ")
+    assert third.message.startswith("waiting for 2 x ml.g5.xlarge: 0 GPUs, ")
     assert third.message.endswith("free in the fleet")
 
 
-def test_a_jobs_instances_share_one_host_capped_at_it_and_trials_spread_over_the_hosts() -> None:
+def test_instances_get_their_type_in_full_on_one_host_else_spread_and_capped_only_if_never_in_full() -> None:
     fleet = [host("a", vcpus=8), host("b", vcpus=8)]
-    four = place(demand("j", "ml.m5.xlarge", 4), fleet, [], AT)  # 4 x 4 vCPUs, capped at the host's 8
-    assert isinstance(four, list) and {g.host for g in four} == {"a"} and [g.vcpus for g in four] == [2, 2, 2, 2]
+    pair = place(demand("p", "ml.m5.xlarge", 2), fleet, [], AT)  # 2 x 4 vCPUs: one host holds both
+    assert isinstance(pair, list) and [(g.host, g.vcpus) for g in pair] == [("a", 4), ("a", 4)]
+    four = place(demand("j", "ml.m5.xlarge", 4), fleet, [], AT)  # 4 x 4 vCPUs: no host has 16, two have 8
+    assert isinstance(four, list)
+    assert [(g.instance, g.host, g.vcpus) for g in four] == [
+        ("algo-1", "a", 4), ("algo-2", "a", 4), ("algo-3", "b", 4), ("algo-4", "b", 4),
+    ]  # fmt: skip
+    # The fleet can give the type in full, so a job waits for that rather than run capped.
     trial = place(demand("k", "ml.m5.large"), fleet, four, AT)
-    assert isinstance(trial, list) and trial[0].host == "b"
-    # On a 2-vCPU host, as on this machine: two ml.m5.large (2 vCPUs each) share it.
-    pair = place(demand("ddp", "ml.m5.large", 2), [host("small", vcpus=2)], [], AT)
-    assert isinstance(pair, list) and [g.vcpus for g in pair] == [1, 1]
+    assert isinstance(trial, Shortfall) and not trial.never and "0 vCPUs" in trial.message
+    # A network-isolated job's instances share one host's network: capped there, as on one machine.
+    isolated = Demand(**(demand("i", "ml.m5.xlarge", 4).model_dump() | {"spreads": False}))
+    capped = place(isolated, fleet, [], AT)
+    assert isinstance(capped, list) and {g.host for g in capped} == {"a"} and [g.vcpus for g in capped] == [2] * 4
+    # On a 2-vCPU host alone, as on this machine: two ml.m5.large (2 vCPUs each) share it.
+    small = place(demand("ddp", "ml.m5.large", 2), [host("small", vcpus=2)], [], AT)
+    assert isinstance(small, list) and [g.vcpus for g in small] == [1, 1]
+    # With a second such host, each gets one in full.
+    spread = place(demand("ddp", "ml.m5.large", 2), [host("s1", vcpus=2), host("s2", vcpus=2)], [], AT)
+    assert isinstance(spread, list) and [(g.host, g.vcpus) for g in spread] == [("s1", 2), ("s2", 2)]
+
+
+def test_gpu_instances_spread_over_hosts_with_one_gpu_each_and_too_many_is_said_at_once() -> None:
+    fleet = [host("a", gpus=1), host("b", gpus=1)]
+    pair = place(demand("j", "ml.g5.xlarge", 2), fleet, [], AT)
+    assert isinstance(pair, list) and [(g.host, g.gpu_ids) for g in pair] == [("a", (0,)), ("b", (0,))]
+    three = place(demand("k", "ml.g5.xlarge", 3), fleet, [], AT)
+    assert isinstance(three, Shortfall) and three.never
+    assert "need 1 GPU(s) each and the hosts of the fleet hold 2 in all, at most 1 on one" in three.message
 
 
 def test_an_instance_larger_than_its_host_takes_the_whole_host_as_provisioning_caps_it() -> None:
