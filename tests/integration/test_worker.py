@@ -26,7 +26,7 @@ from dockyard.status import SecondaryStatus
 from infra import docker_engine, prefect_api, volumes
 from infra.fleet import Fleet
 from infra.job_store import Lease, open_store
-from tasks.validate import lease_name
+from tasks.validate import lease_name, read_job_file
 from tests.integration.helpers import ROOT, channel, probe_job, unique
 from tests.integration.second_engine import second_engine
 from tests.integration.test_fleet import no_double_booking
@@ -327,6 +327,38 @@ def test_a_two_instance_job_runs_an_instance_on_each_host_whose_containers_reach
     assert sorted(staged) == [f"train/part-{i}.txt" for i in range(4)]
     # Metrics from both hosts reach the one job record.
     assert sorted({m.host for m in store.metrics(name, "host")}) == ["algo-1", "algo-2"]
+
+
+@pytest.mark.deep_learning  # loading the PyTorch image into the second engine takes a while
+@pytest.mark.usefixtures("home")  # the session's Prefect server
+def test_the_pytorch_ddp_example_trains_with_an_instance_on_each_host_over_gloo(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    pool = unique("fleet-pool")
+    shared = fleet_environment(pool, postgres_database, tmp_path)
+    example = ROOT / "examples" / "pytorch-ddp"
+    subprocess.run([sys.executable, str(example / "make_data.py"), "--out", str(tmp_path / "data")], check=True)
+    job = read_job_file(str(example / "job.yaml"))  # its source_dir made absolute
+    del job["base_job_name"]
+    name = job["training_job_name"] = unique("ddp-fleet")
+    job["input_data_config"][0]["data_source"]["s3_data_source"]["s3_uri"] = (tmp_path / "data" / "train").as_uri()
+    job["output_data_config"]["s3_output_path"] = (tmp_path / "output").as_uri()
+    with two_hosts([job["algorithm_specification"]["training_image"]], tmp_path, shared) as engines:
+        sightings = Sightings(engines, name)
+        submit("train", pool, job, name)
+        store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
+        deadline = time.time() + 900
+        while (record := store.find(name)) is None or record.status.primary == "InProgress":
+            assert time.time() < deadline, {h: (tmp_path / f"{h}.log").read_text()[-3000:] for h in engines}
+            time.sleep(2)
+        given_back(Fleet(store))
+        seen = sightings.end()
+    logs = "\n".join(p.read_text() for p in tmp_path.glob(f"host-*/jobs/{name}/job.log"))
+    assert record.status.primary == "Completed", (record.failure_reason, logs[-5000:])
+    assert seen == {("host-a", name), ("host-b", name)}  # a container on each engine
+    assert "algo-1: rank 0 of 2" in logs and "algo-2: rank 1 of 2" in logs, logs[-5000:]
+    accuracy = [m.value for m in store.metrics(name, "train:accuracy")]
+    assert accuracy and accuracy[-1] >= 0.9, accuracy  # the two ranks' all-reduced gradients trained one model
 
 
 def survive(
