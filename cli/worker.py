@@ -3,10 +3,11 @@
     dockyard worker [--name NAME] [--address ADDR] [--label KEY=VALUE ...] [--jobs N]
 
 Registers the machine in the job store (its engine's vCPUs, memory and GPUs,
-their kind, the free disk, its labels), heartbeats it, and runs a Prefect
-process worker on the dockyard work pool whose flow runs take their capacity
-on this host: GPUs are never granted twice, vCPUs and memory add up within
-it, and a job waits Pending, saying what is free, until its instances fit.
+their kind, the free disk, its labels), heartbeats it, and runs Prefect
+process workers on the dockyard work pool (one for the jobs placed on this
+host, one for new jobs) whose flow runs take their capacity on this host:
+GPUs are never granted twice, vCPUs and memory add up within it, and a job
+waits Pending, saying what is free, until its instances fit.
 Like `dockyard serve`, it hands a job whose orchestrator died (a worker
 killed, a machine gone) back to the work pool, so no job of the pool waits
 forever for a dead process. A fleet shares one Prefect server (PREFECT_API_URL), one job store
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import ipaddress
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from api import recovery
@@ -60,6 +63,19 @@ def _name(name: str) -> str:
             f"--name {name!r}: the pool's default work queue has that name — choose another, e.g. --name gpu-1"
         )
     return name
+
+
+def _address(address: str | None) -> str | None:
+    """Raises: DockyardError for an --address that is no IP address."""
+    if address is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise DockyardError(
+            f"--address {address!r}: not an IP address — give the address the fleet's other machines reach "
+            "this one at, e.g. --address 10.0.0.5"
+        ) from None
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -115,6 +131,13 @@ def _dying_with(parent: int) -> Callable[[], None]:
     return die_with_parent
 
 
+def _prefect_worker(pool: str, limit: int, name: str, queue: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        prefect_api.worker_command(pool, limit, name, (queue,)),
+        env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_dying_with(os.getpid()),
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     settings = Settings.from_env(os.environ)
@@ -122,8 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(settings)
         fleet = Fleet(store)
         labels = _labels(args.label)
-        host = fleet.register(this_machine(_name(args.name), args.address, labels, settings.scratch_root()))
+        host = fleet.register(this_machine(_name(args.name), _address(args.address), labels, settings.scratch_root()))
         say(_registered(host))
+        if not host.reachable():
+            say(
+                f"host {host.name} is registered at {host.address}, which the fleet's other machines cannot reach: "
+                "no job's instances are spread onto it — give --address"
+            )
         if store.sqlite:
             say(
                 f"the fleet's records are in this home's SQLite ({redacted(store.url)}): only this machine sees "
@@ -136,27 +164,35 @@ def main(argv: list[str] | None = None) -> int:
         say(str(exc))
         return 1
     env = {**prefect_api.worker_environment(), "DOCKYARD_FLEET_HOST": host.name}
-    worker = subprocess.Popen(  # before this process starts threads of its own: preexec_fn runs in a fork
-        prefect_api.worker_command(settings.work_pool, args.jobs, f"dockyard-{host.name}", (host.name, "default")),
-        env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_dying_with(os.getpid()),
-    )  # fmt: skip
+    # Two Prefect workers, each with its own flow-run slots: the host's own queue holds what was
+    # placed here (jobs handed over with their room granted, parts of jobs spanning hosts); the
+    # default queue, new jobs, which may wait Pending for room. One worker for both would let
+    # waiting jobs fill every slot while a job granted room here waits for one: a deadlock.
+    workers = [  # before this process starts threads of its own: preexec_fn runs in a fork
+        _prefect_worker(settings.work_pool, args.jobs, f"dockyard-{host.name}{suffix}", queue, env)
+        for suffix, queue in (("", host.name), ("-new", "default"))
+    ]
     stop = threading.Event()
     threading.Thread(target=_beat, args=(fleet, host, settings, stop), name="heartbeat", daemon=True).start()
     ctx = Context(settings, store)
     threading.Thread(target=recovery.watch, args=(ctx, stop), name="recovery", daemon=True).start()
     say(
-        f"worker: a Prefect process worker on work pool '{settings.work_pool}' (pid {worker.pid}), {args.jobs} "
-        f"flow runs at once, from the pool's default queue and host {host.name}'s own (the jobs placed here)"
+        f"worker: Prefect process workers on work pool '{settings.work_pool}' (pids "
+        f"{', '.join(str(w.pid) for w in workers)}), {args.jobs} flow runs at once from host {host.name}'s own "
+        f"queue (the jobs placed here) and {args.jobs} from the pool's default queue (new jobs)"
     )
     try:
-        return worker.wait()
+        while all(w.poll() is None for w in workers):
+            time.sleep(0.5)
+        return next(w.returncode for w in workers if w.returncode is not None)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (use_prefect makes it one)
-        say(f"stopping the worker of host {host.name} and its flow runs")
+        say(f"stopping the workers of host {host.name} and their flow runs")
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        prefect_api.end_group(worker.pid, prefect_api.STOP_GRACE_SECONDS)
         return 0
     finally:
         stop.set()
+        for worker in workers:
+            prefect_api.end_group(worker.pid, prefect_api.STOP_GRACE_SECONDS)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@ need of them, and where those instances fit.
 
 The job store (infra/fleet.py) keeps the host records and the grants; this
 module only decides. Each instance gets its type in full (its vCPUs, memory and
-GPUs): all the job's instances on one host when one has room, else spread over
-several (not a network-isolated job: its instances share one host's network).
+GPUs): all the job's instances on one host when one has room, else one
+instance on each of as many hosts (as SageMaker's instances are machines of
+their own; on the machine's network, two would share its ports). A
+network-isolated job never spreads (its instances share one host's own
+network), nor does a `local` type, nor onto a host registered without an
+address its peers can reach.
 Only a type that no host, nor the fleet together, could give in full even
 empty runs capped: its instances share one host and take its vCPUs and memory
 (as provisioning caps each container, and as on a single machine). `local`
@@ -14,6 +18,7 @@ at a time; vCPUs and memory add up within the host.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,6 +52,13 @@ class Host(BaseModel):
     def live(self, at: datetime) -> bool:
         return self.heartbeat_at is not None and at - self.heartbeat_at <= timedelta(seconds=LIVE_SECONDS)
 
+    def reachable(self) -> bool:
+        """Whether its peers on other machines can reach it at its address."""
+        try:
+            return not ipaddress.ip_address(self.address).is_loopback
+        except ValueError:
+            return False
+
 
 class Grant(BaseModel):
     """One instance of a job on one host, with what it holds there."""
@@ -59,6 +71,11 @@ class Grant(BaseModel):
     vcpus: int
     memory_bytes: int
     gpu_ids: tuple[int, ...] = ()
+
+    @property
+    def number(self) -> int:
+        """N of its instance algo-N."""
+        return int(self.instance.rsplit("-", 1)[1])
 
 
 class Part(BaseModel):
@@ -76,14 +93,6 @@ class Part(BaseModel):
     exits: tuple[HostExit, ...] | None = None  # how they ended, once all have
 
 
-def hosts_of(grants: list[Grant] | tuple[Grant, ...]) -> dict[str, list[str]]:
-    """The instances granted on each host, hosts in the order of their first instance."""
-    out: dict[str, list[str]] = {}
-    for grant in sorted(grants, key=lambda g: int(g.instance.rsplit("-", 1)[1])):
-        out.setdefault(grant.host, []).append(grant.instance)
-    return out
-
-
 class Demand(BaseModel):
     """What a job asks of the fleet: `count` instances of one type."""
 
@@ -93,6 +102,11 @@ class Demand(BaseModel):
     instance_type: InstanceType
     instances: tuple[str, ...]  # algo-1 .. algo-N
     spreads: bool = True  # its instances may land on different hosts
+
+    def may_spread(self) -> bool:
+        """Whether its instances may go to different hosts: several, not isolated, of a real type."""
+        itype = self.instance_type
+        return self.spreads and len(self.instances) > 1 and itype.vcpus is not None and itype.gpus >= 0
 
     def in_full(self) -> tuple[int, int, int]:
         """One instance's (vCPUs, memory, GPUs) as its type has them (`local` types: none)."""
@@ -192,40 +206,39 @@ def _on(demand: Demand, left: Free, capped: bool) -> list[Grant] | None:
 
 
 def _spread(demand: Demand, order: list[Free]) -> list[Grant] | None:
-    """Grants for every instance of `demand`, each its type in full, over as few hosts as the
-    order allows (each host in turn takes as many as it has room for); None if they do not fit."""
-    share, left_over, out = demand.in_full(), list(demand.instances), []
-    for free in order:
-        left = free.model_copy(deep=True)
-        count = 0
-        while count < len(left_over) and _fits([share] * (count + 1), left):
-            count += 1
-        out += _take(demand.job_name, tuple(left_over[:count]), [share] * count, left)
-        left_over = left_over[count:]
-        if not left_over:
-            return out
-    return None
+    """Grants for every instance of `demand`, each its type in full on a reachable host of its
+    own, the first hosts of `order` that have room; None if there are not enough."""
+    share, out = demand.in_full(), []
+    hosts = (f.model_copy(deep=True) for f in order if f.host.reachable() and _fits([share], f))
+    for instance, left in zip(demand.instances, hosts, strict=False):
+        out += _take(demand.job_name, (instance,), [share], left)
+    return out if len(out) == len(demand.instances) else None
 
 
 def _decide(demand: Demand, order: list[Free], empty: list[Free]) -> list[Grant] | None:
     """Grants for `demand` from the hosts' free capacity `order` (best first), or None: its type in
-    full on one host, else spread; capped on one host only when `empty` (the same hosts with
-    nothing granted) could not give it in full either."""
+    full on one host, else spread; capped on one host only when `empty` (every registered host
+    with nothing granted) could not give it in full either."""
     for left in order:
         placed = _on(demand, left, capped=False)
         if placed is not None:
             return placed
-    spreads = demand.spreads and len(demand.instances) > 1
+    spreads = demand.may_spread()
     placed = _spread(demand, order) if spreads else None
     if placed is not None:
         return placed
-    if any(_on(demand, e, capped=False) for e in empty) or (spreads and _spread(demand, empty)):
+    if fits_in_full(demand, empty):
         return None  # the fleet can give it in full: wait for that
     for left in order:
         placed = _on(demand, left, capped=True)
         if placed is not None:
             return placed
     return None
+
+
+def fits_in_full(demand: Demand, empty: list[Free]) -> bool:
+    """Whether hosts with `empty` capacity could give every instance its type in full."""
+    return any(_on(demand, e, capped=False) for e in empty) or (demand.may_spread() and bool(_spread(demand, empty)))
 
 
 def place(
@@ -252,7 +265,7 @@ def place(
         key=lambda f: (f.vcpus / max(f.host.vcpus, 1), len(f.gpu_ids), f.host.name == prefer),
         reverse=True,
     )
-    placed = _decide(demand, order, _empty(candidates))
+    placed = _decide(demand, order, _empty(named))
     if placed is not None:
         return placed
     return _shortfall(demand, named, candidates, list(free.values()), at, only)
@@ -271,18 +284,14 @@ def _shortfall(
     where = f"host {only}" if only else "the fleet"
     empty = _empty(named)
     if empty and _decide(demand, empty, empty) is None:
-        spreads = demand.spreads and count > 1
-        gpus = sum(g for _, _, g in demand.shares_on(named[0]))
-        need = (
-            f"{wanted} need {demand.in_full()[2]} GPU(s) each and the hosts of {where} hold "
-            f"{sum(h.gpus for h in named)} in all, at most {max(h.gpus for h in named)} on one"
-            if spreads
-            else f"{wanted} need {gpus} GPU(s) on one host and the most any host of {where} has is "
-            f"{max(h.gpus for h in named)}"
-        )
+        vcpus, memory, gpus = demand.in_full()
+        each = f"{gpus} GPU(s), {vcpus} vCPUs and {memory / 1024**3:.0f} GiB each"
+        largest = max(named, key=lambda h: (h.gpus, h.vcpus))
+        spread = f", nor on {count} hosts of their own" if demand.may_spread() else ""
         return Shortfall(
-            message=f"{need}: choose an instance type with fewer GPUs or fewer instances, "
-            "or run `dockyard worker` on a machine with more",
+            message=f"{wanted} ({each}) fit no host of {where} in full{spread}, and all on one host they "
+            f"need {gpus * count} GPU(s) where the most any host has is {largest.gpus}: choose an instance "
+            "type with fewer GPUs or fewer instances, or run `dockyard worker` on more machines or larger ones",
             never=True,
         )
     if not named:
@@ -297,7 +306,7 @@ def _shortfall(
             message=f"waiting for {wanted}: no host of {where} takes new instances — {states}; "
             "`dockyard hosts` shows them, `dockyard hosts undrain NAME` takes a drained one back"
         )
-    on_one = " on one host" if count > 1 and not demand.spreads else ""
+    on_one = " on one host" if count > 1 and not demand.may_spread() else ""
     return Shortfall(message=f"waiting for {wanted}{on_one}: {_left_words(free)} free in {where}")
 
 

@@ -17,6 +17,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from dockyard.errors import DockyardError
 from dockyard.fleet import Demand, Grant, Host, Part, Shortfall, place
 from dockyard.outcome import HostExit
-from infra import docker_engine
+from infra import docker_engine, prefect_api
 from infra.job_store import WRITE_ATTEMPTS, JobStore, now
 from infra.store_schema import grant_history, grants, hosts, parts
 
@@ -239,7 +240,7 @@ class Fleet:
             fleet = [_host(row) for row in rows]
             fleet = [h.model_copy(update={"heartbeat_at": None}) if h.name == avoid else h for h in fleet]
             at = now()
-            mine = [g for g in held if g.job_name == demand.job_name]
+            mine = sorted((g for g in held if g.job_name == demand.job_name), key=lambda g: g.number)
             live = {h.name for h in fleet if h.live(at)}
             if mine and {g.host for g in mine} <= live:
                 return mine
@@ -302,8 +303,11 @@ class Fleet:
             ))  # fmt: skip
         return part
 
-    def parts(self, job_name: str, attempt: int) -> list[Part]:
-        query = select(parts).where(parts.c.job_name == job_name, parts.c.attempt == attempt)
+    def parts(self, job_name: str, attempt: int | None = None) -> list[Part]:
+        """The job's parts of one attempt (None: of every attempt)."""
+        query = select(parts).where(parts.c.job_name == job_name)
+        if attempt is not None:
+            query = query.where(parts.c.attempt == attempt)
         with self.store.engine.connect() as conn:
             return [_part(row) for row in conn.execute(query.order_by(parts.c.host))]
 
@@ -312,20 +316,42 @@ class Fleet:
             row = conn.execute(select(parts).where(*self._is(job_name, attempt, host))).first()
         return None if row is None else _part(row)
 
-    def stop_parts(self, job_name: str, attempt: int, grace: float) -> None:
-        """Ask every part of the attempt to stop its containers: SIGTERM, SIGKILL after `grace` seconds."""
+    def stop_parts(self, job_name: str, attempt: int | None, grace: float) -> None:
+        """Ask every part of the attempt (None: of every attempt) to stop its containers: SIGTERM,
+        SIGKILL after `grace` seconds."""
+        query = update(parts).where(parts.c.job_name == job_name, parts.c.stop_grace.is_(None))
+        if attempt is not None:
+            query = query.where(parts.c.attempt == attempt)
         with self.store.writing() as conn:
-            conn.execute(
-                update(parts)
-                .where(parts.c.job_name == job_name, parts.c.attempt == attempt, parts.c.stop_grace.is_(None))
-                .values(stop_grace=grace)
-            )
+            conn.execute(query.values(stop_grace=grace))
 
     def report_part(self, job_name: str, attempt: int, host: str, exits: list[HostExit]) -> None:
         """How the part's instances ended (its orchestrator waits for this)."""
         text = json.dumps([e.model_dump(mode="json") for e in exits])
         with self.store.writing() as conn:
             conn.execute(update(parts).where(*self._is(job_name, attempt, host)).values(exits=text))
+
+    def cancel_unstarted(self, part: Part) -> bool:
+        """Cancel a part's flow run that no worker has started, recording that it ran nothing;
+        True if it was cancelled."""
+        try:
+            cancelled = prefect_api.cancel_if_waiting(part.flow_run_id, "its attempt is over before it started")
+        except Exception:  # noqa: BLE001 - an unreachable API: the part, when it starts, sees its attempt is over
+            return False
+        if cancelled:
+            self.report_part(part.job_name, part.attempt, part.host, [])
+        return cancelled
+
+    def await_earlier_parts(self, job_name: str, attempt: int, host: str, patience: float) -> None:
+        """Wait until the parts of the job's attempts before `attempt` on `host` have cleaned up (a
+        part removes the job's objects on its host before it reports), for at most `patience`
+        seconds: one whose worker died is cleaning up nothing."""
+        deadline = time.monotonic() + patience
+        for earlier in range(1, attempt):
+            while (part := self.part(job_name, earlier, host)) is not None and part.exits is None:
+                if time.monotonic() > deadline or self.cancel_unstarted(part):
+                    break
+                time.sleep(0.5)
 
     @staticmethod
     def _is(job_name: str, attempt: int, host: str) -> tuple[Any, ...]:

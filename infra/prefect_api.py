@@ -370,6 +370,17 @@ def run_ended(flow_run_id: str) -> bool:
     return state is not None and state.is_final()
 
 
+def run_waiting(flow_run_id: str) -> bool:
+    """True while no worker has started the flow run (it is Scheduled or Pending)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(flow_run_id)).state
+    return state is not None and (state.is_scheduled() or state.is_pending())
+
+
 def cancel_if_waiting(flow_run_id: str, message: str) -> bool:
     """Cancel a flow run no worker has started yet; True if it was still waiting."""
     from uuid import UUID

@@ -183,7 +183,7 @@ parts = Table(
     Column("job_name", String(63), primary_key=True),
     Column("attempt", Integer, primary_key=True),
     Column("host", String(63), primary_key=True),
-    Column("instances", String(255), nullable=False),  # comma-separated: algo-2,algo-3
+    Column("instances", Text, nullable=False),  # comma-separated: algo-2,algo-3
     Column("flow_run_id", String(64), nullable=False),
     Column("stop_grace", Float),  # the orchestrator asks them to stop: SIGKILL after this many seconds
     Column("exits", Text),  # how they ended, once all have: HostExits as JSON

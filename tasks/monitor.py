@@ -1,24 +1,16 @@
 """Stage 6, monitor: logs, metrics, stopping conditions, and the outcome.
 
 Streams every host's output (prefixed by host) to the job log and Prefect's
-logger, scrapes metric_definitions into time series, enforces
+logger, scrapes metric_definitions into time series (tasks/follow.py), enforces
 max_runtime_in_seconds, stops gracefully on a stop request, Ctrl-C, SIGTERM
-or Prefect cancellation, and decides how the containers ended.
+or Prefect cancellation, and decides how the containers ended, with those of
+the job's parts on other machines (tasks/peers.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import functools
-import math
-import re
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from datetime import datetime
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
@@ -26,21 +18,19 @@ from prefect.exceptions import TerminationSignal
 from sqlalchemy.exc import SQLAlchemyError
 
 from dockyard import contract
-from dockyard.algorithms import metric_definitions_of
 from dockyard.errors import SpotInterruption, StatusConflict, TransientInfraError
 from dockyard.fleet import Part
 from dockyard.outcome import Ending, HostExit, Outcome, StopKind, StopReason
-from dockyard.record import JobRecord, MetricValue
-from dockyard.secrets import mask_text
+from dockyard.record import JobRecord
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.spot import running_seconds
 from dockyard.status import SecondaryStatus
-from infra import credentials, docker_engine, job_log, pipe, prefect_api, spot, volumes
+from infra import docker_engine, job_log, pipe, prefect_api, spot
 from infra import secrets as secret_blocks
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import JobStore, now, open_store
-from infra.retry import with_backoff
+from tasks.follow import Follower, checkpoint_syncs, compile_definitions, host_exits, stop_all
 from tasks.peers import Peers
 from tasks.profiler import Profiler
 from tasks.provision import ProvisionPlan
@@ -51,44 +41,6 @@ from tasks.validate import still_held
 FIRST_POLL_SECONDS = 0.05
 POLL_SECONDS = 0.5
 PREFECT_CHECK_SECONDS = 2.0  # how often to ask Prefect whether the run was cancelled
-LAST_LINES = 20
-
-
-def compile_definitions(spec: TrainingJobSpec) -> list[tuple[str, re.Pattern[str]]]:
-    """The job's metric regexes, or its built-in algorithm's defaults, compiled."""
-    algo = spec.algorithm_specification
-    pairs = metric_definitions_of(algo.builtin_name, [(d.name, d.regex) for d in algo.metric_definitions])
-    return [(name, re.compile(regex)) for name, regex in pairs]
-
-
-def scrape(line: str, definitions: list[tuple[str, re.Pattern[str]]]) -> list[tuple[str, float]]:
-    """The metric values one log line carries, by metric_definitions.
-
-    A capture that is no number, or is NaN or infinite (a diverged loss), is no
-    value: CloudWatch takes none of those either, and JSON cannot carry them.
-    """
-    found = []
-    for name, pattern in definitions:
-        match = pattern.search(line)
-        if match:
-            try:
-                value = float(match.group(1))
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(value):
-                found.append((name, value))
-    return found
-
-
-def _volume_filled(scratch: str, last_lines: list[str], failure_text: str | None) -> int | None:
-    """The size of the host's volume when the host filled it (no room left, and its last
-    lines and failure text say so or say nothing), else None."""
-    if not volumes.is_full(scratch):
-        return None
-    text = "\n".join([*last_lines[-20:], failure_text or ""])
-    if text.strip() and "No space left on device" not in text and "ENOSPC" not in text:
-        return None  # nearly full, but the container failed for a reason of its own
-    return volumes.size_gb(scratch)
 
 
 def _exit_text(exit: HostExit) -> str:
@@ -145,83 +97,6 @@ def plan_outcome(exits: list[HostExit], stop: StopReason | None, stopped: frozen
     )
 
 
-class Follower(threading.Thread):
-    """Streams one host's output into the log, Prefect and the metric series."""
-
-    def __init__(
-        self,
-        host: str,
-        container_id: str,
-        settings: Settings,
-        job: str,
-        definitions: list[tuple[str, re.Pattern[str]]],
-        logger: Any,
-        since: datetime | None = None,
-        hidden: frozenset[str] = frozenset(),
-    ) -> None:
-        super().__init__(name=f"logs-{host}", daemon=True)
-        self.since = since  # when reattaching, the lines before were someone else's to record
-        self.hidden = hidden  # the job's secret values: a line that prints one shows it masked
-        self.served_at, self.masked = -1, hidden  # `hidden` and the credentials served, as of served_at
-        self.host, self.container_id, self.home, self.job = host, container_id, settings.home, job
-        self.store = open_store(settings)
-        self.definitions, self.logger = definitions, logger
-        self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
-        # Prefect's settings and run context live in context variables.
-        self.context = contextvars.copy_context()
-
-    def run(self) -> None:
-        self.context.run(self.follow)
-
-    def follow(self) -> None:
-        buffer = b""
-        try:
-            for chunk in docker_engine.follow_logs(self.container_id, self.since):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for raw in lines:
-                    self.line(raw.decode(errors="replace").rstrip("\r"))
-        except Exception as exc:  # noqa: BLE001 - losing the stream must not end the job
-            self.logger.warning(f"[{self.host}] log stream ended early: {exc}")
-        if buffer:
-            self.line(buffer.decode(errors="replace"))
-
-    def line(self, raw: str) -> None:
-        if self.served_at != credentials.changes():  # new credentials were served: mask those too
-            self.served_at = credentials.changes()
-            self.masked = self.hidden | credentials.secret_values(self.job)
-        text = mask_text(raw, self.masked)
-        self.last_lines.append(text)
-        self.logger.info(f"[{self.host}] {text}")
-        job_log.append(self.home, self.job, f"[{self.host}] {text}")
-        values = scrape(raw, self.definitions)  # a metric's value is read as printed
-        if values:
-            at = now()
-            try:
-                self.store.add_metrics(
-                    self.job, [MetricValue(metric_name=n, value=v, timestamp=at, host=self.host) for n, v in values]
-                )
-            except Exception as exc:  # noqa: BLE001 - a lost metric value must not stop the log stream
-                self.logger.warning(f"[{self.host}] metric values not recorded: {exc}")
-
-
-def stop_all(container_ids: list[str], grace: float) -> None:
-    threads = [threading.Thread(target=docker_engine.stop, args=(cid, grace)) for cid in container_ids]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-
-def _read_failure(scratch: str) -> str | None:
-    path = contract.host_layout(scratch).failure_file
-    try:
-        with open(path, errors="replace") as f:
-            return f.read(contract.FAILURE_REASON_LIMIT).strip() or None
-    except FileNotFoundError:
-        return None
-
-
 def _deadlines(spec: TrainingJobSpec, record: JobRecord) -> tuple[float, float | None]:
     """(runtime deadline, max-wait deadline) as epoch seconds.
 
@@ -263,46 +138,52 @@ class _Watch:
         self.notice_seconds: float | None = None  # set by a spot interruption
         self.stopped_after_failure: set[str] = set()  # stopped by dockyard because another instance failed
 
-    def running(self) -> list[str]:
-        """The instances still running, here and in the parts (which may raise TransientInfraError:
-        a part's host went silent). Once one has failed, the others are stopped, as a job with a
-        failed instance fails: its peers, waiting for it, would only wait until their own timeouts."""
+    def running_here(self) -> tuple[list[str], bool]:
+        """The instances on this machine still running, and whether one that ended failed."""
         states = {h: docker_engine.state(cid) for h, cid in self.containers.items()}
         here = [h for h, st in states.items() if st.get("Status") not in ("exited", "dead")]
-        running = here + self.peers.running()
-        failed = any(int(st.get("ExitCode") or 0) != 0 for h, st in states.items() if h not in here)
-        if running and not self.stopped_after_failure and (failed or self.peers.failed()):
-            self.stopped_after_failure = set(running)
-            grace = self.settings.stop_grace_seconds
-            job_log.report(
-                self.settings.home, self.name, f"an instance failed: stopping the others ({', '.join(running)})"
-            )
-            self.peers.stop(grace)
-            stop_all([self.containers[h] for h in here], grace)
-        return running
+        return here, any(int(st.get("ExitCode") or 0) != 0 for h, st in states.items() if h not in here)
+
+    def stop_after_failure(self, here: list[str], running: list[str]) -> None:
+        """One instance failed: stop the others, as a job with a failed instance fails (its peers,
+        waiting for it, would only wait until their own timeouts)."""
+        self.stopped_after_failure = set(running)
+        grace = self.settings.stop_grace_seconds
+        job_log.report(self.settings.home, self.name, f"an instance failed: stopping the others ({', '.join(running)})")
+        self.peers.stop(grace)
+        stop_all([self.containers[h] for h in here], grace)
 
     def wait(self, deadline: float, max_wait: float | None, flow_run_id: str | None) -> StopReason | None:
-        """Returns why to stop, or None when the containers ended on their own.
+        """Returns why to stop, or None when the containers, here and in the parts, ended on their own.
 
         Raises:
             TransientInfraError: the Docker engine or the job store stayed unreachable
-                for monitor_lost_contact_seconds.
+                for monitor_lost_contact_seconds, or a part's host was lost (tasks/peers.py).
         """
         lost = {"the Docker engine": 0.0, "the job store": 0.0}  # unreachable since (monotonic), 0: reachable
         pause = FIRST_POLL_SECONDS
         next_prefect_check = time.monotonic() + PREFECT_CHECK_SECONDS
         while True:
+            failed = False
             try:
-                running = self.running()
+                here, failed = self.running_here()
                 lost["the Docker engine"] = 0.0
-            except TransientInfraError:
-                raise  # a part's host went silent
             except Exception as exc:  # noqa: BLE001 - an unreachable or slow engine starts a deadline, not a failure
                 self.lost_contact_seen = True
                 self._lost("the Docker engine", lost, exc)
-                running = list(self.containers)
+                here = list(self.containers)
+            try:
+                there = self.peers.running()
+                failed = failed or self.peers.failed()
+                lost["the job store"] = 0.0
+            except SQLAlchemyError as exc:  # a database restart is no reason to stop training
+                self._lost("the job store", lost, exc)
+                there = [i for p in self.peers.parts for i in p.instances]
+            running = here + there
             if not running:
                 return None
+            if failed and not self.stopped_after_failure:
+                self.stop_after_failure(here, running)
             still_held(self.name)
             ask_prefect = time.monotonic() >= next_prefect_check
             if ask_prefect:
@@ -310,7 +191,7 @@ class _Watch:
             try:
                 stop = self._due(deadline, max_wait, flow_run_id, ask_prefect)
                 lost["the job store"] = 0.0
-            except SQLAlchemyError as exc:  # a database restart is no reason to stop training
+            except SQLAlchemyError as exc:
                 self._lost("the job store", lost, exc)
                 stop = None
             if stop is not None:
@@ -337,7 +218,7 @@ class _Watch:
             except SpotInterruption as notice:
                 self.notice_seconds = notice.notice_seconds
                 return StopReason(kind=StopKind.INTERRUPTED, detail=str(notice))
-        broken = pipe.failure(self.name)
+        broken = pipe.failure(self.name) or self.peers.broken_pipe()
         if broken:
             return StopReason(kind=StopKind.PIPE_FAILED, detail=broken)
         return _requested_stop(self.store, self.name, flow_run_id, ask_prefect)
@@ -367,44 +248,6 @@ def platform_fault(
     if lost_contact and any(e.exit_code != 0 for e in exits):
         return "the Docker engine went away during training and took the containers with it"
     return None
-
-
-def checkpoint_syncs(
-    provisioned: ProvisionPlan, endpoint_url: str | None, report: Callable[[str], None]
-) -> list[CheckpointSync]:
-    syncs = [
-        CheckpointSync(contract.host_layout(h.scratch).checkpoints, h.checkpoint_uri, endpoint_url, report)
-        for h in provisioned.hosts
-        if h.checkpoint_uri
-    ]
-    for sync in syncs:
-        sync.start()
-    return syncs
-
-
-def host_exits(
-    followers: list[Follower], scratch: dict[str, str], settings: Settings, name: str, hidden: frozenset[str]
-) -> list[HostExit]:
-    """How each followed container ended, its failure file and last lines masked."""
-    exits = []
-    for follower in followers:
-        # Asked again while the engine is slow to answer, as the watch waits for it.
-        state = with_backoff(
-            functools.partial(docker_engine.state, follower.container_id), settings.monitor_lost_contact_seconds, 1.0
-        )
-        failure_text = _read_failure(scratch[follower.host])
-        failure_text = mask_text(failure_text, hidden | credentials.secret_values(name)) if failure_text else None
-        exits.append(
-            HostExit(
-                host=follower.host,
-                exit_code=int(state.get("ExitCode", -1)),
-                oom_killed=bool(state.get("OOMKilled")),
-                failure_text=failure_text,
-                last_lines=tuple(follower.last_lines),
-                volume_full_gb=_volume_filled(scratch[follower.host], list(follower.last_lines), failure_text),
-            )
-        )
-    return exits
 
 
 @task(name="monitor", cache_policy=NONE)
@@ -508,7 +351,7 @@ def _watch(
         time.sleep(POLL_SECONDS)
     peers.not_started()
     exits += peers.exits()
-    broken = pipe.failure(name)  # set before the reader met the cut epoch's end, so never missed
+    broken = pipe.failure(name) or peers.broken_pipe()  # set before the reader met the cut epoch's end
     if broken and stop is None:
         stop = StopReason(kind=StopKind.PIPE_FAILED, detail=broken)
     stopped = frozenset(watch.stopped_after_failure)

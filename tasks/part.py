@@ -1,16 +1,17 @@
 """One machine's part of a job whose instances span machines (tasks/peers.py is
 the orchestrator's side): make, stage, run and watch the instances granted on
 this fleet host, sync their checkpoints, and once they have ended leave their
-model and output data for persist, report how they ended, and clean up.
+model and output data for persist, clean up, and report how they ended.
 
 The part moves no status: the orchestrator, on algo-1's machine, does. It
 stops its containers when the orchestrator asks, or when the attempt it
 belongs to is over (the orchestrator died and another restarted the job, or
-the job ended).
+the job ended); a part that starts after that does nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -20,18 +21,19 @@ from prefect import get_run_logger
 
 from dockyard import contract
 from dockyard.outcome import HostExit
+from dockyard.secrets import mask_text
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import is_final
-from infra import docker_engine, job_log, storage
+from infra import docker_engine, job_log, pipe, storage
 from infra import secrets as secret_blocks
 from infra.fleet import Fleet
 from infra.job_store import open_store
-from infra.retry import with_backoff
-from tasks.monitor import Follower, checkpoint_syncs, compile_definitions, host_exits, stop_all
-from tasks.peers import NOT_STARTED
+from infra.retry import is_transient, with_backoff
+from tasks.follow import Follower, checkpoint_syncs, compile_definitions, host_exits, stop_all
+from tasks.peers import NOT_STARTED, NOT_STARTED_TRANSIENT, PIPE_BROKEN
 from tasks.persist import MODEL, OUTPUT, archive_uri, pack
-from tasks.provision import ProvisionPlan, make_instances, plan_here, remove_instances
+from tasks.provision import PART_CLEANUP_PATIENCE, ProvisionPlan, make_instances, plan_here, remove_instances
 from tasks.pull_image import pull_image
 from tasks.run import run
 from tasks.stage_data import stage_data
@@ -52,27 +54,36 @@ def told_to_stop(spec: TrainingJobSpec, attempt: int, settings: Settings) -> flo
     return settings.stop_grace_seconds if over else None
 
 
+def _running(containers: dict[str, str]) -> bool:
+    return any(docker_engine.state(cid).get("Status") not in ("exited", "dead") for cid in containers.values())
+
+
 def watch_part(
     spec: TrainingJobSpec, plan: ProvisionPlan, containers: dict[str, str], settings: Settings, attempt: int
-) -> list[HostExit]:
+) -> tuple[list[HostExit], str | None]:
     """Follow the containers' output into the log and metrics and sync their checkpoints until
-    they end or are told to stop; returns how they ended."""
+    they end or are told to stop; returns how they ended, and why a Pipe channel broke if one did.
+    The engine and the job store unreachable for a while are waited out, as the monitor does."""
     name = spec.training_job_name
 
     def report(message: str) -> None:
         job_log.report(settings.home, name, message)
 
     hidden = secret_blocks.values(spec)
-    logger = get_run_logger()
     followers = [
-        Follower(h, cid, settings, name, compile_definitions(spec), logger, hidden=hidden)
+        Follower(h, cid, settings, name, compile_definitions(spec), get_run_logger(), hidden=hidden)
         for h, cid in containers.items()
     ]
     for follower in followers:
         follower.start()
     syncs = checkpoint_syncs(plan, settings.s3_endpoint_url, report)
-    while any(docker_engine.state(cid).get("Status") not in ("exited", "dead") for cid in containers.values()):
-        grace = told_to_stop(spec, attempt, settings)
+    broken = None
+    patience = settings.monitor_lost_contact_seconds
+    while with_backoff(functools.partial(_running, containers), patience, 1.0):
+        grace = with_backoff(functools.partial(told_to_stop, spec, attempt, settings), patience, 1.0)
+        broken = pipe.failure(name)
+        if broken:
+            grace = settings.stop_grace_seconds
         if grace is not None:
             report(f"stopping {', '.join(containers)}: SIGTERM, SIGKILL after {grace:g} s")
             stop_all(list(containers.values()), grace)
@@ -83,7 +94,8 @@ def watch_part(
     for sync in syncs:
         uploaded, deleted = sync.final_sync()
         report(f"checkpoints synced to {sync.uri}: {sync.uploads} upload(s), {uploaded} at the end, {deleted} deleted")
-    return host_exits(followers, {h.host: h.scratch for h in plan.hosts}, settings, name, hidden)
+    exits = host_exits(followers, {h.host: h.scratch for h in plan.hosts}, settings, name, hidden)
+    return exits, broken or pipe.failure(name)
 
 
 def leave_archives(spec: TrainingJobSpec, plan: ProvisionPlan, settings: Settings, attempt: int) -> None:
@@ -98,52 +110,56 @@ def leave_archives(spec: TrainingJobSpec, plan: ProvisionPlan, settings: Setting
             storage.upload_file(archive, uri, settings.s3_endpoint_url)
 
 
-def _after_the_last_part(spec: TrainingJobSpec, attempt: int, settings: Settings) -> None:
-    """Wait until an earlier attempt's part on this host has cleaned up (it removes the job's
-    containers here before it reports), for at most the stop grace and REPORT_PATIENCE."""
-    fleet = Fleet(open_store(settings))
-    deadline = time.monotonic() + settings.stop_grace_seconds + REPORT_PATIENCE
-    earlier = [fleet.part(spec.training_job_name, a, settings.fleet_host or "") for a in range(1, attempt)]
-    for part in (p for p in earlier if p is not None and p.exits is None):
-        while (now_part := fleet.part(part.job_name, part.attempt, part.host)) and now_part.exits is None:
-            if time.monotonic() > deadline:
-                return  # its worker died with it: nothing is cleaning up
-            time.sleep(POLL_SECONDS)
+def _failed(plan: ProvisionPlan, host: str, exc: Exception, hidden: frozenset[str]) -> list[HostExit]:
+    """What a part that could not run its instances reports: for now or for good, and why."""
+    code = NOT_STARTED_TRANSIENT if is_transient(exc) else NOT_STARTED
+    why = mask_text(f"{type(exc).__name__}: {exc}", hidden)
+    return [
+        HostExit(host=h.host, exit_code=code, failure_text=f"{h.host} could not be run on host {host}: {why}")
+        for h in plan.hosts
+    ]
 
 
 def run_part(spec: TrainingJobSpec, attempt: int, settings: Settings) -> list[HostExit]:
     """The part of attempt `attempt` of the job on this fleet host, from making its instances
     to reporting how they ended; returns that."""
     name, host = spec.training_job_name, settings.fleet_host or ""
-    plan = plan_here(spec, settings).part(host)
+    fleet = Fleet(open_store(settings))
+    if told_to_stop(spec, attempt, settings) is not None:  # started late: its attempt is over
+        job_log.report(settings.home, name, f"attempt {attempt} is over before its part on host {host} started")
+        fleet.report_part(name, attempt, host, [])
+        return []
+    deadline = time.monotonic() + 30  # the orchestrator records the part just after submitting its run
+    while (mine := fleet.part(name, attempt, host)) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    wanted = set(mine.instances) if mine else set()
+    plan = plan_here(spec, settings)
+    plan = plan.model_copy(update={"hosts": tuple(h for h in plan.hosts if h.host in wanted)})
     exits: list[HostExit] = []
+    made = False
     try:
-        _after_the_last_part(spec, attempt, settings)
+        fleet.await_earlier_parts(name, attempt, host, settings.stop_grace_seconds + PART_CLEANUP_PATIENCE)
+        made = True
         make_instances(spec, plan, settings)
         stage_data(spec, plan, settings, as_part=True)
         image = pull_image(spec, settings, as_part=True)
+        broken = None
         if told_to_stop(spec, attempt, settings) is None:
             containers = run(spec, plan, image, settings, as_part=True)
-            exits = watch_part(spec, plan, containers, settings, attempt)
+            exits, broken = watch_part(spec, plan, containers, settings, attempt)
         leave_archives(spec, plan, settings, attempt)
+        if broken:
+            exits = [HostExit(host=e.host, exit_code=PIPE_BROKEN, failure_text=broken) for e in exits]
     except Exception as exc:  # noqa: BLE001 - reported to the orchestrator, which decides the job's end
         job_log.report(settings.home, name, f"this part failed: {type(exc).__name__}: {exc}", logging.ERROR)
-        if not exits:
-            exits = [
-                HostExit(
-                    host=h.host,
-                    exit_code=NOT_STARTED,
-                    failure_text=f"{h.host} could not be run on host {host}: {type(exc).__name__}: {exc}",
-                )
-                for h in plan.hosts
-            ]
+        exits = exits or _failed(plan, host, exc, secret_blocks.values(spec))
     finally:
-        try:  # before the report: the next attempt's part on this host waits for it
-            removed = remove_instances(name, plan.scratch_root, engine_may_be_gone=True)
-            job_log.append(settings.home, name, f"removed {removed} Docker object(s) and the scratch space")
-        except Exception as exc:  # noqa: BLE001 - the report must go out all the same
-            job_log.report(settings.home, name, f"could not clean up: {exc}", logging.WARNING)
-        fleet = Fleet(open_store(settings))
+        if made:  # before the report: the next attempt's instances here wait for it
+            try:
+                removed = remove_instances(name, plan.scratch_root, engine_may_be_gone=True)
+                job_log.append(settings.home, name, f"removed {removed} Docker object(s) and the scratch space")
+            except Exception as exc:  # noqa: BLE001 - the report must go out all the same
+                job_log.report(settings.home, name, f"could not clean up: {exc}", logging.WARNING)
         with_backoff(lambda: fleet.report_part(name, attempt, host, exits), REPORT_PATIENCE, 1.0)
         ended = ", ".join(f"{e.host} exit code {e.exit_code}" for e in exits) or "none started"
         job_log.report(settings.home, name, f"reported to the orchestrator: {ended}")

@@ -1,17 +1,20 @@
 """A job whose instances span machines, as its orchestrator sees it: the
 instances on other fleet hosts are handed to those hosts' workers, one part
-per host (flows/instances.py runs it), and watched through the job store.
+per host (flows/instances.py runs it; tasks/part.py), and watched through the
+job store.
 
 The orchestrator runs on algo-1's host. Each part makes, stages, runs and
 watches its own instances, syncs their checkpoints, and when they have ended
 uploads what they left in /opt/ml/model and /opt/ml/output/data (for
 persist to merge) and reports how they ended. The orchestrator asks the parts
-to stop through the store too; a part whose host goes silent is an
+to stop through the store too. A part whose host stays silent for
+monitor_lost_contact_seconds, or whose flow run ends without a report, is an
 infrastructure fault, as a lost engine is.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from prefect import task
@@ -29,9 +32,12 @@ from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan
 
 PART_FLOW = "instances"
-NOT_STARTED = -1  # a part's exit code for instances it could not start (its failure text says why)
-REPORT_PATIENCE = 120.0  # how long past the stop grace a live host's part may take to report
+# A part's exit codes for instances it could not run; the failure text says why.
+NOT_STARTED = -1  # for good (a missing image, a spec this host cannot run)
+NOT_STARTED_TRANSIENT = -2  # for now (an engine or registry hiccup): the job's retry strategy applies
+PIPE_BROKEN = -3  # a Pipe channel could not send an epoch whole: a client error, as on one machine
 RUN_CHECK_SECONDS = 5.0  # how often to ask Prefect whether a part's flow run is still going
+START_PATIENCE = 120.0  # how long a part's flow run may wait for its worker before the log says so
 
 
 @task(name="start-parts", cache_policy=NONE, **task_retry_options())
@@ -63,11 +69,19 @@ class Peers:
     """The parts of one attempt, read from the job store."""
 
     def __init__(self, settings: Settings, parts: tuple[Part, ...]) -> None:
-        self.fleet = Fleet(open_store(settings))
-        self.parts = parts
-        self.stop_asked_at: float | None = None
-        self.grace = 0.0
+        self.settings, self.parts = settings, parts
+        self._fleet: Fleet | None = None
+        self.stopping = False
+        self.silent_since: dict[str, float] = {}  # host -> when (monotonic) it was first seen silent
         self.next_run_check = time.monotonic() + RUN_CHECK_SECONDS
+        self.started_at = time.monotonic()
+        self.said_waiting: set[str] = set()
+
+    @property
+    def fleet(self) -> Fleet:
+        if self._fleet is None:
+            self._fleet = Fleet(open_store(self.settings))
+        return self._fleet
 
     def _now(self) -> list[Part]:
         if not self.parts:
@@ -79,53 +93,77 @@ class Peers:
         """The instances whose part has not reported how they ended.
 
         Raises:
-            TransientInfraError: a part's host went silent (its worker or machine is gone),
-                or a stopped part did not report within the grace and REPORT_PATIENCE.
+            TransientInfraError: a part's host stayed silent for monitor_lost_contact_seconds (its
+                worker or machine is gone), or its flow run ended without a report (it crashed).
         """
         waiting = [p for p in self._now() if p.exits is None]
-        at = now()
+        at, clock = now(), time.monotonic()
         for part in waiting:
-            if not self.fleet.host(part.host).live(at):
+            if self.fleet.host(part.host).live(at):
+                self.silent_since.pop(part.host, None)
+                continue
+            since = self.silent_since.setdefault(part.host, clock)
+            if clock - since > self.settings.monitor_lost_contact_seconds:
                 raise TransientInfraError(
-                    f"host {part.host}, which ran {', '.join(part.instances)}, went silent "
-                    "(no heartbeat from its worker)"
+                    f"host {part.host}, which ran {', '.join(part.instances)}, has sent no heartbeat for "
+                    f"{clock - since:.0f} s: is `dockyard worker` running there? The job restarts from its "
+                    "checkpoints within its retry_strategy"
                 )
-        if waiting and time.monotonic() >= self.next_run_check:
-            self.next_run_check = time.monotonic() + RUN_CHECK_SECONDS
-            self._runs_alive(waiting)
-        if waiting and self.stop_asked_at and time.monotonic() - self.stop_asked_at > self.grace + REPORT_PATIENCE:
-            raise TransientInfraError(
-                f"host {waiting[0].host} did not report how {', '.join(waiting[0].instances)} ended after being stopped"
-            )
+        if waiting and clock >= self.next_run_check:
+            self.next_run_check = clock + RUN_CHECK_SECONDS
+            self._check_runs(waiting, clock)
         return [i for p in waiting for i in p.instances]
 
-    def _runs_alive(self, waiting: list[Part]) -> None:
-        """Raises: TransientInfraError, when a part's flow run ended without reporting (it crashed)."""
+    def _check_runs(self, waiting: list[Part], clock: float) -> None:
         for part in waiting:
             try:
                 ended = prefect_api.run_ended(part.flow_run_id)
+                unstarted = not ended and prefect_api.run_waiting(part.flow_run_id)
             except Exception:  # noqa: BLE001 - an unreachable Prefect API is no reason to end the job
                 return
             now_part = self.fleet.part(part.job_name, part.attempt, part.host)
             if ended and (now_part is None or now_part.exits is None):  # it did not report before it ended
                 raise TransientInfraError(
-                    f"the part of the job on host {part.host} ({', '.join(part.instances)}) ended "
-                    f"(flow run {part.flow_run_id}) without reporting how its instances ended"
+                    f"the part of the job on host {part.host} ({', '.join(part.instances)}) ended without "
+                    f"reporting how its instances ended: see its flow run {part.flow_run_id} in Prefect"
+                )
+            if unstarted and clock - self.started_at > START_PATIENCE and part.host not in self.said_waiting:
+                self.said_waiting.add(part.host)
+                job_log.report(
+                    self.settings.home,
+                    part.job_name,
+                    f"{', '.join(part.instances)} on host {part.host} have waited {START_PATIENCE:.0f} s for its "
+                    "worker to take them: its flow-run slots may all be busy (raise `dockyard worker --jobs` there)",
+                    logging.WARNING,
                 )
 
     def failed(self) -> bool:
         return any(e.exit_code != 0 for e in self.exits())
 
     def stop(self, grace: float) -> None:
-        if self.parts and self.stop_asked_at is None:
-            self.stop_asked_at, self.grace = time.monotonic(), grace
-            self.fleet.stop_parts(self.parts[0].job_name, self.parts[0].attempt, grace)
+        """Ask every part to stop its instances (SIGTERM, SIGKILL after `grace` seconds); a part
+        whose flow run has not started is cancelled."""
+        if not self.parts or self.stopping:
+            return
+        self.stopping = True
+        first = self.parts[0]
+        self.fleet.stop_parts(first.job_name, first.attempt, grace)
+        for part in self._now():
+            if part.exits is None:
+                self.fleet.cancel_unstarted(part)
 
     def exits(self) -> list[HostExit]:
         return [e for p in self._now() for e in (p.exits or ())]
 
+    def broken_pipe(self) -> str | None:
+        """Why a part's Pipe channel could not be streamed, if one could not."""
+        return next((e.failure_text or "" for e in self.exits() if e.exit_code == PIPE_BROKEN), None)
+
     def not_started(self) -> None:
-        """Raises: InfraError, when a part could not start its instances (the first such says why)."""
+        """Raises: TransientInfraError or InfraError, when a part could not run its instances
+        (for now or for good; the first such says why)."""
         for e in self.exits():
+            if e.exit_code == NOT_STARTED_TRANSIENT:
+                raise TransientInfraError(e.failure_text or f"{e.host} could not be started")
             if e.exit_code == NOT_STARTED:
                 raise InfraError(e.failure_text or f"{e.host} could not be started")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -32,6 +33,7 @@ from infra.job_store import now, open_store
 from infra.retry import task_retry_options
 
 GIB = 1024**3
+PART_CLEANUP_PATIENCE = 60.0  # past the stop grace, how long a part of an ended attempt may take to clean up
 
 
 class HostPlan(BaseModel):
@@ -136,7 +138,7 @@ def plan_provision(
     reached on `interface`."""
     granted = {g.instance: g for g in grants}
     spans = len({g.host for g in grants}) > 1
-    peers = {g.instance: (addresses or {})[g.host] for g in grants} if spans else {}
+    peers = {g.instance: (addresses or {}).get(g.host, "") for g in grants} if spans else {}
     name = spec.training_job_name
     hosts = contract.host_names(spec.resource_config.instance_count)
     cpus, nano_cpus, mem_limit, warnings = _limits(spec, host)
@@ -223,8 +225,35 @@ def grants_of(settings: Settings, job_name: str) -> tuple[Grant, ...]:
 
 def give_back(settings: Settings, job_name: str) -> None:
     """Release the job's fleet grants, if it holds any (whoever took them: a job picked up
-    by another orchestrator gives back what its first one was granted)."""
-    Fleet(open_store(settings)).release(job_name)
+    by another orchestrator gives back what its first one was granted); its parts on other
+    machines are stopped first, so that none still runs where another job is granted room."""
+    fleet = Fleet(open_store(settings))
+    _settle_parts(fleet, settings, job_name)
+    fleet.release(job_name)
+
+
+def _settle_parts(fleet: Fleet, settings: Settings, job_name: str) -> None:
+    """Stop the job's parts that have not reported, cancel those never started, and wait on live
+    hosts for the others to clean up (at most the stop grace and PART_CLEANUP_PATIENCE)."""
+    waiting = [p for p in fleet.parts(job_name) if p.exits is None]
+    if not waiting:
+        return
+    fleet.stop_parts(job_name, None, settings.stop_grace_seconds)
+    deadline = time.monotonic() + settings.stop_grace_seconds + PART_CLEANUP_PATIENCE
+    for part in waiting:
+        if fleet.cancel_unstarted(part):
+            continue
+        while (now_part := fleet.part(job_name, part.attempt, part.host)) is not None and now_part.exits is None:
+            if time.monotonic() > deadline or not fleet.host(part.host).live(now()):
+                job_log.report(
+                    settings.home,
+                    job_name,
+                    f"host {part.host} has not reported that {', '.join(part.instances)} stopped: giving its room "
+                    "back all the same (`dockyard hosts` shows whether its worker beats)",
+                    logging.WARNING,
+                )
+                break
+            time.sleep(0.5)
 
 
 def plan_here(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
@@ -275,9 +304,14 @@ def provision(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
     (which holds the job's secrets, resolved from their Secret blocks for the containers' config
     files and environment). Instances granted on other machines are their workers' to make."""
     plan = plan_here(spec, settings)
-    open_store(settings).change(
+    # What a half-made try left goes first: a retry after an engine hiccup records no new attempt.
+    remove_instances(plan.job_name, plan.scratch_root)
+    record = open_store(settings).change(
         plan.job_name,
         lambda record: record.attempt_started(now()).model_copy(update={"scratch_root": str(settings.scratch_root())}),
     )
+    if settings.fleet_host is not None:  # an earlier attempt's part here cleans up first
+        fleet, patience = Fleet(open_store(settings)), settings.stop_grace_seconds + PART_CLEANUP_PATIENCE
+        fleet.await_earlier_parts(plan.job_name, len(record.attempts), settings.fleet_host, patience)
     make_instances(spec, plan.part(settings.fleet_host), settings)
     return plan

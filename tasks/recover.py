@@ -14,13 +14,13 @@ from prefect.cache_policies import NONE
 
 from dockyard import contract
 from dockyard.errors import DockyardError
-from dockyard.fleet import Demand, Grant, Shortfall, demand_of
+from dockyard.fleet import Demand, Grant, Shortfall, demand_of, fits_in_full, free_capacity
 from dockyard.record import JobRecord
 from dockyard.settings import Settings
 from dockyard.spec import InputMode, TrainingJobSpec
 from dockyard.status import SecondaryStatus
 from infra import credentials, docker_engine, job_log, prefect_api, spot
-from infra.fleet import Fleet
+from infra.fleet import Fleet, UnknownHost
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options, with_backoff
 from tasks.provision import ProvisionPlan, give_back, grants_of, plan_provision, remove_instances
@@ -77,6 +77,9 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
     # A restart stays on this host, unless its engine is gone: then anywhere else. Judged once per
     # wait, on two pings 2 s apart, so one slow answer neither moves a job nor flips the choice.
     engine_gone = not anywhere and not _answers_twice()
+    # A job spread over hosts because this one alone cannot give it in full is placed afresh, this
+    # host preferred (its instances elsewhere went with their attempt).
+    anywhere = anywhere or (not engine_gone and _spreads_from(demand, Fleet(store), host))
     if engine_gone:
         job_log.report(settings.home, name, "this host's Docker engine does not answer: restarting on another host")
 
@@ -106,7 +109,19 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
             f"{grant.instance} granted on host {grant.host}: {grant.vcpus} vCPUs, "
             f"{grant.memory_bytes / 1024**3:.1f} GiB{gpus}",
         )
-    return answer[0].host, bool(said)
+    first = min(answer, key=lambda g: g.number)
+    return first.host, bool(said)  # algo-1's host: its orchestrator's
+
+
+def _spreads_from(demand: Demand, fleet: Fleet, host: str) -> bool:
+    """Whether `demand` may spread and host `host`, empty, cannot give it in full alone."""
+    if not demand.may_spread():
+        return False
+    try:
+        empty = free_capacity([fleet.host(host)], [])
+    except UnknownHost:
+        return True  # removed from the fleet: anywhere else
+    return not fits_in_full(demand.model_copy(update={"spreads": False}), list(empty.values()))
 
 
 def _answers_twice() -> bool:
@@ -129,9 +144,10 @@ def _ask(fleet: Fleet, demand: Demand, host: str, anywhere: bool, engine_gone: b
 def wait_for_capacity(spec: TrainingJobSpec, settings: Settings) -> str | None:
     """Wait, Pending, until the spot market has capacity for the job, then (under
     `dockyard worker`) until a host of the fleet has room for it; a job that ran before
-    moves to Restarting. Returns the fleet host granted (None outside a fleet): a job's
-    first attempt takes the host with the most room (this worker's among equals), a
-    restart this worker's host — another when this host's Docker engine does not answer.
+    moves to Restarting. Returns the fleet host of algo-1 (None outside a fleet): a job's
+    first attempt takes the hosts with the most room (this worker's among equals), a
+    restart this worker's host — another when this host's Docker engine does not answer,
+    and any (this one preferred) for a job spread over hosts because this one cannot hold it.
 
     Raises:
         MaxWaitExceeded: max_wait_time_in_seconds ran out first.

@@ -264,15 +264,6 @@ def test_a_corrupt_recordio_file_and_a_model_channel_of_another_kind_fail_naming
     assert "Traceback" not in body["FailureReason"]
 
 
-def test_pytorch_ddp_script_mode_example_trains_on_two_instances(home: str) -> None:
-    body = run_example("examples/pytorch-ddp", home)
-    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
-    assert metric(body, "train:accuracy") >= 0.9
-    log = job_log(home, body)
-    assert "algo-1: rank 0 of 2" in log and "algo-2: rank 1 of 2" in log
-    assert "script mode: 1 file(s) of code" in log
-
-
 def test_script_mode_from_an_sdk_style_sourcedir_archive(home: str, tmp_path: Path) -> None:
     """What the SageMaker SDK sends: sagemaker_program and sagemaker_submit_directory (a sourcedir.tar.gz)."""
     shutil.copytree(ROOT / "examples" / "pytorch-ddp" / "src", tmp_path / "src")

@@ -13,12 +13,16 @@ import sys
 import tarfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import boto3
 import docker
 import pytest
+from botocore.config import Config
 
 from dockyard.record import JobRecord
 from dockyard.settings import Settings
@@ -27,12 +31,15 @@ from infra import docker_engine, prefect_api, volumes
 from infra.fleet import Fleet
 from infra.job_store import Lease, open_store
 from tasks.validate import lease_name, read_job_file
+from tests.conftest import free_port
 from tests.integration.helpers import ROOT, channel, probe_job, unique
 from tests.integration.second_engine import second_engine
 from tests.integration.test_fleet import no_double_booking
 
 pytestmark = pytest.mark.integration
 S = SecondaryStatus
+API_KEY, API_SECRET = "AKIDOCKYARDFLEET", "a-secret-for-the-fleet-tests"
+HOSTS = ("host-a", "host-b")
 
 
 def dockyard(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -291,16 +298,33 @@ def test_a_two_instance_job_runs_an_instance_on_each_host_whose_containers_reach
         {"name": "host", "regex": r"contract report written by algo-([0-9]+)"}
     ]
     name = job["training_job_name"]
+    # A second one, stopped while both its instances run: every part stops, the room comes back.
+    stopped = probe_job(str(tmp_path), test_images["probe"], "sleep", hyperparameters={"seconds": "300"}) | {
+        "resource_config": {"instance_type": "ml.m5.large", "instance_count": 2}
+    }
+    store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
+    fleet = Fleet(store)
+
+    def ended(job_name: str, engines: dict[str, str]) -> JobRecord:
+        deadline = time.time() + 300
+        while (record := store.find(job_name)) is None or record.status.primary in ("InProgress", "Stopping"):
+            assert time.time() < deadline, {h: (tmp_path / f"{h}.log").read_text()[-3000:] for h in engines}
+            time.sleep(1)
+        given_back(fleet)
+        return record
+
     with two_hosts([test_images["probe"]], tmp_path, shared) as engines:
         sightings = Sightings(engines, name)
         submit("train", pool, job, name)
-        store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
-        deadline = time.time() + 300
-        while (record := store.find(name)) is None or record.status.primary == "InProgress":
-            assert time.time() < deadline, {h: (tmp_path / f"{h}.log").read_text()[-3000:] for h in engines}
-            time.sleep(1)
-        given_back(Fleet(store))
+        record = ended(name, engines)
         seen = sightings.end()
+        submit("train", pool, stopped, stopped["training_job_name"])
+        log = tmp_path / "host-a.log"
+        wait_until(lambda: len(store.metrics(stopped["training_job_name"], "loss", "algo-1")) > 0, log)
+        wait_until(lambda: len(store.metrics(stopped["training_job_name"], "loss", "algo-2")) > 0, log)
+        stop = dockyard("jobs", "stop", stopped["training_job_name"], env={**shared, "DOCKYARD_HOME": str(tmp_path)})
+        assert stop.returncode == 0, stop.stderr
+        stopped_record = ended(stopped["training_job_name"], engines)
     logs = {h: (tmp_path / h / "jobs" / name / "job.log") for h in engines}
     logs_text = {h: p.read_text() if p.exists() else "" for h, p in logs.items()}
     assert record.status.primary == "Completed", (record.failure_reason, logs_text)
@@ -327,13 +351,99 @@ def test_a_two_instance_job_runs_an_instance_on_each_host_whose_containers_reach
     assert sorted(staged) == [f"train/part-{i}.txt" for i in range(4)]
     # Metrics from both hosts reach the one job record.
     assert sorted({m.host for m in store.metrics(name, "host")}) == ["algo-1", "algo-2"]
+    assert stopped_record.status.primary == "Stopped", stopped_record.failure_reason
+    (part,) = fleet.parts(stopped["training_job_name"])
+    assert part.stop_grace is not None and [e.exit_code for e in part.exits or ()] == [143]  # SIGTERM, saved
+    with tarfile.open(tmp_path / "output" / stopped["training_job_name"] / "output" / "model.tar.gz") as tar:
+        assert {"started.txt", "stopped.txt"} <= set(tar.getnames()), tar.getnames()
+    orchestrated = "".join(p.read_text() for p in tmp_path.glob(f"host-*/jobs/{stopped['training_job_name']}/job.log"))
+    assert "2 file(s) exist on several hosts; kept the lowest host's" in orchestrated  # both hosts' models merged
+    history = [(e, g.instance) for _, e, g in fleet.history() if g.job_name == stopped["training_job_name"]]
+    assert sorted(history) == [("grant", "algo-1"), ("grant", "algo-2"), ("release", "algo-1"), ("release", "algo-2")]
 
 
-@pytest.mark.deep_learning  # loading the PyTorch image into the second engine takes a while
+@contextlib.contextmanager
+def api_replica(home: Path, env: dict[str, str]) -> Iterator[Any]:
+    """`dockyard serve --no-worker` on a port of its own (the fleet's workers run the jobs); yields a
+    SageMaker client of it."""
+    url = f"http://127.0.0.1:{free_port()}"
+    log = home.parent / f"{home.name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "serve", "--no-worker", "--port", url.rsplit(":", 1)[1]],
+            cwd=ROOT, env={**env, "DOCKYARD_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.time() + 240
+        while True:
+            assert process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        yield boto3.client(
+            "sagemaker", endpoint_url=url, region_name="us-east-1", aws_access_key_id=API_KEY,
+            aws_secret_access_key=API_SECRET, config=Config(retries={"max_attempts": 1}),
+        )  # fmt: skip
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
+
+
+@pytest.mark.scale  # 40 flow runs' processes: minutes on 2 cores
+@pytest.mark.usefixtures("home")  # the session's Prefect server
+def test_two_api_replicas_and_two_workers_place_forty_jobs_at_once_and_never_double_book(
+    test_images: dict[str, str], tmp_path: Path, postgres_database: str, s3_endpoint: str
+) -> None:
+    pool = unique("fleet-pool")
+    shared = fleet_environment(pool, postgres_database, tmp_path) | {
+        "DOCKYARD_ACCESS_KEY_ID": API_KEY, "DOCKYARD_SECRET_ACCESS_KEY": API_SECRET,
+        "DOCKYARD_S3_ENDPOINT_URL": s3_endpoint,
+    }  # fmt: skip
+    bucket = unique("fleet-bucket")
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    prefix = f"many-{os.urandom(3).hex()}"
+    names = [f"{prefix}-{i:02d}" for i in range(40)]
+
+    def request(name: str) -> dict[str, Any]:  # each takes a whole host: ml.m5.large has 2 vCPUs, as these hosts
+        return dict(
+            TrainingJobName=name,
+            AlgorithmSpecification={"TrainingImage": test_images["probe"], "TrainingInputMode": "File"},
+            RoleArn="arn:aws:iam::111111111111:role/dockyard",
+            HyperParameters={"mode": "noop"},
+            OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+            StoppingCondition={"MaxRuntimeInSeconds": 600},
+        )
+
+    store = open_store(Settings.from_env({**shared, "DOCKYARD_HOME": str(tmp_path / "host-a")}))
+    with (
+        two_hosts([test_images["probe"]], tmp_path, shared),
+        api_replica(tmp_path / "api-1", shared) as one,
+        api_replica(tmp_path / "api-2", shared) as two,
+    ):
+        with ThreadPoolExecutor(8) as submitting:  # at once, half through each replica
+            list(submitting.map(lambda i: (one, two)[i % 2].create_training_job(**request(names[i])), range(40)))
+        deadline = time.time() + 900
+        while any((r := store.find(n)) is None or r.status.primary == "InProgress" for n in names):
+            assert time.time() < deadline, {h: (tmp_path / f"{h}.log").read_text()[-2000:] for h in HOSTS}
+            time.sleep(2)
+        fleet = Fleet(store)
+        given_back(fleet)
+    assert {store.get(n).status.primary for n in names} == {"Completed"}
+    grants = [g for _, event, g in fleet.history() if event == "grant" and g.job_name.startswith(prefix)]
+    assert sorted(g.job_name for g in grants) == names  # each placed once
+    assert {g.host for g in grants} == {"host-a", "host-b"}
+    assert no_double_booking(fleet) <= 2  # one whole-host job per host at a time, from the store's history
+
+
+@pytest.mark.scale  # loading the PyTorch image into the second engine takes about 100 s
 @pytest.mark.usefixtures("home")  # the session's Prefect server
 def test_the_pytorch_ddp_example_trains_with_an_instance_on_each_host_over_gloo(
     tmp_path: Path, postgres_database: str
 ) -> None:
+    """The script-mode example's own job.yaml (examples/pytorch-ddp), through two workers."""
     pool = unique("fleet-pool")
     shared = fleet_environment(pool, postgres_database, tmp_path)
     example = ROOT / "examples" / "pytorch-ddp"
@@ -357,6 +467,7 @@ def test_the_pytorch_ddp_example_trains_with_an_instance_on_each_host_over_gloo(
     assert record.status.primary == "Completed", (record.failure_reason, logs[-5000:])
     assert seen == {("host-a", name), ("host-b", name)}  # a container on each engine
     assert "algo-1: rank 0 of 2" in logs and "algo-2: rank 1 of 2" in logs, logs[-5000:]
+    assert logs.count("script mode: 1 file(s) of code") == 2  # staged on each host
     accuracy = [m.value for m in store.metrics(name, "train:accuracy")]
     assert accuracy and accuracy[-1] >= 0.9, accuracy  # the two ranks' all-reduced gradients trained one model
 
@@ -428,12 +539,13 @@ def test_a_job_whose_machine_dies_resumes_from_its_checkpoints_on_the_other_host
 ) -> None:
     def die(workers: dict[str, subprocess.Popen[bytes]], engine_a: Any, held: Lease) -> None:
         """host-a dies: its worker, the job's orchestrator and its engine, at once and without a word."""
-        prefect_worker = children(workers["host-a"].pid)
+        prefect_workers = children(workers["host-a"].pid)
         os.killpg(workers["host-a"].pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.kill(held.owner.pid, signal.SIGKILL)
         workers.pop("host-a").wait(timeout=30)
-        gone(prefect_worker[0])  # the Prefect worker ends with the command that started it
+        for pid in prefect_workers:  # the Prefect workers end with the command that started them
+            gone(pid)
         engine_a.stop()
 
     record, _, log = survive(test_images, tmp_path, postgres_database, die)

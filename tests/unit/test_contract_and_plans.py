@@ -13,7 +13,8 @@ from dockyard.rules import HostFacts
 from infra.pipe import recordio
 from infra.retry import is_transient
 from infra.storage import StoredObject, relative_key
-from tasks.monitor import compile_definitions, plan_outcome, platform_fault, scrape
+from tasks.follow import compile_definitions, scrape
+from tasks.monitor import plan_outcome, platform_fault
 from tasks.persist import plan_persist
 from tasks.provision import HOST_NETWORK, plan_provision
 from tasks.pull_image import plan_pull_image, registry_of

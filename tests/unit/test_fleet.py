@@ -12,6 +12,7 @@ GIB = 1024**3
 
 
 def host(name: str, vcpus: int = 8, gib: int = 32, gpus: int = 0, **fields: object) -> Host:
+    fields.setdefault("address", f"10.0.0.{sum(map(ord, name)) % 250 + 1}")
     return Host(name=name, vcpus=vcpus, memory_bytes=gib * GIB, gpus=gpus, heartbeat_at=AT, **fields)  # type: ignore[arg-type]
 
 
@@ -39,18 +40,18 @@ def test_instances_get_their_type_in_full_on_one_host_else_spread_and_capped_onl
     fleet = [host("a", vcpus=8), host("b", vcpus=8)]
     pair = place(demand("p", "ml.m5.xlarge", 2), fleet, [], AT)  # 2 x 4 vCPUs: one host holds both
     assert isinstance(pair, list) and [(g.host, g.vcpus) for g in pair] == [("a", 4), ("a", 4)]
-    four = place(demand("j", "ml.m5.xlarge", 4), fleet, [], AT)  # 4 x 4 vCPUs: no host has 16, two have 8
-    assert isinstance(four, list)
-    assert [(g.instance, g.host, g.vcpus) for g in four] == [
-        ("algo-1", "a", 4), ("algo-2", "a", 4), ("algo-3", "b", 4), ("algo-4", "b", 4),
-    ]  # fmt: skip
+    across = place(demand("k", "ml.m5.2xlarge", 2), fleet, [], AT)  # 2 x 8 vCPUs: one on each host
+    assert isinstance(across, list) and [(g.host, g.vcpus) for g in across] == [("a", 8), ("b", 8)]
     # The fleet can give the type in full, so a job waits for that rather than run capped.
-    trial = place(demand("k", "ml.m5.large"), fleet, four, AT)
+    trial = place(demand("t", "ml.m5.large"), fleet, across, AT)
     assert isinstance(trial, Shortfall) and not trial.never and "0 vCPUs" in trial.message
+    # 4 x 4 vCPUs: no host holds all four and there are not four hosts, so capped on one, as on one machine.
+    four = place(demand("j", "ml.m5.xlarge", 4), fleet, [], AT)
+    assert isinstance(four, list) and {g.host for g in four} == {"a"} and [g.vcpus for g in four] == [2] * 4
     # A network-isolated job's instances share one host's network: capped there, as on one machine.
-    isolated = Demand(**(demand("i", "ml.m5.xlarge", 4).model_dump() | {"spreads": False}))
+    isolated = Demand(**(demand("i", "ml.m5.2xlarge", 2).model_dump() | {"spreads": False}))
     capped = place(isolated, fleet, [], AT)
-    assert isinstance(capped, list) and {g.host for g in capped} == {"a"} and [g.vcpus for g in capped] == [2] * 4
+    assert isinstance(capped, list) and {g.host for g in capped} == {"a"} and [g.vcpus for g in capped] == [4, 4]
     # On a 2-vCPU host alone, as on this machine: two ml.m5.large (2 vCPUs each) share it.
     small = place(demand("ddp", "ml.m5.large", 2), [host("small", vcpus=2)], [], AT)
     assert isinstance(small, list) and [g.vcpus for g in small] == [1, 1]
@@ -65,7 +66,16 @@ def test_gpu_instances_spread_over_hosts_with_one_gpu_each_and_too_many_is_said_
     assert isinstance(pair, list) and [(g.host, g.gpu_ids) for g in pair] == [("a", (0,)), ("b", (0,))]
     three = place(demand("k", "ml.g5.xlarge", 3), fleet, [], AT)
     assert isinstance(three, Shortfall) and three.never
-    assert "need 1 GPU(s) each and the hosts of the fleet hold 2 in all, at most 1 on one" in three.message
+    assert three.message.startswith("3 x ml.g5.xlarge (1 GPU(s), 4 vCPUs and 16 GiB each) fit no host of the fleet")
+    assert "nor on 3 hosts of their own, and all on one host they need 3 GPU(s) where the most any host has is 1" in (
+        three.message
+    )
+    # A host registered at an address its peers cannot reach takes no part of a spread job.
+    loopback = [host("a", gpus=1), host("b", gpus=1, address="127.0.0.1")]
+    assert place(demand("j", "ml.g5.xlarge", 2), loopback, [], AT).never  # type: ignore[union-attr]
+    # local_gpu takes a host's GPUs: it never spreads to get none.
+    local_gpu = place(demand("l", "local_gpu", 2), [host("a", gpus=2), host("b", gpus=2)], [], AT)
+    assert isinstance(local_gpu, list) and [g.gpu_ids for g in local_gpu] == [(0,), (1,)]
 
 
 def test_an_instance_larger_than_its_host_takes_the_whole_host_as_provisioning_caps_it() -> None:
@@ -78,7 +88,7 @@ def test_an_instance_larger_than_its_host_takes_the_whole_host_as_provisioning_c
 def test_more_gpus_than_any_host_has_is_said_at_once_not_waited_for_even_of_a_draining_host() -> None:
     shortfall = place(demand("j", "ml.p4d.24xlarge"), [host("a", gpus=1)], [], AT)
     assert isinstance(shortfall, Shortfall) and shortfall.never
-    assert "need 8 GPU(s) on one host and the most any host of the fleet has is 1" in shortfall.message
+    assert "all on one host they need 8 GPU(s) where the most any host has is 1" in shortfall.message
     fleet = [host("a", gpus=4), host("b", gpus=1)]
     held = place(demand("small", "ml.g5.xlarge"), fleet, [], AT)
     assert isinstance(held, list)

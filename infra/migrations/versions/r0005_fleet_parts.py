@@ -21,7 +21,7 @@ def upgrade() -> None:
         sa.Column("job_name", sa.String(63), primary_key=True),
         sa.Column("attempt", sa.Integer, primary_key=True),
         sa.Column("host", sa.String(63), primary_key=True),
-        sa.Column("instances", sa.String(255), nullable=False),
+        sa.Column("instances", sa.Text, nullable=False),
         sa.Column("flow_run_id", sa.String(64), nullable=False),
         sa.Column("stop_grace", sa.Float),
         sa.Column("exits", sa.Text),

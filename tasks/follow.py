@@ -1,0 +1,184 @@
+"""Following a job's containers, for the monitor (tasks/monitor.py) and for a
+part of a job on another machine (tasks/part.py): their output into the job
+log, Prefect and the metric series, their checkpoints synced, stopping them,
+and how each ended.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import math
+import re
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from dockyard import contract
+from dockyard.algorithms import metric_definitions_of
+from dockyard.outcome import HostExit
+from dockyard.record import MetricValue
+from dockyard.secrets import mask_text
+from dockyard.settings import Settings
+from dockyard.spec import TrainingJobSpec
+from infra import credentials, docker_engine, job_log, volumes
+from infra.checkpoint_sync import CheckpointSync
+from infra.job_store import now, open_store
+from infra.retry import with_backoff
+from tasks.provision import ProvisionPlan
+
+LAST_LINES = 20
+
+
+def compile_definitions(spec: TrainingJobSpec) -> list[tuple[str, re.Pattern[str]]]:
+    """The job's metric regexes, or its built-in algorithm's defaults, compiled."""
+    algo = spec.algorithm_specification
+    pairs = metric_definitions_of(algo.builtin_name, [(d.name, d.regex) for d in algo.metric_definitions])
+    return [(name, re.compile(regex)) for name, regex in pairs]
+
+
+def scrape(line: str, definitions: list[tuple[str, re.Pattern[str]]]) -> list[tuple[str, float]]:
+    """The metric values one log line carries, by metric_definitions.
+
+    A capture that is no number, or is NaN or infinite (a diverged loss), is no
+    value: CloudWatch takes none of those either, and JSON cannot carry them.
+    """
+    found = []
+    for name, pattern in definitions:
+        match = pattern.search(line)
+        if match:
+            try:
+                value = float(match.group(1))
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                found.append((name, value))
+    return found
+
+
+def _volume_filled(scratch: str, last_lines: list[str], failure_text: str | None) -> int | None:
+    """The size of the host's volume when the host filled it (no room left, and its last
+    lines and failure text say so or say nothing), else None."""
+    if not volumes.is_full(scratch):
+        return None
+    text = "\n".join([*last_lines[-20:], failure_text or ""])
+    if text.strip() and "No space left on device" not in text and "ENOSPC" not in text:
+        return None  # nearly full, but the container failed for a reason of its own
+    return volumes.size_gb(scratch)
+
+
+class Follower(threading.Thread):
+    """Streams one host's output into the log, Prefect and the metric series."""
+
+    def __init__(
+        self,
+        host: str,
+        container_id: str,
+        settings: Settings,
+        job: str,
+        definitions: list[tuple[str, re.Pattern[str]]],
+        logger: Any,
+        since: datetime | None = None,
+        hidden: frozenset[str] = frozenset(),
+    ) -> None:
+        super().__init__(name=f"logs-{host}", daemon=True)
+        self.since = since  # when reattaching, the lines before were someone else's to record
+        self.hidden = hidden  # the job's secret values: a line that prints one shows it masked
+        self.served_at, self.masked = -1, hidden  # `hidden` and the credentials served, as of served_at
+        self.host, self.container_id, self.home, self.job = host, container_id, settings.home, job
+        self.store = open_store(settings)
+        self.definitions, self.logger = definitions, logger
+        self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
+        # Prefect's settings and run context live in context variables.
+        self.context = contextvars.copy_context()
+
+    def run(self) -> None:
+        self.context.run(self.follow)
+
+    def follow(self) -> None:
+        buffer = b""
+        try:
+            for chunk in docker_engine.follow_logs(self.container_id, self.since):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    self.line(raw.decode(errors="replace").rstrip("\r"))
+        except Exception as exc:  # noqa: BLE001 - losing the stream must not end the job
+            self.logger.warning(f"[{self.host}] log stream ended early: {exc}")
+        if buffer:
+            self.line(buffer.decode(errors="replace"))
+
+    def line(self, raw: str) -> None:
+        if self.served_at != credentials.changes():  # new credentials were served: mask those too
+            self.served_at = credentials.changes()
+            self.masked = self.hidden | credentials.secret_values(self.job)
+        text = mask_text(raw, self.masked)
+        self.last_lines.append(text)
+        self.logger.info(f"[{self.host}] {text}")
+        job_log.append(self.home, self.job, f"[{self.host}] {text}")
+        values = scrape(raw, self.definitions)  # a metric's value is read as printed
+        if values:
+            at = now()
+            try:
+                self.store.add_metrics(
+                    self.job, [MetricValue(metric_name=n, value=v, timestamp=at, host=self.host) for n, v in values]
+                )
+            except Exception as exc:  # noqa: BLE001 - a lost metric value must not stop the log stream
+                self.logger.warning(f"[{self.host}] metric values not recorded: {exc}")
+
+
+def stop_all(container_ids: list[str], grace: float) -> None:
+    threads = [threading.Thread(target=docker_engine.stop, args=(cid, grace)) for cid in container_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _read_failure(scratch: str) -> str | None:
+    path = contract.host_layout(scratch).failure_file
+    try:
+        with open(path, errors="replace") as f:
+            return f.read(contract.FAILURE_REASON_LIMIT).strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def checkpoint_syncs(
+    provisioned: ProvisionPlan, endpoint_url: str | None, report: Callable[[str], None]
+) -> list[CheckpointSync]:
+    syncs = [
+        CheckpointSync(contract.host_layout(h.scratch).checkpoints, h.checkpoint_uri, endpoint_url, report)
+        for h in provisioned.hosts
+        if h.checkpoint_uri
+    ]
+    for sync in syncs:
+        sync.start()
+    return syncs
+
+
+def host_exits(
+    followers: list[Follower], scratch: dict[str, str], settings: Settings, name: str, hidden: frozenset[str]
+) -> list[HostExit]:
+    """How each followed container ended, its failure file and last lines masked."""
+    exits = []
+    for follower in followers:
+        # Asked again while the engine is slow to answer, as the watch waits for it.
+        state = with_backoff(
+            functools.partial(docker_engine.state, follower.container_id), settings.monitor_lost_contact_seconds, 1.0
+        )
+        failure_text = _read_failure(scratch[follower.host])
+        failure_text = mask_text(failure_text, hidden | credentials.secret_values(name)) if failure_text else None
+        exits.append(
+            HostExit(
+                host=follower.host,
+                exit_code=int(state.get("ExitCode", -1)),
+                oom_killed=bool(state.get("OOMKilled")),
+                failure_text=failure_text,
+                last_lines=tuple(follower.last_lines),
+                volume_full_gb=_volume_filled(scratch[follower.host], list(follower.last_lines), failure_text),
+            )
+        )
+    return exits
