@@ -23,7 +23,7 @@ from dockyard.status import PrimaryStatus, path_to_final
 from infra import catalog, cloudwatch, job_log, storage
 from infra.job_store import now, open_store, redacted
 from infra.retry import task_retry_options
-from tasks.persist import output_prefix
+from tasks.persist import PARTS_FOLDER, output_prefix
 from tasks.profiler import write_report
 from tasks.provision import give_back, remove_instances
 from tasks.status import move
@@ -62,6 +62,18 @@ def summary_markdown(record: JobRecord) -> str:
 _PUBLISHED: set[str] = set()  # the jobs this process has published
 
 
+def _delete_part_archives(spec: TrainingJobSpec, settings: Settings) -> None:
+    """What parts on other machines left for a persist that did not merge them (an attempt that
+    ended early, or restarted): gone with the job's end."""
+    folder = storage.join(output_prefix(spec), PARTS_FOLDER)
+    try:
+        for obj in storage.list_objects(folder, settings.s3_endpoint_url):
+            storage.delete(obj.uri, settings.s3_endpoint_url)
+    except Exception as exc:  # noqa: BLE001 - leftovers, not the job's outcome
+        why = f"could not delete {folder} ({exc}): delete it by hand"
+        job_log.report(settings.home, spec.training_job_name, why, logging.WARNING)
+
+
 @task(name="finalize", cache_policy=NONE, **task_retry_options())
 def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratch_root: str | None) -> JobRecord:
     """Publish the finished job, record the final status the flow decided, write job.json, tear down;
@@ -98,8 +110,9 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
         )
     finally:
         removed = remove_instances(name, scratch_root) if scratch_root else 0
-        give_back(settings, name)
+        give_back(settings, name)  # the parts on other machines, if any, stopped first
         job_log.append(settings.home, name, f"removed {removed} Docker object(s) and the scratch space")
+        _delete_part_archives(spec, settings)
     key = f"job-{name.lower()}"[:90].rstrip("-")
     create_markdown_artifact(key=key, markdown=summary_markdown(record), description=f"dockyard training job {name}")
     if values:

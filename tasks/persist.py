@@ -44,11 +44,12 @@ def output_prefix(spec: TrainingJobSpec) -> str:
 
 
 MODEL, OUTPUT = "model", "output"  # a part's two archives
+PARTS_FOLDER = ".parts"  # under the job's output prefix
 
 
 def archive_uri(spec: TrainingJobSpec, attempt: int, host: str, kind: str) -> str:
     """Where a part (the instances on fleet host `host`) leaves its `kind` folders, packed, for persist."""
-    return storage.join(output_prefix(spec), ".parts", str(attempt), host, f"{kind}.tar.gz")
+    return storage.join(output_prefix(spec), PARTS_FOLDER, str(attempt), host, f"{kind}.tar.gz")
 
 
 def plan_persist(
