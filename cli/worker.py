@@ -20,6 +20,7 @@ missed heartbeats show it silent.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ipaddress
 import os
@@ -66,15 +67,21 @@ def _name(name: str) -> str:
 
 
 def _address(address: str | None) -> str | None:
-    """Raises: DockyardError for an --address that is no IP address."""
+    """The IP address of --address (a name is resolved: containers' /etc/hosts take addresses).
+
+    Raises: DockyardError for a name that does not resolve."""
     if address is None:
         return None
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:
+        pass
+    try:
+        return str(socket.getaddrinfo(address, None, socket.AF_INET)[0][4][0])
+    except OSError:
         raise DockyardError(
-            f"--address {address!r}: not an IP address — give the address the fleet's other machines reach "
-            "this one at, e.g. --address 10.0.0.5"
+            f"--address {address!r}: neither an IP address nor a name that resolves — give the address the "
+            "fleet's other machines reach this one at, e.g. --address 10.0.0.5"
         ) from None
 
 
@@ -131,6 +138,18 @@ def _dying_with(parent: int) -> Callable[[], None]:
     return die_with_parent
 
 
+def _end(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every worker's process group at once, then wait for each (SIGKILL after the grace)."""
+    for worker in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGTERM)
+    for worker in workers:
+        try:
+            prefect_api.end_group(worker.pid, prefect_api.STOP_GRACE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - the next one is ended all the same
+            say(f"could not end Prefect worker {worker.pid}: {exc}")
+
+
 def _prefect_worker(pool: str, limit: int, name: str, queue: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         prefect_api.worker_command(pool, limit, name, (queue,)),
@@ -184,15 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while all(w.poll() is None for w in workers):
             time.sleep(0.5)
-        return next(w.returncode for w in workers if w.returncode is not None)
+        ended = next(w for w in workers if w.returncode is not None)
+        say(f"a Prefect worker of host {host.name} ended (exit code {ended.returncode}): stopping the other")
+        return 1  # a supervisor's restart-on-failure brings the host back
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (use_prefect makes it one)
         say(f"stopping the workers of host {host.name} and their flow runs")
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         return 0
     finally:
         stop.set()
-        for worker in workers:
-            prefect_api.end_group(worker.pid, prefect_api.STOP_GRACE_SECONDS)
+        _end(list(reversed(workers)))  # the default queue's first: it takes no new job meanwhile
 
 
 if __name__ == "__main__":

@@ -344,14 +344,34 @@ class Fleet:
 
     def await_earlier_parts(self, job_name: str, attempt: int, host: str, patience: float) -> None:
         """Wait until the parts of the job's attempts before `attempt` on `host` have cleaned up (a
-        part removes the job's objects on its host before it reports), for at most `patience`
-        seconds: one whose worker died is cleaning up nothing."""
+        part removes the job's objects on its host before it reports), for at most `patience` seconds."""
         deadline = time.monotonic() + patience
         for earlier in range(1, attempt):
-            while (part := self.part(job_name, earlier, host)) is not None and part.exits is None:
-                if time.monotonic() > deadline or self.cancel_unstarted(part):
-                    break
-                time.sleep(0.5)
+            part = self.part(job_name, earlier, host)
+            if part is not None and part.exits is None:
+                self.await_report(part, deadline)
+
+    def await_report(self, part: Part, deadline: float) -> bool:
+        """Wait until `part` reports (True), or give up on it (False) at `deadline` (monotonic), when
+        its host is silent or gone, or when its flow run never started (then cancelled) or ended
+        without a report; a part given up on is recorded as having reported nothing, so that no
+        one waits for it again."""
+        while (now_part := self.part(part.job_name, part.attempt, part.host)) is not None and now_part.exits is None:
+            try:
+                live = self.host(part.host).live(now())
+            except UnknownHost:
+                live = False
+            if self.cancel_unstarted(part):
+                return False
+            try:
+                ended = prefect_api.run_ended(part.flow_run_id)
+            except Exception:  # noqa: BLE001 - an unreachable API: the other signs decide
+                ended = False
+            if ended or not live or time.monotonic() > deadline:
+                self.report_part(part.job_name, part.attempt, part.host, [])
+                return False
+            time.sleep(0.5)
+        return True
 
     @staticmethod
     def _is(job_name: str, attempt: int, host: str) -> tuple[Any, ...]:

@@ -347,8 +347,13 @@ def _watch(
             f"{uploaded} at the final sync, {deleted} deletion(s)"
         )
     exits = host_exits(followers, {h.host: h.scratch for h in provisioned.hosts}, settings, name, hidden)
-    while peers.running():  # the parts' final syncs and archives, then their reports
-        time.sleep(POLL_SECONDS)
+    try:
+        while peers.running():  # the parts' final syncs and archives, then their reports
+            time.sleep(POLL_SECONDS)
+    except TransientInfraError as exc:
+        if stop is None and not watch.stopped_after_failure:
+            raise
+        report(f"warning: {exc}; the job ends as it was stopped all the same")
     peers.not_started()
     exits += peers.exits()
     broken = pipe.failure(name) or peers.broken_pipe()  # set before the reader met the cut epoch's end

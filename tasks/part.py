@@ -120,6 +120,10 @@ def _failed(plan: ProvisionPlan, host: str, exc: Exception, hidden: frozenset[st
     ]
 
 
+def _cut_short(exits: list[HostExit]) -> bool:
+    return all(e.exit_code == NOT_STARTED_TRANSIENT for e in exits)
+
+
 def run_part(spec: TrainingJobSpec, attempt: int, settings: Settings) -> list[HostExit]:
     """The part of attempt `attempt` of the job on this fleet host, from making its instances
     to reporting how they ended; returns that."""
@@ -135,7 +139,12 @@ def run_part(spec: TrainingJobSpec, attempt: int, settings: Settings) -> list[Ho
     wanted = set(mine.instances) if mine else set()
     plan = plan_here(spec, settings)
     plan = plan.model_copy(update={"hosts": tuple(h for h in plan.hosts if h.host in wanted)})
-    exits: list[HostExit] = []
+    # Reported should the part be cut short (its worker stopped, the run cancelled): not "none ran".
+    exits = [
+        HostExit(host=h.host, exit_code=NOT_STARTED_TRANSIENT, failure_text=f"{h.host}: its part on host {host} "
+                 "was interrupted before it ended (its worker stopped?)")
+        for h in plan.hosts
+    ]  # fmt: skip
     made = False
     try:
         fleet.await_earlier_parts(name, attempt, host, settings.stop_grace_seconds + PART_CLEANUP_PATIENCE)
@@ -147,12 +156,15 @@ def run_part(spec: TrainingJobSpec, attempt: int, settings: Settings) -> list[Ho
         if told_to_stop(spec, attempt, settings) is None:
             containers = run(spec, plan, image, settings, as_part=True)
             exits, broken = watch_part(spec, plan, containers, settings, attempt)
+        else:
+            exits = []  # stopped before its containers started
         leave_archives(spec, plan, settings, attempt)
         if broken:
             exits = [HostExit(host=e.host, exit_code=PIPE_BROKEN, failure_text=broken) for e in exits]
     except Exception as exc:  # noqa: BLE001 - reported to the orchestrator, which decides the job's end
         job_log.report(settings.home, name, f"this part failed: {type(exc).__name__}: {exc}", logging.ERROR)
-        exits = exits or _failed(plan, host, exc, secret_blocks.values(spec))
+        if exits and _cut_short(exits):  # no real exits yet: say why
+            exits = _failed(plan, host, exc, secret_blocks.values(spec))
     finally:
         if made:  # before the report: the next attempt's instances here wait for it
             try:

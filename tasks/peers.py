@@ -37,6 +37,7 @@ NOT_STARTED = -1  # for good (a missing image, a spec this host cannot run)
 NOT_STARTED_TRANSIENT = -2  # for now (an engine or registry hiccup): the job's retry strategy applies
 PIPE_BROKEN = -3  # a Pipe channel could not send an epoch whole: a client error, as on one machine
 RUN_CHECK_SECONDS = 5.0  # how often to ask Prefect whether a part's flow run is still going
+STOP_PATIENCE = 300.0  # past the stop grace, how long a stopped part may take to sync, upload and report
 START_PATIENCE = 120.0  # how long a part's flow run may wait for its worker before the log says so
 
 
@@ -72,6 +73,7 @@ class Peers:
         self.settings, self.parts = settings, parts
         self._fleet: Fleet | None = None
         self.stopping = False
+        self.stop_deadline = 0.0  # monotonic: past it, a stopped part that has not reported is given up on
         self.silent_since: dict[str, float] = {}  # host -> when (monotonic) it was first seen silent
         self.next_run_check = time.monotonic() + RUN_CHECK_SECONDS
         self.started_at = time.monotonic()
@@ -109,6 +111,11 @@ class Peers:
                     f"{clock - since:.0f} s: is `dockyard worker` running there? The job restarts from its "
                     "checkpoints within its retry_strategy"
                 )
+        if waiting and self.stopping and clock > self.stop_deadline:
+            raise TransientInfraError(
+                f"host {waiting[0].host} has not reported how {', '.join(waiting[0].instances)} ended, "
+                f"{STOP_PATIENCE:.0f} s past the stop grace: see its flow run {waiting[0].flow_run_id} in Prefect"
+            )
         if waiting and clock >= self.next_run_check:
             self.next_run_check = clock + RUN_CHECK_SECONDS
             self._check_runs(waiting, clock)
@@ -146,6 +153,7 @@ class Peers:
         if not self.parts or self.stopping:
             return
         self.stopping = True
+        self.stop_deadline = time.monotonic() + grace + STOP_PATIENCE
         first = self.parts[0]
         self.fleet.stop_parts(first.job_name, first.attempt, grace)
         for part in self._now():

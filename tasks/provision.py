@@ -241,19 +241,14 @@ def _settle_parts(fleet: Fleet, settings: Settings, job_name: str) -> None:
     fleet.stop_parts(job_name, None, settings.stop_grace_seconds)
     deadline = time.monotonic() + settings.stop_grace_seconds + PART_CLEANUP_PATIENCE
     for part in waiting:
-        if fleet.cancel_unstarted(part):
-            continue
-        while (now_part := fleet.part(job_name, part.attempt, part.host)) is not None and now_part.exits is None:
-            if time.monotonic() > deadline or not fleet.host(part.host).live(now()):
-                job_log.report(
-                    settings.home,
-                    job_name,
-                    f"host {part.host} has not reported that {', '.join(part.instances)} stopped: giving its room "
-                    "back all the same (`dockyard hosts` shows whether its worker beats)",
-                    logging.WARNING,
-                )
-                break
-            time.sleep(0.5)
+        if not fleet.await_report(part, deadline):
+            job_log.report(
+                settings.home,
+                job_name,
+                f"host {part.host} did not report that {', '.join(part.instances)} stopped: giving the room back "
+                "all the same (`dockyard hosts` shows whether its worker beats)",
+                logging.WARNING,
+            )
 
 
 def plan_here(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
@@ -304,14 +299,15 @@ def provision(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
     (which holds the job's secrets, resolved from their Secret blocks for the containers' config
     files and environment). Instances granted on other machines are their workers' to make."""
     plan = plan_here(spec, settings)
-    # What a half-made try left goes first: a retry after an engine hiccup records no new attempt.
-    remove_instances(plan.job_name, plan.scratch_root)
-    record = open_store(settings).change(
+    store = open_store(settings)
+    if settings.fleet_host is not None:  # an earlier attempt's part here cleans up first
+        attempt = len(store.get(plan.job_name).attempts) + 1
+        patience = settings.stop_grace_seconds + PART_CLEANUP_PATIENCE
+        Fleet(store).await_earlier_parts(plan.job_name, attempt, settings.fleet_host, patience)
+    # Made before the attempt is recorded: a retry after an engine hiccup records no second one.
+    make_instances(spec, plan.part(settings.fleet_host), settings)
+    store.change(
         plan.job_name,
         lambda record: record.attempt_started(now()).model_copy(update={"scratch_root": str(settings.scratch_root())}),
     )
-    if settings.fleet_host is not None:  # an earlier attempt's part here cleans up first
-        fleet, patience = Fleet(open_store(settings)), settings.stop_grace_seconds + PART_CLEANUP_PATIENCE
-        fleet.await_earlier_parts(plan.job_name, len(record.attempts), settings.fleet_host, patience)
-    make_instances(spec, plan.part(settings.fleet_host), settings)
     return plan
