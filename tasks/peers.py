@@ -78,6 +78,7 @@ class Peers:
         self.next_run_check = time.monotonic() + RUN_CHECK_SECONDS
         self.started_at = time.monotonic()
         self.said_waiting: set[str] = set()
+        self.seen: list[Part] = []  # the parts as running() last read them: one read a poll
 
     @property
     def fleet(self) -> Fleet:
@@ -86,10 +87,12 @@ class Peers:
         return self._fleet
 
     def _now(self) -> list[Part]:
+        """The parts as the store has them now; kept as `seen` for the rest of this poll."""
         if not self.parts:
             return []
         first = self.parts[0]
-        return self.fleet.parts(first.job_name, first.attempt)
+        self.seen = self.fleet.parts(first.job_name, first.attempt)
+        return self.seen
 
     def running(self) -> list[str]:
         """The instances whose part has not reported how they ended.
@@ -145,7 +148,8 @@ class Peers:
                 )
 
     def failed(self) -> bool:
-        return any(e.exit_code != 0 for e in self.exits())
+        """Whether a part reported a failed instance, as running() last read them."""
+        return any(e.exit_code != 0 for p in self.seen for e in (p.exits or ()))
 
     def stop(self, grace: float) -> None:
         """Ask every part to stop its instances (SIGTERM, SIGKILL after `grace` seconds); a part
@@ -164,8 +168,9 @@ class Peers:
         return [e for p in self._now() for e in (p.exits or ())]
 
     def broken_pipe(self) -> str | None:
-        """Why a part's Pipe channel could not be streamed, if one could not."""
-        return next((e.failure_text or "" for e in self.exits() if e.exit_code == PIPE_BROKEN), None)
+        """Why a part's Pipe channel could not be streamed, if one could not (as running() last read them)."""
+        reported = (e for p in self.seen for e in (p.exits or ()))
+        return next((e.failure_text or "" for e in reported if e.exit_code == PIPE_BROKEN), None)
 
     def not_started(self) -> None:
         """Raises: TransientInfraError or InfraError, when a part could not run its instances
