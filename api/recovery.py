@@ -25,6 +25,7 @@ from infra import job_log, prefect_api
 from infra.fleet import Fleet
 from infra.job_store import now
 from tasks.validate import lease_name
+from tasks.warm_pool import sweep
 
 log = logging.getLogger("dockyard.api")
 
@@ -92,8 +93,11 @@ def release_ended(ctx: Context) -> list[str]:
     holders = sorted({grant.job_name for grant in fleet.grants()})
     records = ctx.store.find_many(holders)
     released = []
+    at = now()
     for name in holders:
         record = records.get(name)
+        if record is not None and record.warm_pool is not None and record.warm_pool.available(at):
+            continue  # the room a warm pool keeps
         ended = record is None or is_final(record.status.secondary)
         if ended and not ctx.store.lease_live(lease_name(name)) and fleet.release(name):
             job_log.append(ctx.settings.home, name, "its fleet grants were given back by a watch, not by its teardown")
@@ -109,6 +113,7 @@ def watch(ctx: Context, stop: threading.Event) -> None:
             for record in orphans(ctx):
                 if hand_back(ctx, record):
                     log.warning("training job %s lost its orchestrator; handed back to its work pool", record.name)
+            sweep(ctx.store, ctx.settings, clean=False)  # warm pools past their period; folders are their machines'
             for name in release_ended(ctx):
                 log.warning("training job %s ended holding fleet grants; given back", name)
         except Exception:  # the watch goes on; the next round tries again

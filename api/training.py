@@ -23,12 +23,14 @@ from dockyard.loading import SAGEMAKER_IGNORED, build_job
 from dockyard.record import JobRecord, describe
 from dockyard.settings import Settings
 from dockyard.status import SecondaryStatus, is_final
+from dockyard.warm_pool import PoolStatus
 from dockyard.wire import pascal
 from infra import prefect_api
 from infra import secrets as secret_blocks
 from infra.job_store import JobFilter, JobStore, now
 from infra.retry import with_backoff
 from tasks.validate import check_runnable, create_record, same_job
+from tasks.warm_pool import set_keep_alive
 
 NOT_FOUND = "Requested resource not found."  # what SageMaker answers for an unknown name
 
@@ -169,6 +171,30 @@ def stop_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def update_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """UpdateTrainingJob: ResourceConfig.KeepAlivePeriodInSeconds, the period of the job's warm pool
+    (0 ends an Available one now); Profiler settings cannot be changed once a job runs here."""
+    record = record_of(ctx, params["TrainingJobName"])
+    others = sorted(k for k in params if k not in ("TrainingJobName", "ResourceConfig"))
+    if others:
+        raise validation(
+            f"{', '.join(others)}: not updatable in dockyard — only ResourceConfig.KeepAlivePeriodInSeconds is"
+        )
+    seconds = (params.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds")
+    if seconds is None:
+        raise validation("ResourceConfig.KeepAlivePeriodInSeconds is required: the warm pool's period, 0 to end it")
+    pool = record.warm_pool
+    if is_final(record.status.secondary) and not (pool and pool.status is PoolStatus.AVAILABLE):
+        raise validation(
+            f"{record.name} has ended with no warm pool to update "
+            f"(WarmPoolStatus {pool.shown(now())['Status'] if pool else 'none'})"
+        )
+    if not record.spec.resource_config.keep_alive_period_in_seconds and not is_final(record.status.secondary):
+        raise validation(f"{record.name} was created without KeepAlivePeriodInSeconds: it keeps no warm pool")
+    set_keep_alive(ctx.store, ctx.settings, record.name, int(seconds))
+    return {"TrainingJobArn": job_arn(record.name)}
+
+
 def page_token(offset: int, query: dict[str, Any]) -> str:
     """A NextToken: where the next page starts, bound to the listing's filters."""
     raw = json.dumps({"o": offset, "q": query}, sort_keys=True, default=str)
@@ -197,6 +223,7 @@ def list_params(params: dict[str, Any]) -> tuple[JobFilter, str, bool, int, int,
         created_before=_utc(params.get("CreationTimeBefore")),
         modified_after=_utc(params.get("LastModifiedTimeAfter")),
         modified_before=_utc(params.get("LastModifiedTimeBefore")),
+        warm_pool_status=params.get("WarmPoolStatusEquals"),
     )
     ascending = params.get("SortOrder", "Descending") == "Ascending"
     limit = int(params.get("MaxResults", 10))
@@ -242,5 +269,6 @@ HANDLERS = {
     "CreateTrainingJob": create_training_job,
     "DescribeTrainingJob": describe_training_job,
     "StopTrainingJob": stop_training_job,
+    "UpdateTrainingJob": update_training_job,
     "ListTrainingJobs": list_training_jobs,
 }

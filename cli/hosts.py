@@ -18,6 +18,7 @@ from typing import Any
 from cli.render import say
 from dockyard.fleet import Grant, Host, free_capacity
 from dockyard.settings import Settings
+from dockyard.warm_pool import PoolStatus
 from infra.fleet import Fleet
 from infra.job_store import now, open_store
 
@@ -40,7 +41,7 @@ def _state(host: Host) -> str:
     return "draining" if host.draining else "live"
 
 
-def _row(host: Host, grants: list[Grant]) -> dict[str, Any]:
+def _row(host: Host, grants: list[Grant], warm: set[str]) -> dict[str, Any]:
     free = free_capacity([host], grants)[host.name]
     beat = (now() - host.heartbeat_at).total_seconds() if host.heartbeat_at else None
     return {
@@ -56,7 +57,8 @@ def _row(host: Host, grants: list[Grant]) -> dict[str, Any]:
         "GpuKind": host.gpu_kind,
         "DiskFreeGiB": round(host.disk_free_bytes / GIB, 1),
         "Labels": host.labels,
-        "Jobs": sorted({g.job_name for g in grants}),
+        "Jobs": sorted({g.job_name for g in grants} - warm),
+        "WarmPools": sorted({g.job_name for g in grants} & warm),  # ended jobs' instances, kept for the next
         "SecondsSinceHeartbeat": round(beat, 1) if beat is not None else None,
     }
 
@@ -65,7 +67,8 @@ def listing(fleet: Fleet, as_json: bool) -> int:
     held: dict[str, list[Grant]] = defaultdict(list)
     for grant in fleet.grants():
         held[grant.host].append(grant)
-    rows = [_row(h, held[h.name]) for h in fleet.hosts()]
+    warm = {p.job_name for p in fleet.store.pools(status=PoolStatus.AVAILABLE)}
+    rows = [_row(h, held[h.name], warm) for h in fleet.hosts()]
     if as_json:
         print(json.dumps({"Hosts": rows}, indent=2))
         return 0
@@ -78,7 +81,8 @@ def listing(fleet: Fleet, as_json: bool) -> int:
         beat = f"{r['SecondsSinceHeartbeat']:.0f}s" if r["SecondsSinceHeartbeat"] is not None else "-"
         print(
             f"{r['Name']:<16} {r['State']:<9} {r['FreeVCpus']:>4}/{r['VCpus']:<5} "
-            f"{r['FreeMemoryGiB']:>6.1f}/{r['MemoryGiB']:<6.1f} {gpus:>9}  {beat:>6}  {', '.join(r['Jobs']) or '-'}"
+            f"{r['FreeMemoryGiB']:>6.1f}/{r['MemoryGiB']:<6.1f} {gpus:>9}  {beat:>6}  "
+            + (", ".join(r["Jobs"] + [f"{name} (warm pool)" for name in r["WarmPools"]]) or "-")
         )
         details = [r["Address"], r["GpuKind"], f"{r['DiskFreeGiB']:.0f} GiB disk free"]
         details += [f"{k}={v}" for k, v in sorted(r["Labels"].items())]

@@ -42,6 +42,7 @@ from dockyard.settings import Settings
 from infra import docker_engine, prefect_api
 from infra.fleet import Fleet, disk_free, this_machine
 from infra.job_store import open_store, redacted
+from tasks.warm_pool import sweep
 
 GIB = 1024**3
 
@@ -119,6 +120,10 @@ def _beat(fleet: Fleet, host: Host, settings: Settings, stop: threading.Event) -
             silent = False
         except Exception as exc:  # noqa: BLE001 - a missed beat is tried again at the next
             say(f"heartbeat of host {host.name} missed ({type(exc).__name__}: {exc}); trying again")
+        try:  # warm pools past their period end; the folders of those ended here leave the disk
+            sweep(fleet.store, settings)
+        except Exception as exc:  # noqa: BLE001 - swept again at the next beat
+            say(f"ending the warm pools of host {host.name} failed ({type(exc).__name__}: {exc}); trying again")
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2)

@@ -7,7 +7,7 @@ job.json and `dockyard jobs describe`.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -21,6 +21,7 @@ from dockyard.secrets import masked
 from dockyard.spec import TrainingJobSpec
 from dockyard.spot import Attempt, billable_seconds
 from dockyard.status import JobStatus, SecondaryStatus, apply_transition
+from dockyard.warm_pool import WarmPool
 from dockyard.wire import to_pascal
 
 
@@ -96,6 +97,7 @@ class JobRecord(BaseModel):
     # CreateTrainingJob fields with no effect here (VpcConfig, TensorBoardOutputConfig, ...),
     # kept as sent so that DescribeTrainingJob answers them back.
     request_extras: dict[str, Any] = {}
+    warm_pool: WarmPool | None = None  # the instances it kept, or took over (dockyard.warm_pool)
 
     @property
     def name(self) -> str:
@@ -171,8 +173,8 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def describe(record: JobRecord) -> dict[str, Any]:
-    """The record as a DescribeTrainingJob response body."""
+def describe(record: JobRecord, at: datetime | None = None) -> dict[str, Any]:
+    """The record as a DescribeTrainingJob response body (as of `at`, default now)."""
     shown = record.spec.model_copy(update={kind: masked(getattr(record.spec, kind)) for kind in SECRET_MAPS})
     spec = to_pascal(shown.model_dump(mode="json", exclude_none=True))
     seconds = record.training_seconds()
@@ -233,6 +235,8 @@ def describe(record: JobRecord) -> dict[str, Any]:
                 for e in mine
             ]
     body["ProfilingStatus"] = "Enabled" if record.spec.profiling else "Disabled"
+    if record.warm_pool is not None:
+        body["WarmPoolStatus"] = record.warm_pool.shown(at or datetime.now(UTC))
     for key, value in record.request_extras.items():
         body.setdefault(key, value)
     algo = body.setdefault("AlgorithmSpecification", {})

@@ -249,6 +249,14 @@ def _managed(spec: TrainingJobSpec) -> list[FieldProblem]:
                 "make it at least as long as the runtime",
             )
         )
+    if spec.enable_managed_spot_training and spec.resource_config.keep_alive_period_in_seconds:
+        problems.append(
+            FieldProblem(
+                "resource_config.keep_alive_period_in_seconds",
+                "warm pools do not keep spot instances (as on SageMaker)",
+                "drop keep_alive_period_in_seconds, or enable_managed_spot_training",
+            )
+        )
     if spec.checkpoint_config is not None:
         path = spec.checkpoint_config.local_path
         taken = ("/opt/ml/input", "/opt/ml/model", "/opt/ml/output")

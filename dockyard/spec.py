@@ -121,6 +121,8 @@ class ResourceConfig(_Model):
     instance_type: str = "local"
     instance_count: int = Field(default=1, ge=1, le=100)
     volume_size_in_gb: int = Field(default=30, ge=1, le=16384)
+    # SageMaker's managed warm pools: the instances kept this long after the job (dockyard.warm_pool)
+    keep_alive_period_in_seconds: int | None = Field(default=None, ge=0, le=3600)
 
 
 class S3DataSource(_Model):

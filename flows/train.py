@@ -44,6 +44,7 @@ from tasks.recover import (
 from tasks.run import run
 from tasks.stage_data import stage_data
 from tasks.validate import let_go, read_job_file, still_held, validate
+from tasks.warm_pool import take_warm_pool
 
 
 def _failure(exc: BaseException) -> Outcome:
@@ -102,6 +103,7 @@ def _attempt(
     parts: tuple[Part, ...] = ()  # the instances on other machines, one part per machine
     try:
         if attached is None:
+            take_warm_pool(spec, settings)
             granted = wait_for_capacity(spec, settings)
             if granted is not None and granted != settings.fleet_host:
                 return _AttemptResult(None, None, handed_to=granted)

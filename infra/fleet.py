@@ -283,6 +283,20 @@ class Fleet:
                 conn.execute(insert(grant_history), [{**_columns(g), "at": at, "event": "release"} for g in held])
         return held
 
+    def hand_on(self, job_name: str, to: str) -> list[Grant]:
+        """Move what job `job_name` holds to job `to` (a warm pool taken over), as one release and
+        one grant of the same room; returns what `to` holds now."""
+        at = now()
+        with self.store.writing() as conn:
+            held = [_grant(row) for row in conn.execute(select(grants).where(grants.c.job_name == job_name))]
+            moved = [g.model_copy(update={"job_name": to}) for g in held]
+            if held:
+                conn.execute(delete(grants).where(grants.c.job_name == job_name))
+                conn.execute(insert(grants), [{**_columns(g), "granted_at": at} for g in moved])
+                conn.execute(insert(grant_history), [{**_columns(g), "at": at, "event": "release"} for g in held])
+                conn.execute(insert(grant_history), [{**_columns(g), "at": at, "event": "grant"} for g in moved])
+        return moved
+
     def history(self) -> list[tuple[datetime, str, Grant]]:
         """Every grant and release, oldest first."""
         with self.store.engine.connect() as conn:

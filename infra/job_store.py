@@ -53,6 +53,7 @@ from dockyard.record import JobRecord, MetricValue
 from dockyard.settings import Settings
 from dockyard.status import JobStatus, PrimaryStatus, SecondaryStatus, StatusTransition, is_final
 from dockyard.tuning_record import TuningRecord, from_description
+from dockyard.warm_pool import PoolStatus, WarmPool
 from infra.store_schema import (
     MIGRATING,
     job_metrics,
@@ -63,11 +64,12 @@ from infra.store_schema import (
     training_jobs,
     tuning_jobs,
     tuning_tags,
+    warm_pools,
 )
 
 S = SecondaryStatus
 # The Alembic revision this code reads and writes (checked against the scripts by a test).
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 WRITE_ATTEMPTS = 50  # optimistic writes retried over concurrent changes of the same record
 
 
@@ -86,6 +88,7 @@ class JobFilter:
     created_before: datetime | None = None
     modified_after: datetime | None = None
     modified_before: datetime | None = None
+    warm_pool_status: str | None = None  # Available, InUse, Reused or Terminated, as WarmPoolStatus shows it
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,19 @@ class JobSummary:
     creation_time: datetime
     training_end_time: datetime | None
     last_modified_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    """A warm pool as the store indexes it: whose it is, and where."""
+
+    job_name: str
+    status: PoolStatus
+    host: str
+    folder: str
+    expires_at: datetime | None
+    reused_by: str | None
+    cleaned: bool
 
 
 @dataclass(frozen=True)
@@ -340,6 +356,8 @@ class JobStore:
         if where.status:
             matching = [s.value for s in PrimaryStatus if s.value.lower() == where.status.lower()]
             query = query.where(t.c.primary_status.in_(matching))
+        if where.warm_pool_status:
+            query = query.where(t.c.name.in_(_pools_shown(where.warm_pool_status)))
         query = _listing(query, t, t.c.primary_status, where, sort_by, ascending).offset(offset).limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -417,6 +435,8 @@ class JobStore:
                 ).rowcount
                 if written:
                     self._write_transitions(conn, name, record.status.transitions, changed.status.transitions)
+                    if changed.warm_pool != record.warm_pool:
+                        self._index_pool(conn, name, changed.warm_pool)
                     return changed
         raise DockyardError(f"training job {name} changed {WRITE_ATTEMPTS} times while one change was being written")
 
@@ -664,6 +684,48 @@ class JobStore:
             row = conn.execute(select(leases).where(leases.c.resource == resource)).first()
         return _lease_of(row) if row else None
 
+    # -- warm pools: indexed from the records that hold them ---------------------
+
+    def pools(
+        self,
+        key: str | None = None,
+        status: PoolStatus | None = None,
+        host: str | None = None,
+        reused_by: str | None = None,
+        cleaned: bool | None = None,
+    ) -> list[PoolEntry]:
+        t = warm_pools
+        query = select(t).order_by(t.c.expires_at, t.c.job_name)
+        for column, value in (
+            (t.c.match_key, key), (t.c.status, status and status.value), (t.c.host, host),
+            (t.c.reused_by, reused_by), (t.c.cleaned, cleaned),
+        ):  # fmt: skip
+            if value is not None:
+                query = query.where(column == value)
+        with self.engine.connect() as conn:
+            return [
+                PoolEntry(row.job_name, PoolStatus(row.status), row.host, row.folder, row.expires_at,
+                          row.reused_by, bool(row.cleaned))
+                for row in conn.execute(query)
+            ]  # fmt: skip
+
+    def pool_cleaned(self, job_name: str) -> None:
+        """A Terminated pool's folder is gone from its machine."""
+        with self.writing() as conn:
+            conn.execute(update(warm_pools).where(warm_pools.c.job_name == job_name).values(cleaned=True))
+
+    @staticmethod
+    def _index_pool(conn: Connection, name: str, pool: WarmPool | None) -> None:
+        if pool is None:
+            conn.execute(delete(warm_pools).where(warm_pools.c.job_name == name))
+            return
+        values = {
+            "match_key": pool.key, "status": pool.status.value, "host": pool.host, "folder": pool.folder,
+            "expires_at": pool.expires_at, "reused_by": pool.reused_by,
+        }  # fmt: skip
+        if not conn.execute(update(warm_pools).where(warm_pools.c.job_name == name).values(**values)).rowcount:
+            conn.execute(insert(warm_pools).values(job_name=name, cleaned=False, **values))
+
     # -- internals ------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -747,6 +809,19 @@ def _record(row: Any, history: list[StatusTransition]) -> JobRecord:
         transitions=tuple(history),
     )
     return JobRecord.model_validate_json(row.record).model_copy(update={"status": status})
+
+
+def _pools_shown(status: str) -> Select[Any]:
+    """The names of the jobs whose WarmPoolStatus shows `status` now: an Available pool past
+    its period shows Terminated (dockyard.warm_pool.WarmPool.shown)."""
+    w, at = warm_pools, now()
+    query = select(w.c.job_name)
+    if status == PoolStatus.AVAILABLE.value:
+        return query.where(w.c.status == status, w.c.expires_at > at)
+    if status == PoolStatus.TERMINATED.value:
+        expired = (w.c.status == PoolStatus.AVAILABLE.value) & (w.c.expires_at <= at)
+        return query.where((w.c.status == status) | expired)
+    return query.where(w.c.status == status)
 
 
 def _listing(query: Select[Any], t: Table, status: Any, where: JobFilter, sort_by: str, ascending: bool) -> Select[Any]:

@@ -188,3 +188,18 @@ parts = Table(
     Column("stop_grace", Float),  # the orchestrator asks them to stop: SIGKILL after this many seconds
     Column("exits", Text),  # how they ended, once all have: HostExits as JSON
 )
+
+# Warm pools (dockyard.warm_pool): the pool in each job's record, indexed here for the jobs
+# that look for one to take over, and for the sweep that ends them; written with the record.
+warm_pools = Table(
+    "warm_pools",
+    metadata,
+    Column("job_name", String(63), primary_key=True),
+    Column("match_key", String(64), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("host", String(63), nullable=False),
+    Column("folder", String(63), nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("reused_by", String(63), index=True),
+    Column("cleaned", Boolean, nullable=False),  # a Terminated pool's folder is gone from its machine
+)

@@ -20,13 +20,15 @@ from dockyard.record import JobRecord, MetricValue, describe
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import PrimaryStatus, path_to_final
+from dockyard.warm_pool import PoolStatus
 from infra import catalog, cloudwatch, job_log, storage
 from infra.job_store import now, open_store, redacted
 from infra.retry import task_retry_options
 from tasks.persist import PARTS_FOLDER, output_prefix
 from tasks.profiler import write_report
-from tasks.provision import give_back, remove_instances
+from tasks.provision import give_back, keep_instances, remove_instances
 from tasks.status import move
+from tasks.warm_pool import keep_or_end
 
 
 def final_metrics(values: list[MetricValue]) -> tuple[MetricValue, ...]:
@@ -94,6 +96,7 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
                 "training_end_time": at,
                 "final_metrics": final_metrics(values),
                 "attempts": record.ended_attempt(at).attempts,
+                "warm_pool": keep_or_end(spec, outcome, settings, scratch_root),
             }
             # Catalogued before the job store says the job ended, so whoever sees it ended finds it by
             # Search; once, should this task be retried (a model version is registered each time).
@@ -109,9 +112,17 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
             settings.s3_endpoint_url,
         )
     finally:
-        removed = remove_instances(name, scratch_root) if scratch_root else 0
-        give_back(settings, name)  # the parts on other machines, if any, stopped first
-        job_log.append(settings.home, name, f"removed {removed} Docker object(s) and the scratch space")
+        pool = store.get(name).warm_pool
+        if pool is not None and pool.status is PoolStatus.AVAILABLE and scratch_root:
+            removed = keep_instances(name, scratch_root)  # and the grants: the room stays reserved
+            job_log.report(
+                settings.home, name, f"removed {removed} Docker object(s); the instances are kept as a warm pool "
+                f"until {pool.expires_at:%Y-%m-%d %H:%M:%S} UTC for the next job that matches them",
+            )  # fmt: skip
+        else:
+            removed = remove_instances(name, scratch_root) if scratch_root else 0
+            give_back(settings, name)  # the parts on other machines, if any, stopped first
+            job_log.append(settings.home, name, f"removed {removed} Docker object(s) and the scratch space")
         _delete_part_archives(spec, settings)
     key = f"job-{name.lower()}"[:90].rstrip("-")
     create_markdown_artifact(key=key, markdown=summary_markdown(record), description=f"dockyard training job {name}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import time
 
 from prefect import task
@@ -26,6 +27,7 @@ from dockyard.fleet import Grant
 from dockyard.rules import HostFacts, instance_type_of
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
+from dockyard.warm_pool import PoolStatus
 from infra import credentials, docker_engine, fuse, job_log, pipe, volumes
 from infra import secrets as secret_blocks
 from infra.fleet import Fleet, interface_of
@@ -67,6 +69,7 @@ class ProvisionPlan(BaseModel):
     warnings: tuple[str, ...]
     volume_size_gb: int = 30
     peers: dict[str, str] = {}  # algo-N -> its machine's address, when the instances span machines
+    warm: bool = False  # on a warm pool's folders (dockyard.warm_pool): their staged input data kept
 
     def part(self, machine: str | None) -> ProvisionPlan:
         """The instances on fleet host `machine` alone (all of them outside a fleet or on one machine)."""
@@ -131,11 +134,13 @@ def plan_provision(
     grants: tuple[Grant, ...] = (),
     addresses: dict[str, str] | None = None,
     interface: str = contract.NETWORK_INTERFACE,
+    warm_folder: str | None = None,
 ) -> ProvisionPlan:
     """The instances of a job: per-host folders, limits, config and environment; with
     fleet `grants`, each instance gets the GPUs its grant names, and grants on several
     machines (at `addresses`, by fleet host) make the job run on their own networks,
-    reached on `interface`."""
+    reached on `interface`. `warm_folder`: the folder of the warm pool the job took over,
+    under `scratch_root`, in place of the job's own."""
     granted = {g.instance: g for g in grants}
     spans = len({g.host for g in grants}) > 1
     peers = {g.instance: (addresses or {}).get(g.host, "") for g in grants} if spans else {}
@@ -143,7 +148,7 @@ def plan_provision(
     hosts = contract.host_names(spec.resource_config.instance_count)
     cpus, nano_cpus, mem_limit, warnings = _limits(spec, host)
     own = interface if spans else contract.NETWORK_INTERFACE
-    root = os.path.join(scratch_root, name)
+    root = os.path.join(scratch_root, warm_folder or name)
     plans = []
     for index, current in enumerate(hosts):
         grant = granted.get(current)
@@ -173,6 +178,7 @@ def plan_provision(
         warnings=tuple(warnings),
         volume_size_gb=spec.resource_config.volume_size_in_gb,
         peers=peers,
+        warm=warm_folder is not None,
     )
 
 
@@ -196,6 +202,49 @@ def create_instances(plan: ProvisionPlan) -> str | None:
     if plan.network != HOST_NETWORK:
         docker_engine.create_network(plan.network, plan.job_name, plan.internal_network)
     return why_not
+
+
+def reuse_instances(plan: ProvisionPlan) -> bool:
+    """Make the instances of `plan` on the warm pool's folders, keeping their volumes and the
+    staged File channels and clearing the rest (config, model, output, checkpoints, code, Pipe
+    FIFOs); False when the folders are not all there (they are then made afresh)."""
+    if not all(os.path.isdir(h.scratch) for h in plan.hosts):
+        return False
+    docker_engine.remove_job_objects(plan.job_name)  # a half-made attempt's
+    for host in plan.hosts:
+        layout = contract.host_layout(host.scratch)
+        kept = {layout.input, layout.input_data}
+        for folder in (host.scratch, layout.input, layout.input_data):
+            for entry in os.listdir(folder) if os.path.isdir(folder) else ():
+                path = os.path.join(folder, entry)
+                if path in kept or (folder == layout.input_data and os.path.isdir(path)):
+                    continue  # a File channel's staged objects
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+    shutil.rmtree(os.path.join(plan.scratch_root, "code"), ignore_errors=True)  # script mode's
+    for host in plan.hosts:
+        layout = contract.host_layout(host.scratch)
+        for path in layout.folders():
+            os.makedirs(path, exist_ok=True)
+        for file_name, text in host.config_files.items():
+            with open(os.path.join(layout.input_config, file_name), "w") as f:
+                f.write(text)
+    if plan.network != HOST_NETWORK:
+        docker_engine.create_network(plan.network, plan.job_name, plan.internal_network)
+    return True
+
+
+def keep_instances(job_name: str, scratch_root: str) -> int:
+    """A job's end that keeps its instances as a warm pool: its containers and network removed,
+    its Pipe streamers stopped and FastFile channels unmounted; the folders, on their volumes,
+    stay. Returns the count of Docker objects removed."""
+    credentials.revoke(job_name)
+    removed = docker_engine.remove_job_objects(job_name)
+    pipe.stop_all(job_name)
+    fuse.unmount_all(scratch_root)
+    return removed
 
 
 def remove_instances(job_name: str, scratch_root: str, engine_may_be_gone: bool = False) -> int:
@@ -251,9 +300,23 @@ def _settle_parts(fleet: Fleet, settings: Settings, job_name: str) -> None:
             )
 
 
+def warm_folder(settings: Settings, job_name: str) -> str | None:
+    """The folder of the warm pool the job took over, when that pool is on this machine."""
+    pool = open_store(settings).get(job_name).warm_pool
+    if pool is None or pool.status is not PoolStatus.IN_USE or pool.host != pool_host(settings):
+        return None
+    return pool.folder
+
+
+def pool_host(settings: Settings) -> str:
+    """How warm pools name this machine: its fleet host, else its host name."""
+    return settings.fleet_host or socket.gethostname()
+
+
 def plan_here(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
     """The job's provision plan as this machine sees it: its facts, its scratch space, the job's
-    fleet grants and, when they span machines, the machines' addresses and this one's interface."""
+    fleet grants and, when they span machines, the machines' addresses and this one's interface;
+    on the folders of the warm pool it took over, if that is here."""
     grants = grants_of(settings, spec.training_job_name)
     addresses: dict[str, str] = {}
     interface = contract.NETWORK_INTERFACE
@@ -267,6 +330,7 @@ def plan_here(spec: TrainingJobSpec, settings: Settings) -> ProvisionPlan:
         grants,
         addresses,
         interface,
+        warm_folder(settings, spec.training_job_name),
     )
 
 
@@ -274,6 +338,10 @@ def make_instances(spec: TrainingJobSpec, plan: ProvisionPlan, settings: Setting
     """Make the instances of `plan` on this machine, after removing what a half-made attempt left."""
     for warning in plan.warnings:
         job_log.report(settings.home, plan.job_name, warning, logging.WARNING)
+    if plan.warm and reuse_instances(plan):
+        names = ", ".join(h.host for h in plan.hosts)
+        job_log.report(settings.home, plan.job_name, f"provisioned on the warm pool's instances ({names})")
+        return
     remove_instances(plan.job_name, plan.scratch_root)
     no_volumes = create_instances(plan)
     if no_volumes:

@@ -23,7 +23,7 @@ from infra import credentials, docker_engine, job_log, prefect_api, spot
 from infra.fleet import Fleet, UnknownHost
 from infra.job_store import now, open_store
 from infra.retry import task_retry_options, with_backoff
-from tasks.provision import ProvisionPlan, give_back, grants_of, plan_provision, remove_instances
+from tasks.provision import ProvisionPlan, give_back, grants_of, plan_provision, remove_instances, warm_folder
 from tasks.status import move
 from tasks.validate import let_go
 
@@ -259,7 +259,10 @@ def reattach(spec: TrainingJobSpec, settings: Settings) -> tuple[ProvisionPlan, 
     # Pipe channels were fed by the dead orchestrator's threads: such a job restarts instead.
     if record.status.secondary in REATTACHABLE and sorted(found) == hosts and not _piped(spec):
         scratch = record.scratch_root or str(settings.scratch_root())
-        provisioned = plan_provision(spec, docker_engine.host_facts(), scratch, grants_of(settings, name))
+        provisioned = plan_provision(
+            spec, docker_engine.host_facts(), scratch, grants_of(settings, name),
+            warm_folder=warm_folder(settings, name),
+        )  # fmt: skip
         job_log.append(settings.home, name, f"reattached to {len(found)} running container(s)")
         _serve_credentials_again(spec, settings, next(iter(found.values())))
         return provisioned, found

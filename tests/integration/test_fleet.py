@@ -181,3 +181,43 @@ def test_the_watch_gives_back_the_grants_of_jobs_that_ended_without_giving_them_
     ctx = Context(Settings.from_env({"DOCKYARD_HOME": str(tmp_path)}), fleet.store)
     assert release_ended(ctx) == [ended.name]
     assert [g.job_name for g in fleet.grants()] == [running.name]
+
+
+def test_a_warm_pool_keeps_its_room_until_a_matching_job_takes_it_over_or_its_period_ends(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from dockyard.warm_pool import PoolStatus, retained
+    from infra.job_store import now
+    from tasks.warm_pool import sweep, take_warm_pool
+
+    def end_keeping(name: str, seconds: float) -> None:  # as finalize ends a job that keeps its instances
+        pool = retained(fleet.store.get(name).spec, "h", kept.name, now())
+        pool = pool.model_copy(update={"expires_at": now() + timedelta(seconds=seconds)})
+        fleet.store.transition(name, fleet.store.get(name).secondary, S.FAILED, "AlgorithmError", warm_pool=pool)
+
+    fleet.register(Host(name="h", vcpus=8, memory_bytes=32 * GIB, gpus=1))
+    kept, taker, expired = job(unique("kept")), job(unique("taker")), job(unique("expired"))
+    settings = Settings.from_env(
+        {"DOCKYARD_HOME": str(tmp_path), "DOCKYARD_DATABASE_URL": fleet.store.url, "DOCKYARD_FLEET_HOST": "other"}
+    )
+    for record, itype, seconds in ((kept, "ml.g5.xlarge", 600), (expired, "ml.m5.xlarge", 0)):
+        fleet.store.create(record)
+        assert isinstance(fleet.grant(demand(record.name, itype)), list)
+        end_keeping(record.name, seconds)
+    ctx = Context(settings, fleet.store)
+    assert release_ended(ctx) == [expired.name]  # the watch leaves the room of an Available pool alone
+    fleet.store.create(taker)
+    pool = take_warm_pool.fn(taker.spec, settings)  # a job orchestrated on another host takes it over
+    assert pool is not None and (pool.status, pool.host, pool.folder) == (PoolStatus.IN_USE, "h", kept.name)
+    assert [(g.job_name, g.gpu_ids) for g in fleet.grants()] == [(taker.name, (0,))]  # its room and GPU with it
+    given = fleet.store.get(kept.name).warm_pool
+    assert given is not None and (given.status, given.reused_by) == (PoolStatus.REUSED, taker.name)
+    assert take_warm_pool.fn(taker.spec, settings) == pool  # a retried step: the same pool
+    assert no_double_booking(fleet) >= 1
+
+    end_keeping(taker.name, 0)
+    sweep(fleet.store, settings, clean=False)  # its period is over: the room goes back
+    assert fleet.grants() == []
+    assert fleet.store.get(taker.name).warm_pool.status is PoolStatus.TERMINATED  # type: ignore[union-attr]

@@ -304,6 +304,31 @@ def test_a_request_that_breaks_the_api_shape_or_the_spec_is_refused_naming_the_f
     assert code == "ValidationException" and "ResourceConfig.InstanceType" in message
 
 
+@pytest.mark.usefixtures("test_images")
+def test_boto3_keeps_a_warm_pool_that_the_next_matching_job_takes_over_and_ends_it(api: Api, bucket: str) -> None:
+    sm, prefix = api.client(), unique("warm")
+    first, second = f"{prefix}-1", f"{prefix}-2"
+    for name in (first, second):
+        request = job_request(bucket, name, mode="read")
+        request["ResourceConfig"] = {**request["ResourceConfig"], "KeepAlivePeriodInSeconds": 600}
+        sm.create_training_job(**request)
+        done = wait_done(api, name)
+        assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
+        assert done["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 600
+        assert done["WarmPoolStatus"]["Status"] == "Available"
+    given = sm.describe_training_job(TrainingJobName=first)["WarmPoolStatus"]
+    assert (given["Status"], given["ReusedByJob"]) == ("Reused", second)
+    assert given["ResourceRetainedBillableTimeInSeconds"] >= 0
+    available = sm.list_training_jobs(NameContains=prefix, WarmPoolStatusEquals="Available")["TrainingJobSummaries"]
+    assert [j["TrainingJobName"] for j in available] == [second]
+    sm.update_training_job(TrainingJobName=second, ResourceConfig={"KeepAlivePeriodInSeconds": 0})
+    assert sm.describe_training_job(TrainingJobName=second)["WarmPoolStatus"]["Status"] == "Terminated"
+    assert error_of(sm.update_training_job, TrainingJobName=first, ResourceConfig={"KeepAlivePeriodInSeconds": 60}) == (
+        "ValidationException",
+        f"{first} has ended with no warm pool to update (WarmPoolStatus Reused)",
+    )
+
+
 def test_listing_pages_filters_and_sorts_in_the_store(api: Api) -> None:
     from dockyard.loading import build_job
     from tasks.validate import create_record

@@ -131,6 +131,15 @@ def test_dockyard_home_is_expanded() -> None:
         ),
         ({"checkpoint_config": {"s3_uri": "s3://b/c", "local_path": "/opt/ml/model/c"}}, "cannot hold checkpoints"),
         ({"stopping_condition": {"max_wait_time_in_seconds": 100}}, "only applies to managed spot training"),
+        (
+            {
+                "enable_managed_spot_training": True,
+                "stopping_condition": {"max_wait_time_in_seconds": 86400},
+                "resource_config": {"keep_alive_period_in_seconds": 60},
+            },
+            "resource_config.keep_alive_period_in_seconds: warm pools do not keep spot instances",
+        ),
+        ({"resource_config": {"keep_alive_period_in_seconds": 3601}}, "less than or equal to 3600"),
         ({"environment": {"1BAD": "x"}}, "is not a valid variable name"),
         ({"algorithm_specification": {"algorithm_name": "xgboost", "training_image": "img"}}, "exactly one of"),
         ({"output_data_config": {"s3_output_path": "s3:///x"}}, "names no bucket"),
