@@ -392,6 +392,7 @@ def api_replica(home: Path, env: dict[str, str]) -> Iterator[Any]:
 
 
 @pytest.mark.load  # 40 flow runs' processes: 6 minutes and more on 2 cores
+@pytest.mark.timeout(1200)
 @pytest.mark.usefixtures("home")  # the session's Prefect server
 def test_two_api_replicas_and_two_workers_place_forty_jobs_at_once_and_never_double_book(
     test_images: dict[str, str], tmp_path: Path, postgres_database: str, s3_endpoint: str
