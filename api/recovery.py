@@ -113,7 +113,7 @@ def watch(ctx: Context, stop: threading.Event) -> None:
             for record in orphans(ctx):
                 if hand_back(ctx, record):
                     log.warning("training job %s lost its orchestrator; handed back to its work pool", record.name)
-            sweep(ctx.store, ctx.settings, clean=False)  # warm pools past their period; folders are their machines'
+            sweep(ctx.store, ctx.settings)  # warm pools past their period end; this machine's ended ones go
             for name in release_ended(ctx):
                 log.warning("training job %s ended holding fleet grants; given back", name)
         except Exception:  # the watch goes on; the next round tries again

@@ -23,7 +23,7 @@ from dockyard.loading import SAGEMAKER_IGNORED, build_job
 from dockyard.record import JobRecord, describe
 from dockyard.settings import Settings
 from dockyard.status import SecondaryStatus, is_final
-from dockyard.warm_pool import PoolStatus
+from dockyard.warm_pool import MAX_KEEP_ALIVE_SECONDS
 from dockyard.wire import pascal
 from infra import prefect_api
 from infra import secrets as secret_blocks
@@ -181,10 +181,13 @@ def update_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             f"{', '.join(others)}: not updatable in dockyard — only ResourceConfig.KeepAlivePeriodInSeconds is"
         )
     seconds = (params.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds")
-    if seconds is None:
-        raise validation("ResourceConfig.KeepAlivePeriodInSeconds is required: the warm pool's period, 0 to end it")
+    if seconds is None or not 0 <= int(seconds) <= MAX_KEEP_ALIVE_SECONDS:
+        raise validation(
+            f"ResourceConfig.KeepAlivePeriodInSeconds must be 0 to {MAX_KEEP_ALIVE_SECONDS} "
+            f"(got {seconds}): the warm pool's period, 0 to end it"
+        )
     pool = record.warm_pool
-    if is_final(record.status.secondary) and not (pool and pool.status is PoolStatus.AVAILABLE):
+    if is_final(record.status.secondary) and not (pool and pool.available(now())):
         raise validation(
             f"{record.name} has ended with no warm pool to update "
             f"(WarmPoolStatus {pool.shown(now())['Status'] if pool else 'none'})"
@@ -241,6 +244,9 @@ def list_training_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """One page of jobs, filtered and sorted in SQL; NextToken holds the offset and the filters."""
     where, sort_by, ascending, offset, limit, query = list_params(params)
     rows = ctx.store.page(where, sort_by=sort_by, ascending=ascending, offset=offset, limit=limit + 1)
+    pooled = {p.job_name for p in ctx.store.pools(names=[r.name for r in rows[:limit]])}
+    at = now()
+    pools = {n: r.warm_pool.shown(at) for n, r in ctx.store.find_many(pooled).items() if r.warm_pool}
     body: dict[str, Any] = {
         "TrainingJobSummaries": [
             {
@@ -252,6 +258,7 @@ def list_training_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
                 "TrainingJobStatus": r.primary.value,
                 "SecondaryStatus": r.secondary.value,
             }
+            | ({"WarmPoolStatus": pools[r.name]} if r.name in pools else {})
             for r in rows[:limit]
         ]
     }

@@ -21,6 +21,7 @@ from dockyard.settings import Settings
 from dockyard.warm_pool import PoolStatus
 from infra.fleet import Fleet
 from infra.job_store import now, open_store
+from tasks.warm_pool import end_pools_on
 
 GIB = 1024**3
 
@@ -100,6 +101,9 @@ def hosts(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     host = fleet.drain(args.name, draining=args.verb == "drain")
     if host.draining:
+        ended = end_pools_on(fleet.store, settings, host.name)  # kept room for new jobs: none go there now
+        if ended:
+            say(f"ended the warm pools of {', '.join(ended)} on host {host.name}")
         running = sorted({g.job_name for g in fleet.grants(host=host.name)})
         say(f"host {host.name} is draining: no new instances go there; {len(running)} job(s) run on: "
             f"{', '.join(running) or 'none'}")  # fmt: skip

@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from dockyard.spec import TrainingJobSpec
+from dockyard.spec import JOB_NAME_PATTERN, TrainingJobSpec
 
 MAX_KEEP_ALIVE_SECONDS = 3600  # SageMaker's limit
 
@@ -44,7 +44,8 @@ class WarmPool(BaseModel):
     status: PoolStatus
     key: str  # what a job must match to take it over (match_key)
     host: str  # the fleet host the instances are on ("": a machine outside a fleet)
-    folder: str  # the instances' folder under that machine's scratch root (the job that made them)
+    # the instances' folder under that machine's scratch root: named after the job that made them
+    folder: str = Field(pattern=JOB_NAME_PATTERN, max_length=63)
     retained_at: datetime | None = None  # when it became Available
     expires_at: datetime | None = None
     ended_at: datetime | None = None  # when it stopped being Available (taken over or terminated)
@@ -82,13 +83,16 @@ def match_key(spec: TrainingJobSpec) -> str:
     return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()
 
 
+KEPT_FAILURES = ("AlgorithmError", "ClientError")  # the job's own code or inputs: its instances are sound
+
+
 def kept(spec: TrainingJobSpec, failure_reason: str | None, ran: bool) -> bool:
     """Whether a job's end keeps its instances as a warm pool: asked for, its instances made
-    (`ran`), and not failed by dockyard itself (an internal error leaves nothing worth keeping);
-    a job that completed, was stopped, or failed in its own code or inputs keeps them."""
+    (`ran`), and completed, stopped, or failed in its own code or inputs; a failure of the
+    platform (dockyard's own, an engine or storage fault) leaves nothing worth keeping."""
     if not spec.resource_config.keep_alive_period_in_seconds or not ran:
         return False
-    return not (failure_reason or "").startswith("InternalServerError")
+    return failure_reason is None or failure_reason.startswith(KEPT_FAILURES)
 
 
 def retained(spec: TrainingJobSpec, host: str, folder: str, at: datetime, key: str | None = None) -> WarmPool:

@@ -210,7 +210,7 @@ class Fleet:
             if holders:
                 raise DockyardError(
                     f"host {name} holds instances of {', '.join(holders)}: stop those jobs first, or wait until "
-                    "they end (`dockyard hosts drain` keeps new ones away)"
+                    "they end (`dockyard hosts drain` keeps new ones away, and ends the warm pools kept there)"
                 )
             conn.execute(delete(hosts).where(hosts.c.name == name))
         return host

@@ -693,9 +693,12 @@ class JobStore:
         host: str | None = None,
         reused_by: str | None = None,
         cleaned: bool | None = None,
+        names: Collection[str] | None = None,
     ) -> list[PoolEntry]:
         t = warm_pools
         query = select(t).order_by(t.c.expires_at, t.c.job_name)
+        if names is not None:
+            query = query.where(t.c.job_name.in_(list(names)))  # a page of names
         for column, value in (
             (t.c.match_key, key), (t.c.status, status and status.value), (t.c.host, host),
             (t.c.reused_by, reused_by), (t.c.cleaned, cleaned),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 from prefect import task
@@ -20,7 +21,7 @@ from dockyard.record import JobRecord, MetricValue, describe
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import PrimaryStatus, path_to_final
-from dockyard.warm_pool import PoolStatus
+from dockyard.warm_pool import PoolStatus, WarmPool
 from infra import catalog, cloudwatch, job_log, storage
 from infra.job_store import now, open_store, redacted
 from infra.retry import task_retry_options
@@ -76,6 +77,18 @@ def _delete_part_archives(spec: TrainingJobSpec, settings: Settings) -> None:
         job_log.report(settings.home, spec.training_job_name, why, logging.WARNING)
 
 
+def _keeps(pool: WarmPool | None, scratch_root: str | None) -> bool:
+    """Whether the job's end kept its instances (whoever may have taken them over since): then
+    neither its folder nor its room is this job's to give back."""
+    kept = (PoolStatus.AVAILABLE, PoolStatus.REUSED)
+    return (
+        pool is not None
+        and pool.status in kept
+        and scratch_root is not None
+        and (pool.folder == os.path.basename(scratch_root))
+    )
+
+
 @task(name="finalize", cache_policy=NONE, **task_retry_options())
 def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratch_root: str | None) -> JobRecord:
     """Publish the finished job, record the final status the flow decided, write job.json, tear down;
@@ -98,6 +111,9 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
                 "attempts": record.ended_attempt(at).attempts,
                 "warm_pool": keep_or_end(spec, outcome, settings, scratch_root),
             }
+            if _keeps(fields["warm_pool"], scratch_root):  # torn down before another job may take it over
+                removed = keep_instances(name, scratch_root or "")
+                job_log.append(settings.home, name, f"removed {removed} Docker object(s); the instances stay")
             # Catalogued before the job store says the job ended, so whoever sees it ended finds it by
             # Search; once, should this task be retried (a model version is registered each time).
             ended = record.model_copy(update=fields).moved(last, message, at)
@@ -113,12 +129,12 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
         )
     finally:
         pool = store.get(name).warm_pool
-        if pool is not None and pool.status is PoolStatus.AVAILABLE and scratch_root:
-            removed = keep_instances(name, scratch_root)  # and the grants: the room stays reserved
-            job_log.report(
-                settings.home, name, f"removed {removed} Docker object(s); the instances are kept as a warm pool "
-                f"until {pool.expires_at:%Y-%m-%d %H:%M:%S} UTC for the next job that matches them",
-            )  # fmt: skip
+        if _keeps(pool, scratch_root) and pool is not None:  # its grants too: the room stays reserved
+            if pool.status is PoolStatus.AVAILABLE:
+                job_log.report(
+                    settings.home, name, f"the instances are kept as a warm pool until "
+                    f"{pool.expires_at:%Y-%m-%d %H:%M:%S} UTC for the next job that matches them",
+                )  # fmt: skip
         else:
             removed = remove_instances(name, scratch_root) if scratch_root else 0
             give_back(settings, name)  # the parts on other machines, if any, stopped first

@@ -211,6 +211,8 @@ def reuse_instances(plan: ProvisionPlan) -> bool:
     if not all(os.path.isdir(h.scratch) for h in plan.hosts):
         return False
     docker_engine.remove_job_objects(plan.job_name)  # a half-made attempt's
+    if fuse.unmount_all(plan.scratch_root):  # FastFile mounts left on the folders: never clear through one
+        return False
     for host in plan.hosts:
         layout = contract.host_layout(host.scratch)
         kept = {layout.input, layout.input_data}

@@ -26,6 +26,7 @@ from infra.retry import task_retry_options, with_backoff
 from tasks.provision import ProvisionPlan, give_back, grants_of, plan_provision, remove_instances, warm_folder
 from tasks.status import move
 from tasks.validate import let_go
+from tasks.warm_pool import take_over
 
 S = SecondaryStatus
 # Statuses in which a job's containers may still hold its work.
@@ -93,6 +94,8 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
             raise NoRoom(answer.message)
         if store.stop_requested(name):
             raise StoppedWhilePending("Training job stopped while it waited for capacity")
+        if take_over(spec, settings) is not None:
+            continue  # a matching job ended meanwhile and kept its instances: its room is this job's now
         if answer.message != said:
             record = store.get(name)
             if record.status.secondary is S.PENDING:

@@ -247,6 +247,23 @@ class _Progress:
                 )
 
 
+def drop_unplanned(spec: TrainingJobSpec, plan: StageDataPlan, provisioned: ProvisionPlan) -> int:
+    """On a warm pool's instances: remove what an earlier job staged in a File channel that this
+    job's plan does not put there (an object deleted since, another instance's shard); the count."""
+    planned = {d.dest for d in plan.downloads}
+    dropped = 0
+    for host in provisioned.hosts:
+        for channel in spec.input_data_config:
+            if spec.channel_mode(channel) is not InputMode.FILE or channel.data_source.s3_data_source is None:
+                continue
+            for folder, _, names in os.walk(contract.host_layout(host.scratch).channel(channel.channel_name)):
+                for file_name in names:
+                    if (path := os.path.join(folder, file_name)) not in planned:
+                        os.remove(path)
+                        dropped += 1
+    return dropped
+
+
 def carry_out(
     plan: StageDataPlan, concurrency: int, endpoint_url: str | None, report: Any, between: Any = None
 ) -> None:
@@ -362,6 +379,9 @@ def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Sett
         f"staging {len(plan.downloads)} objects ({plan.total_bytes / 1e6:.1f} MB) to {len(provisioned.hosts)} host(s)"
     )
     if provisioned.warm:  # storage.download keeps a copy of the right size
+        dropped = drop_unplanned(spec, plan, provisioned)
+        if dropped:
+            report(f"warm pool: removed {dropped} staged file(s) the channels no longer hold for their instance")
         there = [d for d in plan.downloads if os.path.isfile(d.dest) and os.path.getsize(d.dest) == d.size]
         megabytes = sum(d.size for d in there) / 1e6
         report(f"warm pool: {len(there)} of them ({megabytes:.1f} MB) are on the instances already")

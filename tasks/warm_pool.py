@@ -46,11 +46,10 @@ def _taken_by(name: str) -> Callable[[JobRecord], JobRecord]:
 
 
 def _usable(entry: PoolEntry, store: JobStore, settings: Settings) -> bool:
-    """Whether this job may take a pool on `entry.host`: this machine's, or a live fleet host's."""
-    if entry.host == pool_host(settings):
-        return True
+    """Whether this job may take a pool on `entry.host`: this machine's outside a fleet; in a
+    fleet, a live host's that is not draining."""
     if settings.fleet_host is None:
-        return False
+        return entry.host == pool_host(settings)
     at = now()
     return any(h.name == entry.host and h.live(at) and not h.draining for h in Fleet(store).hosts())
 
@@ -70,20 +69,19 @@ def _adopt(store: JobStore, settings: Settings, name: str, previous: PoolEntry) 
     return pool
 
 
-@task(name="take-warm-pool", cache_policy=NONE, **task_retry_options())
-def take_warm_pool(spec: TrainingJobSpec, settings: Settings) -> WarmPool | None:
-    """Before a job is placed: the warm pool it took over already, else an Available one it
-    matches, taken over; None when there is none (or the job is a spot job, or a restart)."""
+def take_over(spec: TrainingJobSpec, settings: Settings) -> WarmPool | None:
+    """The warm pool the job took over already, else an Available one it matches, taken over;
+    None when there is none, or the job may not take one: a spot job, a restart, or a job that
+    holds fleet room already (its place is decided)."""
     store = open_store(settings)
     name = spec.training_job_name
-    sweep(store, settings)
     record = store.get(name)
     if record.warm_pool is not None:
         return record.warm_pool if record.warm_pool.status is PoolStatus.IN_USE else None
     given = store.pools(reused_by=name)
     if given:  # taken over before this orchestrator died
         return _adopt(store, settings, name, given[0])
-    if record.attempts or spec.enable_managed_spot_training:
+    if record.attempts or spec.enable_managed_spot_training or Fleet(store).grants(name):
         return None
     for entry in store.pools(key=match_key(spec), status=PoolStatus.AVAILABLE):
         if not _usable(entry, store, settings):
@@ -94,6 +92,13 @@ def take_warm_pool(spec: TrainingJobSpec, settings: Settings) -> WarmPool | None
             continue
         return _adopt(store, settings, name, entry)
     return None
+
+
+@task(name="take-warm-pool", cache_policy=NONE, **task_retry_options())
+def take_warm_pool(spec: TrainingJobSpec, settings: Settings) -> WarmPool | None:
+    """Before a job is placed: the pools past their period ended, then take_over."""
+    sweep(open_store(settings), settings)
+    return take_over(spec, settings)
 
 
 def keep_or_end(
@@ -119,26 +124,34 @@ def keep_or_end(
     return None
 
 
-def _end(record: JobRecord) -> JobRecord:
-    pool = record.warm_pool
-    if pool is None or pool.status is not PoolStatus.AVAILABLE:
-        raise _Gone(record.name)
-    at = now()
-    ended = min(at, pool.expires_at or at)
-    return record.model_copy(
-        update={"warm_pool": pool.model_copy(update={"status": PoolStatus.TERMINATED, "ended_at": ended})}
-    )
+def _ended(expired_only: bool) -> Callable[[JobRecord], JobRecord]:
+    def end(record: JobRecord) -> JobRecord:
+        pool, at = record.warm_pool, now()
+        if pool is None or pool.status is not PoolStatus.AVAILABLE or (expired_only and pool.available(at)):
+            raise _Gone(record.name)  # taken over, ended, or given a longer period meanwhile
+        ended = pool.model_copy(update={"status": PoolStatus.TERMINATED, "ended_at": min(at, pool.expires_at or at)})
+        return record.model_copy(update={"warm_pool": ended})
+
+    return end
 
 
-def end_pool(store: JobStore, settings: Settings, job_name: str) -> bool:
-    """End a job's Available pool now: its room given back (the folder goes at the next sweep on its machine)."""
+def end_pool(store: JobStore, settings: Settings, job_name: str, expired_only: bool = False) -> bool:
+    """End a job's Available pool (with `expired_only`, only once its period is over): its room
+    given back; its folder goes at the next sweep on its machine. False when there was none to end."""
     try:
-        store.change(job_name, _end)
+        store.change(job_name, _ended(expired_only))
     except _Gone:
         return False
     Fleet(store).release(job_name)
     job_log.append(settings.home, job_name, "its warm pool ended: the room is given back")
     return True
+
+
+def end_pools_on(store: JobStore, settings: Settings, host: str) -> list[str]:
+    """End the Available pools on fleet host `host` (it is drained, or leaves); their jobs' names."""
+    return [
+        e.job_name for e in store.pools(status=PoolStatus.AVAILABLE, host=host) if end_pool(store, settings, e.job_name)
+    ]
 
 
 def set_keep_alive(store: JobStore, settings: Settings, job_name: str, seconds: int) -> JobRecord:
@@ -149,7 +162,7 @@ def set_keep_alive(store: JobStore, settings: Settings, job_name: str, seconds: 
         resources = record.spec.resource_config.model_copy(update={"keep_alive_period_in_seconds": seconds})
         updated = record.model_copy(update={"spec": record.spec.model_copy(update={"resource_config": resources})})
         pool = record.warm_pool
-        if pool is not None and pool.status is PoolStatus.AVAILABLE and pool.retained_at is not None and seconds:
+        if pool is not None and pool.available(now()) and pool.retained_at is not None and seconds:
             expires = pool.retained_at + timedelta(seconds=seconds)
             updated = updated.model_copy(update={"warm_pool": pool.model_copy(update={"expires_at": expires})})
         return updated
@@ -166,7 +179,7 @@ def sweep(store: JobStore, settings: Settings, clean: bool = True) -> None:
     at = now()
     for entry in store.pools(status=PoolStatus.AVAILABLE):
         if entry.expires_at is not None and entry.expires_at <= at:
-            end_pool(store, settings, entry.job_name)
+            end_pool(store, settings, entry.job_name, expired_only=True)
     if not clean:
         return
     for entry in store.pools(status=PoolStatus.TERMINATED, host=pool_host(settings), cleaned=False):

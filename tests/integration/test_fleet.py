@@ -190,7 +190,7 @@ def test_a_warm_pool_keeps_its_room_until_a_matching_job_takes_it_over_or_its_pe
 
     from dockyard.warm_pool import PoolStatus, retained
     from infra.job_store import now
-    from tasks.warm_pool import sweep, take_warm_pool
+    from tasks.warm_pool import end_pools_on, sweep, take_warm_pool
 
     def end_keeping(name: str, seconds: float) -> None:  # as finalize ends a job that keeps its instances
         pool = retained(fleet.store.get(name).spec, "h", kept.name, now())
@@ -209,6 +209,11 @@ def test_a_warm_pool_keeps_its_room_until_a_matching_job_takes_it_over_or_its_pe
     ctx = Context(settings, fleet.store)
     assert release_ended(ctx) == [expired.name]  # the watch leaves the room of an Available pool alone
     fleet.store.create(taker)
+    placed = job(unique("placed"))
+    fleet.store.create(placed)
+    assert isinstance(fleet.grant(demand(placed.name, "ml.m5.xlarge")), list)
+    assert take_warm_pool.fn(placed.spec, settings) is None  # its place is decided: it takes no pool
+    fleet.release(placed.name)
     pool = take_warm_pool.fn(taker.spec, settings)  # a job orchestrated on another host takes it over
     assert pool is not None and (pool.status, pool.host, pool.folder) == (PoolStatus.IN_USE, "h", kept.name)
     assert [(g.job_name, g.gpu_ids) for g in fleet.grants()] == [(taker.name, (0,))]  # its room and GPU with it
@@ -221,3 +226,10 @@ def test_a_warm_pool_keeps_its_room_until_a_matching_job_takes_it_over_or_its_pe
     sweep(fleet.store, settings, clean=False)  # its period is over: the room goes back
     assert fleet.grants() == []
     assert fleet.store.get(taker.name).warm_pool.status is PoolStatus.TERMINATED  # type: ignore[union-attr]
+
+    drained = job(unique("drained"))
+    fleet.store.create(drained)
+    assert isinstance(fleet.grant(demand(drained.name, "ml.g5.xlarge")), list)
+    end_keeping(drained.name, 600)
+    assert end_pools_on(fleet.store, settings, "h") == [drained.name]  # as `dockyard hosts drain h` does
+    assert fleet.grants() == []

@@ -320,9 +320,21 @@ def test_boto3_keeps_a_warm_pool_that_the_next_matching_job_takes_over_and_ends_
     assert (given["Status"], given["ReusedByJob"]) == ("Reused", second)
     assert given["ResourceRetainedBillableTimeInSeconds"] >= 0
     available = sm.list_training_jobs(NameContains=prefix, WarmPoolStatusEquals="Available")["TrainingJobSummaries"]
-    assert [j["TrainingJobName"] for j in available] == [second]
+    assert [(j["TrainingJobName"], j["WarmPoolStatus"]["Status"]) for j in available] == [(second, "Available")]
+    assert error_of(
+        sm.update_training_job, TrainingJobName=second, ResourceConfig={"KeepAlivePeriodInSeconds": 3601}
+    ) == (
+        "ValidationException",
+        "ResourceConfig.KeepAlivePeriodInSeconds must be 0 to 3600 (got 3601): the warm pool's period, 0 to end it",
+    )
+    folder = api.home / "scratch" / first  # the second job ran on the first's instances
+    assert (folder / "algo-1/input/data/train/data.csv").is_file()
     sm.update_training_job(TrainingJobName=second, ResourceConfig={"KeepAlivePeriodInSeconds": 0})
     assert sm.describe_training_job(TrainingJobName=second)["WarmPoolStatus"]["Status"] == "Terminated"
+    deadline = time.time() + 60
+    while folder.exists():  # the endpoint's watch takes the ended pool's instances off the disk
+        assert time.time() < deadline, "the ended warm pool's folder was not removed"
+        time.sleep(1)
     assert error_of(sm.update_training_job, TrainingJobName=first, ResourceConfig={"KeepAlivePeriodInSeconds": 60}) == (
         "ValidationException",
         f"{first} has ended with no warm pool to update (WarmPoolStatus Reused)",

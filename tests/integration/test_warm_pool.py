@@ -4,6 +4,7 @@ by one that does not, and ended when their period runs out or is set to 0."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from dockyard.settings import Settings
 from infra import job_log
 from infra.job_store import JobFilter
 from tasks.warm_pool import set_keep_alive, sweep
-from tests.integration.helpers import channel, probe_job, run_job, store_of, write_files
+from tests.integration.helpers import channel, local, members, probe_job, run_job, store_of, write_files
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,7 @@ def test_a_warm_pool_is_kept_taken_over_by_a_matching_job_with_its_data_and_ende
     home: str, test_images: dict[str, str], tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    write_files(data, {"train/a.csv": "1,2\n" * 5000, "train/sub/b.csv": "3,4\n"})
+    write_files(data, {"train/a.csv": "1,2\n" * 5000, "train/sub/b.csv": "3,4\n", "other/c.csv": "5,6\n"})
     settings = Settings.from_env(os.environ)
     store = store_of(home)
 
@@ -43,11 +44,15 @@ def test_a_warm_pool_is_kept_taken_over_by_a_matching_job_with_its_data_and_ende
     kept = settings.scratch_root() / first["TrainingJobName"] / "algo-1"
     assert (kept / "input/data/train/a.csv").stat().st_size == 20000  # its staged data stays
 
+    (data / "train/sub/b.csv").unlink()  # gone from the channel since: gone from the instances too
     second = run_job(job())
     assert second["TrainingJobStatus"] == "Completed"
     log = job_log.path(home, second["TrainingJobName"]).read_text()
     assert f"took over the warm pool of {first['TrainingJobName']}" in log
-    assert "warm pool: 2 of them (0.0 MB) are on the instances already" in log
+    assert "warm pool: removed 1 staged file(s) the channels no longer hold for their instance" in log
+    assert "warm pool: 1 of them (0.0 MB) are on the instances already" in log
+    read = json.loads(members(local(second["ModelArtifacts"]["S3ModelArtifacts"]))["read-algo-1.json"])
+    assert sorted(read["files"]) == ["train/a.csv"]  # what the container saw: the channel as it is now
     assert "provisioned on the warm pool's instances (algo-1)" in log
     given = store.get(first["TrainingJobName"]).warm_pool
     assert given is not None and (given.status.value, given.reused_by) == ("Reused", second["TrainingJobName"])
@@ -55,7 +60,7 @@ def test_a_warm_pool_is_kept_taken_over_by_a_matching_job_with_its_data_and_ende
     assert store.get(second["TrainingJobName"]).warm_pool.folder == first["TrainingJobName"]  # type: ignore[union-attr]
     assert kept.is_dir()
 
-    other = run_job(job(prefix="train/sub"))  # other inputs: not a match, so placed afresh
+    other = run_job(job(prefix="other"))  # other inputs: not a match, so placed afresh
     assert "took over" not in job_log.path(home, other["TrainingJobName"]).read_text()
     assert store.get(second["TrainingJobName"]).warm_pool.status.value == "Available"  # type: ignore[union-attr]
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from dockyard.spec import TrainingJobSpec
 from dockyard.warm_pool import PoolStatus, kept, match_key, retained
 
@@ -40,9 +43,17 @@ def test_jobs_match_on_instances_image_and_inputs_not_on_name_hyperparameters_or
 def test_a_completed_stopped_or_user_failed_job_keeps_its_pool_an_internal_failure_does_not() -> None:
     assert kept(spec(), None, ran=True)
     assert kept(spec(), "AlgorithmError: exit code 3", ran=True)
+    assert kept(spec(), "ClientError: a Pipe channel broke", ran=True)
     assert not kept(spec(), "InternalServerError: the engine went away", ran=True)
+    assert not kept(spec(), "TransientInfraError: storage did not answer", ran=True)
     assert not kept(spec(), None, ran=False)  # its instances were never made
     assert not kept(spec(resource_config={"instance_type": "ml.m5.xlarge"}), None, ran=True)  # none asked for
+
+
+def test_a_pool_folder_is_a_job_name_never_a_path() -> None:
+    for folder in ("", "..", "a/b", "../etc"):
+        with pytest.raises(ValidationError):
+            retained(spec(), "gpu-1", folder, T0)
 
 
 def test_warm_pool_status_counts_retained_time_and_reads_terminated_past_its_period() -> None:
