@@ -128,6 +128,19 @@ def search_quality(work: Path, env: dict[str, str], trials: int, seeds: int) -> 
     return "\n".join(lines), note
 
 
+def floor_run(work: Path, index: int, hyperparameters: dict[str, str]) -> float:
+    """One trial's container alone: `docker run` of the probe with its config and a model folder."""
+    config = work / f"config-{index}"
+    config.mkdir()
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    (work / f"model-{index}").mkdir()
+    mounts = ["-v", f"{config}:/opt/ml/input/config:ro", "-v", f"{work}/model-{index}:/opt/ml/model"]
+    start = time.perf_counter()
+    subprocess.run(["docker", "run", "--rm", *mounts, IMAGE, "train"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def overhead(work: Path, env: dict[str, str], trials: int) -> tuple[str, str]:
     spec = tuning_doc(work, "overhead", "Random", trials, 1, 0, epochs=1)
     definition = yaml.safe_load(spec.read_text())["training_job_definition"]
@@ -144,13 +157,7 @@ def overhead(work: Path, env: dict[str, str], trials: int) -> tuple[str, str]:
     for i, s in enumerate(json.loads(out)["TrainingJobSummaries"]):
         hps = {**static, **s["TunedHyperParameters"]}
         by_hand += train_by_hand(f"by-hand-{i}", hps)
-        config = work / f"config-{i}"
-        config.mkdir()
-        (config / "hyperparameters.json").write_text(json.dumps(hps))
-        (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
-        (work / f"model-{i}").mkdir()
-        mounts = ["-v", f"{config}:/opt/ml/input/config:ro", "-v", f"{work}/model-{i}:/opt/ml/model"]
-        floor += timed(["docker", "run", "--rm", *mounts, IMAGE, "train"], env)[0]
+        floor += floor_run(work, i, hps)
     lines = ["| what | total s | per trial s | x floor |", "|---|---|---|---|"]
     for label, total in (
         ("floor: docker run, back to back", floor),
