@@ -23,7 +23,6 @@ from dockyard.loading import SAGEMAKER_IGNORED, build_job
 from dockyard.record import JobRecord, describe
 from dockyard.settings import Settings
 from dockyard.status import SecondaryStatus, is_final
-from dockyard.warm_pool import MAX_KEEP_ALIVE_SECONDS
 from dockyard.wire import pascal
 from infra import prefect_api
 from infra import secrets as secret_blocks
@@ -181,20 +180,12 @@ def update_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             f"{', '.join(others)}: not updatable in dockyard — only ResourceConfig.KeepAlivePeriodInSeconds is"
         )
     seconds = (params.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds")
-    if seconds is None or not 0 <= int(seconds) <= MAX_KEEP_ALIVE_SECONDS:
-        raise validation(
-            f"ResourceConfig.KeepAlivePeriodInSeconds must be 0 to {MAX_KEEP_ALIVE_SECONDS} "
-            f"(got {seconds}): the warm pool's period, 0 to end it"
-        )
-    pool = record.warm_pool
-    if is_final(record.status.secondary) and not (pool and pool.available(now())):
-        raise validation(
-            f"{record.name} has ended with no warm pool to update "
-            f"(WarmPoolStatus {pool.shown(now())['Status'] if pool else 'none'})"
-        )
-    if not record.spec.resource_config.keep_alive_period_in_seconds and not is_final(record.status.secondary):
-        raise validation(f"{record.name} was created without KeepAlivePeriodInSeconds: it keeps no warm pool")
-    set_keep_alive(ctx.store, ctx.settings, record.name, int(seconds))
+    if seconds is None:
+        raise validation("ResourceConfig.KeepAlivePeriodInSeconds is required: the warm pool's period, 0 to end it")
+    try:
+        set_keep_alive(ctx.store, ctx.settings, record.name, int(seconds))
+    except DockyardError as exc:
+        raise validation(str(exc)) from None
     return {"TrainingJobArn": job_arn(record.name)}
 
 

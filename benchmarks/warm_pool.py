@@ -108,6 +108,9 @@ def main() -> None:
             print(f"pair {pair}: cold start {first[0]:.2f} s, warm start {second[0]:.2f} s", flush=True)
     finally:
         stop = {**os.environ, "DOCKYARD_HOME": str(work / "home")}
+        for pair in range(args.pairs):  # their instances (volumes mounted) leave the disk
+            end = [sys.executable, "-m", "cli.main", "jobs", "keep-alive", f"warm-{pair}", "0"]
+            subprocess.run(end, cwd=ROOT, env=stop, capture_output=True)
         subprocess.run([sys.executable, "-m", "cli.main", "server", "stop"], cwd=ROOT, env=stop, capture_output=True)
         server.terminate()
         shutil.rmtree(work, ignore_errors=True)

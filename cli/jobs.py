@@ -23,6 +23,7 @@ from dockyard.settings import Settings
 from dockyard.status import is_final
 from infra import job_log
 from infra.job_store import JobStore, now, open_store
+from tasks.warm_pool import set_keep_alive, sweep
 
 FOLLOW_POLL_SECONDS = 0.5
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
@@ -44,6 +45,9 @@ def add_verbs(sub: Any) -> None:
     describe.add_argument("name")
     describe.add_argument("--json", action="store_true", help="the whole record as JSON")
     verbs.add_parser("stop", help="stop a running job gracefully (artifacts are uploaded)").add_argument("name")
+    keep = verbs.add_parser("keep-alive", help="set the period of a job's warm pool, from its end (0 ends it now)")
+    keep.add_argument("name")
+    keep.add_argument("seconds", type=int, help="0 to 3600")
     logs = verbs.add_parser("logs", help="the job's log")
     logs.add_argument("name")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
@@ -92,6 +96,20 @@ def list_jobs(store: JobStore, args: argparse.Namespace) -> list[dict[str, Any]]
             limit=args.max_results,
         )
     ]
+
+
+def keep_alive(store: JobStore, settings: Settings, name: str, seconds: int) -> None:
+    """UpdateTrainingJob's KeepAlivePeriodInSeconds from the command line; an ended pool's instances
+    leave this machine's disk at once.
+
+    Raises:
+        DockyardError: the period is out of range, or the job keeps no warm pool to update.
+    """
+    set_keep_alive(store, settings, name, seconds)
+    sweep(store, settings)
+    pool = store.get(name).warm_pool
+    shown = pool.shown(now())["Status"] if pool else "none yet (kept when it ends)"
+    print(f"{name}: keep_alive_period_in_seconds {seconds}; WarmPoolStatus {shown}")
 
 
 def follow_log(store: JobStore, settings: Settings, name: str) -> None:
@@ -190,6 +208,8 @@ def jobs(args: argparse.Namespace, settings: Settings) -> int:
                 f"{args.name}'s log is not on this machine ({job_log.path(settings.home, args.name)}): "
                 "read it where the job was orchestrated"
             )
+    elif args.verb == "keep-alive":
+        keep_alive(store, settings, args.name, args.seconds)
     elif args.verb == "stop":
         store.request_stop(args.name, f"stop requested by {os.environ.get('USER', 'a user')}")
         print(f"asked {args.name} to stop; it uploads its artifacts and ends Stopped", file=sys.stderr)

@@ -21,7 +21,8 @@ from dockyard.outcome import Outcome
 from dockyard.record import JobRecord
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
-from dockyard.warm_pool import PoolStatus, WarmPool, kept, match_key, retained
+from dockyard.status import is_final
+from dockyard.warm_pool import MAX_KEEP_ALIVE_SECONDS, PoolStatus, WarmPool, kept, match_key, retained
 from infra import job_log
 from infra.fleet import Fleet
 from infra.job_store import JobStore, PoolEntry, now, open_store
@@ -156,7 +157,23 @@ def end_pools_on(store: JobStore, settings: Settings, host: str) -> list[str]:
 
 def set_keep_alive(store: JobStore, settings: Settings, job_name: str, seconds: int) -> JobRecord:
     """UpdateTrainingJob's ResourceConfig.KeepAlivePeriodInSeconds: the period of a running job's
-    pool to be, or of its Available pool, counted from when it was kept; 0 ends that pool now."""
+    pool to be, or of its Available pool, counted from when it was kept; 0 ends that pool now.
+
+    Raises:
+        DockyardError: the period is out of range, or the job keeps no pool to update.
+    """
+    if not 0 <= seconds <= MAX_KEEP_ALIVE_SECONDS:
+        raise DockyardError(
+            f"ResourceConfig.KeepAlivePeriodInSeconds must be 0 to {MAX_KEEP_ALIVE_SECONDS} "
+            f"(got {seconds}): the warm pool's period, 0 to end it"
+        )
+    record, at = store.get(job_name), now()
+    pool = record.warm_pool
+    if is_final(record.status.secondary) and not (pool and pool.available(at)):
+        shown = pool.shown(at)["Status"] if pool else "none"
+        raise DockyardError(f"{job_name} has ended with no warm pool to update (WarmPoolStatus {shown})")
+    if not record.spec.resource_config.keep_alive_period_in_seconds and not is_final(record.status.secondary):
+        raise DockyardError(f"{job_name} was created without KeepAlivePeriodInSeconds: it keeps no warm pool")
 
     def change(record: JobRecord) -> JobRecord:
         resources = record.spec.resource_config.model_copy(update={"keep_alive_period_in_seconds": seconds})

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from dockyard.settings import Settings
 from infra import job_log
 from infra.job_store import JobFilter
 from tasks.warm_pool import set_keep_alive, sweep
-from tests.integration.helpers import channel, local, members, probe_job, run_job, store_of, write_files
+from tests.integration.helpers import ROOT, channel, local, members, probe_job, run_job, store_of, write_files
 
 pytestmark = pytest.mark.integration
 
@@ -64,9 +66,15 @@ def test_a_warm_pool_is_kept_taken_over_by_a_matching_job_with_its_data_and_ende
     assert "took over" not in job_log.path(home, other["TrainingJobName"]).read_text()
     assert store.get(second["TrainingJobName"]).warm_pool.status.value == "Available"  # type: ignore[union-attr]
 
-    set_keep_alive(store, settings, second["TrainingJobName"], 0)  # UpdateTrainingJob's way to end it
-    ended = store.get(second["TrainingJobName"]).warm_pool
-    assert ended is not None and ended.status.value == "Terminated"
+    ended = subprocess.run(  # UpdateTrainingJob's way to end it, from the command line
+        [sys.executable, "-m", "cli.main", "jobs", "keep-alive", second["TrainingJobName"], "0"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert (
+        ended.stdout.strip()
+        == f"{second['TrainingJobName']}: keep_alive_period_in_seconds 0; WarmPoolStatus Terminated"
+    )
+    assert not kept.exists()  # its instances left the disk at once
     set_keep_alive(store, settings, other["TrainingJobName"], 1)  # counted from when it was kept: over already
     time.sleep(1.1)
     past = describe(store.get(other["TrainingJobName"]))["WarmPoolStatus"]  # before any sweep has ended it
@@ -75,5 +83,5 @@ def test_a_warm_pool_is_kept_taken_over_by_a_matching_job_with_its_data_and_ende
     assert {second["TrainingJobName"], other["TrainingJobName"]} <= terminated
     assert {s.name for s in store.page(JobFilter(warm_pool_status="Reused"))} == {first["TrainingJobName"]}
     sweep(store, settings)
-    assert not kept.exists() and not (settings.scratch_root() / other["TrainingJobName"]).exists()
+    assert not (settings.scratch_root() / other["TrainingJobName"]).exists()
     assert {p.job_name for p in store.pools(cleaned=False)} == {first["TrainingJobName"]}  # Reused: not its to clean
