@@ -26,6 +26,7 @@ from dockyard.spec import (
     InputMode,
     S3DataType,
     Tag,
+    TrainingJobSpec,
     Uri,
     _Model,
 )
@@ -56,7 +57,10 @@ class ProcessingS3Input(_Model):
     s3_data_distribution_type: DistributionType = DistributionType.FULLY_REPLICATED
     s3_compression_type: CompressionType = CompressionType.NONE
 
-    _path = field_validator("local_path")(classmethod(lambda cls, v: _local_path(v)))
+    @field_validator("local_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _local_path(value)
 
 
 class ProcessingInput(_Model):
@@ -70,7 +74,10 @@ class ProcessingS3Output(_Model):
     local_path: str = Field(max_length=256)
     s3_upload_mode: UploadMode = UploadMode.END_OF_JOB
 
-    _path = field_validator("local_path")(classmethod(lambda cls, v: _local_path(v)))
+    @field_validator("local_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _local_path(value)
 
 
 class ProcessingOutput(_Model):
@@ -106,8 +113,9 @@ class AppSpecification(_Model):
 
 
 class NetworkConfig(_Model):
-    enable_inter_container_traffic_encryption: bool = False
+    enable_inter_container_traffic_encryption: bool = False  # recorded: the containers' traffic stays on the host
     enable_network_isolation: bool = False
+    vpc_config: dict[str, list[str]] | None = None  # recorded; the containers run on the job's own network
 
 
 class ProcessingJobSpec(_Model):
@@ -121,7 +129,7 @@ class ProcessingJobSpec(_Model):
     app_specification: AppSpecification
     environment: dict[str, str] = Field(default_factory=dict, max_length=100)
     network_config: NetworkConfig = Field(default_factory=NetworkConfig)
-    role_arn: str | None = Field(default=None, max_length=2048)
+    role: str | None = Field(default=None, max_length=2048)  # RoleArn
     experiment_config: ExperimentConfig | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 
@@ -159,20 +167,23 @@ class ProcessingJobSpec(_Model):
         return self
 
 
-def as_job(spec: ProcessingJobSpec, output_path: str) -> dict[str, object]:
-    """The training-shaped document the stages carry for `spec` (then validated as a
-    TrainingJobSpec): its inputs as channels, its image and command, its instances;
-    `output_path` holds what dockyard itself writes for the job (job.json)."""
+TrainingJobSpec.model_rebuild(_types_namespace={"ProcessingJobSpec": ProcessingJobSpec})
+
+
+def as_job(spec: ProcessingJobSpec, output_path: str) -> TrainingJobSpec:
+    """The training-shaped spec the stages carry for `spec`: its inputs as channels, its image and
+    command, its instances, and the processing spec itself; `output_path` holds what dockyard
+    itself writes for the job (job.json)."""
     cluster = spec.processing_resources.cluster_config
     app = spec.app_specification
-    return {
+    doc = {
         "training_job_name": spec.processing_job_name,
         "algorithm_specification": {
             "training_image": app.image_uri,
             "container_entrypoint": app.container_entrypoint,
             "container_arguments": app.container_arguments,
         },
-        "role": spec.role_arn,
+        "role": spec.role,
         "resource_config": {
             "instance_type": cluster.instance_type,
             "instance_count": cluster.instance_count,
@@ -200,3 +211,6 @@ def as_job(spec: ProcessingJobSpec, output_path: str) -> dict[str, object]:
         "experiment_config": spec.experiment_config.model_dump(exclude_none=True) if spec.experiment_config else None,
         "tags": [t.model_dump() for t in spec.tags],
     }
+    # Its environment rides on the training-shaped spec alone: secrets are kept and masked there.
+    carried = spec.model_copy(update={"environment": {}})
+    return TrainingJobSpec.model_validate({**{k: v for k, v in doc.items() if v is not None}, "processing": carried})

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dockyard.algorithms import sagemaker_builtin
+
+if TYPE_CHECKING:
+    from dockyard.processing import ProcessingJobSpec
 
 JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 EXPERIMENT_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}$"
@@ -321,6 +324,9 @@ class TrainingJobSpec(_Model):
     # file:// or s3://, a folder or a .tar.gz) and the script in it that the image's toolkit runs
     source_dir: str | None = Field(default=None, min_length=1, max_length=1024)
     entry_point: str | None = Field(default=None, min_length=1, max_length=256)
+    # dockyard's own, set by dockyard.processing.as_job: this job is that processing job, carried by
+    # the same stages; what its container sees differs (dockyard.contract's processing_* functions)
+    processing: ProcessingJobSpec | None = None
 
     _strings = field_validator("hyperparameters", mode="before")(_wire_strings)
 
@@ -373,3 +379,7 @@ class TrainingJobSpec(_Model):
     def channel_mode(self, channel: Channel) -> InputMode:
         """The input mode a channel really uses: its own, else the job's."""
         return channel.input_mode or self.algorithm_specification.training_input_mode
+
+
+# The processing spec builds on the models above, and completes TrainingJobSpec's `processing` field.
+import dockyard.processing  # noqa: E402, F401
