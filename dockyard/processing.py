@@ -162,6 +162,10 @@ class ProcessingJobSpec(_Model):
                     raise ValueError(f"local paths {path} and {other} overlap: give each input and output its own")
         for item in self.processing_inputs:
             s3 = item.s3_input
+            if s3.s3_input_mode is InputMode.PIPE:
+                raise ValueError(
+                    f"{item.input_name}: s3_input_mode Pipe is not served for processing jobs yet — use File"
+                )
             if s3.s3_compression_type is CompressionType.GZIP and s3.s3_input_mode is not InputMode.PIPE:
                 raise ValueError(f"{item.input_name}: s3_compression_type Gzip needs s3_input_mode Pipe")
         return self
