@@ -16,8 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from dockyard.algorithms import suggest
 from dockyard.errors import FieldProblem, JobSpecError
-from dockyard.processing import ProcessingJobSpec
-from dockyard.spec import TrainingJobSpec
+from dockyard.spec import ProcessingJobSpec, TrainingJobSpec
 from dockyard.wire import to_snake
 
 # CreateTrainingJob fields that have no meaning on a host you own: accepted
