@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.helpers import ROOT, unique, write_files
+from tests.integration.helpers import ROOT, start_module, store_of, unique, wait_for_status, write_files
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +112,33 @@ def test_a_processing_spec_that_cannot_run_exits_2_naming_the_field(
     assert refused.returncode == 2
     assert "processing_inputs[0].s3_input.local_path" in refused.stderr
     assert "must be a folder under /opt/ml/processing/" in refused.stderr
+
+
+def test_a_processing_job_stopped_midway_ends_stopped_with_what_it_wrote_uploaded(
+    home: str, test_images: dict[str, str], tmp_path: Path
+) -> None:
+    spec = processing_job(test_images["probe"], tmp_path, tmp_path / "out", 0, "")
+    write_files(tmp_path, {"in.csv": "1\n"})
+    spec["app_specification"] = {
+        "image_uri": test_images["probe"],
+        "container_entrypoint": ["python3", "-c", SLEEPER],
+    }
+    path = tmp_path / "sleeper.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    running = start_module("flows.process", path)
+    try:
+        wait_for_status(home, spec["processing_job_name"], "Training", timeout=300)
+        store_of(home).request_stop(spec["processing_job_name"], "the test stops it")
+        out, err = running.communicate(timeout=300)
+    finally:
+        running.kill()
+    body = json.loads(out)
+    assert body["ProcessingJobStatus"] == "Stopped", err[-3000:]
+    assert (tmp_path / "out" / "partial.txt").read_text() == "half done"
+
+
+# Writes an output, then works until stopped.
+SLEEPER = (
+    "import time; open('/opt/ml/processing/output/partial.txt', 'w').write('half done'); print('working', flush=True);"
+    "time.sleep(600)"
+)
