@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api import logs, search, tags, training, tuning
+from api import logs, processing, search, tags, training, tuning
 from api.access import authorize, visible
 from api.auth import Principal, SignedRequest, verify
 from api.protocol import ApiError, operation, parse_input, render_output
@@ -28,7 +28,13 @@ Handler = Callable[[Context, dict[str, Any]], dict[str, Any]]
 HANDLERS: dict[tuple[str, str], Handler] = {
     **{
         ("sagemaker", op): h
-        for op, h in {**training.HANDLERS, **tuning.HANDLERS, **tags.HANDLERS, **search.HANDLERS}.items()
+        for op, h in {
+            **training.HANDLERS,
+            **processing.HANDLERS,
+            **tuning.HANDLERS,
+            **tags.HANDLERS,
+            **search.HANDLERS,
+        }.items()
     },
     **{("logs", op): h for op, h in logs.HANDLERS.items()},
 }

@@ -1,6 +1,6 @@
 """The CloudWatch Logs operations SageMaker's clients read training logs with.
 
-Group /aws/sagemaker/TrainingJobs; one stream per instance, named
+Groups /aws/sagemaker/TrainingJobs and /aws/sagemaker/ProcessingJobs; one stream per instance, named
 `<job>/algo-<n>-<epoch of the job's creation>` as SageMaker names them; the
 events are the container lines of the job's log on this machine. Tokens are
 positions in a stream: GetLogEvents always answers a nextForwardToken, and
@@ -19,6 +19,7 @@ from api.training import Context
 from infra import job_log
 
 GROUP = "/aws/sagemaker/TrainingJobs"
+GROUPS = (GROUP, "/aws/sagemaker/ProcessingJobs")  # a processing job's streams are named as a training job's
 MAX_EVENTS = 10_000  # CloudWatch's page size for GetLogEvents
 _STREAM = re.compile(r"(?P<job>[^/]+)/(?P<host>algo-\d+)-\d+")
 
@@ -28,8 +29,10 @@ def _ms(moment: datetime) -> int:
 
 
 def _check_group(name: str) -> None:
-    if name != GROUP:
-        raise ApiError("ResourceNotFoundException", f"The specified log group does not exist: {name} (try {GROUP})")
+    if name not in GROUPS:
+        raise ApiError(
+            "ResourceNotFoundException", f"The specified log group does not exist: {name} (try {' or '.join(GROUPS)})"
+        )
 
 
 def _streams(ctx: Context, job: str) -> dict[str, list[job_log.HostLine]]:
@@ -64,7 +67,7 @@ def describe_log_streams(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
             "firstEventTimestamp": _ms(lines[0].at),
             "lastEventTimestamp": _ms(lines[-1].at),
             "lastIngestionTime": _ms(lines[-1].at),
-            "arn": f"arn:aws:logs:local:000000000000:log-group:{GROUP}:log-stream:{name}",
+            "arn": f"arn:aws:logs:local:000000000000:log-group:{params['logGroupName']}:log-stream:{name}",
             "storedBytes": 0,
         }
         for name, lines in (_streams(ctx, job).items() if job else ())

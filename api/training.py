@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from dockyard.errors import DockyardError, FieldProblem, JobSpecError, StatusCon
 from dockyard.loading import SAGEMAKER_IGNORED, build_job
 from dockyard.record import JobRecord, describe
 from dockyard.settings import Settings
+from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus, is_final
 from dockyard.wire import pascal
 from infra import prefect_api
@@ -52,22 +54,38 @@ def wire_problems(exc: JobSpecError) -> str:
 _FIELD = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def record_of(ctx: Context, name: str) -> JobRecord:
-    """Raises: ApiError (ValidationException) when there is no such job, as SageMaker does."""
+def record_of(ctx: Context, name: str, kind: str = "training") -> JobRecord:
+    """Raises: ApiError (ValidationException) when there is no such job of that kind, as SageMaker does."""
     record = ctx.store.find(name)
-    if record is None:
+    if record is None or record.kind != kind:
         raise validation(NOT_FOUND)
     return record
 
 
 def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Validate, store the job as queued, and submit its flow run."""
-    name = params["TrainingJobName"]
+
+    def built(request: dict[str, Any]) -> TrainingJobSpec:
+        return build_job(request, home=str(ctx.settings.home), now=now())
+
+    create_job(ctx, params, params["TrainingJobName"], built, "train")
+    return {"TrainingJobArn": job_arn(params["TrainingJobName"])}
+
+
+def create_job(
+    ctx: Context, params: dict[str, Any], name: str, built: Callable[[dict[str, Any]], TrainingJobSpec], flow: str
+) -> None:
+    """Validate the request (`built` makes its spec), store the job as queued, submit a flow run of
+    `flow`; a retried request of a job not yet ended is answered as the first was.
+
+    Raises:
+        ApiError: ValidationException, ResourceInUse, ThrottlingException, InternalFailure.
+    """
     old = ctx.store.find(name)
     if old is not None:
-        return _retried_create(ctx, params, old)
+        return _retried_create(params, old, built)
     try:
-        spec, literals = secrets.as_references(build_job(params, home=str(ctx.settings.home), now=now()))
+        spec, literals = secrets.as_references(built(params))
         check_runnable(spec, ctx.settings, literals)
     except JobSpecError as exc:
         raise validation(wire_problems(exc)) from None
@@ -80,11 +98,12 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         old = ctx.store.find(name)
         if old is None:
             raise ApiError("ThrottlingException", "Rate exceeded: the name was being taken — retry") from None
-        return _retried_create(ctx, params, old)
-    tags = ["dockyard", "training-job", f"job:{name}", "sagemaker-api"]
+        return _retried_create(params, old, built)
+    kind = "processing-job" if spec.processing else "training-job"
+    tags = ["dockyard", kind, f"job:{name}", "sagemaker-api"]
     try:
         secret_blocks.save(literals)  # the job's own name now: no other job's blocks to overwrite
-        flow_run_id = submit("train", pool, {"job": spec.model_dump(mode="json")}, name, tags)
+        flow_run_id = submit(flow, pool, {"job": spec.model_dump(mode="json")}, name, tags)
     except Exception as exc:  # noqa: BLE001 - whatever kept Prefect from taking it, the job must not stay queued
         if ctx.store.discard_queued(name):  # not created after all: the client may send it again
             raise ApiError(
@@ -94,10 +113,10 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         raise ApiError("InternalFailure", f"the job could not be handed to Prefect: {exc}"[:500], 500) from None
     with contextlib.suppress(DockyardError):
         ctx.store.change(name, lambda r: r.model_copy(update={"flow_run_id": r.flow_run_id or flow_run_id}))
-    return {"TrainingJobArn": job_arn(name)}
+    return None
 
 
-def _retried_create(ctx: Context, params: dict[str, Any], old: JobRecord) -> dict[str, Any]:
+def _retried_create(params: dict[str, Any], old: JobRecord, built: Callable[[dict[str, Any]], TrainingJobSpec]) -> None:
     """A Create for a name that exists: the same request again while its job has not ended is a
     client's retry (after a timeout, say, of a Create that went through), answered as the first
     was once the first has handed the job to Prefect; anything else is the name taken.
@@ -106,18 +125,19 @@ def _retried_create(ctx: Context, params: dict[str, Any], old: JobRecord) -> dic
         ApiError: ResourceInUse; ThrottlingException while the first request is still submitting.
     """
     name = old.name
-    taken = ApiError("ResourceInUse", f"Training job names must be unique; {job_arn(name)} exists already")
+    noun = "Processing" if old.kind == "processing" else "Training"
+    arn = job_arn(name, "processing-job" if old.kind == "processing" else "training-job")
+    taken = ApiError("ResourceInUse", f"{noun} job names must be unique; {arn} exists already")
     if is_final(old.status.secondary):
         raise taken
     try:
-        again = build_job(params, home=str(ctx.settings.home), now=now())
+        again = built(params)
     except JobSpecError:
         raise taken from None
     if not same_job(old.spec, again):
         raise taken
     if old.queued and old.flow_run_id is None:  # the first may yet fail and take the job back
         raise ApiError("ThrottlingException", "Rate exceeded: the same request is still being submitted — retry it")
-    return {"TrainingJobArn": job_arn(name)}
 
 
 SUBMIT_PATIENCE = 8.0  # Prefect busy (a local server's SQLite under load answers 503): back off, then give up
@@ -153,8 +173,11 @@ def describe_body(record: JobRecord) -> dict[str, Any]:
 
 
 def stop_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return stop_job(ctx, record_of(ctx, params["TrainingJobName"]), "StopTrainingJob")
+
+
+def stop_job(ctx: Context, record: JobRecord, operation: str) -> dict[str, Any]:
     """Stop a job: one still waiting for a worker ends Stopped at once; a running one is asked to stop."""
-    record = record_of(ctx, params["TrainingJobName"])
     name = record.name
     if record.queued and record.flow_run_id and prefect_api.cancel_if_waiting(record.flow_run_id, "job stopped"):
         with contextlib.suppress(StatusConflict):
@@ -164,7 +187,7 @@ def stop_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             )
             return {}
     try:
-        ctx.store.request_stop(name, "StopTrainingJob")
+        ctx.store.request_stop(name, operation)
     except DockyardError as exc:
         raise validation(str(exc)) from None
     return {}

@@ -18,7 +18,7 @@ from cli.render import summary
 from dockyard import profiler_report, profiling
 from dockyard.charts import metric_digest
 from dockyard.errors import DockyardError, JobSpecError
-from dockyard.record import MetricValue, describe
+from dockyard.record import MetricValue, describe, describe_processing
 from dockyard.settings import Settings
 from dockyard.status import is_final
 from infra import job_log
@@ -34,7 +34,8 @@ def add_verbs(sub: Any) -> None:
     """The jobs sub-commands, on `dockyard`'s parser."""
     jobs = sub.add_parser("jobs", help="list, describe, stop and watch training jobs")
     verbs = jobs.add_subparsers(dest="verb", required=True)
-    listing = verbs.add_parser("list", help="training jobs under DOCKYARD_HOME, newest first")
+    listing = verbs.add_parser("list", help="training (or processing) jobs, newest first")
+    listing.add_argument("--kind", choices=("training", "processing"), default="training")
     listing.add_argument("--status", help="Completed, Failed, Stopped, InProgress or Stopping")
     listing.add_argument("--name-contains", help="only names containing this text")
     listing.add_argument("--since", help="created at or after: an ISO time or an age such as 2h, 3d")
@@ -78,8 +79,23 @@ def when(text: str | None, now: datetime) -> datetime | None:
 
 
 def list_jobs(store: JobStore, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The jobs `dockyard jobs list` shows, newest first, as ListTrainingJobs' summaries."""
+    """The jobs `dockyard jobs list` shows, newest first, as ListTrainingJobs' (or
+    ListProcessingJobs') summaries."""
     at = now()
+    found = store.summaries(
+        name_contains=args.name_contains, status=args.status, since=when(args.since, at), until=when(args.until, at),
+        limit=args.max_results, kind=args.kind,
+    )  # fmt: skip
+    if args.kind == "processing":
+        return [
+            {
+                "ProcessingJobName": job.name,
+                "ProcessingJobStatus": job.primary.value,
+                "CreationTime": job.creation_time.isoformat(),
+                "ProcessingEndTime": job.training_end_time.isoformat() if job.training_end_time else None,
+            }
+            for job in found
+        ]
     return [
         {
             "TrainingJobName": job.name,
@@ -88,13 +104,7 @@ def list_jobs(store: JobStore, args: argparse.Namespace) -> list[dict[str, Any]]
             "CreationTime": job.creation_time.isoformat(),
             "TrainingEndTime": job.training_end_time.isoformat() if job.training_end_time else None,
         }
-        for job in store.summaries(
-            name_contains=args.name_contains,
-            status=args.status,
-            since=when(args.since, at),
-            until=when(args.until, at),
-            limit=args.max_results,
-        )
+        for job in found
     ]
 
 
@@ -172,14 +182,18 @@ def jobs(args: argparse.Namespace, settings: Settings) -> int:
         rows = list_jobs(store, args)
         if args.json:
             print(json.dumps(rows, indent=2))
+        kind = "Processing" if args.kind == "processing" else "Training"
         for r in [] if args.json else rows:
             print(
-                f"{r['TrainingJobName']:<63} {r['TrainingJobStatus']:<11} {r.get('SecondaryStatus', '-'):<22}"
+                f"{r[f'{kind}JobName']:<63} {r[f'{kind}JobStatus']:<11} {r.get('SecondaryStatus', '-'):<22}"
                 f" {r['CreationTime'][:19].replace('T', ' ')}"
             )
         return 0
     record = store.get(args.name)
-    if args.verb == "describe":
+    if args.verb == "describe" and record.kind == "processing":
+        body = describe_processing(record)
+        print(json.dumps(body, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in body.items()))
+    elif args.verb == "describe":
         body = describe(record)
         samples = store.samples(args.name)
         if samples:

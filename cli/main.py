@@ -13,7 +13,9 @@ from dockyard.settings import Settings
 
 # `train` and `tune` are imported only when they run: they load Prefect
 # (about 1.5 s), which `dockyard jobs list` has no need of.
-_RUNNERS = {"train": "cli.train", "tune": "cli.tune", "serve": "cli.serve", "worker": "cli.worker"}
+_RUNNERS = {
+    "train": "cli.train", "tune": "cli.tune", "process": "cli.process", "serve": "cli.serve", "worker": "cli.worker",
+}  # fmt: skip
 _VERBS = {
     "jobs": jobs.jobs,
     "search": catalog.search,
@@ -28,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="run a training job (as python -m flows.train)", add_help=False)
     sub.add_parser("tune", help="run a tuning job (as python -m flows.tune)", add_help=False)
+    sub.add_parser("process", help="run a processing job (as python -m flows.process)", add_help=False)
     sub.add_parser(
         "serve", help="serve SageMaker's API for your SageMaker code (dockyard serve --help)", add_help=False
     )

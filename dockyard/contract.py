@@ -12,6 +12,7 @@ from typing import Any
 
 from dockyard import script_mode
 from dockyard.spec import CompressionType, TrainingJobSpec
+from dockyard.wire import to_pascal
 
 ML = "/opt/ml"
 INPUT_DIR = f"{ML}/input"
@@ -24,6 +25,9 @@ OUTPUT_INTERMEDIATE_DIR = f"{OUTPUT_DIR}/intermediate"
 FAILURE_FILE = f"{OUTPUT_DIR}/failure"
 CHECKPOINT_DIR = f"{ML}/checkpoints"
 CODE_DIR = f"{ML}/code"
+PROCESSING_CONFIG_DIR = f"{ML}/config"  # a processing job's config files
+PROCESSING_CONFIG_FILE = "processingjobconfig.json"
+EXIT_MESSAGE_FILE = f"{OUTPUT_DIR}/message"  # a processing job's ExitMessage
 
 HYPERPARAMETERS_FILE = "hyperparameters.json"
 INPUT_DATA_CONFIG_FILE = "inputdataconfig.json"
@@ -102,8 +106,8 @@ def host_names(count: int) -> list[str]:
     return [f"algo-{i}" for i in range(1, count + 1)]
 
 
-def job_arn(name: str) -> str:
-    return f"arn:aws:sagemaker:local:000000000000:training-job/{name.lower()}"
+def job_arn(name: str, kind: str = "training-job") -> str:
+    return f"arn:aws:sagemaker:local:000000000000:{kind}/{name.lower()}"
 
 
 def channel_dir(channel: str) -> str:
@@ -248,3 +252,33 @@ def sm_environment(
         "TRAINING_JOB_ARN": job_arn(spec.training_job_name),
         **env,
     }
+
+
+def processing_config_files(spec: TrainingJobSpec, current_host: str, hosts: list[str]) -> dict[str, str]:
+    """The files under /opt/ml/config of one host of a processing job: the CreateProcessingJob
+    request echoed (processingjobconfig.json) and resourceconfig.json."""
+    if spec.processing is None:
+        raise ValueError(f"{spec.training_job_name} is not a processing job")
+    echoed = spec.processing.model_copy(update={"environment": spec.environment})  # carried on the job's spec
+    request = to_pascal(echoed.model_dump(mode="json"))
+    request["ProcessingJobArn"] = job_arn(spec.training_job_name, "processing-job")
+    for item in request.get("ProcessingInputs", []):
+        item["S3Input"]["S3DownloadMode"] = "StartOfJob"
+    files = {
+        PROCESSING_CONFIG_FILE: request,
+        RESOURCE_CONFIG_FILE: resource_config(current_host, hosts, spec.resource_config.instance_type),
+    }
+    return {name: json.dumps(content, indent=2, sort_keys=True) for name, content in files.items()}
+
+
+def processing_mounts(spec: TrainingJobSpec, layout: HostLayout) -> dict[str, tuple[str, bool]]:
+    """A processing container's binds, host folder -> (container path, read-only): each input's
+    staged channel at its local path, each output's folder, its config, and /opt/ml/output."""
+    if spec.processing is None:
+        raise ValueError(f"{spec.training_job_name} is not a processing job")
+    binds = {layout.on_host(PROCESSING_CONFIG_DIR): (PROCESSING_CONFIG_DIR, True), layout.output: (OUTPUT_DIR, False)}
+    for item in spec.processing.processing_inputs:  # writable, as on SageMaker (scripts unpack models there)
+        binds[layout.channel(item.input_name)] = (item.s3_input.local_path, False)
+    for output in spec.processing.processing_output_config.outputs:
+        binds[layout.on_host(output.s3_output.local_path)] = (output.s3_output.local_path, False)
+    return binds

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from dockyard.algorithms import suggest
 from dockyard.errors import FieldProblem, JobSpecError
-from dockyard.spec import TrainingJobSpec
+from dockyard.spec import ProcessingJobSpec, TrainingJobSpec
 from dockyard.wire import to_snake
 
 # CreateTrainingJob fields that have no meaning on a host you own: accepted
@@ -84,9 +84,9 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+def _model_at(loc: tuple[int | str, ...], root: type[BaseModel] = TrainingJobSpec) -> type[BaseModel] | None:
     """The pydantic model that owns the field at `loc`, for did-you-mean hints."""
-    model: Any = TrainingJobSpec
+    model: Any = root
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -105,18 +105,18 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return model if isinstance(model, type) else None
 
 
-def field_problem(err: Any) -> FieldProblem:
+def field_problem(err: Any, root: type[BaseModel] = TrainingJobSpec) -> FieldProblem:
     loc = tuple(err["loc"])
     path = _path(loc)
     kind = err["type"]
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind == "extra_forbidden":
-        owner = _model_at(loc)
+        owner = _model_at(loc, root)
         hint = suggest(str(loc[-1]), list(owner.model_fields)) if owner else ""
         return FieldProblem(path, "unknown field", hint or "remove it (see the spec reference in README.md)")
     if kind == "missing":
         return FieldProblem(path, "required", "add it (see the spec reference in README.md)")
-    if kind == "string_pattern_mismatch" and path == "training_job_name":
+    if kind == "string_pattern_mismatch" and path in ("training_job_name", "processing_job_name"):
         return FieldProblem(
             path,
             f"'{err['input']}' is not a valid job name",
@@ -161,6 +161,11 @@ def build_job(doc: dict[str, Any], *, home: str, now: datetime) -> TrainingJobSp
     """
     if looks_like_sagemaker_request(doc):
         doc, _ = from_sagemaker_request(doc)
+    if "processing_job_name" in doc:
+        raise JobSpecError(
+            "this is a processing job, not a training job: run it with `python -m flows.process` "
+            "(or `dockyard process`)"
+        )
     doc = _expand(dict(doc), home)
     prefix = doc.pop("base_job_name", None)
     if not doc.get("training_job_name"):
@@ -169,3 +174,26 @@ def build_job(doc: dict[str, Any], *, home: str, now: datetime) -> TrainingJobSp
         return TrainingJobSpec.model_validate(doc)
     except ValidationError as exc:
         raise JobSpecError([field_problem(e) for e in exc.errors()]) from None
+
+
+def build_processing_job(doc: dict[str, Any], *, home: str, now: datetime) -> ProcessingJobSpec:
+    """Validate a parsed processing job document (snake_case or a CreateProcessingJob request).
+
+    `${DOCKYARD_HOME}` in any string becomes `home`; a missing processing_job_name is generated
+    from `base_job_name` or the image.
+
+    Raises:
+        JobSpecError: one line per field problem.
+    """
+    if looks_like_sagemaker_request(doc):
+        doc = to_snake(doc)
+    doc = _expand(dict(doc), home)
+    prefix = doc.pop("base_job_name", None)
+    if not doc.get("processing_job_name"):
+        image = str((doc.get("app_specification") or {}).get("image_uri") or "processing")
+        default = image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
+        doc["processing_job_name"] = generate_job_name(str(prefix or default), now)
+    try:
+        return ProcessingJobSpec.model_validate(doc)
+    except ValidationError as exc:
+        raise JobSpecError([field_problem(e, ProcessingJobSpec) for e in exc.errors()]) from None

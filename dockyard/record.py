@@ -98,10 +98,16 @@ class JobRecord(BaseModel):
     # kept as sent so that DescribeTrainingJob answers them back.
     request_extras: dict[str, Any] = {}
     warm_pool: WarmPool | None = None  # the instances it kept, or took over (dockyard.warm_pool)
+    exit_message: str | None = None  # a processing job's ExitMessage: its containers' /opt/ml/output/message
 
     @property
     def name(self) -> str:
         return self.spec.training_job_name
+
+    @property
+    def kind(self) -> str:
+        """training or processing."""
+        return "training" if self.spec.processing is None else "processing"
 
     @property
     def secondary(self) -> SecondaryStatus:
@@ -171,6 +177,30 @@ class JobRecord(BaseModel):
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
+
+
+def describe_processing(record: JobRecord) -> dict[str, Any]:
+    """A processing job's record as a DescribeProcessingJob response body."""
+    spec = record.spec.processing
+    if spec is None:
+        raise ValueError(f"{record.name} is a training job")
+    shown = spec.model_copy(update={"environment": masked(record.spec.environment)})  # carried on the job's spec
+    body: dict[str, Any] = to_pascal(shown.model_dump(mode="json", exclude_none=True))
+    body.pop("Tags", None)  # ListTags answers them
+    body.update(
+        {
+            "ProcessingJobArn": job_arn(record.name, "processing-job"),
+            "ProcessingJobStatus": record.status.primary.value,
+            "ExitMessage": record.exit_message,
+            "FailureReason": record.failure_reason,
+            "CreationTime": _iso(record.creation_time),
+            "LastModifiedTime": _iso(record.last_modified_time),
+            "ProcessingStartTime": _iso(record.training_start_time),
+            "ProcessingEndTime": _iso(record.training_end_time),
+            "PrefectFlowRunId": record.flow_run_id,
+        }
+    )
+    return {k: v for k, v in body.items() if v is not None}
 
 
 def describe(record: JobRecord, at: datetime | None = None) -> dict[str, Any]:

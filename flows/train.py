@@ -163,8 +163,12 @@ def train(job: dict[str, Any] | str, spot_simulation: str | None = None) -> dict
     settings = Settings.from_env(os.environ)
     if spot_simulation is not None:
         settings = settings.model_copy(update={"spot_simulation": spot_simulation})
-    if isinstance(job, str):
-        job = read_job_file(job)
+    return describe(run_job(read_job_file(job) if isinstance(job, str) else job, settings))
+
+
+def run_job(job: dict[str, Any], settings: Settings) -> JobRecord:
+    """The stages, from validation to the final record, of the job `job` describes (a training
+    job, or a processing job in its training-shaped form: dockyard.processing.as_job)."""
     open_store(settings)  # before MLflow's warm-up, which holds the migration lock a while on a new catalog
     catalog.warm_up(settings.catalog_uri())
     spec, resumed = validate(job, settings, str(runtime.flow_run.id) if runtime.flow_run.id else None)
@@ -176,7 +180,7 @@ def train(job: dict[str, Any] | str, spot_simulation: str | None = None) -> dict
             result = _attempt(spec, settings, may_restart=restarts_left > 0, attached=attached)
             attached = None
             if result.handed_to is not None:
-                return describe(hand_over(spec, settings, result.handed_to))
+                return hand_over(spec, settings, result.handed_to)
             scratch = (
                 result.provisioned.scratch_root
                 if result.provisioned
@@ -188,10 +192,9 @@ def train(job: dict[str, Any] | str, spot_simulation: str | None = None) -> dict
                 restarts_left -= 1
             reclaim(spec, settings, scratch, result.restart_reason, result.interrupted)
         still_held(spec.training_job_name)
-        record = finalize(spec, result.outcome, settings, scratch)
+        return finalize(spec, result.outcome, settings, scratch)
     finally:
         let_go(spec.training_job_name)
-    return describe(record)
 
 
 if __name__ == "__main__":

@@ -120,13 +120,14 @@ def find_run(mlflow: MlflowClient, job_name: str) -> Run | None:
     return runs[0] if runs else None
 
 
-def job_tags(body: dict[str, Any]) -> dict[str, str]:
-    """The job's facts as run tags, from its DescribeTrainingJob body."""
+def job_tags(body: dict[str, Any], kind: str = "training-job") -> dict[str, str]:
+    """The job's facts as run tags, from its DescribeTrainingJob body (a processing job's too: the
+    training-shaped form the stages carry), `kind` telling them apart."""
     resources = body.get("ResourceConfig", {})
     experiment = body.get("ExperimentConfig", {})
     tags = {
         JOB_TAG: body["TrainingJobName"],
-        KIND_TAG: "training-job",
+        KIND_TAG: kind,
         "dockyard.status": body["TrainingJobStatus"],
         "dockyard.secondary_status": body.get("SecondaryStatus", ""),
         "dockyard.image": body.get("AlgorithmSpecification", {}).get("TrainingImage", ""),
@@ -167,7 +168,12 @@ def _metric_batches(values: list[MetricValue]) -> Iterator[list[Any]]:
 
 
 def record_job(
-    home: str, uri: str, body: dict[str, Any], metrics: list[MetricValue], log_file: Path | None = None
+    home: str,
+    uri: str,
+    body: dict[str, Any],
+    metrics: list[MetricValue],
+    log_file: Path | None = None,
+    kind: str = "training-job",
 ) -> str:
     """Write (or rewrite, for a job picked up again) the job's run; returns its run id."""
     from mlflow.entities import Param, RunTag
@@ -188,7 +194,7 @@ def record_job(
         )
         run_id, logged = run.info.run_id, set()
     params = [Param(mlflow_name(k), str(v)[:6000]) for k, v in body.get("HyperParameters", {}).items()]
-    tags = [RunTag(k, v) for k, v in job_tags(body).items()]
+    tags = [RunTag(k, v) for k, v in job_tags(body, kind).items()]
     mlflow.log_batch(run_id, params=params if existing is None else [], tags=tags)
     for batch in _metric_batches([m for m in metrics if mlflow_name(m.metric_name) not in logged]):
         mlflow.log_batch(run_id, metrics=batch)

@@ -69,7 +69,7 @@ from infra.store_schema import (
 
 S = SecondaryStatus
 # The Alembic revision this code reads and writes (checked against the scripts by a test).
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 WRITE_ATTEMPTS = 50  # optimistic writes retried over concurrent changes of the same record
 
 
@@ -89,6 +89,7 @@ class JobFilter:
     modified_after: datetime | None = None
     modified_before: datetime | None = None
     warm_pool_status: str | None = None  # Available, InUse, Reused or Terminated, as WarmPoolStatus shows it
+    kind: str = "training"  # or processing: each kind is listed on its own, as SageMaker lists them
 
 
 @dataclass(frozen=True)
@@ -334,10 +335,11 @@ class JobStore:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        kind: str = "training",
     ) -> list[JobSummary]:
-        """Jobs newest first, filtered in SQL."""
+        """Jobs of one kind newest first, filtered in SQL."""
         return self.page(JobFilter(name_contains=name_contains, status=status, created_after=since,
-                                   created_before=until), limit=limit)  # fmt: skip
+                                   created_before=until, kind=kind), limit=limit)  # fmt: skip
 
     def page(
         self,
@@ -358,6 +360,7 @@ class JobStore:
             query = query.where(t.c.primary_status.in_(matching))
         if where.warm_pool_status:
             query = query.where(t.c.name.in_(_pools_shown(where.warm_pool_status)))
+        query = query.where(t.c.kind == where.kind)
         query = _listing(query, t, t.c.primary_status, where, sort_by, ascending).offset(offset).limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -766,6 +769,7 @@ class JobStore:
             "last_modified_time": record.last_modified_time or record.creation_time,
             "training_end_time": record.training_end_time,
             "record": record.model_dump_json(exclude={"status"}),
+            "kind": record.kind,
         }
 
     @staticmethod

@@ -276,11 +276,14 @@ def label_flow_run(flow_run_id: str, name: str, tags: list[str], job: dict[str, 
 # work pool (train/dockyard): entrypoints are module paths, so they load
 # wherever dockyard is installed.
 # instances: a machine's part of a job spanning machines (only `dockyard worker` runs those).
-API_DEPLOYMENTS = {"train": "flows.train:train", "tune": "flows.tune:tune", "instances": "flows.instances:instances"}
+API_DEPLOYMENTS = {
+    "train": "flows.train:train", "tune": "flows.tune:tune", "process": "flows.process:process",
+    "instances": "flows.instances:instances",
+}  # fmt: skip
 
 
 def ensure_deployments(work_pool: str, report: Callable[[str], None], patience: float = START_TIMEOUT) -> None:
-    """Create (or update) the process work pool and the train, tune and instances deployments on it.
+    """Create (or update) the process work pool and the train, tune, process and instances deployments on it.
 
     A busy Prefect server answers 503 (its database locked) or drops the
     connection: that is retried, with backoff, for up to `patience` seconds.

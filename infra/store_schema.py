@@ -57,6 +57,7 @@ training_jobs = Table(
     Column("version", Integer, nullable=False),
     Column("stop_requested", Text),
     Column("record", Text, nullable=False),  # the JobRecord but its status, as JSON
+    Column("kind", String(16), nullable=False, server_default="training", index=True),  # or processing
 )
 
 status_transitions = Table(

@@ -17,7 +17,7 @@ from prefect.cache_policies import NONE
 from dockyard import profiling
 from dockyard.charts import curves, metric_digest
 from dockyard.outcome import Outcome
-from dockyard.record import JobRecord, MetricValue, describe
+from dockyard.record import JobRecord, MetricValue, describe, describe_processing
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import PrimaryStatus, path_to_final
@@ -124,7 +124,7 @@ def finalize(spec: TrainingJobSpec, outcome: Outcome, settings: Settings, scratc
             record = move(settings, name, record.secondary, last, message, **fields)
         storage.write_text(
             storage.join(output_prefix(spec), "job.json"),
-            json.dumps(describe(record), indent=2),
+            json.dumps(describe_processing(record) if spec.processing else describe(record), indent=2),
             settings.s3_endpoint_url,
         )
     finally:
@@ -160,7 +160,8 @@ def record_in_catalog(record: JobRecord, settings: Settings) -> tuple[str, str |
     uri = settings.catalog_uri()
     store = open_store(settings)
     values = store.metrics(name) + profiling.as_metric_values(store.samples(name))  # MLflow's system/ metrics too
-    run_id = catalog.record_job(str(settings.home), uri, body, values, job_log.path(settings.home, name))
+    kind = f"{record.kind}-job"
+    run_id = catalog.record_job(str(settings.home), uri, body, values, job_log.path(settings.home, name), kind)
     message = f"catalogued as MLflow run {run_id} ({redacted(uri)})"
     version = None
     group = record.spec.model_package_group_name

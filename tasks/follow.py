@@ -138,12 +138,16 @@ def stop_all(container_ids: list[str], grace: float) -> None:
 
 
 def _read_failure(scratch: str) -> str | None:
-    path = contract.host_layout(scratch).failure_file
-    try:
-        with open(path, errors="replace") as f:
-            return f.read(contract.FAILURE_REASON_LIMIT).strip() or None
-    except FileNotFoundError:
-        return None
+    """What the container said of its failure: /opt/ml/output/failure, or a processing
+    container's /opt/ml/output/message."""
+    layout = contract.host_layout(scratch)
+    for path in (layout.failure_file, layout.on_host(contract.EXIT_MESSAGE_FILE)):
+        try:
+            with open(path, errors="replace") as f:
+                return f.read(contract.FAILURE_REASON_LIMIT).strip() or None
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def checkpoint_syncs(

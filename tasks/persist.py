@@ -115,6 +115,39 @@ def _unpack_parts(
     return tuple(out)
 
 
+def upload_outputs(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Settings) -> str | None:
+    """A processing job's outputs: each output folder's files, every instance's (algo-1's first
+    where two hold one path), to its S3 URI; returns its ExitMessage (the instances'
+    /opt/ml/output/message, joined, at most 1 KB)."""
+    if spec.processing is None:
+        raise ValueError(f"{spec.training_job_name} is not a processing job")
+    name = spec.training_job_name
+    for output in spec.processing.processing_output_config.outputs:
+        seen: set[str] = set()
+        for host in provisioned.hosts:
+            folder = contract.host_layout(host.scratch).on_host(output.s3_output.local_path)
+            for root, _, files in os.walk(folder):
+                for file_name in sorted(files):
+                    full = os.path.join(root, file_name)
+                    relative = os.path.relpath(full, folder)
+                    if relative in seen or os.path.islink(full):  # symbolic links are not followed
+                        continue
+                    seen.add(relative)
+                    storage.upload_file(full, storage.join(output.s3_output.s3_uri, relative), settings.s3_endpoint_url)
+        job_log.report(
+            settings.home,
+            name,
+            f"output {output.output_name}: uploaded {len(seen)} file(s) to {output.s3_output.s3_uri}",
+        )
+    messages = []
+    for host in provisioned.hosts:
+        path = contract.host_layout(host.scratch).on_host(contract.EXIT_MESSAGE_FILE)
+        if os.path.isfile(path):
+            with open(path, errors="replace") as f:
+                messages.append(f.read(contract.FAILURE_REASON_LIMIT).strip())
+    return "\n".join(m for m in messages if m)[: contract.FAILURE_REASON_LIMIT] or None
+
+
 @task(name="persist", cache_policy=NONE, **task_retry_options())
 def persist(
     spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Settings, parts: tuple[Part, ...] = ()
@@ -125,7 +158,11 @@ def persist(
     name = spec.training_job_name
     record = store.get(name)
     if record.secondary is not SecondaryStatus.UPLOADING:  # else a retry of this task, or a reattached job
-        move(settings, name, record.secondary, SecondaryStatus.UPLOADING, "Uploading generated training model")
+        what = "the processing job's outputs" if spec.processing else "generated training model"
+        move(settings, name, record.secondary, SecondaryStatus.UPLOADING, f"Uploading {what}")
+    if spec.processing is not None:
+        store.update(name, exit_message=upload_outputs(spec, provisioned, settings))
+        return
     with tempfile.TemporaryDirectory(prefix="dockyard-persist-") as tmp:
         unpacked = _unpack_parts(spec, parts, os.path.join(tmp, "parts"), settings)
         plan = plan_persist(spec, {h.host: h.scratch for h in provisioned.hosts}, unpacked)

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import time
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -53,6 +54,8 @@ class HostPlan(BaseModel):
     gpu_device_ids: list[str] | None  # None: no GPUs; []: all of them
     checkpoint_uri: str | None  # where this host's checkpoints are synced, if anywhere
     machine: str = ""  # the fleet host it is granted on ("": this machine)
+    config_dir: str = contract.INPUT_CONFIG_DIR  # where config_files go (a processing job's: /opt/ml/config)
+    folders: tuple[str, ...] = ()  # container paths made besides the contract's (a processing job's outputs)
 
 
 HOST_NETWORK = "host"  # Docker's name for the machine's own network
@@ -153,13 +156,24 @@ def plan_provision(
     for index, current in enumerate(hosts):
         grant = granted.get(current)
         num_gpus, device_ids = _gpus(spec, host, index, (grant.gpu_ids if grant else ()) if grants else None)
+        if spec.processing is None:
+            config = contract.config_files(spec, current, hosts, own)
+            environment = contract.sm_environment(spec, current, hosts, cpus, num_gpus, own)
+            processing: dict[str, Any] = {}
+        else:  # a processing container gets its own config files, and only the job's environment
+            config, environment = contract.processing_config_files(spec, current, hosts), dict(spec.environment)
+            outputs = spec.processing.processing_output_config.outputs
+            processing = {
+                "config_dir": contract.PROCESSING_CONFIG_DIR,
+                "folders": (contract.PROCESSING_CONFIG_DIR, *(o.s3_output.local_path for o in outputs)),
+            }
         plans.append(
             HostPlan(
                 host=current,
                 container_name=f"{name}-{current}",
                 scratch=os.path.join(root, current),
-                config_files=contract.config_files(spec, current, hosts, own),
-                environment=contract.sm_environment(spec, current, hosts, cpus, num_gpus, own),
+                config_files=config,
+                environment=environment,
                 num_cpus=cpus,
                 num_gpus=num_gpus,
                 nano_cpus=nano_cpus,
@@ -167,6 +181,7 @@ def plan_provision(
                 gpu_device_ids=device_ids,
                 checkpoint_uri=checkpoint_uri(spec, current),
                 machine=grant.host if grant and spans else "",
+                **processing,
             )
         )
     return ProvisionPlan(
@@ -193,15 +208,20 @@ def create_instances(plan: ProvisionPlan) -> str | None:
     if why_not:  # every host alike: none on a volume
         volumes.unmount_all(plan.scratch_root)
     for host in plan.hosts:
-        layout = contract.host_layout(host.scratch)
-        for path in layout.folders():
-            os.makedirs(path, exist_ok=True)
-        for file_name, text in host.config_files.items():
-            with open(os.path.join(layout.input_config, file_name), "w") as f:
-                f.write(text)
+        write_instance(host)
     if plan.network != HOST_NETWORK:
         docker_engine.create_network(plan.network, plan.job_name, plan.internal_network)
     return why_not
+
+
+def write_instance(host: HostPlan) -> None:
+    """One instance's folders and config files, on its scratch folder."""
+    layout = contract.host_layout(host.scratch)
+    for path in (*layout.folders(), *(layout.on_host(f) for f in host.folders)):
+        os.makedirs(path, exist_ok=True)
+    for file_name, text in host.config_files.items():
+        with open(os.path.join(layout.on_host(host.config_dir), file_name), "w") as f:
+            f.write(text)
 
 
 def reuse_instances(plan: ProvisionPlan) -> bool:
@@ -227,12 +247,7 @@ def reuse_instances(plan: ProvisionPlan) -> bool:
                     os.remove(path)
     shutil.rmtree(os.path.join(plan.scratch_root, "code"), ignore_errors=True)  # script mode's
     for host in plan.hosts:
-        layout = contract.host_layout(host.scratch)
-        for path in layout.folders():
-            os.makedirs(path, exist_ok=True)
-        for file_name, text in host.config_files.items():
-            with open(os.path.join(layout.input_config, file_name), "w") as f:
-                f.write(text)
+        write_instance(host)
     if plan.network != HOST_NETWORK:
         docker_engine.create_network(plan.network, plan.job_name, plan.internal_network)
     return True

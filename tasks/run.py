@@ -30,24 +30,16 @@ def plan_run(
     `credentials`, the environment that gives them the role's credentials (infra/credentials.py)."""
     algo = spec.algorithm_specification
     entrypoint = algo.container_entrypoint
-    if entrypoint:
+    command: list[str] | None
+    if spec.processing is not None:  # as `docker run --entrypoint`: the image's own, unless given
+        command = algo.container_arguments or ([] if entrypoint else None)
+    elif entrypoint:
         command = algo.container_arguments or []
     else:
         command = algo.container_arguments or list(contract.DEFAULT_COMMAND)
-    checkpoint_path = spec.checkpoint_config.local_path if spec.checkpoint_config else contract.CHECKPOINT_DIR
     plans = []
     for host in provisioned.hosts:
-        layout = contract.host_layout(host.scratch)
-        volumes = {
-            layout.on_host(target): {"bind": target, "mode": "ro" if read_only else "rw"}
-            for target, read_only in contract.MOUNTS.values()
-        }
-        volumes[layout.checkpoints] = {"bind": checkpoint_path, "mode": "rw"}
-        if script_mode.code_source(spec):
-            volumes[code_folder(provisioned.scratch_root)] = {"bind": script_mode.CODE_DIR, "mode": "ro"}
-        for mount in channel_mounts(spec, provisioned.scratch_root):  # FastFile and file system channels
-            target = f"{contract.INPUT_DATA_DIR}/{mount.channel}"
-            volumes[mount.source] = {"bind": target, "mode": "ro" if mount.read_only else "rw"}
+        volumes = _binds(spec, contract.host_layout(host.scratch), provisioned.scratch_root)
         plans.append(
             ContainerSpec(
                 name=host.container_name,
@@ -67,6 +59,27 @@ def plan_run(
             )
         )
     return tuple(plans)
+
+
+def _binds(spec: TrainingJobSpec, layout: contract.HostLayout, scratch_root: str) -> dict[str, dict[str, str]]:
+    """One container's binds: the platform folders one by one, or a processing job's own."""
+    if spec.processing is not None:
+        return {
+            host_path: {"bind": target, "mode": "ro" if read_only else "rw"}
+            for host_path, (target, read_only) in contract.processing_mounts(spec, layout).items()
+        }
+    volumes = {
+        layout.on_host(target): {"bind": target, "mode": "ro" if read_only else "rw"}
+        for target, read_only in contract.MOUNTS.values()
+    }
+    checkpoint_path = spec.checkpoint_config.local_path if spec.checkpoint_config else contract.CHECKPOINT_DIR
+    volumes[layout.checkpoints] = {"bind": checkpoint_path, "mode": "rw"}
+    if script_mode.code_source(spec):
+        volumes[code_folder(scratch_root)] = {"bind": script_mode.CODE_DIR, "mode": "ro"}
+    for mount in channel_mounts(spec, scratch_root):  # FastFile and file system channels
+        target = f"{contract.INPUT_DATA_DIR}/{mount.channel}"
+        volumes[mount.source] = {"bind": target, "mode": "ro" if mount.read_only else "rw"}
+    return volumes
 
 
 @task(name="run", cache_policy=NONE, **task_retry_options())

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict
 
 from dockyard import debugger, script_mode, secrets
 from dockyard.errors import DockyardError, JobSpecError, LeaseHeld, LeaseLost
-from dockyard.loading import build_job, parse_document
+from dockyard.loading import build_job, build_processing_job, parse_document
+from dockyard.processing import as_job
 from dockyard.record import JobRecord
 from dockyard.rules import HostFacts, check_job
 from dockyard.settings import Settings
@@ -132,6 +133,18 @@ def check_runnable(spec: TrainingJobSpec, settings: Settings, pending_secrets: C
         storage.check_writable_location(loc.uri, loc.field, settings.s3_endpoint_url)
     if spec.enable_managed_spot_training:
         spot.market(settings)  # a spot simulation that does not parse is the user's to fix
+
+
+def processing_job(doc: dict[str, Any], settings: Settings) -> TrainingJobSpec:
+    """A processing job document (snake_case or a CreateProcessingJob body) in the training-shaped
+    form the stages carry (dockyard.processing.as_job); what dockyard writes of it (job.json)
+    goes under DOCKYARD_HOME/processing.
+
+    Raises:
+        JobSpecError: the document is not a valid processing job.
+    """
+    spec = build_processing_job(doc, home=str(settings.home), now=now())
+    return as_job(spec, (settings.home / "processing").as_uri())
 
 
 def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec, bool]:

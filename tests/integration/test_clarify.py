@@ -206,3 +206,45 @@ def test_tree_shap_for_a_model_the_built_in_xgboost_trained_adds_up_to_its_predi
     rows = (out / "explanations_shap" / "out.csv").read_text().splitlines()[1:]
     for values, margin in zip(([float(v) for v in r] for r in csv.reader(rows)), margins, strict=True):
         assert abs(sum(values) + explained["expected_value"] - margin) < 1e-6
+
+
+@pytest.mark.usefixtures("home")
+def test_clarify_runs_as_a_processing_job_and_a_failed_one_keeps_what_ran_and_says_why(tmp_path: Path) -> None:
+    from tests.integration.test_processing import process
+
+    write_csv(tmp_path / "data" / "applicants.csv")
+
+    def job(config: dict[str, Any], out: Path) -> dict[str, Any]:
+        folder = tmp_path / f"config-{out.name}"
+        folder.mkdir()
+        (folder / "analysis_config.json").write_text(json.dumps(config))
+        root = "/opt/ml/processing"
+
+        def given(name: str, uri: str, path: str) -> dict[str, Any]:
+            return {"input_name": name, "s3_input": {"s3_uri": uri, "local_path": f"{root}/input/{path}"}}
+
+        result = {"s3_uri": f"file://{out}", "local_path": f"{root}/output"}
+        return {
+            "processing_job_name": unique("clarify"),
+            "app_specification": {"image_uri": IMAGE},  # its own command, as SageMaker runs Clarify's
+            "processing_inputs": [
+                given("dataset", f"file://{tmp_path}/data", "data"),
+                given("analysis_config", f"file://{folder}", "config"),
+            ],
+            "processing_output_config": {"outputs": [{"output_name": "analysis_result", "s3_output": result}]},
+        }
+
+    pre = {"methods": {"pre_training_bias": {"methods": ["CI", "DPL"]}}}
+    done = process(job(BY_GENDER | pre, tmp_path / "ok"), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["ProcessingJobStatus"] == "Completed"
+    analysis = json.loads((tmp_path / "ok" / "analysis.json").read_text())
+    assert metrics_of(analysis["pre_training_bias_metrics"], "gender")["CI"] == 0.4
+
+    broken = BY_GENDER | pre | {"methods": {**pre["methods"], "shap": {}}}  # SHAP wants a model: none given
+    failed = process(job(broken, tmp_path / "failed"), tmp_path)
+    body = json.loads(failed.stdout)
+    assert body["ProcessingJobStatus"] == "Failed"
+    assert body["FailureReason"].startswith("AlgorithmError: post_training_bias and shap need predictions")
+    kept = json.loads((tmp_path / "failed" / "analysis.json").read_text())  # the part that ran, uploaded
+    assert "pre_training_bias_metrics" in kept

@@ -518,6 +518,33 @@ def _sdk(api: Api, scenario: str, **args: str) -> tuple[dict[str, Any], str]:
     return json.loads(lines[-1].removeprefix("RESULT ")), run.stdout
 
 
+def test_the_sagemaker_sdk_runs_a_processing_job_and_boto3_lists_describes_and_refuses_one(
+    api: Api, bucket: str, test_images: dict[str, str], s3_endpoint: str
+) -> None:
+    args = {"image": test_images["probe"], "data": f"s3://{bucket}/train", "output": f"s3://{bucket}/processed"}
+    result, printed = _sdk(api, "process", **args)
+    assert result["status"] == "Completed"
+    assert "processing ['data.csv']" in printed  # the container's line, through the SDK's log tailing
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    assert s3.get_object(Bucket=bucket, Key="processed/count.txt")["Body"].read() == b"1"
+    sm = api.client()
+    job = result["job"]
+    listed = sm.list_processing_jobs(NameContains=job)["ProcessingJobSummaries"]
+    assert [(j["ProcessingJobName"], j["ProcessingJobStatus"]) for j in listed] == [(job, "Completed")]
+    assert job not in [j["TrainingJobName"] for j in sm.list_training_jobs(NameContains=job)["TrainingJobSummaries"]]
+    assert error_of(sm.describe_training_job, TrainingJobName=job)[0] == "ValidationException"  # another kind
+    code, message = error_of(
+        sm.create_processing_job,
+        ProcessingJobName=unique("bad-proc"),
+        RoleArn="arn:aws:iam::111111111111:role/dockyard",
+        AppSpecification={"ImageUri": test_images["probe"]},
+        ProcessingResources={"ClusterConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1}},
+        ProcessingInputs=[{"InputName": "d", "S3Input": {"S3Uri": f"s3://{bucket}/train", "LocalPath": "/data",
+                                                          "S3DataType": "S3Prefix", "S3InputMode": "File"}}],
+    )  # fmt: skip
+    assert code == "ValidationException" and "ProcessingInputs[0].S3Input.LocalPath" in message
+
+
 def test_the_sagemaker_sdk_fits_tails_logs_attaches_and_reports_a_failure(
     api: Api, bucket: str, test_images: dict[str, str]
 ) -> None:

@@ -12,7 +12,8 @@ Writes to /opt/ml/processing/output/:
                                 (written after each part, so what ran is kept if a later part fails)
   explanations_shap/out.csv     one row of SHAP values per dataset row
   report.html                   bias bars per facet and the SHAP summary
-  failure                       why the analysis stopped, when it did (exit code 1)
+  failure                       why the analysis stopped, when it did (exit code 1; also in
+                                /opt/ml/output/message when run as a processing job)
 
 Bias metrics are smclarify's (AWS's library behind Clarify); SHAP values are the
 shap package's: exact tree SHAP for XGBoost models (the model's margin, log-odds
@@ -39,6 +40,7 @@ CONFIG = PROCESSING / "input" / "config" / "analysis_config.json"
 DATA = PROCESSING / "input" / "data"
 MODEL = PROCESSING / "input" / "model"
 OUT = PROCESSING / "output"
+MESSAGE = Path("/opt/ml/output/message")  # a processing job's ExitMessage
 DATASET_TYPES = ("text/csv", "application/jsonlines", "application/x-parquet")
 AGG_METHODS = ("mean_abs", "median", "mean_sq")
 
@@ -403,6 +405,8 @@ def main() -> int:
         message = f"{type(exc).__name__}: {exc}"
     save(analysis)
     (OUT / "failure").write_text(message)
+    if MESSAGE.parent.is_dir():  # run as a processing job: its ExitMessage, and so its FailureReason
+        MESSAGE.write_text(message)
     print(f"analysis failed: {message}", file=sys.stderr, flush=True)
     return 1
 

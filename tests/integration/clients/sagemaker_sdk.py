@@ -14,6 +14,7 @@ import boto3
 import sagemaker
 from sagemaker.estimator import Estimator
 from sagemaker.exceptions import UnexpectedStatusException
+from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
 from sagemaker.tuner import ContinuousParameter, HyperparameterTuner
 
 args = json.loads(sys.argv[1])
@@ -66,4 +67,26 @@ elif args["scenario"] == "tune":
     )
     tuner.fit(wait=True)
     result["best"] = tuner.best_training_job()
+elif args["scenario"] == "process":
+    script = (
+        "import os; files = sorted(os.listdir('/opt/ml/processing/input/data')); print('processing', files);"
+        "open('/opt/ml/processing/output/count.txt', 'w').write(str(len(files)))"
+    )
+    processor = Processor(
+        role="arn:aws:iam::111111111111:role/dockyard",
+        image_uri=args["image"],
+        entrypoint=["python3", "-c", script],
+        instance_count=1,
+        instance_type="ml.m5.large",
+        max_runtime_in_seconds=600,
+        sagemaker_session=session,
+    )
+    processor.run(
+        inputs=[ProcessingInput(source=args["data"], destination="/opt/ml/processing/input/data")],
+        outputs=[ProcessingOutput(source="/opt/ml/processing/output", destination=args["output"])],
+        wait=True,
+        logs=True,
+    )
+    result["job"] = processor.latest_job.job_name
+    result["status"] = processor.latest_job.describe()["ProcessingJobStatus"]
 print("RESULT " + json.dumps(result), flush=True)

@@ -1,0 +1,129 @@
+"""Processing job specs: SageMaker's CreateProcessingJob checked and carried by the training
+stages' spec, the config files and binds its container gets, and DescribeProcessingJob."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from dockyard import contract
+from dockyard.errors import JobSpecError
+from dockyard.loading import build_job, build_processing_job
+from dockyard.processing import as_job
+from dockyard.record import JobRecord, describe_processing
+from dockyard.status import SecondaryStatus
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def request(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "ProcessingJobName": "clarify-1",
+        "RoleArn": "arn:aws:iam::111111111111:role/dockyard",
+        "AppSpecification": {"ImageUri": "dockyard/clarify:1.0"},
+        "ProcessingResources": {
+            "ClusterConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 20}
+        },
+        "ProcessingInputs": [
+            {
+                "InputName": "dataset",
+                "AppManaged": False,
+                "S3Input": {
+                    "S3Uri": "s3://b/data",
+                    "LocalPath": "/opt/ml/processing/input/data",
+                    "S3DataType": "S3Prefix",
+                    "S3InputMode": "File",
+                    "S3DataDistributionType": "FullyReplicated",
+                    "S3CompressionType": "None",
+                },
+            }
+        ],
+        "ProcessingOutputConfig": {
+            "Outputs": [
+                {
+                    "OutputName": "analysis_result",
+                    "AppManaged": False,
+                    "S3Output": {
+                        "S3Uri": "s3://b/out",
+                        "LocalPath": "/opt/ml/processing/output",
+                        "S3UploadMode": "EndOfJob",
+                    },
+                }
+            ]
+        },
+        "Environment": {"TOKEN": "literal"},
+    }
+    return body | changes
+
+
+def problems(body: dict[str, Any]) -> list[str]:
+    with pytest.raises(JobSpecError) as caught:
+        build_processing_job(body, home="/h", now=NOW)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_a_create_processing_job_request_becomes_the_spec_the_stages_carry() -> None:
+    spec = as_job(build_processing_job(request(), home="/h", now=NOW), "file:///h/processing")
+    assert spec.training_job_name == "clarify-1" and spec.processing is not None
+    assert spec.algorithm_specification.training_image == "dockyard/clarify:1.0"
+    assert (spec.resource_config.instance_type, spec.resource_config.volume_size_in_gb) == ("ml.m5.xlarge", 20)
+    [channel] = spec.input_data_config
+    assert (channel.channel_name, channel.data_source.s3_data_source.s3_uri) == ("dataset", "s3://b/data")  # type: ignore[union-attr]
+    assert spec.environment == {"TOKEN": "literal"} and spec.processing.environment == {}  # one copy, masked there
+    assert build_job(spec.model_dump(mode="json"), home="/h", now=NOW) == spec  # as the validate task reads it
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/opt/ml/input/data", "must be a folder under /opt/ml/processing/"),
+        ("/opt/ml/processing", "must be a folder under /opt/ml/processing/"),
+        ("/opt/ml/processing/a/../../x", "must not hold '.', '..' or empty segments"),
+    ],
+)
+def test_local_paths_stay_under_opt_ml_processing(path: str, expected: str) -> None:
+    body = request()
+    body["ProcessingInputs"][0]["S3Input"]["LocalPath"] = path
+    assert any(p.startswith("processing_inputs[0].s3_input.local_path") and expected in p for p in problems(body))
+
+
+def test_inputs_and_outputs_need_their_own_names_and_paths_and_a_training_runner_says_where_to_go() -> None:
+    body = request()
+    body["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["LocalPath"] = "/opt/ml/processing/input/data/out"
+    assert any("overlap" in p for p in problems(body))
+    body = request()
+    body["ProcessingOutputConfig"]["Outputs"][0]["OutputName"] = "dataset"
+    assert any("repeated: ['dataset']" in p for p in problems(body))
+    with pytest.raises(JobSpecError, match=re.escape("run it with `python -m flows.process`")):
+        build_job({"processing_job_name": "p"}, home="/h", now=NOW)
+
+
+def test_the_container_gets_the_request_echoed_its_resource_config_and_its_binds() -> None:
+    spec = as_job(build_processing_job(request(), home="/h", now=NOW), "file:///h/processing")
+    files = contract.processing_config_files(spec, "algo-1", ["algo-1"])
+    echoed = json.loads(files[contract.PROCESSING_CONFIG_FILE])
+    assert echoed["ProcessingJobArn"].endswith(":processing-job/clarify-1")
+    assert echoed["Environment"] == {"TOKEN": "literal"}
+    assert echoed["ProcessingInputs"][0]["S3Input"]["S3DownloadMode"] == "StartOfJob"
+    assert json.loads(files[contract.RESOURCE_CONFIG_FILE])["current_host"] == "algo-1"
+    binds = contract.processing_mounts(spec, contract.host_layout("/s/algo-1"))
+    assert binds == {
+        "/s/algo-1/config": ("/opt/ml/config", True),
+        "/s/algo-1/output": ("/opt/ml/output", False),
+        "/s/algo-1/input/data/dataset": ("/opt/ml/processing/input/data", False),
+        "/s/algo-1/processing/output": ("/opt/ml/processing/output", False),
+    }
+
+
+def test_describe_processing_job_masks_the_environment_and_has_no_training_fields() -> None:
+    spec = as_job(build_processing_job(request(), home="/h", now=NOW), "file:///h/processing")
+    record = JobRecord(spec=spec, creation_time=NOW, exit_message="done").moved(SecondaryStatus.STARTING, "x", NOW)
+    body = describe_processing(record)
+    assert body["ProcessingJobStatus"] == "InProgress" and body["ExitMessage"] == "done"
+    assert body["Environment"] == {"TOKEN": "********"}  # as DescribeTrainingJob masks it
+    assert body["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 1
+    assert not {"TrainingJobName", "SecondaryStatus", "Tags"} & set(body)
