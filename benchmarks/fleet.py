@@ -41,6 +41,7 @@ from dockyard.settings import Settings  # noqa: E402 - after the repository is o
 from infra import prefect_api  # noqa: E402
 from infra.fleet import Fleet  # noqa: E402
 from infra.job_store import open_store  # noqa: E402
+from tasks.warm_pool import end_pools_on, sweep  # noqa: E402
 
 HOSTS = ("bench-a", "bench-b")
 POOL = "dockyard-bench-fleet"
@@ -123,6 +124,10 @@ def trials(work: Path, settings: Settings, count: int) -> tuple[str, str]:
             }  # fmt: skip
         prefect_api.submit("tune", POOL, {"job": doc}, name, [])
         totals[keep_alive] = until_ended(settings, name, tuning=True)
+    store = open_store(settings)
+    for host in HOSTS:  # the last trial's pool: its room given back, its instances off the disk
+        end_pools_on(store, settings, host)
+        sweep(store, settings.model_copy(update={"fleet_host": host}))
     hyperparameters = job(work, "x")["hyperparameters"]
     floor = sum(floor_run(work, 100 + i, hyperparameters) for i in range(count))
     lines = ["| what | total s | per trial s | overhead per trial s |", "|---|---|---|---|"]

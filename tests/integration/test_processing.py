@@ -117,8 +117,8 @@ def test_a_processing_spec_that_cannot_run_exits_2_naming_the_field(
 def test_a_processing_job_stopped_midway_ends_stopped_with_what_it_wrote_uploaded(
     home: str, test_images: dict[str, str], tmp_path: Path
 ) -> None:
-    spec = processing_job(test_images["probe"], tmp_path, tmp_path / "out", 0, "")
-    write_files(tmp_path, {"in.csv": "1\n"})
+    write_files(tmp_path / "data", {"in.csv": "1\n"})
+    spec = processing_job(test_images["probe"], tmp_path / "data", tmp_path / "out", 0, "")
     spec["app_specification"] = {
         "image_uri": test_images["probe"],
         "container_entrypoint": ["python3", "-c", SLEEPER],
