@@ -28,7 +28,7 @@ from api.protocol import ApiError
 log = logging.getLogger("dockyard.api")
 
 # The request fields that name a job, by operation; the logs operations name it in a stream.
-_JOB_FIELDS = ("TrainingJobName", "HyperParameterTuningJobName")
+_JOB_FIELDS = ("TrainingJobName", "ProcessingJobName", "HyperParameterTuningJobName")
 _LOG_FIELDS = ("logStreamName", "logStreamNamePrefix")
 
 
@@ -111,6 +111,7 @@ def host_location(value: Any) -> str | None:
 # What the List and Search answers hold, and where each item's job name is.
 _LISTED = {
     "TrainingJobSummaries": ("TrainingJobName",),
+    "ProcessingJobSummaries": ("ProcessingJobName",),
     "HyperParameterTuningJobSummaries": ("HyperParameterTuningJobName",),
     "Results": ("TrainingJob", "TrainingJobName"),
 }

@@ -78,8 +78,9 @@ def hand_back(ctx: Context, record: JobRecord) -> str | None:
     if record.flow_run_id:
         with contextlib.suppress(Exception):  # the old run may be gone with its server
             prefect_api.mark_crashed(record.flow_run_id, "its orchestrator died; the job went back to the work pool")
-    tags = ["dockyard", "training-job", f"job:{name}", "sagemaker-api"]
-    flow_run_id = submit("train", pool, {"job": record.spec.model_dump(mode="json")}, name, tags, _queue_of(ctx, name))
+    flow = "process" if record.kind == "processing" else "train"
+    tags = ["dockyard", f"{record.kind}-job", f"job:{name}", "sagemaker-api"]
+    flow_run_id = submit(flow, pool, {"job": record.spec.model_dump(mode="json")}, name, tags, _queue_of(ctx, name))
     ctx.store.update(name, flow_run_id=flow_run_id)
     job_log.append(
         ctx.settings.home, name, f"its orchestrator died: handed back to work pool '{pool}' (flow run {flow_run_id})"

@@ -138,7 +138,8 @@ def demand_of(spec: TrainingJobSpec) -> Demand:
         job_name=spec.training_job_name,
         instance_type=INSTANCE_TYPES[resources.instance_type],
         instances=tuple(contract.host_names(resources.instance_count)),
-        spreads=not spec.enable_network_isolation,  # isolated instances share one host's own network
+        # isolated instances share one host's own network; a processing job's outputs are gathered on one host
+        spreads=not spec.enable_network_isolation and spec.processing is None,
     )
 
 

@@ -356,6 +356,15 @@ class TrainingJobSpec(_Model):
         return value
 
     @model_validator(mode="after")
+    def _processing(self) -> TrainingJobSpec:
+        if self.processing is not None and self.processing.environment:
+            raise ValueError(
+                "processing: dockyard's own field (a processing job's form): run processing jobs with "
+                "`python -m flows.process`"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _channels(self) -> TrainingJobSpec:
         names = [c.channel_name for c in self.input_data_config]
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -511,12 +520,15 @@ class ProcessingJobSpec(_Model):
                     raise ValueError(f"local paths {path} and {other} overlap: give each input and output its own")
         for item in self.processing_inputs:
             s3 = item.s3_input
-            if s3.s3_input_mode is InputMode.PIPE:
+            if s3.s3_input_mode is not InputMode.FILE:  # SageMaker's are File and Pipe; Pipe is not served yet
                 raise ValueError(
-                    f"{item.input_name}: s3_input_mode Pipe is not served for processing jobs yet — use File"
+                    f"{item.input_name}: s3_input_mode {s3.s3_input_mode.value} is not served for processing jobs "
+                    "— use File"
                 )
-            if s3.s3_compression_type is CompressionType.GZIP and s3.s3_input_mode is not InputMode.PIPE:
-                raise ValueError(f"{item.input_name}: s3_compression_type Gzip needs s3_input_mode Pipe")
+            if s3.s3_compression_type is CompressionType.GZIP:  # only with Pipe, on SageMaker
+                raise ValueError(
+                    f"{item.input_name}: s3_compression_type Gzip needs Pipe mode, not served yet — use None"
+                )
         return self
 
 

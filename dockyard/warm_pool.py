@@ -79,6 +79,7 @@ def match_key(spec: TrainingJobSpec) -> str:
         "input_mode": algorithm.training_input_mode.value,
         "network_isolation": spec.enable_network_isolation,
         "role": spec.role,
+        "kind": "processing" if spec.processing is not None else "training",
     }
     return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()
 

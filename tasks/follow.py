@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextvars
 import functools
 import math
+import os
 import re
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -137,17 +139,25 @@ def stop_all(container_ids: list[str], grace: float) -> None:
         t.join()
 
 
-def _read_failure(scratch: str) -> str | None:
+def read_container_file(path: str, limit: int = contract.FAILURE_REASON_LIMIT) -> str | None:
+    """The first `limit` bytes of a file a container wrote, as text; None when there is none. A
+    link or anything but a plain file is not read: the container made it, and the reader is not
+    confined as the container is (a link to a host file would leak it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (FileNotFoundError, OSError):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read(limit).decode(errors="replace").strip() or None
+
+
+def _read_failure(scratch: str, processing: bool) -> str | None:
     """What the container said of its failure: /opt/ml/output/failure, or a processing
     container's /opt/ml/output/message."""
     layout = contract.host_layout(scratch)
-    for path in (layout.failure_file, layout.on_host(contract.EXIT_MESSAGE_FILE)):
-        try:
-            with open(path, errors="replace") as f:
-                return f.read(contract.FAILURE_REASON_LIMIT).strip() or None
-        except FileNotFoundError:
-            continue
-    return None
+    return read_container_file(layout.on_host(contract.EXIT_MESSAGE_FILE) if processing else layout.failure_file)
 
 
 def checkpoint_syncs(
@@ -164,7 +174,12 @@ def checkpoint_syncs(
 
 
 def host_exits(
-    followers: list[Follower], scratch: dict[str, str], settings: Settings, name: str, hidden: frozenset[str]
+    followers: list[Follower],
+    scratch: dict[str, str],
+    settings: Settings,
+    name: str,
+    hidden: frozenset[str],
+    processing: bool = False,
 ) -> list[HostExit]:
     """How each followed container ended, its failure file and last lines masked."""
     exits = []
@@ -173,7 +188,7 @@ def host_exits(
         state = with_backoff(
             functools.partial(docker_engine.state, follower.container_id), settings.monitor_lost_contact_seconds, 1.0
         )
-        failure_text = _read_failure(scratch[follower.host])
+        failure_text = _read_failure(scratch[follower.host], processing)
         failure_text = mask_text(failure_text, hidden | credentials.secret_values(name)) if failure_text else None
         exits.append(
             HostExit(

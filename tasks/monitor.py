@@ -346,7 +346,9 @@ def _watch(
             f"checkpoints synced to {sync.uri}: {sync.uploads} upload(s) in all, "
             f"{uploaded} at the final sync, {deleted} deletion(s)"
         )
-    exits = host_exits(followers, {h.host: h.scratch for h in provisioned.hosts}, settings, name, hidden)
+    exits = host_exits(
+        followers, {h.host: h.scratch for h in provisioned.hosts}, settings, name, hidden, spec.processing is not None
+    )
     try:
         while peers.running():  # the parts' final syncs and archives, then their reports
             time.sleep(POLL_SECONDS)

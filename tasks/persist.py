@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import tarfile
 import tempfile
 
@@ -20,12 +21,15 @@ from pydantic import BaseModel, ConfigDict
 
 from dockyard import contract
 from dockyard.fleet import Part
+from dockyard.secrets import mask_text
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
-from infra import job_log, spot, storage
+from infra import credentials, job_log, spot, storage
+from infra import secrets as secret_blocks
 from infra.job_store import open_store
 from infra.retry import task_retry_options
+from tasks.follow import read_container_file
 from tasks.provision import ProvisionPlan
 from tasks.status import move
 
@@ -130,7 +134,7 @@ def upload_outputs(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: 
                 for file_name in sorted(files):
                     full = os.path.join(root, file_name)
                     relative = os.path.relpath(full, folder)
-                    if relative in seen or os.path.islink(full):  # symbolic links are not followed
+                    if relative in seen or not stat.S_ISREG(os.lstat(full).st_mode):  # no links, FIFOs, devices
                         continue
                     seen.add(relative)
                     storage.upload_file(full, storage.join(output.s3_output.s3_uri, relative), settings.s3_endpoint_url)
@@ -139,13 +143,13 @@ def upload_outputs(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: 
             name,
             f"output {output.output_name}: uploaded {len(seen)} file(s) to {output.s3_output.s3_uri}",
         )
-    messages = []
-    for host in provisioned.hosts:
-        path = contract.host_layout(host.scratch).on_host(contract.EXIT_MESSAGE_FILE)
-        if os.path.isfile(path):
-            with open(path, errors="replace") as f:
-                messages.append(f.read(contract.FAILURE_REASON_LIMIT).strip())
-    return "\n".join(m for m in messages if m)[: contract.FAILURE_REASON_LIMIT] or None
+    messages = [
+        read_container_file(contract.host_layout(h.scratch).on_host(contract.EXIT_MESSAGE_FILE))
+        for h in provisioned.hosts
+    ]
+    joined = "\n".join(m for m in messages if m)[: contract.FAILURE_REASON_LIMIT]
+    hidden = secret_blocks.values(spec) | credentials.secret_values(name)  # as the containers' lines are masked
+    return mask_text(joined, hidden) if joined else None
 
 
 @task(name="persist", cache_policy=NONE, **task_retry_options())

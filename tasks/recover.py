@@ -198,10 +198,11 @@ def hand_over(spec: TrainingJobSpec, settings: Settings, host: str) -> JobRecord
     record = store.change(name, lambda r: r.model_copy(update={"queued": True, "work_pool": settings.work_pool}))
     let_go(name)
     parameters: dict[str, Any] = {"job": spec.model_dump(mode="json")}
-    if settings.spot_simulation:
+    flow = "process" if spec.processing is not None else "train"
+    if settings.spot_simulation and flow == "train":
         parameters["spot_simulation"] = settings.spot_simulation
     flow_run_id = prefect_api.submit(
-        "train", settings.work_pool, parameters, name, ["dockyard"], work_queue=host,
+        flow, settings.work_pool, parameters, name, ["dockyard"], work_queue=host,
         idempotency_key=f"hand-over/{name}/{record.flow_run_id}/{host}",  # a retry of this task: the same run
     )  # fmt: skip
     # The run this one hands over to is now the job's: a watch for orphaned jobs must not hand it on again.

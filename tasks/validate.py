@@ -64,7 +64,14 @@ def plan_validate(spec: TrainingJobSpec, host: HostFacts) -> ValidatePlan:
     code = script_mode.code_source(spec)
     if code:
         readable += (Location(field=code.field, uri=code.uri),)
-    writable = (Location(field="output_data_config.s3_output_path", uri=spec.output_data_config.s3_output_path),)
+    writable: tuple[Location, ...] = (
+        Location(field="output_data_config.s3_output_path", uri=spec.output_data_config.s3_output_path),
+    )
+    if spec.processing is not None:
+        writable += tuple(
+            Location(field=f"processing_output_config.outputs[{i}].s3_output.s3_uri", uri=o.s3_output.s3_uri)
+            for i, o in enumerate(spec.processing.processing_output_config.outputs)
+        )
     return ValidatePlan(job=spec, readable=readable, writable=writable)
 
 

@@ -40,6 +40,8 @@ def test_job_name_prefixes_hold_wherever_a_call_names_a_job() -> None:
     authorize(*bob, "sagemaker", "ListTrainingJobs", {})  # names no job: the actions decide
     assert "job 'alice-1'" in refused(*bob, "sagemaker", "DescribeTrainingJob", {"TrainingJobName": "alice-1"})
     assert refused(*bob, "sagemaker", "StopHyperParameterTuningJob", {"HyperParameterTuningJobName": "t"})
+    assert refused(*bob, "sagemaker", "CreateProcessingJob", {"ProcessingJobName": "alice-p"})
+    authorize(*bob, "sagemaker", "DescribeProcessingJob", {"ProcessingJobName": "bob-p"})
     assert refused(*bob, "sagemaker", "AddTags", {"ResourceArn": ARN + "alice-1", "Tags": []})
     assert refused(*bob, "logs", "FilterLogEvents", {"logStreamNames": ["bob-1/algo-1-1", "alice-1/algo-1-1"]})
     assert "name a log stream" in refused(*bob, "logs", "DescribeLogStreams", {"logGroupName": "g"})
@@ -75,6 +77,8 @@ def test_lists_and_search_answer_only_the_jobs_within_the_prefixes() -> None:
     }
     assert visible(["bob-"], found) == {"Results": [{"TrainingJob": {"TrainingJobName": "bob-2"}}]}
     assert visible(None, found) is found
+    processing = {"ProcessingJobSummaries": [{"ProcessingJobName": "alice-p"}, {"ProcessingJobName": "bob-p"}]}
+    assert visible(["bob-"], processing) == {"ProcessingJobSummaries": [{"ProcessingJobName": "bob-p"}]}
 
 
 def test_a_principal_with_roles_may_pass_only_those_to_its_jobs() -> None:

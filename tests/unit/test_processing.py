@@ -4,8 +4,10 @@ stages' spec, the config files and binds its container gets, and DescribeProcess
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from dockyard.loading import build_job, build_processing_job
 from dockyard.processing import as_job
 from dockyard.record import JobRecord, describe_processing
 from dockyard.status import SecondaryStatus
+from tasks.follow import read_container_file
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -89,6 +92,29 @@ def test_local_paths_stay_under_opt_ml_processing(path: str, expected: str) -> N
     body = request()
     body["ProcessingInputs"][0]["S3Input"]["LocalPath"] = path
     assert any(p.startswith("processing_inputs[0].s3_input.local_path") and expected in p for p in problems(body))
+
+
+def test_inputs_are_file_mode_and_a_training_spec_carries_no_processing_environment() -> None:
+    for mode in ("Pipe", "FastFile"):
+        body = request()
+        body["ProcessingInputs"][0]["S3Input"]["S3InputMode"] = mode
+        assert any(f"s3_input_mode {mode} is not served for processing jobs" in p for p in problems(body))
+    spec = as_job(build_processing_job(request(), home="/h", now=NOW), "file:///h/processing")
+    smuggled = spec.model_dump(mode="json")
+    smuggled["processing"]["environment"] = {"TOKEN": "literal"}  # out of reach of the secrets' handling
+    with pytest.raises(JobSpecError, match="dockyard's own field"):
+        build_job(smuggled, home="/h", now=NOW)
+
+
+def test_a_container_file_is_read_only_when_it_is_a_plain_file(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("host secret")
+    (tmp_path / "message").write_text("done\n")
+    (tmp_path / "link").symlink_to(tmp_path / "secret")
+    os.mkfifo(tmp_path / "fifo")
+    assert read_container_file(str(tmp_path / "message")) == "done"
+    assert read_container_file(str(tmp_path / "link")) is None  # a link to a host file is not followed
+    assert read_container_file(str(tmp_path / "fifo")) is None  # nor does a FIFO block the reader
+    assert read_container_file(str(tmp_path / "missing")) is None
 
 
 def test_inputs_and_outputs_need_their_own_names_and_paths_and_a_training_runner_says_where_to_go() -> None:

@@ -38,6 +38,12 @@ def test_jobs_match_on_instances_image_and_inputs_not_on_name_hyperparameters_or
     other = [{"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": "s3://b/other"}}}]
     assert match_key(spec(input_data_config=other)) != first
     assert match_key(spec(enable_network_isolation=True)) != first
+    from dockyard.processing import as_job
+    from dockyard.spec import ProcessingJobSpec
+
+    processing = ProcessingJobSpec.model_validate({"processing_job_name": "p", "app_specification": {"image_uri": "i"}})
+    shaped = as_job(processing, "s3://b/out")
+    assert match_key(shaped) != match_key(shaped.model_copy(update={"processing": None}))  # never a training job's pool
 
 
 def test_a_completed_stopped_or_user_failed_job_keeps_its_pool_an_internal_failure_does_not() -> None:
