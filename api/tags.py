@@ -1,4 +1,4 @@
-"""AddTags, ListTags and DeleteTags on training jobs and tuning jobs, by ARN."""
+"""AddTags, ListTags and DeleteTags on training, processing and tuning jobs, by ARN."""
 
 from __future__ import annotations
 
@@ -11,25 +11,28 @@ MAX_TAGS = 50  # SageMaker's limit per resource
 
 
 def _resource_of(ctx: Context, arn: str) -> tuple[str, bool]:
-    """The job an ARN names (…:training-job/NAME or …:hyper-parameter-tuning-job/NAME, any region
-    and account), and whether it is a tuning job.
+    """The job an ARN names (…:training-job/NAME, …:processing-job/NAME or
+    …:hyper-parameter-tuning-job/NAME, any region and account), and whether it is a tuning job.
 
     Raises:
         ApiError: ValidationException when it names no such job here.
     """
     kind, _, lowered = arn.rpartition(":")[2].partition("/")
-    if kind == "training-job":
+    if kind in ("training-job", "processing-job"):
         name = ctx.store.name_of(lowered)
-    elif kind == "hyper-parameter-tuning-job":
-        name = ctx.store.tuning_name_of(lowered)
-    else:
+        found = ctx.store.find(name) if name else None
+        if found is None or f"{found.kind}-job" != kind:
+            raise validation(NOT_FOUND)
+        return found.name, False
+    if kind != "hyper-parameter-tuning-job":
         raise validation(
-            f"ResourceArn '{arn}': only training jobs (…:training-job/NAME) and tuning jobs "
-            "(…:hyper-parameter-tuning-job/NAME) carry tags here"
+            f"ResourceArn '{arn}': only training jobs (…:training-job/NAME), processing jobs "
+            "(…:processing-job/NAME) and tuning jobs (…:hyper-parameter-tuning-job/NAME) carry tags here"
         )
+    name = ctx.store.tuning_name_of(lowered)
     if name is None:
         raise validation(NOT_FOUND)
-    return name, kind != "training-job"
+    return name, True
 
 
 def add_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

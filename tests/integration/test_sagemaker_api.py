@@ -533,6 +533,9 @@ def test_the_sagemaker_sdk_runs_a_processing_job_and_boto3_lists_describes_and_r
     assert [(j["ProcessingJobName"], j["ProcessingJobStatus"]) for j in listed] == [(job, "Completed")]
     assert job not in [j["TrainingJobName"] for j in sm.list_training_jobs(NameContains=job)["TrainingJobSummaries"]]
     assert error_of(sm.describe_training_job, TrainingJobName=job)[0] == "ValidationException"  # another kind
+    arn = sm.describe_processing_job(ProcessingJobName=job)["ProcessingJobArn"]
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": "stage", "Value": "eval"}])
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "stage", "Value": "eval"}]
     code, message = error_of(
         sm.create_processing_job,
         ProcessingJobName=unique("bad-proc"),
