@@ -248,6 +248,17 @@ def sagemaker_builtin(image: str | None) -> str | None:
     return SAGEMAKER_REPOSITORIES.get(match["repository"])
 
 
+CLARIFY_IMAGE = "dockyard/clarify:1.0"  # dockyard's Clarify processor (infra/images/clarify)
+CLARIFY_REPOSITORY = "sagemaker-clarify-processing"  # SageMaker's, in every region's ECR account
+
+
+def processing_image(image: str) -> str:
+    """The image a processing job runs: dockyard's Clarify processor for SageMaker Clarify's image
+    URI (what the SageMaker SDK's SageMakerClarifyProcessor sends), else the image as given."""
+    match = _SAGEMAKER_IMAGE.match(image)
+    return CLARIFY_IMAGE if match and match["repository"] == CLARIFY_REPOSITORY else image
+
+
 def suggest(word: str, options: list[str] | tuple[str, ...]) -> str:
     """A 'did you mean' hint for a misspelt name, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(options), n=1)

@@ -11,6 +11,7 @@ uploaded as folders, not archives.
 
 from __future__ import annotations
 
+from dockyard.algorithms import processing_image
 from dockyard.spec import ProcessingJobSpec, TrainingJobSpec
 
 
@@ -23,7 +24,7 @@ def as_job(spec: ProcessingJobSpec, output_path: str) -> TrainingJobSpec:
     doc = {
         "training_job_name": spec.processing_job_name,
         "algorithm_specification": {
-            "training_image": app.image_uri,
+            "training_image": processing_image(app.image_uri),
             "container_entrypoint": app.container_entrypoint,
             "container_arguments": app.container_arguments,
         },

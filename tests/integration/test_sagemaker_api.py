@@ -503,6 +503,7 @@ def _sdk(api: Api, scenario: str, **args: str) -> tuple[dict[str, Any], str]:
         "AWS_SECRET_ACCESS_KEY": SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
         "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        **({"AWS_ENDPOINT_URL_S3": args["s3_endpoint"]} if "s3_endpoint" in args else {}),  # for what the SDK uploads
     }
     script = Path(__file__).parent / "clients" / "sagemaker_sdk.py"
     run = subprocess.run(
@@ -546,6 +547,25 @@ def test_the_sagemaker_sdk_runs_a_processing_job_and_boto3_lists_describes_and_r
                                                           "S3DataType": "S3Prefix", "S3InputMode": "File"}}],
     )  # fmt: skip
     assert code == "ValidationException" and "ProcessingInputs[0].S3Input.LocalPath" in message
+
+
+def test_the_sagemaker_sdks_clarify_processor_runs_dockyards_clarify_as_a_processing_job(
+    api: Api, bucket: str, s3_endpoint: str
+) -> None:
+    from tests.integration.test_clarify import ROWS
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    rows = "".join(",".join(map(str, row)) + "\n" for row in ROWS * 10)  # no header row: the headers are given
+    s3.put_object(Bucket=bucket, Key="clarify/data/applicants.csv", Body=rows.encode())
+    output = f"s3://{bucket}/clarify/analysis"
+    args = {"data": f"s3://{bucket}/clarify/data/applicants.csv", "output": output, "s3_endpoint": s3_endpoint}
+    result, _ = _sdk(api, "clarify", **args)
+    assert result["status"] == "Completed"
+    body = api.client().describe_processing_job(ProcessingJobName=result["job"])
+    assert body["AppSpecification"]["ImageUri"].endswith("/sagemaker-clarify-processing:1.0")  # as it was sent
+    analysis = json.loads(s3.get_object(Bucket=bucket, Key="clarify/analysis/analysis.json")["Body"].read())
+    [facet] = analysis["pre_training_bias_metrics"]["facets"]["gender"]
+    assert {m["name"]: m["value"] for m in facet["metrics"]}["CI"] == 0.4  # (70 - 30) / 100, as by hand
 
 
 def test_the_sagemaker_sdk_fits_tails_logs_attaches_and_reports_a_failure(

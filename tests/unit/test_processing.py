@@ -78,6 +78,11 @@ def test_a_create_processing_job_request_becomes_the_spec_the_stages_carry() -> 
     assert (channel.channel_name, channel.data_source.s3_data_source.s3_uri) == ("dataset", "s3://b/data")  # type: ignore[union-attr]
     assert spec.environment == {"TOKEN": "literal"} and spec.processing.environment == {}  # one copy, masked there
     assert build_job(spec.model_dump(mode="json"), home="/h", now=NOW) == spec  # as the validate task reads it
+    clarify = request(
+        AppSpecification={"ImageUri": "205585389593.dkr.ecr.us-east-1.amazonaws.com/sagemaker-clarify-processing:1.0"}
+    )
+    shaped = as_job(build_processing_job(clarify, home="/h", now=NOW), "file:///h/processing")
+    assert shaped.algorithm_specification.training_image == "dockyard/clarify:1.0"  # dockyard's Clarify processor
 
 
 @pytest.mark.parametrize(

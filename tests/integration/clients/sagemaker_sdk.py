@@ -89,4 +89,24 @@ elif args["scenario"] == "process":
     )
     result["job"] = processor.latest_job.job_name
     result["status"] = processor.latest_job.describe()["ProcessingJobStatus"]
+elif args["scenario"] == "clarify":
+    from sagemaker import clarify
+
+    processor = clarify.SageMakerClarifyProcessor(
+        role="arn:aws:iam::111111111111:role/dockyard",
+        instance_count=1,
+        instance_type="ml.m5.xlarge",
+        sagemaker_session=session,
+    )
+    data = clarify.DataConfig(
+        s3_data_input_path=args["data"],
+        s3_output_path=args["output"],
+        label="approved",
+        headers=["approved", "gender", "income", "debt", "predicted"],
+        dataset_type="text/csv",
+    )
+    bias = clarify.BiasConfig(label_values_or_threshold=[1], facet_name="gender", facet_values_or_threshold=[1])
+    processor.run_pre_training_bias(data, bias, methods=["CI", "DPL"], wait=True, logs=False)
+    result["job"] = processor.latest_job.job_name
+    result["status"] = processor.latest_job.describe()["ProcessingJobStatus"]
 print("RESULT " + json.dumps(result), flush=True)
