@@ -109,4 +109,4 @@ elif args["scenario"] == "clarify":
     processor.run_pre_training_bias(data, bias, methods=["CI", "DPL"], wait=True, logs=False)
     result["job"] = processor.latest_job.job_name
     result["status"] = processor.latest_job.describe()["ProcessingJobStatus"]
-print("RESULT " + json.dumps(result), flush=True)
+print("\nRESULT " + json.dumps(result), flush=True)  # on a line of its own: waits print progress dots
