@@ -40,7 +40,7 @@ import numpy, xgboost
 rng = numpy.random.default_rng(7)
 x = rng.normal(size=({ROWS}, {FEATURES}))
 y = (x[:, 0] + 0.5 * x[:, 1] - x[:, 2] + rng.normal(scale=0.5, size={ROWS}) > 0).astype(int)
-numpy.savetxt('/work/data/data.csv', numpy.column_stack([y, x]), delimiter=',', fmt='%.6f')
+numpy.savetxt('/work/data/data.csv', numpy.column_stack([y, x]), delimiter=',', fmt=['%d'] + ['%.6f'] * {FEATURES})
 booster = xgboost.train({{'objective': 'binary:logistic', 'max_depth': 4}}, xgboost.DMatrix(x, label=y), 50)
 booster.save_model('/work/model/xgboost-model')
 """
@@ -127,6 +127,7 @@ def config(algorithm: str, baseline: list[list[float]]) -> dict[str, object]:
 def compare(work: Path, first10: list[list[float]], runs: int) -> list[str]:
     """Each SHAP algorithm three ways, interleaved; the table's rows."""
     rows = []
+    (work / "config" / "analysis_config.json").write_text(json.dumps(config("tree", first10)))
     as_processing_job(work, -1)  # the home's Prefect server started and its stores made, once
     for algorithm in ("tree", "kernel"):
         analysis = config(algorithm, first10)
