@@ -55,9 +55,7 @@ def plan_validate(spec: TrainingJobSpec, host: HostFacts) -> ValidatePlan:
     """
     check_job(spec, host)
     readable = tuple(
-        Location(
-            field=f"input_data_config[{i}].data_source.s3_data_source.s3_uri", uri=c.data_source.s3_data_source.s3_uri
-        )
+        Location(field=_input_field(spec, i), uri=c.data_source.s3_data_source.s3_uri)
         for i, c in enumerate(spec.input_data_config)
         if c.data_source.s3_data_source is not None
     )
@@ -73,6 +71,13 @@ def plan_validate(spec: TrainingJobSpec, host: HostFacts) -> ValidatePlan:
             for i, o in enumerate(spec.processing.processing_output_config.outputs)
         )
     return ValidatePlan(job=spec, readable=readable, writable=writable)
+
+
+def _input_field(spec: TrainingJobSpec, index: int) -> str:
+    """Where the user wrote input `index`'s URI: a channel's, or a processing job's input's."""
+    if spec.processing is not None:
+        return f"processing_inputs[{index}].s3_input.s3_uri"
+    return f"input_data_config[{index}].data_source.s3_data_source.s3_uri"
 
 
 class JobRunning(DockyardError):

@@ -112,6 +112,11 @@ def test_a_processing_spec_that_cannot_run_exits_2_naming_the_field(
     assert refused.returncode == 2
     assert "processing_inputs[0].s3_input.local_path" in refused.stderr
     assert "must be a folder under /opt/ml/processing/" in refused.stderr
+    (tmp_path / "empty").mkdir()
+    spec = processing_job(test_images["probe"], tmp_path / "empty", tmp_path / "out", 0, "")
+    nothing = process(spec, tmp_path)
+    assert nothing.returncode == 2  # named as the user wrote it, not as the stages carry it
+    assert "processing_inputs[0].s3_input.s3_uri: no objects at" in nothing.stderr, nothing.stderr
 
 
 def test_a_processing_job_stopped_midway_ends_stopped_with_what_it_wrote_uploaded(
