@@ -6,18 +6,17 @@ import argparse
 import json
 import os
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from cli.render import EXIT_CODES, say, spec_problems
 from cli.session import skip_final_collection, use_prefect
+from cli.train import run_flow
 from dockyard import secrets
 from dockyard.errors import DockyardError, JobSpecError
 from dockyard.loading import looks_like_sagemaker_request
 from dockyard.record import describe_processing
 from dockyard.settings import Settings
 from flows.process import process
-from flows.train import final_record
 from infra import job_log
 from tasks.validate import check_spec, processing_job, read_job_file
 
@@ -47,26 +46,12 @@ def run_processing(argv: list[str]) -> int:
     if resumed:
         say(f"picking up the unfinished processing job {name}")
     say(f"processing job {name}: log at {job_log.path(settings.home, name)}")
-    body = _run_flow(spec.model_dump(mode="json"), settings)
+    body = run_flow(process, spec.model_dump(mode="json"), settings, describe_processing)
     if body is None:
         return 1
     print(json.dumps(body, indent=2) if args.json else _summary(body))
     skip_final_collection()
     return EXIT_CODES.get(body["ProcessingJobStatus"], 1)
-
-
-def _run_flow(job: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
-    """The processing flow to its end; the job's final record, or None when the flow broke down."""
-    use_prefect(str(settings.home))
-    started = datetime.now(UTC)
-    state = process(job, return_state=True)
-    record = final_record(job["training_job_name"], settings)
-    if record is not None:
-        return describe_processing(record)
-    say(
-        f"the processing flow ended {state.type.value} after {(datetime.now(UTC) - started).seconds} s: {state.message}"
-    )
-    return None
 
 
 def _summary(body: dict[str, Any]) -> str:

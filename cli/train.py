@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from cli.session import skip_final_collection, use_prefect
 from dockyard import secrets
 from dockyard.errors import DockyardError, JobSpecError
 from dockyard.loading import looks_like_sagemaker_request
-from dockyard.record import describe
+from dockyard.record import JobRecord, describe
 from dockyard.settings import Settings
 from flows.train import final_record, train
 from infra import job_log, prefect_api
@@ -52,7 +53,7 @@ def run_training(argv: list[str]) -> int:
     if resumed:
         say(f"picking up the unfinished training job {spec.training_job_name}")
     say(f"training job {spec.training_job_name}: log at {job_log.path(settings.home, spec.training_job_name)}")
-    body = _run_flow(spec.model_dump(mode="json"), settings, args.spot_simulation)
+    body = run_flow(train, spec.model_dump(mode="json"), settings, describe, spot_simulation=args.spot_simulation)
     if body is None:
         return 1
     print(json.dumps(body, indent=2) if args.json else summary(body))
@@ -60,18 +61,26 @@ def run_training(argv: list[str]) -> int:
     return EXIT_CODES.get(body["TrainingJobStatus"], 1)
 
 
-def _run_flow(spec: dict[str, Any], settings: Settings, spot_simulation: str | None) -> dict[str, Any] | None:
-    """The training flow to its end; the job's final record, or None when the flow broke down."""
+def run_flow(
+    flow: Any,
+    spec: dict[str, Any],
+    settings: Settings,
+    described: Callable[[JobRecord], dict[str, Any]],
+    **parameters: Any,
+) -> dict[str, Any] | None:
+    """A job's flow (train, or process) to its end; the job's final record as `described` renders
+    it, or None when the flow broke down."""
     use_prefect(str(settings.home))
     started = datetime.now(UTC)
-    state = train(spec, spot_simulation=spot_simulation, return_state=True)
+    state = flow(spec, return_state=True, **parameters)
     record = final_record(spec["training_job_name"], settings)
     if record is not None:
         if state.name == "Cancelling" and record.flow_run_id:
             # The job honoured the cancellation and ended Stopped; close the run too.
-            prefect_api.mark_cancelled(record.flow_run_id, "the training job stopped")
-        return describe(record)
-    say(f"the training flow ended {state.type.value} after {(datetime.now(UTC) - started).seconds} s: {state.message}")
+            prefect_api.mark_cancelled(record.flow_run_id, f"the {record.kind} job stopped")
+        return described(record)
+    seconds = (datetime.now(UTC) - started).seconds
+    say(f"the {flow.name} flow ended {state.type.value} after {seconds} s: {state.message}")
     return None
 
 
