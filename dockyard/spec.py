@@ -225,6 +225,20 @@ class ExperimentConfig(_Model):
     run_name: str | None = Field(default=None, max_length=120)
 
 
+def _environment(value: dict[str, str], max_value: int) -> dict[str, str]:
+    """A container environment's checks: size, names, value lengths, and dockyard's own variables."""
+    if len(value) > MAX_ENVIRONMENT:
+        raise ValueError(f"has {len(value)} entries, at most {MAX_ENVIRONMENT} allowed")
+    for key, item in value.items():
+        if not re.match(ENV_KEY_PATTERN, key):
+            raise ValueError(f"'{key}' is not a valid variable name (letters, digits, _)")
+        if len(item) > max_value:
+            raise ValueError(f"value of '{key}' is longer than {max_value} characters")
+        if key.upper().startswith(RESERVED_ENV_PREFIX):
+            raise ValueError(f"'{key}' is dockyard's to set (the job's credentials come from its role): remove it")
+    return value
+
+
 def _to_wire_string(value: Any) -> Any:
     """Hyperparameters travel as strings; YAML's numbers and booleans become them."""
     if isinstance(value, bool):
@@ -344,16 +358,7 @@ class TrainingJobSpec(_Model):
     @field_validator("environment")
     @classmethod
     def _env_limits(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > MAX_ENVIRONMENT:
-            raise ValueError(f"has {len(value)} entries, at most {MAX_ENVIRONMENT} allowed")
-        for key, item in value.items():
-            if not re.match(ENV_KEY_PATTERN, key):
-                raise ValueError(f"'{key}' is not a valid variable name (letters, digits, _)")
-            if len(item) > 512:
-                raise ValueError(f"value of '{key}' is longer than 512 characters")
-            if key.upper().startswith(RESERVED_ENV_PREFIX):
-                raise ValueError(f"'{key}' is dockyard's to set (the job's credentials come from its role): remove it")
-        return value
+        return _environment(value, max_value=512)
 
     @model_validator(mode="after")
     def _processing(self) -> TrainingJobSpec:
@@ -402,6 +407,9 @@ def _local_path(value: str) -> str:
     return value.rstrip("/")
 
 
+LocalPath = Annotated[str, Field(max_length=256), AfterValidator(_local_path)]  # a processing input's or output's
+
+
 class UploadMode(StrEnum):
     END_OF_JOB = "EndOfJob"
     CONTINUOUS = "Continuous"
@@ -409,16 +417,11 @@ class UploadMode(StrEnum):
 
 class ProcessingS3Input(_Model):
     s3_uri: Uri
-    local_path: str = Field(max_length=256)
+    local_path: LocalPath
     s3_data_type: S3DataType = S3DataType.S3_PREFIX
     s3_input_mode: InputMode = InputMode.FILE
     s3_data_distribution_type: DistributionType = DistributionType.FULLY_REPLICATED
     s3_compression_type: CompressionType = CompressionType.NONE
-
-    @field_validator("local_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        return _local_path(value)
 
 
 class ProcessingInput(_Model):
@@ -429,13 +432,8 @@ class ProcessingInput(_Model):
 
 class ProcessingS3Output(_Model):
     s3_uri: Uri
-    local_path: str = Field(max_length=256)
+    local_path: LocalPath
     s3_upload_mode: UploadMode = UploadMode.END_OF_JOB
-
-    @field_validator("local_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        return _local_path(value)
 
 
 class ProcessingOutput(_Model):
@@ -485,23 +483,18 @@ class ProcessingJobSpec(_Model):
     processing_resources: ProcessingResources = Field(default_factory=ProcessingResources)
     stopping_condition: ProcessingStoppingCondition = Field(default_factory=ProcessingStoppingCondition)
     app_specification: AppSpecification
-    environment: dict[str, str] = Field(default_factory=dict, max_length=100)
+    environment: dict[str, str] = Field(default_factory=dict)
     network_config: NetworkConfig = Field(default_factory=NetworkConfig)
     role: str | None = Field(default=None, max_length=2048)  # RoleArn
     experiment_config: ExperimentConfig | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 
+    _env_strings = field_validator("environment", mode="before")(_wire_strings)
+
     @field_validator("environment")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        import re
-
-        for key, item in value.items():
-            if not re.match(ENV_KEY_PATTERN, key) or len(key) > 256:
-                raise ValueError(f"'{key}' is not a valid variable name (letters, digits, _)")
-            if len(item) > 256:
-                raise ValueError(f"value of '{key}' is longer than 256 characters")
-        return value
+        return _environment(value, max_value=256)  # SageMaker's limit for processing jobs
 
     @model_validator(mode="after")
     def _paths(self) -> ProcessingJobSpec:

@@ -100,6 +100,9 @@ def test_local_paths_stay_under_opt_ml_processing(path: str, expected: str) -> N
 
 
 def test_inputs_are_file_mode_and_a_training_spec_carries_no_processing_environment() -> None:
+    reserved = request(Environment={"AWS_CONTAINER_CREDENTIALS_FULL_URI": "x", "DEPTH": 3})  # a number, as YAML gives
+    assert any("is dockyard's to set" in p for p in problems(reserved))  # a spec error, never a traceback later
+    assert build_processing_job(request(Environment={"DEPTH": 3}), home="/h", now=NOW).environment == {"DEPTH": "3"}
     for mode in ("Pipe", "FastFile"):
         body = request()
         body["ProcessingInputs"][0]["S3Input"]["S3InputMode"] = mode
