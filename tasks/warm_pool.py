@@ -46,13 +46,13 @@ def _taken_by(name: str) -> Callable[[JobRecord], JobRecord]:
     return take
 
 
-def _usable(entry: PoolEntry, store: JobStore, settings: Settings) -> bool:
-    """Whether this job may take a pool on `entry.host`: this machine's outside a fleet; in a
-    fleet, a live host's that is not draining."""
+def _usable_hosts(store: JobStore, settings: Settings) -> set[str]:
+    """Where this job may take a pool: this machine outside a fleet; in a fleet, the live hosts
+    that are not draining."""
     if settings.fleet_host is None:
-        return entry.host == pool_host(settings)
+        return {pool_host(settings)}
     at = now()
-    return any(h.name == entry.host and h.live(at) and not h.draining for h in Fleet(store).hosts())
+    return {h.name for h in Fleet(store).hosts() if h.live(at) and not h.draining}
 
 
 def _adopt(store: JobStore, settings: Settings, name: str, previous: PoolEntry) -> WarmPool:
@@ -84,8 +84,10 @@ def take_over(spec: TrainingJobSpec, settings: Settings) -> WarmPool | None:
         return _adopt(store, settings, name, given[0])
     if record.attempts or spec.enable_managed_spot_training or Fleet(store).grants(name):
         return None
-    for entry in store.pools(key=match_key(spec), status=PoolStatus.AVAILABLE):
-        if not _usable(entry, store, settings):
+    matching = store.pools(key=match_key(spec), status=PoolStatus.AVAILABLE)
+    usable = _usable_hosts(store, settings) if matching else set()
+    for entry in matching:
+        if entry.host not in usable:
             continue
         try:
             store.change(entry.job_name, _taken_by(name))
