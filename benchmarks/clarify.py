@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from startup import run_as_user  # noqa: E402 - the sibling script (this folder is on sys.path)
+
 from infra import docker_engine  # noqa: E402
 
 IMAGE = "dockyard/clarify:1.0"
@@ -96,17 +98,8 @@ def as_processing_job(work: Path, index: int) -> tuple[float, float]:
         "processing_inputs": inputs,
         "processing_output_config": {"outputs": [{"output_name": "analysis_result", "s3_output": output}]},
     }
-    path = work / f"job-{index}.json"
-    path.write_text(json.dumps(job))
     env = {**os.environ, "DOCKYARD_HOME": str(work / "home")}
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.process", str(path), "--json"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"the processing job failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    body = json.loads(done.stdout)
+    wall, body = run_as_user("flows.process", job, work / f"job-{index}.json", env)
     own = datetime.fromisoformat(body["ProcessingEndTime"]) - datetime.fromisoformat(body["CreationTime"])
     return wall, own.total_seconds()
 

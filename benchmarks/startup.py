@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "dockyard-bench/noop:1"
@@ -128,6 +130,22 @@ def main() -> None:
 
 def write_results(table: str, note: str, command: str) -> None:
     write_section("startup", "Whole-process time of a do-nothing job", table, note, command)
+
+
+def run_as_user(module: str, spec: dict[str, Any], path: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    """`python -m MODULE PATH --json` on `spec` (written to `path`), as a user runs a job: its wall
+    time and the final record it prints. Exits naming the job when the job does not complete."""
+    path.write_text(json.dumps(spec))
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", module, str(path), "--json"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - began
+    if done.returncode != 0:
+        raise SystemExit(
+            f"{path.name} ended with exit code {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    return wall, json.loads(done.stdout)
 
 
 def write_section(key: str, title: str, table: str, note: str, command: str) -> None:

@@ -15,20 +15,17 @@ server and makes its catalog), each pair on data of its own.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from input_modes import start_moto  # the sibling script (this folder is on sys.path)
-from startup import build_image
+from startup import build_image, run_as_user
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "dockyard-bench/probe:1"
@@ -49,16 +46,7 @@ def job(name: str, bucket_uri: str, output: str) -> dict[str, Any]:
 
 def run_job(spec: dict[str, Any], work: Path, env: dict[str, str]) -> tuple[float, float, str]:
     """Run one job as a user does; returns its start (creation to Training), its wall time and its log."""
-    path = work / f"{spec['training_job_name']}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    began = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.train", str(path), "--json"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - began
-    if done.returncode != 0:
-        raise SystemExit(f"{spec['training_job_name']} failed: {done.stderr[-2000:]}")
-    body = json.loads(done.stdout)
+    wall, body = run_as_user("flows.train", spec, work / f"{spec['training_job_name']}.json", env)
     steps = {t["Status"]: t["StartTime"] for t in body["SecondaryStatusTransitions"]}
     start = _seconds(steps["Training"]) - _seconds(body["CreationTime"])
     log = Path(env["DOCKYARD_HOME"], "jobs", spec["training_job_name"], "job.log").read_text()
