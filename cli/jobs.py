@@ -22,7 +22,7 @@ from dockyard.record import MetricValue, describe, describe_processing
 from dockyard.settings import Settings
 from dockyard.status import is_final
 from infra import job_log
-from infra.job_store import JobStore, now, open_store
+from infra.job_store import JobFilter, JobStore, now, open_store
 from tasks.warm_pool import set_keep_alive, sweep
 
 FOLLOW_POLL_SECONDS = 0.5
@@ -198,6 +198,13 @@ def jobs(args: argparse.Namespace, settings: Settings) -> int:
         samples = store.samples(args.name)
         if samples:
             body["SystemMetrics"] = profiling.summary(samples)
+        analyses = store.page(JobFilter(kind="processing", explains=args.name), ascending=True)
+        if analyses:  # dockyard's own: the Clarify jobs that explain this job's model
+            body["Analyses"] = [
+                {"ProcessingJobName": a.name, "ProcessingJobStatus": a.primary.value,
+                 "CreationTime": a.creation_time.isoformat()}
+                for a in analyses
+            ]  # fmt: skip
         print(json.dumps(body, indent=2) if args.json else summary(body))
     elif args.verb == "profile":
         path = Path(args.output or f"{args.name}-profiler-report.html")

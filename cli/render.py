@@ -54,6 +54,8 @@ def summary(body: dict[str, Any]) -> str:
         lines.append(f"  model:  {body['ModelArtifacts']['S3ModelArtifacts']}")
     if body.get("OutputArtifacts"):
         lines.append(f"  output: {body['OutputArtifacts']}")
+    for a in body.get("Analyses", []):
+        lines.append(f"  analysis: {a['ProcessingJobName']} ({a['ProcessingJobStatus']}), a Clarify job of its model")
     return "\n".join(lines)
 
 

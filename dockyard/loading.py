@@ -188,6 +188,11 @@ def build_processing_job(doc: dict[str, Any], *, home: str, now: datetime) -> Pr
     if looks_like_sagemaker_request(doc):
         doc = to_snake(doc)
     doc = _expand(dict(doc), home)
+    if "analyzed_model" in doc:
+        raise JobSpecError(
+            "analyzed_model: dockyard's own field, set from the analysis config — name the model there "
+            "(predictor.model_name)"
+        )
     prefix = doc.pop("base_job_name", None)
     if not doc.get("processing_job_name"):
         image = str((doc.get("app_specification") or {}).get("image_uri") or "processing")

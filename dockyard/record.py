@@ -110,6 +110,12 @@ class JobRecord(BaseModel):
         return "training" if self.spec.processing is None else "processing"
 
     @property
+    def explains(self) -> str | None:
+        """The training job whose model this job's analysis explains (a Clarify job's), if any."""
+        model = self.spec.processing.analyzed_model if self.spec.processing else None
+        return model.training_job_name if model else None
+
+    @property
     def secondary(self) -> SecondaryStatus:
         """The current secondary status; a stored record always has one (Starting at least)."""
         if self.status.secondary is None:

@@ -474,6 +474,17 @@ class NetworkConfig(_Model):
     vpc_config: dict[str, list[str]] | None = None  # recorded; the containers run on the job's own network
 
 
+class AnalyzedModel(_Model):
+    """The model a Clarify job explains: its analysis_config's predictor.model_name (a training
+    job's name, or a model.tar.gz URI), as dockyard resolved it at validation (dockyard.clarify)."""
+
+    model_data: Uri  # the model.tar.gz
+    # the image that serves it by SageMaker's inference contract, beside the processor (Clarify's
+    # shadow endpoint); None: the processor loads it itself (the built-in XGBoost's models)
+    image: str | None = Field(default=None, min_length=1, max_length=255)
+    training_job_name: str | None = Field(default=None, pattern=JOB_NAME_PATTERN, max_length=63)
+
+
 class ProcessingJobSpec(_Model):
     """One processing job, as CreateProcessingJob describes it (snake_case)."""
 
@@ -488,6 +499,8 @@ class ProcessingJobSpec(_Model):
     role: str | None = Field(default=None, max_length=2048)  # RoleArn
     experiment_config: ExperimentConfig | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    # dockyard's own, set at validation (never by a user's spec): the model a Clarify job explains
+    analyzed_model: AnalyzedModel | None = None
 
     _env_strings = field_validator("environment", mode="before")(_wire_strings)
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 DEFAULT_EXPERIMENT = "dockyard"
 JOB_TAG = "dockyard.job_name"
+EXPLAINS_TAG = "dockyard.explains"  # a Clarify job's run: the training job whose model it explains
 KIND_TAG = "dockyard.kind"  # training-job | tuning-job
 PARENT_TAG = "mlflow.parentRunId"
 RUN_STATUS = {"Completed": "FINISHED", "Failed": "FAILED", "Stopped": "KILLED"}
@@ -174,20 +175,27 @@ def record_job(
     metrics: list[MetricValue],
     log_file: Path | None = None,
     kind: str = "training-job",
+    explains: str | None = None,
 ) -> str:
-    """Write (or rewrite, for a job picked up again) the job's run; returns its run id."""
+    """Write (or rewrite, for a job picked up again) the job's run; returns its run id. A job that
+    `explains` a training job's model (a Clarify job) becomes a child of that job's run, in its
+    experiment unless it names its own."""
     from mlflow.entities import Param, RunTag
 
     mlflow = client(uri)
     name = body["TrainingJobName"]
     experiment = body.get("ExperimentConfig", {})
     existing = find_run(mlflow, name)
+    parent = find_run(mlflow, explains) if explains else None
     if existing is not None:
         run_id = existing.info.run_id
         logged = set(existing.data.metrics)
     else:
+        named = experiment.get("ExperimentName")
         run = mlflow.create_run(
-            experiment_id(mlflow, experiment.get("ExperimentName") or DEFAULT_EXPERIMENT, home),
+            parent.info.experiment_id
+            if parent is not None and not named
+            else experiment_id(mlflow, named or DEFAULT_EXPERIMENT, home),
             start_time=_millis(body.get("CreationTime")),
             run_name=experiment.get("RunName") or experiment.get("TrialComponentDisplayName") or name,
             tags={JOB_TAG: name},
@@ -195,6 +203,10 @@ def record_job(
         run_id, logged = run.info.run_id, set()
     params = [Param(mlflow_name(k), str(v)[:6000]) for k, v in body.get("HyperParameters", {}).items()]
     tags = [RunTag(k, v) for k, v in job_tags(body, kind).items()]
+    if explains:
+        tags.append(RunTag(EXPLAINS_TAG, explains))
+    if parent is not None:
+        tags.append(RunTag(PARENT_TAG, parent.info.run_id))  # MLflow's own relation: nested runs
     mlflow.log_batch(run_id, params=params if existing is None else [], tags=tags)
     for batch in _metric_batches([m for m in metrics if mlflow_name(m.metric_name) not in logged]):
         mlflow.log_batch(run_id, metrics=batch)

@@ -69,7 +69,7 @@ from infra.store_schema import (
 
 S = SecondaryStatus
 # The Alembic revision this code reads and writes (checked against the scripts by a test).
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 WRITE_ATTEMPTS = 50  # optimistic writes retried over concurrent changes of the same record
 
 
@@ -90,6 +90,7 @@ class JobFilter:
     modified_before: datetime | None = None
     warm_pool_status: str | None = None  # Available, InUse, Reused or Terminated, as WarmPoolStatus shows it
     kind: str = "training"  # or processing: each kind is listed on its own, as SageMaker lists them
+    explains: str | None = None  # processing jobs whose analysis explains this training job's model
 
 
 @dataclass(frozen=True)
@@ -361,6 +362,8 @@ class JobStore:
         if where.warm_pool_status:
             query = query.where(t.c.name.in_(_pools_shown(where.warm_pool_status)))
         query = query.where(t.c.kind == where.kind)
+        if where.explains:
+            query = query.where(t.c.explains == where.explains)
         query = _listing(query, t, t.c.primary_status, where, sort_by, ascending).offset(offset).limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -770,6 +773,7 @@ class JobStore:
             "training_end_time": record.training_end_time,
             "record": record.model_dump_json(exclude={"status"}),
             "kind": record.kind,
+            "explains": record.explains,
         }
 
     @staticmethod

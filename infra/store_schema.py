@@ -58,6 +58,7 @@ training_jobs = Table(
     Column("stop_requested", Text),
     Column("record", Text, nullable=False),  # the JobRecord but its status, as JSON
     Column("kind", String(16), nullable=False, server_default="training", index=True),  # or processing
+    Column("explains", String(63), nullable=True, index=True),  # a Clarify job's: the training job whose model
 )
 
 status_transitions = Table(

@@ -161,7 +161,8 @@ def record_in_catalog(record: JobRecord, settings: Settings) -> tuple[str, str |
     store = open_store(settings)
     values = store.metrics(name) + profiling.as_metric_values(store.samples(name))  # MLflow's system/ metrics too
     kind = f"{record.kind}-job"
-    run_id = catalog.record_job(str(settings.home), uri, body, values, job_log.path(settings.home, name), kind)
+    log = job_log.path(settings.home, name)
+    run_id = catalog.record_job(str(settings.home), uri, body, values, log, kind, explains=record.explains)
     message = f"catalogued as MLflow run {run_id} ({redacted(uri)})"
     version = None
     group = record.spec.model_package_group_name

@@ -17,7 +17,7 @@ from prefect.cache_policies import NONE
 from prefect.exceptions import TerminationSignal
 from sqlalchemy.exc import SQLAlchemyError
 
-from dockyard import contract
+from dockyard import clarify, contract
 from dockyard.errors import SpotInterruption, StatusConflict, TransientInfraError
 from dockyard.fleet import Part
 from dockyard.outcome import Ending, HostExit, Outcome, StopKind, StopReason
@@ -275,6 +275,11 @@ def monitor(
     followers = [Follower(h, cid, settings, name, definitions, logger, since, hidden) for h, cid in containers.items()]
     for follower in followers:
         follower.start()
+    # A Clarify job's served model (tasks/run.py plan_shadow): its lines too, until the processors end.
+    shadow_id = docker_engine.job_containers(name).get(clarify.SHADOW_HOST) if spec.processing else None
+    shadow = Follower(clarify.SHADOW_HOST, shadow_id, settings, name, [], logger, since, hidden) if shadow_id else None
+    if shadow is not None:
+        shadow.start()
     profiler = Profiler(spec, provisioned, containers, settings, scrapes=bool(definitions))
     if profiler.needed:
         profiler.start()
@@ -282,6 +287,9 @@ def monitor(
         outcome = _watch(spec, provisioned, containers, settings, reattached, followers, hidden, parts)
     finally:
         profiler.halt.set()  # on the way out of a failure too: no sampling of containers that are gone
+        if shadow is not None and shadow_id is not None:
+            stop_all([shadow_id], 2)
+            shadow.join(timeout=10)
     profiler.finish(final=outcome.ending is not Ending.INTERRUPTED)  # an interrupted job comes back
     return outcome
 

@@ -60,7 +60,11 @@ def plan_pull_image(spec: TrainingJobSpec, base_image: str | None, images_dir: s
             build_target=algo.build_target,
             build_args={"BASE_IMAGE": base_image} if base_image else {},
         )
-    image = str(spec.algorithm_specification.training_image)
+    return plan_image(str(spec.algorithm_specification.training_image))
+
+
+def plan_image(image: str) -> PullImagePlan:
+    """Pulling an image of the user's own (or making sure it is here)."""
     registry = registry_of(image)
     match = ECR_HOST.match(registry or "")
     return PullImagePlan(
@@ -115,4 +119,7 @@ def pull_image(spec: TrainingJobSpec, settings: Settings, as_part: bool = False)
     digest = obtain(plan, report)
     store.update(name, training_image=plan.image, training_image_digest=digest)
     report(f"image {plan.image} is {digest}")
+    model = spec.processing.analyzed_model if spec.processing else None
+    if model is not None and model.image is not None:  # the image that serves a Clarify job's model
+        report(f"Clarify: the model's image {model.image} is {obtain(plan_image(model.image), report)}")
     return plan.image

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from dockyard import contract
+from dockyard import clarify, contract
 from dockyard.errors import DockyardError
 from dockyard.fleet import Demand, Grant, Shortfall, demand_of, fits_in_full, free_capacity
 from dockyard.record import JobRecord
@@ -259,6 +259,7 @@ def reattach(spec: TrainingJobSpec, settings: Settings) -> tuple[ProvisionPlan, 
     name = spec.training_job_name
     record: JobRecord = store.get(name)
     found = docker_engine.job_containers(name)
+    found.pop(clarify.SHADOW_HOST, None)  # a Clarify job's served model: it serves on, not an instance
     hosts = contract.host_names(spec.resource_config.instance_count)
     # Pipe channels were fed by the dead orchestrator's threads: such a job restarts instead.
     if record.status.secondary in REATTACHABLE and sorted(found) == hosts and not _piped(spec):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from dockyard import contract, script_mode
+from dockyard import clarify, contract, script_mode
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
@@ -19,7 +19,7 @@ from infra import credentials, docker_engine, job_log
 from infra.docker_engine import ContainerSpec
 from infra.retry import task_retry_options
 from tasks.provision import ProvisionPlan
-from tasks.stage_data import channel_mounts, code_folder
+from tasks.stage_data import channel_mounts, code_folder, model_folder
 from tasks.status import move_once
 
 
@@ -38,8 +38,12 @@ def plan_run(
     else:
         command = algo.container_arguments or list(contract.DEFAULT_COMMAND)
     plans = []
+    served = _served_model(spec)
     for host in provisioned.hosts:
         volumes = _binds(spec, contract.host_layout(host.scratch), provisioned.scratch_root)
+        environment = {**host.environment, **(credentials or {})}
+        if served is not None:
+            environment[clarify.ENDPOINT_VARIABLE] = clarify.ENDPOINT
         plans.append(
             ContainerSpec(
                 name=host.container_name,
@@ -48,7 +52,7 @@ def plan_run(
                 image=image,
                 entrypoint=entrypoint,
                 command=command,
-                environment={**host.environment, **(credentials or {})},
+                environment=environment,
                 volumes=volumes,
                 labels=docker_engine.labels(spec.training_job_name, host.host),
                 network=provisioned.network,
@@ -61,13 +65,47 @@ def plan_run(
     return tuple(plans)
 
 
+def _served_model(spec: TrainingJobSpec) -> str | None:
+    """The image that serves a Clarify job's model beside its processor, if it has one."""
+    model = spec.processing.analyzed_model if spec.processing else None
+    return model.image if model is not None else None
+
+
+def plan_shadow(spec: TrainingJobSpec, provisioned: ProvisionPlan) -> ContainerSpec | None:
+    """The container that serves a Clarify job's model to its processor (Clarify's shadow endpoint):
+    the model's image running `serve`, the model read-only at /opt/ml/model, on the job's network
+    as `model`, within the first instance's limits; None for any other job."""
+    image = _served_model(spec)
+    if image is None:
+        return None
+    first = provisioned.hosts[0]
+    return ContainerSpec(
+        name=f"{spec.training_job_name}-{clarify.SHADOW_HOST}",
+        hostname=clarify.SHADOW_HOST,
+        aliases=[clarify.SHADOW_HOST],
+        image=image,
+        entrypoint=None,
+        command=list(clarify.SERVE_COMMAND),
+        environment={},
+        volumes={model_folder(provisioned.scratch_root): {"bind": clarify.SERVED_MODEL_DIR, "mode": "ro"}},
+        labels=docker_engine.labels(spec.training_job_name, clarify.SHADOW_HOST),
+        network=provisioned.network,
+        nano_cpus=first.nano_cpus,
+        mem_limit=first.mem_limit,
+        gpu_device_ids=None,
+    )
+
+
 def _binds(spec: TrainingJobSpec, layout: contract.HostLayout, scratch_root: str) -> dict[str, dict[str, str]]:
     """One container's binds: the platform folders one by one, or a processing job's own."""
     if spec.processing is not None:
-        return {
+        binds = {
             host_path: {"bind": target, "mode": "ro" if read_only else "rw"}
             for host_path, (target, read_only) in contract.processing_mounts(spec, layout).items()
         }
+        if spec.processing.analyzed_model is not None and _served_model(spec) is None:  # the processor loads it
+            binds[model_folder(scratch_root)] = {"bind": clarify.MODEL_DIR, "mode": "ro"}
+        return binds
     volumes = {
         layout.on_host(target): {"bind": target, "mode": "ro" if read_only else "rw"}
         for target, read_only in contract.MOUNTS.values()
@@ -96,6 +134,10 @@ def run(
         job_log.report(
             settings.home, name, f"the containers get credentials for {spec.role} at {given[credentials.URI]}"
         )
+    shadow = plan_shadow(spec, provisioned)
+    if shadow is not None:  # first: the processors wait for it to answer /ping
+        docker_engine.start(docker_engine.create_container(shadow))
+        job_log.report(settings.home, name, f"Clarify: serving the model from {shadow.image} as {clarify.ENDPOINT}")
     ids = {}
     for host, container in zip(provisioned.hosts, plan_run(spec, provisioned, image, given), strict=True):
         ids[host.host] = docker_engine.create_container(container)

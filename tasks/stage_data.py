@@ -33,7 +33,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
-from dockyard import contract, script_mode
+from dockyard import clarify, contract, script_mode
 from dockyard.errors import ClientError, JobSpecError
 from dockyard.settings import Settings
 from dockyard.spec import (
@@ -292,8 +292,14 @@ def code_folder(scratch_root: str) -> str:
     return os.path.join(scratch_root, "code")
 
 
+def model_folder(scratch_root: str) -> str:
+    """The host folder that holds the model a Clarify job explains, unpacked (dockyard.clarify)."""
+    return os.path.join(scratch_root, "model")
+
+
 def stage_code(code: script_mode.CodeSource, folder: str, endpoint_url: str | None) -> int:
-    """Copy the job's code into `folder`: a folder's files as they are, a .tar.gz unpacked; returns the file count.
+    """Copy the job's code (or a Clarify job's model) into `folder`: a folder's files as they are,
+    a .tar.gz unpacked; returns the file count.
 
     Raises:
         JobSpecError: the archive cannot be unpacked, or a path in it leads outside the folder.
@@ -313,7 +319,7 @@ def stage_code(code: script_mode.CodeSource, folder: str, endpoint_url: str | No
             tar.extractall(folder, filter="data")  # refuses absolute paths, .. and links out of the folder
     except (tarfile.TarError, OSError) as exc:
         raise JobSpecError(
-            f"{code.field}: cannot unpack {code.uri} ({exc}) — give a .tar.gz of the code folder"
+            f"{code.field}: cannot unpack {code.uri} ({exc}) — give a .tar.gz (a gzipped tar) of the folder"
         ) from None
     finally:
         os.remove(archive)
@@ -402,6 +408,13 @@ def stage_data(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: Sett
     if code:
         count = stage_code(code, code_folder(provisioned.scratch_root), endpoint_url)
         report(f"script mode: {count} file(s) of code from {code.uri}, read-only at {script_mode.CODE_DIR}")
+    model = spec.processing.analyzed_model if spec.processing else None
+    if model is not None:
+        source = script_mode.CodeSource(uri=model.model_data, field="analysis_config.json: predictor.model_name")
+        count = stage_code(source, model_folder(provisioned.scratch_root), endpoint_url)
+        made_by = f" (training job {model.training_job_name})" if model.training_job_name else ""
+        served = f"served by {model.image} as {clarify.ENDPOINT}" if model.image else f"at {clarify.MODEL_DIR}"
+        report(f"Clarify: the model{made_by}, {count} file(s) from {model.model_data}, {served}")
     for host in provisioned.hosts:
         if host.checkpoint_uri:
             restored = CheckpointSync(

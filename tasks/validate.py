@@ -17,7 +17,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
-from dockyard import debugger, script_mode, secrets
+from dockyard import clarify, debugger, script_mode, secrets
 from dockyard.errors import DockyardError, JobSpecError, LeaseHeld, LeaseLost
 from dockyard.loading import build_job, build_processing_job, parse_document
 from dockyard.processing import as_job
@@ -156,6 +156,11 @@ def processing_job(doc: dict[str, Any], settings: Settings) -> TrainingJobSpec:
         JobSpecError: the document is not a valid processing job.
     """
     spec = build_processing_job(doc, home=str(settings.home), now=now())
+    config = clarify.config_location(spec)
+    if config is not None and storage.exists(config[0], settings.s3_endpoint_url):  # else the location check says so
+        text = storage.read_bytes(config[0], settings.s3_endpoint_url)
+        model = clarify.analyzed_model(spec, text, config[1], open_store(settings).find)
+        spec = spec.model_copy(update={"analyzed_model": model})
     return as_job(spec, (settings.home / "processing").as_uri())
 
 

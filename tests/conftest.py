@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGES = {
     "dockyard-test/probe:1": ROOT / "tests" / "images" / "probe",
     "dockyard-test/sagemaker-toolkit:1": ROOT / "tests" / "images" / "sagemaker-toolkit",
+    "dockyard-test/scorer:1": ROOT / "tests" / "images" / "scorer",
     "byo-linear:latest": ROOT / "examples" / "byo-container",
     "pipe-linear:latest": ROOT / "examples" / "pipe-mode",
 }
@@ -174,6 +175,7 @@ def test_images() -> dict[str, str]:
     return {
         "probe": "dockyard-test/probe:1",
         "toolkit": "dockyard-test/sagemaker-toolkit:1",
+        "scorer": "dockyard-test/scorer:1",
         "byo": "byo-linear:latest",
         "pipe": "pipe-linear:latest",
     }

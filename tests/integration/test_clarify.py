@@ -9,6 +9,8 @@ import csv
 import io
 import json
 import math
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 
 from infra import docker_engine
 from tests.integration.helpers import run_job, screenshot, unique
+from tests.integration.test_processing import process
 
 pytestmark = pytest.mark.integration
 IMAGE = "dockyard/clarify:1.0"  # built by scripts/setup
@@ -78,6 +81,32 @@ def analyze(folder: Path, config: dict[str, Any], model: Path | None = None) -> 
         container.remove(force=True)
 
 
+def clarify_job(
+    folder: Path, config: dict[str, Any], out: Path, environment: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A processing job running the Clarify processor, as the SDK's SageMakerClarifyProcessor sends
+    one: its dataset (folder/data) and analysis config as inputs, its results to `out`."""
+    configs = folder / f"config-{out.name}"
+    configs.mkdir()
+    (configs / "analysis_config.json").write_text(json.dumps(config))
+    root = "/opt/ml/processing"
+
+    def given(name: str, uri: str, path: str) -> dict[str, Any]:
+        return {"input_name": name, "s3_input": {"s3_uri": uri, "local_path": f"{root}/input/{path}"}}
+
+    result = {"s3_uri": f"file://{out}", "local_path": f"{root}/output"}
+    return {
+        "processing_job_name": unique("clarify"),
+        "app_specification": {"image_uri": IMAGE},  # its own command, as SageMaker runs Clarify's
+        "processing_inputs": [
+            given("dataset", f"file://{folder}/data", "data"),
+            given("analysis_config", f"file://{configs}", "config"),
+        ],
+        "processing_output_config": {"outputs": [{"output_name": "analysis_result", "s3_output": result}]},
+        "environment": environment or {},
+    }
+
+
 def metrics_of(section: dict[str, Any], facet: str) -> dict[str, float]:
     [row] = section["facets"][facet]
     return {m["name"]: m["value"] for m in row["metrics"]}
@@ -131,7 +160,7 @@ def test_configs_that_do_not_fit_the_data_fail_clearly_keeping_what_ran(tmp_path
         "no-model": (
             {"facet": [{"name_or_index": "gender", "value_or_threshold": [1]}],
              "methods": {"pre_training_bias": {"methods": ["CI"]}, "shap": {}}},
-            "post_training_bias and shap need predictions: give the model",
+            "post_training_bias and shap need predictions: name the model (predictor.model_name",
         ),
     }  # fmt: skip
     for case, (fields, expected) in cases.items():
@@ -177,8 +206,12 @@ def test_tree_shap_for_a_model_the_built_in_xgboost_trained_adds_up_to_its_predi
     config = BY_GENDER | {
         "methods": {"post_training_bias": {"methods": ["DPPL", "DI"]}, "shap": {"agg_method": "mean_abs"}}
     }
-    code, logs, out = analyze(tmp_path, config, model)
-    assert code == 0, logs
+    # As a processing job naming the training job: dockyard hands the processor its model.
+    out = tmp_path / "out"
+    named = config | {"predictor": {"model_name": body["TrainingJobName"], "instance_type": "ml.m5.large",
+                                    "initial_instance_count": 1}}  # fmt: skip
+    done = process(clarify_job(tmp_path, named, out), tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     analysis = json.loads((out / "analysis.json").read_text())
     explanation = analysis["explanations"]["tree_shap"]["label0"]
     assert set(explanation["global_shap_values"]) == {"gender", "income", "debt"}
@@ -210,41 +243,132 @@ def test_tree_shap_for_a_model_the_built_in_xgboost_trained_adds_up_to_its_predi
 
 @pytest.mark.usefixtures("home")
 def test_clarify_runs_as_a_processing_job_and_a_failed_one_keeps_what_ran_and_says_why(tmp_path: Path) -> None:
-    from tests.integration.test_processing import process
-
     write_csv(tmp_path / "data" / "applicants.csv")
 
-    def job(config: dict[str, Any], out: Path) -> dict[str, Any]:
-        folder = tmp_path / f"config-{out.name}"
-        folder.mkdir()
-        (folder / "analysis_config.json").write_text(json.dumps(config))
-        root = "/opt/ml/processing"
-
-        def given(name: str, uri: str, path: str) -> dict[str, Any]:
-            return {"input_name": name, "s3_input": {"s3_uri": uri, "local_path": f"{root}/input/{path}"}}
-
-        result = {"s3_uri": f"file://{out}", "local_path": f"{root}/output"}
-        return {
-            "processing_job_name": unique("clarify"),
-            "app_specification": {"image_uri": IMAGE},  # its own command, as SageMaker runs Clarify's
-            "processing_inputs": [
-                given("dataset", f"file://{tmp_path}/data", "data"),
-                given("analysis_config", f"file://{folder}", "config"),
-            ],
-            "processing_output_config": {"outputs": [{"output_name": "analysis_result", "s3_output": result}]},
-        }
-
     pre = {"methods": {"pre_training_bias": {"methods": ["CI", "DPL"]}}}
-    done = process(job(BY_GENDER | pre, tmp_path / "ok"), tmp_path)
+    done = process(clarify_job(tmp_path, BY_GENDER | pre, tmp_path / "ok"), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["ProcessingJobStatus"] == "Completed"
     analysis = json.loads((tmp_path / "ok" / "analysis.json").read_text())
     assert metrics_of(analysis["pre_training_bias_metrics"], "gender")["CI"] == 0.4
 
     broken = BY_GENDER | pre | {"methods": {**pre["methods"], "shap": {}}}  # SHAP wants a model: none given
-    failed = process(job(broken, tmp_path / "failed"), tmp_path)
+    failed = process(clarify_job(tmp_path, broken, tmp_path / "failed"), tmp_path)
     body = json.loads(failed.stdout)
     assert body["ProcessingJobStatus"] == "Failed"
     assert body["FailureReason"].startswith("AlgorithmError: post_training_bias and shap need predictions")
     kept = json.loads((tmp_path / "failed" / "analysis.json").read_text())  # the part that ran, uploaded
     assert "pre_training_bias_metrics" in kept
+
+
+def _scores(model: dict[str, Any], rows: list[tuple[int, ...]]) -> list[float]:
+    """The scorer image's probabilities (tests/images/scorer/serve), computed here."""
+    out = []
+    for row in rows:
+        x = [float(v) / s for v, s in zip(row, model["scales"], strict=True)]
+        margin = sum(w * v for w, v in zip(model["weights"], x, strict=True)) + model["bias"]
+        out.append(1 / (1 + math.exp(-margin)))
+    return out
+
+
+@pytest.mark.usefixtures("home")
+def test_a_model_dockyard_cannot_load_is_served_beside_the_processor_and_the_analysis_is_listed_with_its_job(
+    home: str, test_images: dict[str, str], tmp_path: Path
+) -> None:
+    from dockyard.settings import Settings
+    from infra import catalog
+    from infra.job_log import path as log_path
+
+    train = tmp_path / "train" / "train.csv"
+    train.parent.mkdir(parents=True)
+    train.write_text("\n".join(",".join(map(str, r[:4])) for r in ROWS * 5) + "\n")
+    channel = {"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": train.parent.as_uri()}}}
+    body = run_job(
+        {
+            "training_job_name": unique("scorer"),
+            "algorithm_specification": {"training_image": test_images["scorer"]},
+            "input_data_config": [channel],
+            "output_data_config": {"s3_output_path": f"file://{home}/output"},
+        }
+    )
+    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
+    trained = body["TrainingJobName"]
+    with tarfile.open(body["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("file://")) as tar:
+        model = json.loads(tar.extractfile("model.json").read())  # type: ignore[union-attr]
+    write_csv(tmp_path / "data" / "applicants.csv")
+    features = [r[1:4] for r in ROWS * 10]
+    config = BY_GENDER | {
+        # As the SDK's ModelConfig and ModelPredictedLabelConfig write them: JSON lines back, the score by key.
+        "predictor": {"model_name": trained, "instance_type": "ml.m5.large", "initial_instance_count": 1,
+                      "content_type": "text/csv", "accept_type": "application/jsonlines", "probability": "score"},
+        "probability_threshold": 0.5,
+        "methods": {"post_training_bias": {"methods": ["DPPL", "DI"]},
+                    "shap": {"num_samples": 32, "baseline": [list(features[0])], "agg_method": "mean_abs"}},
+    }  # fmt: skip
+    spec = clarify_job(tmp_path, config, tmp_path / "out")
+    done = process(spec, tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    analysis = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    scores = _scores(model, features)
+    predicted = [(s > 0.5, r[1]) for s, r in zip(scores, ROWS * 10, strict=True)]  # (approved?, gender)
+    rate_a = sum(p for p, g in predicted if g == 0) / 70
+    rate_d = sum(p for p, g in predicted if g == 1) / 30
+    post = metrics_of(analysis["post_training_bias_metrics"], "gender")
+    assert abs(post["DPPL"] - (rate_a - rate_d)) < 1e-9
+    # Kernel SHAP of the served score adds up to it.
+    explanation = analysis["explanations"]["kernel_shap"]["label0"]
+    rows = (tmp_path / "out" / "explanations_shap" / "out.csv").read_text().splitlines()[1:]
+    for values, score in zip(([float(v) for v in r] for r in csv.reader(rows)), scores, strict=True):
+        assert abs(sum(values) + explanation["expected_value"] - score) < 1e-6
+    name = spec["processing_job_name"]
+    log = log_path(home, name).read_text()
+    assert "[model] serving the model on port 8080" in log, log[-3000:]
+    assert docker_engine.job_containers(name) == {}  # the served model went with the job
+    # The analysis is found from the training job: its record, and the catalog's nested run.
+    dockyard = [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())"]
+    described = subprocess.run([*dockyard, "jobs", "describe", trained], capture_output=True, text=True)
+    assert f"analysis: {name} (Completed)" in described.stdout, described.stdout + described.stderr
+    as_json = json.loads(subprocess.run([*dockyard, "jobs", "describe", trained, "--json"],
+                                        capture_output=True, text=True).stdout)  # fmt: skip
+    assert [a["ProcessingJobName"] for a in as_json["Analyses"]] == [name]
+    mlflow = catalog.client(Settings.from_env({"DOCKYARD_HOME": home}).catalog_uri())
+    run, parent = catalog.find_run(mlflow, name), catalog.find_run(mlflow, trained)
+    assert run is not None and parent is not None
+    assert run.data.tags[catalog.PARENT_TAG] == parent.info.run_id
+    assert run.data.tags[catalog.EXPLAINS_TAG] == trained
+
+
+@pytest.mark.usefixtures("home")
+def test_a_model_that_cannot_be_analysed_is_a_clear_error(
+    home: str, test_images: dict[str, str], tmp_path: Path
+) -> None:
+    write_csv(tmp_path / "data" / "applicants.csv")
+    config = BY_GENDER | {"methods": {"post_training_bias": {"methods": ["DI"]}}}
+    # No such training job: a spec error, before anything is created.
+    unknown = clarify_job(tmp_path, config | {"predictor": {"model_name": "no-such-job"}}, tmp_path / "unknown")
+    done = process(unknown, tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "predictor.model_name: 'no-such-job' is no training job in the job store" in done.stderr
+    # A model whose image does not serve (no `serve` command): the job fails, saying what the image lacks.
+    train = tmp_path / "train" / "train.csv"
+    train.parent.mkdir(parents=True)
+    train.write_text("\n".join(",".join(map(str, (r[0], r[2]))) for r in ROWS) + "\n")
+    body = run_job(
+        {
+            "training_job_name": unique("no-serve"),
+            "algorithm_specification": {"training_image": test_images["byo"]},
+            "hyperparameters": {"epochs": "2"},
+            "input_data_config": [
+                {"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": train.parent.as_uri()}}}
+            ],
+            "output_data_config": {"s3_output_path": f"file://{home}/output"},
+        }
+    )
+    assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
+    silent = clarify_job(tmp_path, config | {"predictor": {"model_name": body["TrainingJobName"]}},
+                         tmp_path / "silent", environment={"DOCKYARD_MODEL_STARTUP_SECONDS": "3"})  # fmt: skip
+    failed = process(silent, tmp_path)
+    record = json.loads(failed.stdout)
+    assert record["ProcessingJobStatus"] == "Failed"
+    assert "did not answer GET /ping on port 8080" in record["FailureReason"], record["FailureReason"]
+    assert (tmp_path / "silent" / "analysis.json").exists()  # what ran is kept, as with every failure

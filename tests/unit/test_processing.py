@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dockyard import contract
+from dockyard import clarify, contract
 from dockyard.errors import JobSpecError
 from dockyard.loading import build_job, build_processing_job
 from dockyard.processing import as_job
@@ -161,3 +161,69 @@ def test_describe_processing_job_masks_the_environment_and_has_no_training_field
     assert body["Environment"] == {"TOKEN": "********"}  # as DescribeTrainingJob masks it
     assert body["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 1
     assert not {"TrainingJobName", "SecondaryStatus", "Tags"} & set(body)
+
+
+def _trained(name: str, primary: str, **algorithm: str) -> JobRecord:
+    """A training job's record, finished as `primary` with a model (or not)."""
+    spec = build_job(
+        {"training_job_name": name, "algorithm_specification": algorithm,
+         "output_data_config": {"s3_output_path": "s3://b/out"}},
+        home="/h", now=NOW,
+    )  # fmt: skip
+    record = JobRecord(spec=spec, creation_time=NOW).moved(SecondaryStatus.STARTING, "x", NOW)
+    record = record.moved(SecondaryStatus.TRAINING, "x", NOW)
+    if primary == "Completed":
+        record = record.moved(SecondaryStatus.UPLOADING, "x", NOW).moved(SecondaryStatus.COMPLETED, "x", NOW)
+    else:
+        record = record.moved(SecondaryStatus.FAILED, "x", NOW)
+    model = f"s3://b/out/{name}/output/model.tar.gz" if primary == "Completed" else None
+    return record.model_copy(update={"model_artifacts": model})
+
+
+def test_a_clarify_job_names_its_model_by_training_job_or_uri_and_bad_names_are_spec_errors() -> None:
+    jobs = {
+        "xgb": _trained("xgb", "Completed", algorithm_name="xgboost"),
+        "mine": _trained("mine", "Completed", training_image="me/scorer:1"),
+        "broken": _trained("broken", "Failed", training_image="me/scorer:1"),
+        "images": _trained("images", "Completed", algorithm_name="image-classification"),
+    }
+    spec = build_processing_job(request(), home="/h", now=NOW)
+    config_input = {"InputName": "analysis_config", "S3Input": {"S3Uri": "s3://b/config/analysis_config.json",
+                    "LocalPath": "/opt/ml/processing/input/config"}}  # fmt: skip
+    spec = build_processing_job(request(ProcessingInputs=request()["ProcessingInputs"] + [config_input]),
+                                home="/h", now=NOW)  # fmt: skip
+    assert clarify.config_location(spec) == (
+        "s3://b/config/analysis_config.json",
+        "processing_inputs[1].s3_input.s3_uri",
+    )
+
+    def resolve(predictor: dict[str, Any]) -> Any:
+        return clarify.analyzed_model(spec, json.dumps({"predictor": predictor}).encode(), "f", jobs.get)
+
+    loaded = resolve({"model_name": "xgb"})
+    assert (loaded.image, loaded.training_job_name, loaded.model_data) == (
+        None, "xgb", "s3://b/out/xgb/output/model.tar.gz")  # fmt: skip
+    assert resolve({"model_name": "mine"}).image == "me/scorer:1"  # served from its own image
+    assert resolve({"model_name": "s3://b/m/model.tar.gz"}).model_data == "s3://b/m/model.tar.gz"
+    assert clarify.analyzed_model(spec, b'{"methods": {}}', "f", jobs.get) is None
+    for predictor, expected in (
+        ({"model_name": "nope"}, "'nope' is no training job in the job store"),
+        ({"model_name": "broken"}, "training job 'broken' is Failed"),
+        ({"model_name": "images"}, "ran the built-in image-classification"),
+        ({"model_name": "http://x/model.tar.gz"}, "is no s3:// or file:// URI"),
+        ({"endpoint_name": "prod"}, "dockyard runs no endpoints"),
+    ):
+        with pytest.raises(JobSpecError, match=re.escape(expected)):
+            resolve(predictor)
+    with pytest.raises(JobSpecError, match="is not JSON"):
+        clarify.analyzed_model(spec, b"{", "f", jobs.get)
+    # The model's own path is dockyard's to bind when the processor loads it.
+    taken = {"InputName": "mine", "S3Input": {"S3Uri": "s3://b/m", "LocalPath": "/opt/ml/processing/input/model"}}
+    clash = build_processing_job(request(ProcessingInputs=[taken]), home="/h", now=NOW)
+    with pytest.raises(JobSpecError, match=r"processing_inputs\[0\].s3_input.local_path"):
+        clarify.analyzed_model(clash, b'{"predictor": {"model_name": "xgb"}}', "f", jobs.get)
+    # A user's spec cannot set what validation resolves.
+    assert problems(request(AnalyzedModel={"ModelData": "s3://b/m.tar.gz"})) == [
+        "analyzed_model: dockyard's own field, set from the analysis config — name the model there "
+        "(predictor.model_name)"
+    ]

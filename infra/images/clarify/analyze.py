@@ -6,7 +6,13 @@ Reads, as SageMaker Clarify's container does:
   /opt/ml/processing/input/data/                         the dataset (text/csv, application/jsonlines,
                                                           application/x-parquet), one or more files
   /opt/ml/processing/input/model/                        the model (an XGBoost `xgboost-model`),
-                                                          for post-training bias and SHAP
+                                                          for post-training bias and SHAP; or
+  $DOCKYARD_MODEL_ENDPOINT                               the URL of a container serving the model
+                                                          by SageMaker's inference contract (dockyard
+                                                          starts it beside this one, as Clarify starts
+                                                          a shadow endpoint): POST /invocations with
+                                                          predictor.content_type rows, answers read
+                                                          by predictor.accept_type, label, probability
 Writes to /opt/ml/processing/output/:
   analysis.json                 pre_training_bias_metrics, post_training_bias_metrics, explanations
                                 (written after each part, so what ran is kept if a later part fails)
@@ -17,8 +23,8 @@ Writes to /opt/ml/processing/output/:
 
 Bias metrics are smclarify's (AWS's library behind Clarify); SHAP values are the
 shap package's: exact tree SHAP for XGBoost models (the model's margin, log-odds
-for binary:logistic), Kernel SHAP otherwise or when `methods.shap.algorithm` is
-"kernel" (dockyard's own key).
+for binary:logistic), Kernel SHAP otherwise (of the served model's score) or when
+`methods.shap.algorithm` is "kernel" (dockyard's own key).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import math
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +50,9 @@ MODEL = PROCESSING / "input" / "model"
 OUT = PROCESSING / "output"
 MESSAGE = Path("/opt/ml/output/message")  # a processing job's ExitMessage
 DATASET_TYPES = ("text/csv", "application/jsonlines", "application/x-parquet")
+ENDPOINT = os.environ.get("DOCKYARD_MODEL_ENDPOINT", "")  # a served model's URL, when dockyard started one
+STARTUP_SECONDS = float(os.environ.get("DOCKYARD_MODEL_STARTUP_SECONDS", "300"))
+BATCH_ROWS = 1000  # rows per POST /invocations: well under SageMaker's 6 MB payload for tabular rows
 AGG_METHODS = ("mean_abs", "median", "mean_sq")
 
 
@@ -154,15 +165,159 @@ def check(config: dict, df: pd.DataFrame) -> tuple[str, list, list[tuple[str, li
     return label, positive, facets, group
 
 
-def load_model() -> object | None:
-    path = MODEL / "xgboost-model"
-    if not path.exists():
-        return None
-    import xgboost
+class Booster:
+    """An XGBoost model loaded here: scores are its predictions (probabilities for binary:logistic)."""
 
-    booster = xgboost.Booster()
-    booster.load_model(str(path))
-    return booster
+    tree = True
+
+    def __init__(self, path: Path) -> None:
+        import xgboost
+
+        self.booster = xgboost.Booster()
+        self.booster.load_model(str(path))
+
+    def scores(self, features: pd.DataFrame, margin: bool = False) -> np.ndarray:
+        import xgboost
+
+        return np.asarray(self.booster.predict(xgboost.DMatrix(features.values), output_margin=margin))
+
+    def labels(self, features: pd.DataFrame) -> None:  # noqa: ARG002 - an XGBoost model gives scores
+        return None
+
+
+class Endpoint:
+    """A model served by SageMaker's inference contract: POST /invocations, rows in, answers out."""
+
+    tree = False
+
+    def __init__(self, url: str, predictor: dict) -> None:
+        self.url = url.rstrip("/")
+        self.content_type = str(predictor.get("content_type", "text/csv")).lower()
+        self.accept_type = str(predictor.get("accept_type", self.content_type)).lower()
+        for field, value in (("content_type", self.content_type), ("accept_type", self.accept_type)):
+            if value not in ("text/csv", "application/jsonlines"):
+                raise AnalysisError(
+                    f"predictor.{field}: '{value}' is not one dockyard's processor speaks to a model — "
+                    "use text/csv or application/jsonlines"
+                )
+        self.label, self.probability = predictor.get("label"), predictor.get("probability")
+
+    def wait(self) -> None:
+        """Until the model answers GET /ping, as Clarify waits for its shadow endpoint."""
+        deadline = time.monotonic() + STARTUP_SECONDS
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=5) as answer:
+                    if answer.status == 200:
+                        return
+                    last = f"HTTP {answer.status}"
+            except (OSError, urllib.error.URLError) as exc:
+                last = str(getattr(exc, "reason", exc))
+            time.sleep(0.5)
+        raise AnalysisError(
+            f"predictor.model_name: the model's container did not answer GET /ping on port 8080 within "
+            f"{STARTUP_SECONDS:g} s ({last}) — its image must serve SageMaker's inference contract (a `serve` "
+            "command answering /ping and /invocations on port 8080); its output is in the job log as [model]"
+        )
+
+    def _answers(self, features: pd.DataFrame) -> list:
+        """The model's answer for each row, as parsed from accept_type."""
+        answers: list = []
+        for start in range(0, len(features), BATCH_ROWS):
+            batch = features.iloc[start : start + BATCH_ROWS]
+            if self.content_type == "text/csv":
+                body = batch.to_csv(header=False, index=False)
+            else:
+                body = "".join(json.dumps({"features": row}) + "\n" for row in batch.values.tolist())
+            request = urllib.request.Request(
+                f"{self.url}/invocations",
+                data=body.encode(),
+                headers={"Content-Type": self.content_type, "Accept": self.accept_type},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as answer:
+                    text = answer.read().decode()
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode(errors="replace")[:300]
+                raise AnalysisError(
+                    f"predictor: the model answered POST /invocations with HTTP {exc.code} ({detail.strip()}) — "
+                    f"check that it takes {self.content_type} rows of the dataset's features"
+                ) from None
+            except OSError as exc:
+                raise AnalysisError(f"predictor: POST /invocations failed ({exc}) — see [model] in the job log") from None
+            lines = [line for line in text.splitlines() if line.strip()]
+            if len(lines) != len(batch):
+                raise AnalysisError(
+                    f"predictor: the model answered {len(lines)} lines for {len(batch)} rows — it must answer "
+                    f"one line per row ({self.accept_type})"
+                )
+            if self.accept_type == "text/csv":
+                answers += [line.split(",") for line in lines]
+            else:
+                answers += [json.loads(line) for line in lines]
+        return answers
+
+    def _pick(self, answers: list, key: object, field: str) -> list:
+        picked = []
+        for answer in answers:
+            try:
+                picked.append(answer[key] if isinstance(answer, dict | list) else answer)
+            except (KeyError, IndexError, TypeError):
+                raise AnalysisError(
+                    f"predictor.{field}: {key!r} is not in the model's answer {str(answer)[:200]} — "
+                    f"name the key{' or index' if self.accept_type == 'text/csv' else ''} that holds it"
+                ) from None
+        return picked
+
+    def scores(self, features: pd.DataFrame, margin: bool = False) -> np.ndarray:  # noqa: ARG002
+        answers = self._answers(features)
+        if self.probability is not None:
+            picked = self._pick(answers, self.probability, "probability")
+        elif self.accept_type == "text/csv":
+            picked = [row[0] for row in answers]
+        else:
+            picked = [a if not isinstance(a, dict) else next(iter(a.values()), None) for a in answers]
+        try:
+            return np.asarray(picked, dtype=float)
+        except (TypeError, ValueError):
+            raise AnalysisError(
+                f"predictor: the model's answers are not scores ({str(picked[:3])[:200]}) — name the score with "
+                "predictor.probability, or the predicted label with predictor.label"
+            ) from None
+
+    def labels(self, features: pd.DataFrame) -> list | None:
+        """The predicted labels, when predictor.label says where the answer holds them."""
+        if self.label is None:
+            return None
+        return [_number(v) for v in self._pick(self._answers(features), self.label, "label")]
+
+
+def _number(value: object) -> object:
+    """A CSV answer's field as the number it spells, else as it is."""
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value.strip()
+    return value
+
+
+def load_model(config: dict) -> Booster | Endpoint | None:
+    """The model to explain: the XGBoost model given as the model input, else the served one."""
+    path = MODEL / "xgboost-model"
+    if path.exists():
+        return Booster(path)
+    if ENDPOINT:
+        endpoint = Endpoint(ENDPOINT, config.get("predictor") or {})
+        endpoint.wait()
+        return endpoint
+    if MODEL.is_dir() and any(MODEL.iterdir()):
+        raise AnalysisError(
+            "predictor.model_name: the model holds no xgboost-model, so it cannot be loaded here — name the "
+            "training job that made it as model_name: its image then serves it (SageMaker's inference contract)"
+        )
+    return None
 
 
 def resolve_columns(config: dict, df: pd.DataFrame) -> dict:
@@ -189,21 +344,19 @@ def features_of(config: dict, df: pd.DataFrame, label: str) -> pd.DataFrame:
     return features.astype(float)
 
 
-def predict(model: object, features: pd.DataFrame, margin: bool = False) -> np.ndarray:
-    import xgboost
-
-    return np.asarray(model.predict(xgboost.DMatrix(features.values), output_margin=margin))
-
-
-def predictions(config: dict, df: pd.DataFrame, label: str, model: object | None) -> pd.Series | None:
-    """The predicted labels: a column of the dataset (`predicted_label`), else the model's, cut at
-    `probability_threshold` (0.5)."""
+def predictions(config: dict, df: pd.DataFrame, label: str, model: Booster | Endpoint | None) -> pd.Series | None:
+    """The predicted labels: a column of the dataset (`predicted_label`), else the model's: its
+    labels (predictor.label), or its scores cut at `probability_threshold` (0.5)."""
     predicted = config.get("predicted_label")
     if isinstance(predicted, str) and predicted in df.columns:
         return df[predicted]
     if model is None:
         return None
-    scores = predict(model, features_of(config, df, label))
+    features = features_of(config, df, label)
+    labels = model.labels(features)
+    if labels is not None:
+        return pd.Series(labels, index=df.index, name="predicted_label")
+    scores = model.scores(features)
     threshold = float(config.get("probability_threshold", 0.5))
     return pd.Series((scores > threshold).astype(int), index=df.index, name="predicted_label")
 
@@ -259,14 +412,16 @@ def _plain(value: object) -> object:
     return value
 
 
-def shap_values(config: dict, df: pd.DataFrame, label: str, model: object) -> tuple[pd.DataFrame, float, str]:
+def shap_values(
+    config: dict, df: pd.DataFrame, label: str, model: Booster | Endpoint
+) -> tuple[pd.DataFrame, float, str]:
     """Per-row SHAP values, the expected value, and which algorithm made them."""
     import shap
 
     settings = (config.get("methods") or {}).get("shap") or {}
     features = features_of(config, df, label)
-    if settings.get("algorithm") != "kernel":
-        explainer = shap.TreeExplainer(model)
+    if model.tree and settings.get("algorithm") != "kernel":
+        explainer = shap.TreeExplainer(model.booster)
         values = explainer.shap_values(features.values)
         return pd.DataFrame(values, columns=features.columns), float(np.ravel(explainer.expected_value)[0]), "tree"
     baseline = settings.get("baseline")
@@ -275,8 +430,9 @@ def shap_values(config: dict, df: pd.DataFrame, label: str, model: object) -> tu
         if isinstance(baseline, list)
         else features.mean().to_frame().T
     )
-    explainer = shap.KernelExplainer(lambda rows: predict(model, pd.DataFrame(rows, columns=features.columns), True),
-                                     background.values)  # fmt: skip
+    explainer = shap.KernelExplainer(
+        lambda rows: model.scores(pd.DataFrame(rows, columns=features.columns), margin=True), background.values
+    )
     samples = int(settings.get("num_samples", 100))
     values = explainer.shap_values(features.values, nsamples=samples, silent=True)
     return pd.DataFrame(values, columns=features.columns), float(np.ravel(explainer.expected_value)[0]), "kernel"
@@ -365,7 +521,7 @@ def main() -> int:
         config = resolve_columns(config, df)
         parts = check(config, df)
         print(f"dataset: {len(df)} rows, {len(df.columns)} columns", flush=True)
-        model = load_model()
+        model = load_model(config) if "post_training_bias" in methods or "shap" in methods else None
         if "pre_training_bias" in methods:
             started = time.monotonic()
             analysis["pre_training_bias_metrics"] = bias("pre_training", config, df, parts, None)
@@ -374,8 +530,8 @@ def main() -> int:
         needs_predictions = "post_training_bias" in methods or "shap" in methods
         if needs_predictions and model is None and config.get("predicted_label") not in df.columns:
             raise AnalysisError(
-                "post_training_bias and shap need predictions: give the model (an XGBoost xgboost-model) "
-                "as the model input, or a predicted_label column in the data"
+                "post_training_bias and shap need predictions: name the model (predictor.model_name: a training "
+                "job, or a model.tar.gz URI), or give a predicted_label column in the data"
             )
         if "post_training_bias" in methods:
             started = time.monotonic()
@@ -385,7 +541,7 @@ def main() -> int:
             print(f"post-training bias: done in {time.monotonic() - started:.1f} s", flush=True)
         if "shap" in methods:
             if model is None:
-                raise AnalysisError("shap: needs the model as the model input (an XGBoost xgboost-model)")
+                raise AnalysisError("methods.shap: needs the model — name it as predictor.model_name")
             started = time.monotonic()
             local, expected, algorithm = shap_values(config, df, parts[0], model)
             agg = (methods.get("shap") or {}).get("agg_method", "mean_abs")
