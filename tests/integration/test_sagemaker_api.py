@@ -550,15 +550,18 @@ def test_the_sagemaker_sdk_runs_a_processing_job_and_boto3_lists_describes_and_r
 
 
 def test_the_sagemaker_sdks_clarify_processor_runs_dockyards_clarify_as_a_processing_job(
-    api: Api, bucket: str, s3_endpoint: str
+    api: Api, bucket: str, s3_endpoint: str, test_images: dict[str, str]
 ) -> None:
     from tests.integration.test_clarify import ROWS
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     rows = "".join(",".join(map(str, row)) + "\n" for row in ROWS * 10)  # no header row: the headers are given
     s3.put_object(Bucket=bucket, Key="clarify/data/applicants.csv", Body=rows.encode())
+    train = "".join(",".join(map(str, row[:4])) + "\n" for row in ROWS * 5)  # label, then the model's features
+    s3.put_object(Bucket=bucket, Key="clarify/train/train.csv", Body=train.encode())
     output = f"s3://{bucket}/clarify/analysis"
-    args = {"data": f"s3://{bucket}/clarify/data/applicants.csv", "output": output, "s3_endpoint": s3_endpoint}
+    args = {"data": f"s3://{bucket}/clarify/data/applicants.csv", "output": output, "s3_endpoint": s3_endpoint,
+            "image": test_images["scorer"], "train": f"s3://{bucket}/clarify/train"}  # fmt: skip
     result, _ = _sdk(api, "clarify", **args)
     assert result["status"] == "Completed"
     body = api.client().describe_processing_job(ProcessingJobName=result["job"])
@@ -566,6 +569,12 @@ def test_the_sagemaker_sdks_clarify_processor_runs_dockyards_clarify_as_a_proces
     analysis = json.loads(s3.get_object(Bucket=bucket, Key="clarify/analysis/analysis.json")["Body"].read())
     [facet] = analysis["pre_training_bias_metrics"]["facets"]["gender"]
     assert {m["name"]: m["value"] for m in facet["metrics"]}["CI"] == 0.4  # (70 - 30) / 100, as by hand
+    # ModelConfig(model_name=<a training job>): served from its image, its predictions analysed.
+    assert result["post_status"] == "Completed"
+    post = json.loads(s3.get_object(Bucket=bucket, Key="clarify/analysis-post/analysis.json")["Body"].read())
+    [facet] = post["post_training_bias_metrics"]["facets"]["gender"]
+    assert {m["name"] for m in facet["metrics"]} == {"DPPL", "DI"}
+    assert all(isinstance(m["value"], float) for m in facet["metrics"]), facet
 
 
 def test_the_sagemaker_sdk_fits_tails_logs_attaches_and_reports_a_failure(

@@ -109,4 +109,27 @@ elif args["scenario"] == "clarify":
     processor.run_pre_training_bias(data, bias, methods=["CI", "DPL"], wait=True, logs=False)
     result["job"] = processor.latest_job.job_name
     result["status"] = processor.latest_job.describe()["ProcessingJobStatus"]
+    # Post-training bias of a model trained here: Clarify serves it from the training job's image.
+    trainer = estimator()
+    trainer.fit({"train": args["train"]}, wait=True, logs=False)
+    model = clarify.ModelConfig(
+        model_name=trainer.latest_training_job.name,
+        instance_count=1,
+        instance_type="ml.m5.large",
+        content_type="text/csv",
+        accept_type="text/csv",
+    )
+    data = clarify.DataConfig(
+        s3_data_input_path=args["data"],
+        s3_output_path=args["output"] + "-post",
+        label="approved",
+        headers=["approved", "gender", "income", "debt", "predicted"],
+        excluded_columns=["predicted"],
+        dataset_type="text/csv",
+    )
+    labels = clarify.ModelPredictedLabelConfig(probability_threshold=0.5)
+    processor.run_post_training_bias(data, bias, model, labels, methods=["DPPL", "DI"], wait=True, logs=False)
+    result["model_job"] = trainer.latest_training_job.name
+    result["post_job"] = processor.latest_job.job_name
+    result["post_status"] = processor.latest_job.describe()["ProcessingJobStatus"]
 print("\nRESULT " + json.dumps(result), flush=True)  # on a line of its own: waits print progress dots
