@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from infra import docker_engine
-from tests.integration.helpers import run_job, screenshot, unique
+from tests.integration.helpers import ROOT, run_example, run_job, screenshot, unique
 from tests.integration.test_processing import process
 
 pytestmark = pytest.mark.integration
@@ -372,3 +372,26 @@ def test_a_model_that_cannot_be_analysed_is_a_clear_error(
     assert record["ProcessingJobStatus"] == "Failed"
     assert "did not answer GET /ping on port 8080" in record["FailureReason"], record["FailureReason"]
     assert (tmp_path / "silent" / "analysis.json").exists()  # what ran is kept, as with every failure
+
+
+@pytest.mark.usefixtures("home")
+def test_the_clarify_credit_example_trains_its_model_then_explains_it(home: str) -> None:
+    body = run_example("examples/clarify-credit", home)
+    assert body["TrainingJobName"] == "credit-risk-xgboost"
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.process", "examples/clarify-credit/clarify.yaml", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    out = Path(home) / "clarify" / "credit"
+    analysis = json.loads((out / "analysis.json").read_text())
+    pre = metrics_of(analysis["pre_training_bias_metrics"], "sex")
+    post = metrics_of(analysis["post_training_bias_metrics"], "sex")
+    assert {"CI", "DPL", "KL", "JS", "LP", "TVD", "KS"} <= set(pre)
+    assert {"DPPL", "DI", "DCA", "DCR", "RD", "DAR", "DRR", "AD", "TE", "FT"} <= set(post)
+    shap = analysis["explanations"]["tree_shap"]["label0"]["global_shap_values"]
+    assert len(shap) == 9 and "sex" in shap
+    title = "Credit risk: bias by sex, and what drives the model"  # methods.report.title
+    assert f"<h1>{title}</h1>" in (out / "report.html").read_text()

@@ -17,7 +17,8 @@ Writes to /opt/ml/processing/output/:
   analysis.json                 pre_training_bias_metrics, post_training_bias_metrics, explanations
                                 (written after each part, so what ran is kept if a later part fails)
   explanations_shap/out.csv     one row of SHAP values per dataset row
-  report.html                   bias bars per facet and the SHAP summary
+  report.html                   bias bars per facet and the SHAP summary (methods.report's name and
+                                title, when given)
   failure                       why the analysis stopped, when it did (exit code 1; also in
                                 /opt/ml/output/message when run as a processing job)
 
@@ -473,8 +474,8 @@ def _shown(metric: dict) -> object:
     return metric["value"] if metric.get("value") is not None else metric.get("error", "")
 
 
-def report_html(analysis: dict) -> str:
-    parts = ["<h1>Clarify report</h1>"]
+def report_html(analysis: dict, title: str = "Clarify report") -> str:
+    parts = [f"<h1>{html.escape(title)}</h1>"]
     for stage, heading in (("pre_training_bias_metrics", "Pre-training bias"),
                            ("post_training_bias_metrics", "Post-training bias")):  # fmt: skip
         section = analysis.get(stage)
@@ -500,7 +501,7 @@ def report_html(analysis: dict) -> str:
         parts.append(f"<h2>Explanations ({html.escape(algorithm)})</h2>")
         parts.append(_bars(f"global SHAP values ({explanation['label0'].get('agg_method', 'mean_abs')})", ordered))
     style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}td,th{border:1px solid #ccc;padding:.2em .5em}"
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Clarify report</title><style>{style}</style>" \
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>" \
            f"</head><body>{''.join(parts)}</body></html>"  # fmt: skip
 
 
@@ -553,7 +554,9 @@ def main() -> int:
                 local.to_csv(OUT / "explanations_shap" / "out.csv", index=False)
             save(analysis)
             print(f"{algorithm} SHAP: {len(local)} rows in {time.monotonic() - started:.1f} s", flush=True)
-        (OUT / "report.html").write_text(report_html(analysis))
+        report = methods.get("report") or {}  # Clarify's: the report's file name and title
+        name = Path(str(report.get("name") or "")).name or "report"  # a file name, never a path out of OUT
+        (OUT / f"{name}.html").write_text(report_html(analysis, str(report.get("title") or "Clarify report")))
         return 0
     except AnalysisError as exc:
         message = str(exc)
