@@ -107,7 +107,7 @@ class JobRecord(BaseModel):
     @property
     def kind(self) -> str:
         """training or processing."""
-        return "training" if self.spec.processing is None else "processing"
+        return self.spec.kind
 
     @property
     def explains(self) -> str | None:

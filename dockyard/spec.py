@@ -378,6 +378,11 @@ class TrainingJobSpec(_Model):
         return self
 
     @property
+    def kind(self) -> str:
+        """training, or processing (a processing job in the form the stages carry)."""
+        return "training" if self.processing is None else "processing"
+
+    @property
     def profiling(self) -> bool:
         """Whether system metrics are sampled: a profiler rule asks for them, or profiler_config does."""
         config = self.profiler_config

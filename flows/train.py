@@ -126,7 +126,8 @@ def _attempt(
     except LeaseLost:
         raise  # another orchestrator has the job now: nothing more to do here
     except (KeyboardInterrupt, TerminationSignal, StoppedWhilePending):
-        outcome = Outcome(ending=Ending.STOPPED, message="Training job stopped before training ended")
+        job = "Training job" if spec.processing is None else "Processing job"
+        outcome = Outcome(ending=Ending.STOPPED, message=f"{job} stopped before it ended")
     except Exception as exc:  # noqa: BLE001 - every failure becomes a final status or a restart here
         if may_restart and is_transient(exc):
             return _AttemptResult(None, provisioned, f"{type(exc).__name__}: {exc}")

@@ -243,6 +243,16 @@ def start(container_id: str) -> None:
     client().containers.get(container_id).start()
 
 
+def wait_for_exit(container_id: str) -> None:
+    """Return once the container is not running: the engine answers when it exits (or is gone).
+    Returns early, saying nothing, when the engine goes away: callers that must know look at
+    `state` as well."""
+    try:
+        client().api.wait(container_id, timeout=None)  # no request timeout: a job may run for days
+    except Exception as exc:  # noqa: BLE001 - the caller's own checks see what became of the container
+        log.debug("waiting for %s ended early: %s", container_id[:12], exc)
+
+
 def state(container_id: str) -> dict[str, Any]:
     """The engine's State of a container (Status, ExitCode, OOMKilled, ...)."""
     c = client(timeout=10).containers.get(container_id)

@@ -10,6 +10,7 @@ the job's parts on other machines (tasks/peers.py).
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 from prefect import get_run_logger, task
@@ -57,20 +58,24 @@ def _exit_text(exit: HostExit) -> str:
     return f"{exit.host} exited with code {exit.exit_code}"
 
 
-def plan_outcome(exits: list[HostExit], stop: StopReason | None, stopped: frozenset[str] = frozenset()) -> Outcome:
+def plan_outcome(
+    exits: list[HostExit], stop: StopReason | None, stopped: frozenset[str] = frozenset(), kind: str = "training"
+) -> Outcome:
     """Decide the outcome from every host's exit and any stop that was asked for; `stopped`: the
-    instances dockyard stopped because another failed (that one says why the job failed)."""
+    instances dockyard stopped because another failed (that one says why the job failed); `kind`:
+    the job's (training or processing), for the messages."""
+    job = f"{kind.capitalize()} job"
     if stop is not None:
         match stop.kind:
             case StopKind.MAX_RUNTIME:
                 return Outcome(
                     ending=Ending.MAX_RUNTIME_EXCEEDED,
-                    message="Training job reached its MaxRuntimeInSeconds and was stopped",
+                    message=f"{job} reached its MaxRuntimeInSeconds and was stopped",
                 )
             case StopKind.MAX_WAIT:
                 return Outcome(
                     ending=Ending.MAX_WAIT_TIME_EXCEEDED,
-                    message="Training job reached its MaxWaitTimeInSeconds and was stopped",
+                    message=f"{job} reached its MaxWaitTimeInSeconds and was stopped",
                 )
             case StopKind.PIPE_FAILED:
                 return Outcome(
@@ -81,10 +86,10 @@ def plan_outcome(exits: list[HostExit], stop: StopReason | None, stopped: frozen
             case StopKind.INTERRUPTED:
                 return Outcome(ending=Ending.INTERRUPTED, message=stop.detail)
             case StopKind.REQUESTED:
-                return Outcome(ending=Ending.STOPPED, message=f"Training job stopped: {stop.detail}")
+                return Outcome(ending=Ending.STOPPED, message=f"{job} stopped: {stop.detail}")
     failed = sorted((e for e in exits if e.exit_code != 0), key=lambda e: e.host in stopped)
     if not failed:
-        return Outcome(ending=Ending.COMPLETED, message="Training job completed")
+        return Outcome(ending=Ending.COMPLETED, message=f"{job} completed")
     first = next((e for e in failed if e.volume_full_gb is not None), None)
     first = first or next((e for e in failed if e.failure_text), failed[0])
     if first.failure_text and first.volume_full_gb is None:
@@ -137,6 +142,14 @@ class _Watch:
         self.lost_contact_seen = False  # the engine was unreachable at some point
         self.notice_seconds: float | None = None  # set by a spot interruption
         self.stopped_after_failure: set[str] = set()  # stopped by dockyard because another instance failed
+        # Set as a container here exits, so the watch sees the end at once rather than at its next look.
+        self.exited = threading.Event()
+        for container_id in containers.values():
+            threading.Thread(target=self._await_exit, args=(container_id,), name="exit-watch", daemon=True).start()
+
+    def _await_exit(self, container_id: str) -> None:
+        docker_engine.wait_for_exit(container_id)
+        self.exited.set()
 
     def running_here(self) -> tuple[list[str], bool]:
         """The instances on this machine still running, and whether one that ended failed."""
@@ -196,7 +209,8 @@ class _Watch:
                 stop = None
             if stop is not None:
                 return stop
-            time.sleep(pause)
+            if self.exited.wait(pause):
+                self.exited.clear()
             pause = min(pause * 1.5, POLL_SECONDS)
 
     def _lost(self, what: str, lost: dict[str, float], exc: Exception) -> None:
@@ -373,6 +387,6 @@ def _watch(
     fault = platform_fault(exits, stop, watch.lost_contact_seen, stopped)
     if fault:
         raise TransientInfraError(fault)
-    outcome = plan_outcome(exits, stop, stopped)
+    outcome = plan_outcome(exits, stop, stopped, spec.kind)
     report(f"containers ended: {outcome.message}")
     return outcome

@@ -109,7 +109,7 @@ def pull_image(spec: TrainingJobSpec, settings: Settings, as_part: bool = False)
             name,
             record.secondary,
             SecondaryStatus.DOWNLOADING_TRAINING_IMAGE,
-            "Downloading the training image",
+            "Downloading the training image" if spec.processing is None else "Downloading the image",
         )
     plan = plan_pull_image(spec, settings.base_image)
 

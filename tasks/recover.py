@@ -93,7 +93,7 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
         if answer.never:
             raise NoRoom(answer.message)
         if store.stop_requested(name):
-            raise StoppedWhilePending("Training job stopped while it waited for capacity")
+            raise StoppedWhilePending(f"{spec.kind.capitalize()} job stopped while it waited for capacity")
         if take_over(spec, settings) is not None:
             continue  # a matching job ended meanwhile and kept its instances: its room is this job's now
         if answer.message != said:

@@ -149,7 +149,9 @@ def run(
             name,
             {SecondaryStatus.DOWNLOADING, SecondaryStatus.DOWNLOADING_TRAINING_IMAGE},
             SecondaryStatus.TRAINING,
-            "Training image download completed. Training in progress.",
+            "Training image download completed. Training in progress."
+            if spec.processing is None
+            else "Image download completed. Processing in progress.",
         )
     job_log.report(
         settings.home, name, f"started {len(ids)} container(s): {', '.join(f'{h}={i[:12]}' for h, i in ids.items())}"

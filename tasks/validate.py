@@ -191,16 +191,17 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
         check_runnable(spec, settings, literals)
         _CHECKED.add(fingerprint)
     old = store.find(spec.training_job_name)
+    field = f"{spec.kind}_job_name"  # training and processing jobs share one namespace of names
     if old is not None:
         if is_final(old.status.secondary):
             raise JobSpecError(
-                f"training_job_name: '{spec.training_job_name}' already names a job "
+                f"{field}: '{spec.training_job_name}' already names a {old.kind} job "
                 f"({old.status.primary.value}, created {old.creation_time:%Y-%m-%d %H:%M}) — "
                 "choose another name, or omit it to have one generated"
             )
         if not same_job(old.spec, spec):
             raise JobSpecError(
-                f"training_job_name: '{spec.training_job_name}' names an unfinished job with a different spec — "
+                f"{field}: '{spec.training_job_name}' names an unfinished {old.kind} job with a different spec — "
                 "rerun it with its own spec to finish it, or choose another name"
             )
     hold(settings, spec.training_job_name)

@@ -118,7 +118,7 @@ def test_a_second_run_of_a_finished_job_name_is_refused(home: str, tmp_path: Pat
     assert cli(job, tmp_path).returncode == 0
     again = cli(job, tmp_path)
     assert again.returncode == 2
-    assert f"training_job_name: '{job['training_job_name']}' already names a job (Completed" in again.stderr
+    assert f"training_job_name: '{job['training_job_name']}' already names a training job (Completed" in again.stderr
 
 
 def test_ctrl_c_stops_the_job_gracefully_with_artifacts(home: str, tmp_path: Path, test_images: dict[str, str]) -> None:

@@ -100,4 +100,4 @@ def test_another_home_sharing_the_database_picks_the_job_up_once(
     assert "reattached to 1 running container(s)" in log
     assert not (Path(home) / "dockyard.db").exists() and not (other_home / "dockyard.db").exists()
     again = rerun(job, tmp_path)  # once: a finished job is not run a second time
-    assert again.returncode == 2 and "already names a job (Completed" in again.stderr
+    assert again.returncode == 2 and "already names a training job (Completed" in again.stderr

@@ -175,7 +175,7 @@ class Booster:
         import xgboost
 
         self.booster = xgboost.Booster()
-        self.booster.load_model(str(path))
+        self.booster.load_model(bytearray(path.read_bytes()))  # its format read from the bytes: no file-name guess
 
     def scores(self, features: pd.DataFrame, margin: bool = False) -> np.ndarray:
         import xgboost
