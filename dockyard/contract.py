@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockyard import script_mode
-from dockyard.spec import CompressionType, TrainingJobSpec
+from dockyard.spec import CompressionType, InputMode, TrainingJobSpec
 from dockyard.wire import to_pascal
 
 ML = "/opt/ml"
@@ -278,7 +278,10 @@ def processing_mounts(spec: TrainingJobSpec, layout: HostLayout) -> dict[str, tu
         raise ValueError(f"{spec.training_job_name} is not a processing job")
     binds = {layout.on_host(PROCESSING_CONFIG_DIR): (PROCESSING_CONFIG_DIR, True), layout.output: (OUTPUT_DIR, False)}
     for item in spec.processing.processing_inputs:  # writable, as on SageMaker (scripts unpack models there)
-        binds[layout.channel(item.input_name)] = (item.s3_input.local_path, False)
+        if item.s3_input.s3_input_mode is InputMode.PIPE:  # its FIFO (infra/pipe.py), read-only
+            binds[f"{layout.channel(item.input_name)}_0"] = (item.s3_input.container_path, True)
+        else:
+            binds[layout.channel(item.input_name)] = (item.s3_input.local_path, False)
     for output in spec.processing.processing_output_config.outputs:
         binds[layout.on_host(output.s3_output.local_path)] = (output.s3_output.local_path, False)
     return binds

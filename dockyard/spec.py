@@ -428,6 +428,12 @@ class ProcessingS3Input(_Model):
     s3_data_distribution_type: DistributionType = DistributionType.FULLY_REPLICATED
     s3_compression_type: CompressionType = CompressionType.NONE
 
+    @property
+    def container_path(self) -> str:
+        """Where the container reads it: the folder at local_path (File), or the FIFO at local_path
+        with _0 added (Pipe, as a training channel's FIFO is its folder's name with _0)."""
+        return f"{self.local_path}_0" if self.s3_input_mode is InputMode.PIPE else self.local_path
+
 
 class ProcessingInput(_Model):
     input_name: str = Field(pattern=CHANNEL_NAME_PATTERN)
@@ -522,7 +528,7 @@ class ProcessingJobSpec(_Model):
         twice = sorted({n for n in named if named.count(n) > 1})
         if twice:
             raise ValueError(f"input and output names must be unique; repeated: {twice}")
-        paths = [i.s3_input.local_path for i in self.processing_inputs] + [
+        paths = [i.s3_input.container_path for i in self.processing_inputs] + [
             o.s3_output.local_path for o in self.processing_output_config.outputs
         ]
         for i, path in enumerate(paths):
@@ -531,15 +537,10 @@ class ProcessingJobSpec(_Model):
                     raise ValueError(f"local paths {path} and {other} overlap: give each input and output its own")
         for item in self.processing_inputs:
             s3 = item.s3_input
-            if s3.s3_input_mode is not InputMode.FILE:  # SageMaker's are File and Pipe; Pipe is not served yet
-                raise ValueError(
-                    f"{item.input_name}: s3_input_mode {s3.s3_input_mode.value} is not served for processing jobs "
-                    "— use File"
-                )
-            if s3.s3_compression_type is CompressionType.GZIP:  # only with Pipe, on SageMaker
-                raise ValueError(
-                    f"{item.input_name}: s3_compression_type Gzip needs Pipe mode, not served yet — use None"
-                )
+            if s3.s3_input_mode not in (InputMode.FILE, InputMode.PIPE):
+                raise ValueError(f"{item.input_name}: s3_input_mode must be File or Pipe (FastFile is for training)")
+            if s3.s3_compression_type is CompressionType.GZIP and s3.s3_input_mode is not InputMode.PIPE:
+                raise ValueError(f"{item.input_name}: s3_compression_type Gzip needs s3_input_mode Pipe — use None")
         return self
 
 

@@ -5,6 +5,7 @@ ExitMessage and FailureReason SageMaker reports."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -147,3 +148,30 @@ SLEEPER = (
     "import time; open('/opt/ml/processing/output/partial.txt', 'w').write('half done'); print('working', flush=True);"
     "time.sleep(600)"
 )
+
+
+@pytest.mark.usefixtures("home")
+def test_a_pipe_input_streams_its_objects_through_a_fifo_gzip_ones_decompressed(
+    test_images: dict[str, str], tmp_path: Path
+) -> None:
+    write_files(tmp_path / "plain", {"a.csv": "1,2\n", "b.csv": "3,4\n"})
+    (tmp_path / "zipped").mkdir()
+    (tmp_path / "zipped" / "c.csv.gz").write_bytes(gzip.compress(b"5,6\n"))
+    spec = processing_job(test_images["probe"], tmp_path / "plain", tmp_path / "out", 0, "")
+    read = (
+        "import os, stat; root = '/opt/ml/processing/input/'; out = open('/opt/ml/processing/output/read.txt', 'w')\n"
+        "for name in ('plain_0', 'zipped_0'):\n"
+        "    assert stat.S_ISFIFO(os.stat(root + name).st_mode), name\n"
+        "    out.write(name + '=' + open(root + name).read())\n"
+        "print(sorted(os.listdir(root)))"
+    )
+    spec["app_specification"] = {"image_uri": test_images["probe"], "container_entrypoint": ["python3", "-c", read]}
+    spec["processing_inputs"] = [
+        {"input_name": name, "s3_input": {"s3_uri": f"file://{tmp_path / name}", "s3_input_mode": "Pipe",
+                                          "local_path": f"/opt/ml/processing/input/{name}", **extra}}
+        for name, extra in (("plain", {}), ("zipped", {"s3_compression_type": "Gzip"}))
+    ]  # fmt: skip
+    done = process(spec, tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert json.loads(done.stdout)["ProcessingJobStatus"] == "Completed"
+    assert (tmp_path / "out" / "read.txt").read_text() == "plain_0=1,2\n3,4\nzipped_0=5,6\n"

@@ -99,14 +99,20 @@ def test_local_paths_stay_under_opt_ml_processing(path: str, expected: str) -> N
     assert any(p.startswith("processing_inputs[0].s3_input.local_path") and expected in p for p in problems(body))
 
 
-def test_inputs_are_file_mode_and_a_training_spec_carries_no_processing_environment() -> None:
+def test_inputs_are_file_or_pipe_mode_and_a_training_spec_carries_no_processing_environment() -> None:
     reserved = request(Environment={"AWS_CONTAINER_CREDENTIALS_FULL_URI": "x", "DEPTH": 3})  # a number, as YAML gives
     assert any("is dockyard's to set" in p for p in problems(reserved))  # a spec error, never a traceback later
     assert build_processing_job(request(Environment={"DEPTH": 3}), home="/h", now=NOW).environment == {"DEPTH": "3"}
-    for mode in ("Pipe", "FastFile"):
-        body = request()
-        body["ProcessingInputs"][0]["S3Input"]["S3InputMode"] = mode
-        assert any(f"s3_input_mode {mode} is not served for processing jobs" in p for p in problems(body))
+    body = request()
+    body["ProcessingInputs"][0]["S3Input"]["S3InputMode"] = "FastFile"
+    assert any("s3_input_mode must be File or Pipe" in p for p in problems(body))
+    body["ProcessingInputs"][0]["S3Input"] |= {"S3InputMode": "File", "S3CompressionType": "Gzip"}
+    assert any("Gzip needs s3_input_mode Pipe" in p for p in problems(body))
+    body["ProcessingInputs"][0]["S3Input"]["S3InputMode"] = "Pipe"  # its FIFO at LocalPath_0, read-only
+    piped = as_job(build_processing_job(body, home="/h", now=NOW), "file:///h/processing")
+    binds = contract.processing_mounts(piped, contract.host_layout("/s"))
+    assert binds["/s/input/data/dataset_0"] == ("/opt/ml/processing/input/data_0", True)
+    assert piped.channel_mode(piped.input_data_config[0]).value == "Pipe"
     spec = as_job(build_processing_job(request(), home="/h", now=NOW), "file:///h/processing")
     smuggled = spec.model_dump(mode="json")
     smuggled["processing"]["environment"] = {"TOKEN": "literal"}  # out of reach of the secrets' handling
