@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -28,15 +30,17 @@ NEW_FOLDER_SCAN_DELAY = 0.5  # seconds: by then the new folder's own watch is in
 
 
 def local_files(folder: str) -> dict[str, Signature]:
+    """The regular files under `folder`: never a link (a container's link names a host file) nor a FIFO."""
     out = {}
-    for root, _, files in os.walk(folder):
+    for root, _, files in os.walk(folder):  # never into a linked folder
         for name in files:
             path = os.path.join(root, name)
             try:
-                st = os.stat(path)
+                st = os.lstat(path)
             except FileNotFoundError:
                 continue
-            out[os.path.relpath(path, folder)] = (st.st_size, st.st_mtime_ns)
+            if stat.S_ISREG(st.st_mode):
+                out[os.path.relpath(path, folder)] = (st.st_size, st.st_mtime_ns)
     return out
 
 
@@ -50,10 +54,20 @@ def plan_reconcile(
 
 
 class CheckpointSync:
-    """Keeps one host's checkpoint folder and its URI in step."""
+    """Keeps one host's checkpoint folder and its URI in step; with `deletions` False (a processing
+    job's Continuous output, which several instances may share), it only ever adds and replaces."""
 
-    def __init__(self, folder: str, uri: str, endpoint_url: str | None, report: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        folder: str,
+        uri: str,
+        endpoint_url: str | None,
+        report: Callable[[str], None],
+        deletions: bool = True,
+        what: str = "checkpoints",
+    ) -> None:
         self.folder, self.uri, self.endpoint_url, self.report = folder, uri.rstrip("/"), endpoint_url, report
+        self.deletions, self.what = deletions, what
         self.synced: dict[str, Signature] = {}
         self.lock = threading.Lock()
         self.observer: Any = None
@@ -73,17 +87,28 @@ class CheckpointSync:
         path = os.path.join(self.folder, relative)
         with self.lock:
             try:
-                st = os.stat(path)
+                st = os.lstat(path)
             except FileNotFoundError:
                 return
             signature = (st.st_size, st.st_mtime_ns)
-            if self.synced.get(relative) == signature:
+            if self.synced.get(relative) == signature or not stat.S_ISREG(st.st_mode):
                 return
-            storage.upload_file(path, storage.join(self.uri, relative), self.endpoint_url)
-            self.synced[relative] = signature
+            try:  # opened without following links: the container may have swapped one in since
+                self.synced[relative] = storage.upload_beneath(
+                    self.folder, relative, storage.join(self.uri, relative), self.endpoint_url
+                )
+            except (FileNotFoundError, NotADirectoryError):
+                return  # gone, or a folder on its way became a link: nothing of the container's to upload
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EINVAL):
+                    log.warning("%s is no regular file of the folder's (a link?): not uploaded", relative)
+                    return
+                raise
             self.uploads += 1
 
     def _delete(self, relative: str) -> None:
+        if not self.deletions:
+            return
         with self.lock:
             if self.synced.pop(relative, None) is not None:
                 storage.delete(storage.join(self.uri, relative), self.endpoint_url)
@@ -116,6 +141,8 @@ class CheckpointSync:
         self.observer = Observer()
         self.observer.schedule(Handler(), self.folder, recursive=True)
         self.observer.start()
+        # What the container wrote before the watch began (it starts first) is uploaded too.
+        threading.Thread(target=self._scan, args=(self.folder,), name="sync-scan", daemon=True).start()
 
     def _scan(self, folder: str) -> None:
         """Upload the files of a new folder that sit still (a file still being
@@ -140,6 +167,7 @@ class CheckpointSync:
         self.stop()
         remote = {o.relative for o in storage.list_objects(self.uri + "/", self.endpoint_url)}
         uploads, deletes = plan_reconcile(local_files(self.folder), remote, self.synced)
+        deletes = deletes if self.deletions else []
         for relative in uploads:
             self.synced.pop(relative, None)
             self._upload(relative)

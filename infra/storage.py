@@ -7,13 +7,16 @@ filesystem inside, so Prefect tasks never carry a client.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
+import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 
@@ -201,6 +204,51 @@ def upload_file(local_path: str, uri: str, endpoint_url: str | None = None) -> N
         return
     with _whole(_path(uri)) as partial:
         fs.put_file(local_path, partial)
+
+
+def open_beneath(root: str, relative: str) -> BinaryIO:
+    """Open the regular file at root/relative for reading without following a link anywhere below
+    `root`: a container writes the folders dockyard uploads from, and a link it leaves there names
+    a file of the host's as the host sees it.
+
+    Raises:
+        OSError: a part of the path is a link (ELOOP, ENOTDIR), or the file is no regular file
+            (EINVAL), or it is gone.
+    """
+    parts = [p for p in relative.split(os.sep) if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise OSError(errno.EINVAL, f"{relative}: not a path below the folder")
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)  # a FIFO never blocks
+    finally:
+        os.close(folder)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{relative}: not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def upload_beneath(root: str, relative: str, uri: str, endpoint_url: str | None = None) -> tuple[int, int]:
+    """Upload root/relative, opened as `open_beneath` opens it, to `uri`; returns its (size,
+    mtime_ns) as uploaded.
+
+    Raises:
+        OSError: as open_beneath.
+    """
+    with open_beneath(root, relative) as f:
+        st = os.fstat(f.fileno())
+        if uri.startswith("s3://"):
+            bucket, key = _path(uri).split("/", 1)
+            s3_client(endpoint_url).upload_fileobj(f, bucket, key, Config=_transfer_config())
+        else:
+            with _whole(_path(uri)) as partial, open(partial, "wb") as out:
+                shutil.copyfileobj(f, out)
+    return st.st_size, st.st_mtime_ns
 
 
 def write_text(uri: str, text: str, endpoint_url: str | None = None) -> None:

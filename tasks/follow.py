@@ -24,7 +24,7 @@ from dockyard.outcome import HostExit
 from dockyard.record import MetricValue
 from dockyard.secrets import mask_text
 from dockyard.settings import Settings
-from dockyard.spec import TrainingJobSpec
+from dockyard.spec import TrainingJobSpec, UploadMode
 from infra import credentials, docker_engine, job_log, volumes
 from infra.checkpoint_sync import CheckpointSync
 from infra.job_store import now, open_store
@@ -161,13 +161,27 @@ def _read_failure(scratch: str, processing: bool) -> str | None:
 
 
 def checkpoint_syncs(
-    provisioned: ProvisionPlan, endpoint_url: str | None, report: Callable[[str], None]
+    provisioned: ProvisionPlan,
+    endpoint_url: str | None,
+    report: Callable[[str], None],
+    spec: TrainingJobSpec | None = None,
 ) -> list[CheckpointSync]:
+    """The running syncs of the instances' checkpoints, and of a processing job's (`spec`'s)
+    Continuous outputs: each instance's folder uploaded file by file as it is written."""
     syncs = [
         CheckpointSync(contract.host_layout(h.scratch).checkpoints, h.checkpoint_uri, endpoint_url, report)
         for h in provisioned.hosts
         if h.checkpoint_uri
     ]
+    for output in spec.processing.processing_output_config.outputs if spec and spec.processing else []:
+        if output.s3_output.s3_upload_mode is UploadMode.CONTINUOUS:
+            syncs += [
+                CheckpointSync(
+                    contract.host_layout(h.scratch).on_host(output.s3_output.local_path), output.s3_output.s3_uri,
+                    endpoint_url, report, deletions=False, what=f"output {output.output_name}",
+                )
+                for h in provisioned.hosts
+            ]  # fmt: skip
     for sync in syncs:
         sync.start()
     return syncs

@@ -325,7 +325,7 @@ def _watch(
     def report(message: str) -> None:
         job_log.report(settings.home, name, message)
 
-    syncs = checkpoint_syncs(provisioned, settings.s3_endpoint_url, report)
+    syncs = checkpoint_syncs(provisioned, settings.s3_endpoint_url, report, spec)
     record = store.get(name)
     deadline, max_wait = _deadlines(spec, record)
     peers = Peers(settings, parts)
@@ -365,7 +365,7 @@ def _watch(
     for sync in syncs:
         uploaded, deleted = sync.final_sync()
         report(
-            f"checkpoints synced to {sync.uri}: {sync.uploads} upload(s) in all, "
+            f"{sync.what} synced to {sync.uri}: {sync.uploads} upload(s) in all, "
             f"{uploaded} at the final sync, {deleted} deletion(s)"
         )
     exits = host_exits(

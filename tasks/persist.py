@@ -137,7 +137,8 @@ def upload_outputs(spec: TrainingJobSpec, provisioned: ProvisionPlan, settings: 
                     if relative in seen or not stat.S_ISREG(os.lstat(full).st_mode):  # no links, FIFOs, devices
                         continue
                     seen.add(relative)
-                    storage.upload_file(full, storage.join(output.s3_output.s3_uri, relative), settings.s3_endpoint_url)
+                    uri = storage.join(output.s3_output.s3_uri, relative)
+                    storage.upload_beneath(folder, relative, uri, settings.s3_endpoint_url)  # never through a link
         job_log.report(
             settings.home,
             name,

@@ -80,3 +80,39 @@ def test_each_host_of_a_multi_instance_job_syncs_to_its_own_folder(
     assert body["TrainingJobStatus"] == "Completed", body.get("FailureReason")
     for host in ("algo-1", "algo-2"):
         assert (tmp_path / "ckpt" / host / "progress.json").read_text() == '{"next": 3}'
+
+
+def test_links_a_container_plants_never_carry_the_hosts_files_out(
+    s3_endpoint: str, test_images: dict[str, str], tmp_path: Path
+) -> None:
+    """A container owns its checkpoint folder and may leave links in it to the host's files (as the
+    sync sees them, on the host): neither the live sync nor the final one follows them."""
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    bucket = f"ckpt-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    secret = tmp_path / "host-secret"
+    secret.write_text("the host's own")
+    (tmp_path / "host-dir").mkdir()
+    (tmp_path / "host-dir" / "key.pem").write_text("the host's key")
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    sync = CheckpointSync(str(folder), f"s3://{bucket}/run", s3_endpoint, print)
+    sync.start()
+    try:
+        # Written by a real container, as root inside it: a file, a link to a host file, one to a host folder.
+        script = (
+            f"import os; open('/c/real.ckpt', 'w').write('mine'); os.symlink('{secret}', '/c/stolen.ckpt');"
+            f"os.symlink('{tmp_path / 'host-dir'}', '/c/linked'); open('/c/after.ckpt', 'w').write('done')"
+        )
+        from infra import docker_engine
+
+        docker_engine.client().containers.run(
+            test_images["probe"], ["python3", "-c", script], volumes={str(folder): {"bind": "/c", "mode": "rw"}},
+            remove=True,
+        )  # fmt: skip
+        eventually(lambda: "after.ckpt" in keys(s3, bucket, "run/"))
+    finally:
+        sync.stop()
+    sync.final_sync()
+    found = keys(s3, bucket, "run/")
+    assert found == {"real.ckpt": b"mine", "after.ckpt": b"done"}, found

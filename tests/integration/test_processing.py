@@ -9,6 +9,7 @@ import gzip
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,27 @@ def test_a_pipe_input_streams_its_objects_through_a_fifo_gzip_ones_decompressed(
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert json.loads(done.stdout)["ProcessingJobStatus"] == "Completed"
     assert (tmp_path / "out" / "read.txt").read_text() == "plain_0=1,2\n3,4\nzipped_0=5,6\n"
+
+
+def test_a_continuous_output_is_uploaded_while_the_job_runs(
+    home: str, test_images: dict[str, str], tmp_path: Path
+) -> None:
+    write_files(tmp_path / "data", {"in.csv": "1\n"})
+    spec = processing_job(test_images["probe"], tmp_path / "data", tmp_path / "out", 0, "")
+    spec["app_specification"] = {"image_uri": test_images["probe"], "container_entrypoint": ["python3", "-c", SLEEPER]}
+    spec["processing_output_config"]["outputs"][0]["s3_output"]["s3_upload_mode"] = "Continuous"
+    path = tmp_path / "continuous.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    running = start_module("flows.process", path)
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "out" / "partial.txt").exists():  # uploaded once written, the job still running
+            assert running.poll() is None and time.monotonic() < deadline, running.communicate(timeout=30)
+            time.sleep(0.2)
+        assert store_of(home).get(spec["processing_job_name"]).status.primary.value == "InProgress"
+        store_of(home).request_stop(spec["processing_job_name"], "the test has seen enough")
+        out, err = running.communicate(timeout=300)
+    finally:
+        running.kill()
+    assert json.loads(out)["ProcessingJobStatus"] == "Stopped", err[-3000:]
+    assert (tmp_path / "out" / "partial.txt").read_text() == "half done"
