@@ -28,7 +28,7 @@ from api.protocol import ApiError
 log = logging.getLogger("dockyard.api")
 
 # The request fields that name a job, by operation; the logs operations name it in a stream.
-_JOB_FIELDS = ("TrainingJobName", "ProcessingJobName", "HyperParameterTuningJobName")
+_JOB_FIELDS = ("TrainingJobName", "ProcessingJobName", "HyperParameterTuningJobName", "AlgorithmName")
 _LOG_FIELDS = ("logStreamName", "logStreamNamePrefix")
 
 
@@ -37,7 +37,7 @@ def named_jobs(service: str, params: dict[str, Any]) -> list[str] | None:
     if service == "logs":
         names = [params[f] for f in _LOG_FIELDS if params.get(f)] + list(params.get("logStreamNames") or [])
         return [n.split("/", 1)[0] for n in names] or None
-    names = [params[f] for f in _JOB_FIELDS if params.get(f)]
+    names = [str(params[f]).rpartition(":")[2].rpartition("/")[2] for f in _JOB_FIELDS if params.get(f)]  # or ARNs
     if params.get("ResourceArn"):
         names.append(str(params["ResourceArn"]).rpartition(":")[2].partition("/")[2])
     return names or None
@@ -113,6 +113,7 @@ _LISTED = {
     "TrainingJobSummaries": ("TrainingJobName",),
     "ProcessingJobSummaries": ("ProcessingJobName",),
     "HyperParameterTuningJobSummaries": ("HyperParameterTuningJobName",),
+    "AlgorithmSummaryList": ("AlgorithmName",),
     "Results": ("TrainingJob", "TrainingJobName"),
 }
 
@@ -142,3 +143,21 @@ def _deny(principal: str, action: str, why: str, limits: str = "actions or job_n
         f"{principal} is not authorized to perform {action}: {why} — ask for it to be added to the "
         f"principal's {limits} in the keys file",
     )
+
+
+def check_named_model(principal: Any, model_data: str, training_job: str | None) -> None:
+    """A Clarify job's model (its analysis config's predictor.model_name, as resolved) against the
+    caller's limits, as if the request had named it: no location on this machine, and only the
+    training jobs its prefixes allow.
+
+    Raises:
+        ApiError: AccessDeniedException.
+    """
+    if principal is None or (principal.actions is None and principal.job_name_prefixes is None):
+        return
+    action = "sagemaker:CreateProcessingJob"
+    if host_location(model_data):
+        _deny(principal.name, action, f"its analysis config names a model on this machine ({model_data}); use s3://")
+    prefixes = principal.job_name_prefixes
+    if training_job and prefixes is not None and not any(training_job.lower().startswith(p.lower()) for p in prefixes):
+        _deny(principal.name, action, f"its analysis config names training job '{training_job}', outside its prefixes")

@@ -9,6 +9,7 @@ SageMaker's `{"__type", "message"}`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api import logs, processing, search, tags, training, tuning
+from api import algorithms, logs, processing, search, tags, training, tuning
 from api.access import authorize, visible
 from api.auth import Principal, SignedRequest, verify
 from api.protocol import ApiError, operation, parse_input, render_output
@@ -31,6 +32,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
         for op, h in {
             **training.HANDLERS,
             **processing.HANDLERS,
+            **algorithms.HANDLERS,
             **tuning.HANDLERS,
             **tags.HANDLERS,
             **search.HANDLERS,
@@ -74,7 +76,8 @@ def create_app(ctx: Context, principals: dict[str, Principal]) -> FastAPI:
                 params,
                 principal.roles,
             )
-            result = visible(principal.job_name_prefixes, await run_in_threadpool(handler, ctx, params))
+            called = dataclasses.replace(ctx, principal=principal)
+            result = visible(principal.job_name_prefixes, await run_in_threadpool(handler, called, params))
             log.info("%s %s by %s", service, op.name, principal.name)
             return _answer(render_output(op, result))
         except ApiError as exc:

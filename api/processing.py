@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from api.access import check_named_model
 from api.training import Context, create_job, list_params, page_token, record_of, stop_job
 from dockyard.contract import job_arn
 from dockyard.record import describe_processing
@@ -19,7 +20,11 @@ def create_processing_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any
     """Validate, store the job as queued, and submit a flow run of the `process` deployment."""
 
     def built(request: dict[str, Any]) -> TrainingJobSpec:
-        return processing_job(request, ctx.settings)
+        spec = processing_job(request, ctx.settings)
+        model = spec.processing.analyzed_model if spec.processing else None
+        if model is not None:  # read from the config in the caller's input: checked as if the request named it
+            check_named_model(ctx.principal, model.model_data, model.training_job_name)
+        return spec
 
     name = params["ProcessingJobName"]
     create_job(ctx, params, name, built, "process")

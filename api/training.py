@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from api.auth import Principal
 from api.protocol import ApiError, validation
 from dockyard import secrets
 from dockyard.contract import job_arn
@@ -30,7 +31,7 @@ from infra import prefect_api
 from infra import secrets as secret_blocks
 from infra.job_store import JobFilter, JobStore, now
 from infra.retry import with_backoff
-from tasks.validate import check_runnable, create_record, same_job
+from tasks.validate import check_runnable, create_record, resolve_algorithm, same_job
 from tasks.warm_pool import set_keep_alive
 
 NOT_FOUND = "Requested resource not found."  # what SageMaker answers for an unknown name
@@ -42,6 +43,7 @@ class Context:
 
     settings: Settings
     store: JobStore
+    principal: Principal | None = None  # who calls, for the checks that need what a request leads to
 
 
 def wire_problems(exc: JobSpecError) -> str:
@@ -66,7 +68,7 @@ def create_training_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Validate, store the job as queued, and submit its flow run."""
 
     def built(request: dict[str, Any]) -> TrainingJobSpec:
-        return build_job(request, home=str(ctx.settings.home), now=now())
+        return resolve_algorithm(build_job(request, home=str(ctx.settings.home), now=now()), ctx.settings)
 
     create_job(ctx, params, params["TrainingJobName"], built, "train")
     return {"TrainingJobArn": job_arn(params["TrainingJobName"])}

@@ -7,7 +7,7 @@ import importlib
 import os
 import sys
 
-from cli import catalog, hosts, jobs, server
+from cli import algorithms, catalog, hosts, jobs, server
 from dockyard.errors import DockyardError, JobSpecError
 from dockyard.settings import Settings
 
@@ -22,6 +22,7 @@ _VERBS = {
     "models": catalog.models,
     "server": server.server,
     "hosts": hosts.hosts,
+    "algorithms": algorithms.algorithms,
 }
 
 
@@ -39,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     hosts.add_verbs(sub)
     catalog.add_verbs(sub)
     server.add_verbs(sub)
+    algorithms.add_verbs(sub)
     return top
 
 

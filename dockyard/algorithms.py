@@ -3,8 +3,9 @@
 A built-in is named in a spec by `algorithm_specification.algorithm_name`, or
 by the SageMaker image URI of the same algorithm as `training_image`.
 Its image is built from infra/images/<name>/ when it is neither local nor
-pullable. Hyperparameters are validated against the schema here before
-anything is created.
+pullable. Each built-in is also an algorithm specification
+(dockyard.algorithm_spec.BUILTINS), which jobs are checked against before
+anything is created, as jobs of registered algorithms are.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import re
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
-
-from dockyard.errors import FieldProblem
 
 # Matches a number as xgboost prints it; `(?:\t|#011)` accepts a real tab and
 # the #011 that CloudWatch shows for one, so SageMaker's regexes carry over.
@@ -39,22 +38,6 @@ class HyperparameterSpec(BaseModel):
     choices: tuple[str, ...] = ()
     description: str = ""
 
-    def check(self, value: str) -> str | None:
-        """Return what is wrong with `value`, or None when it is acceptable."""
-        if self.kind is HpKind.CHOICE:
-            return None if value in self.choices else f"must be one of {', '.join(self.choices)}"
-        if self.kind is HpKind.STRING:
-            return None
-        try:
-            number = int(value) if self.kind is HpKind.INT else float(value)
-        except ValueError:
-            return f"must be {'an integer' if self.kind is HpKind.INT else 'a number'}"
-        if self.min is not None and number < self.min:
-            return f"must be at least {self.min:g}"
-        if self.max is not None and number > self.max:
-            return f"must be at most {self.max:g}"
-        return None
-
 
 class MetricDefinitionDefault(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -76,6 +59,8 @@ class Algorithm(BaseModel):
     required_channels: tuple[str, ...]
     hyperparameters: dict[str, HyperparameterSpec]
     metric_definitions: tuple[MetricDefinitionDefault, ...]
+    content_types: dict[str, tuple[str, ...]]  # by channel: what it reads
+    description: str = ""
 
 
 def _xgb_metrics() -> tuple[MetricDefinitionDefault, ...]:
@@ -92,14 +77,18 @@ def _xgb_metrics() -> tuple[MetricDefinitionDefault, ...]:
 
 _I, _F, _C = HpKind.INT, HpKind.FLOAT, HpKind.CHOICE
 
+_CSV = ("text/csv", "csv")  # the SDK's TrainingInput(content_type="csv") too
+
 XGBOOST = Algorithm(
     name="xgboost",
+    description="XGBoost gradient-boosted trees on CSV rows, the label first (dockyard's built-in)",
     image="dockyard/xgboost:1.0",
     image_dir="xgboost",
     distributed=False,
     input_modes=("File",),
     channels=("train", "validation"),
     required_channels=("train",),
+    content_types={"train": _CSV, "validation": _CSV},
     hyperparameters={
         "num_round": HyperparameterSpec(
             kind=_I, required=True, min=1, max=100000, description="number of boosting rounds"
@@ -161,8 +150,12 @@ def _ic_metrics() -> tuple[MetricDefinitionDefault, ...]:
 
 _UNIT = {"min": 0, "max": 1}
 
+_IMAGES = ("application/x-image", "image/jpeg", "image/png", "application/x-recordio")
+_MODEL = ("application/x-sagemaker-model",)
+
 IMAGE_CLASSIFICATION = Algorithm(
     name="image-classification",
+    description="ResNet image classifier on images with .lst files or RecordIO (dockyard's built-in, PyTorch)",
     image="dockyard/image-classification:1.0",
     image_dir="pytorch",
     build_target="image-classification",
@@ -170,6 +163,14 @@ IMAGE_CLASSIFICATION = Algorithm(
     input_modes=("File", "Pipe", "FastFile"),
     channels=("train", "validation", "train_lst", "validation_lst", "model", "pretrained"),
     required_channels=("train",),
+    content_types={
+        "train": _IMAGES,
+        "validation": _IMAGES,
+        "train_lst": ("application/x-image", "text/plain"),
+        "validation_lst": ("application/x-image", "text/plain"),
+        "model": _MODEL,
+        "pretrained": _MODEL,
+    },
     hyperparameters={
         "num_classes": HyperparameterSpec(kind=_I, required=True, min=2, description="number of output classes"),
         "num_training_samples": HyperparameterSpec(
@@ -263,38 +264,6 @@ def suggest(word: str, options: list[str] | tuple[str, ...]) -> str:
     """A 'did you mean' hint for a misspelt name, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(options), n=1)
     return f"did you mean '{close[0]}'?" if close else ""
-
-
-def check_hyperparameters(algorithm: Algorithm, hyperparameters: dict[str, str]) -> list[FieldProblem]:
-    """Every problem of `hyperparameters` against the algorithm's schema."""
-    problems: list[FieldProblem] = []
-    schema = algorithm.hyperparameters
-    for name, value in hyperparameters.items():
-        path = f"hyperparameters.{name}"
-        spec = schema.get(name)
-        if spec is None:
-            hint = suggest(name, list(schema))
-            problems.append(
-                FieldProblem(
-                    path,
-                    f"not a hyperparameter of the built-in {algorithm.name}",
-                    hint or f"remove it; known: {', '.join(sorted(schema))}",
-                )
-            )
-            continue
-        wrong = spec.check(value)
-        if wrong:
-            problems.append(FieldProblem(path, f"{wrong} — got '{value}'", "fix the value"))
-    for name, spec in schema.items():
-        if spec.required and name not in hyperparameters:
-            problems.append(
-                FieldProblem(
-                    f"hyperparameters.{name}",
-                    f"required by the built-in {algorithm.name}",
-                    f"add it ({spec.description or spec.kind.value})",
-                )
-            )
-    return problems
 
 
 def metric_definitions_of(algorithm_name: str | None, given: list[tuple[str, str]]) -> list[tuple[str, str]]:

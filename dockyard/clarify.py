@@ -19,6 +19,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from dockyard.algorithms import CLARIFY_IMAGE, processing_image
 from dockyard.errors import JobSpecError
 from dockyard.record import JobRecord
@@ -78,7 +80,7 @@ def analyzed_model(
             "predictor.model_name (a training job, or a model.tar.gz URI): dockyard serves it for the analysis"
         )
     name = predictor.get("model_name")
-    if not name:
+    if name is None or name == "":
         return None
     if not isinstance(name, str):
         raise JobSpecError(f"{CONFIG_FILE}: predictor.model_name must be a string — a training job's name or a URI")
@@ -87,16 +89,29 @@ def analyzed_model(
             raise JobSpecError(
                 f"{CONFIG_FILE}: predictor.model_name: '{name}' is no s3:// or file:// URI — give the model.tar.gz's"
             )
-        model = AnalyzedModel(model_data=name)
+        if name.startswith("file://") and not name.endswith((".tar.gz", ".tgz")):  # never a folder of the host's
+            raise JobSpecError(
+                f"{CONFIG_FILE}: predictor.model_name: '{name}' — a file:// model is one model.tar.gz, not a folder"
+            )
+        try:
+            model = AnalyzedModel(model_data=name)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise JobSpecError(f"{CONFIG_FILE}: predictor.model_name: {reason}") from None
     else:
         model = _of_job(name, find(name))
-    if model.image is None:
-        for i, item in enumerate(spec.processing_inputs):
-            path = item.s3_input.local_path
+    if model.image is None:  # the processor loads it at MODEL_DIR: no input or output may be there
+        paths = [
+            (f"processing_inputs[{i}].s3_input.local_path", item.s3_input.container_path)
+            for i, item in enumerate(spec.processing_inputs)
+        ]
+        paths += [(f"processing_output_config.outputs[{i}].s3_output.local_path", o.s3_output.local_path)
+                  for i, o in enumerate(spec.processing_output_config.outputs)]  # fmt: skip
+        for field, path in paths:
             if path == MODEL_DIR or path.startswith(MODEL_DIR + "/") or MODEL_DIR.startswith(path + "/"):
                 raise JobSpecError(
-                    f"processing_inputs[{i}].s3_input.local_path: {path} is where the processor loads the model "
-                    f"that predictor.model_name names — give that input another local path, or drop model_name"
+                    f"{field}: {path} is where the processor loads the model that predictor.model_name names — "
+                    "give it another local path, or drop model_name"
                 )
     return model
 

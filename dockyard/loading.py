@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from dockyard.algorithm_spec import BUILTINS, AlgorithmSpec
 from dockyard.algorithms import suggest
 from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.spec import ProcessingJobSpec, TrainingJobSpec
@@ -202,3 +203,21 @@ def build_processing_job(doc: dict[str, Any], *, home: str, now: datetime) -> Pr
         return ProcessingJobSpec.model_validate(doc)
     except ValidationError as exc:
         raise JobSpecError([field_problem(e, ProcessingJobSpec) for e in exc.errors()]) from None
+
+
+def build_algorithm(doc: dict[str, Any]) -> AlgorithmSpec:
+    """Validate a parsed algorithm document (snake_case, or a CreateAlgorithm request).
+
+    Raises:
+        JobSpecError: one line per field problem; a built-in's name is taken.
+    """
+    if looks_like_sagemaker_request(doc):
+        doc = to_snake(doc)
+    doc = {k: v for k, v in doc.items() if k not in ("tags", "inference_specification", "validation_specification")}
+    try:
+        algorithm = AlgorithmSpec.model_validate(doc)
+    except ValidationError as exc:
+        raise JobSpecError([field_problem(e, AlgorithmSpec) for e in exc.errors()]) from None
+    if algorithm.algorithm_name.lower() in {n.lower() for n in BUILTINS}:
+        raise JobSpecError(f"algorithm_name: '{algorithm.algorithm_name}' is a built-in's name — choose another name")
+    return algorithm

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from dockyard import debugger, image_classification, script_mode
-from dockyard.algorithms import ALGORITHMS, IMAGE_CLASSIFICATION, check_hyperparameters, suggest
+from dockyard.algorithm_spec import BUILTINS
+from dockyard.algorithm_spec import check_job as check_registered
+from dockyard.algorithms import ALGORITHMS, IMAGE_CLASSIFICATION, suggest
 from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.instances import INSTANCE_TYPES, InstanceType
 from dockyard.spec import (
@@ -67,64 +69,28 @@ def _resources(spec: TrainingJobSpec, host: HostFacts) -> list[FieldProblem]:
 
 
 def _algorithm(spec: TrainingJobSpec) -> list[FieldProblem]:
+    """The job against its algorithm's specification: a registered one's, or a built-in's (one mechanism)."""
+    if spec.registered_algorithm is not None:
+        return check_registered(spec.registered_algorithm, spec)
     name = spec.algorithm_specification.builtin_name
-    if not name:
-        return []
-    algo = ALGORITHMS.get(name)
-    if algo is None:
-        hint = suggest(name, list(ALGORITHMS))
+    given = spec.algorithm_specification.algorithm_name
+    if given and not name:
+        hint = suggest(given, list(ALGORITHMS))
         return [
             FieldProblem(
                 "algorithm_specification.algorithm_name",
-                f"no built-in algorithm '{name}'",
-                hint or f"use one of: {', '.join(ALGORITHMS)}, or give training_image",
+                f"no algorithm '{given}': neither a built-in nor a registered one",
+                hint
+                or f"use a built-in ({', '.join(ALGORITHMS)}), one `dockyard algorithms list` shows, "
+                "or give training_image",
             )
         ]
-    problems = check_hyperparameters(algo, spec.hyperparameters)
-    if algo is IMAGE_CLASSIFICATION:
-        problems += image_classification.problems(spec)
-    if spec.resource_config.instance_count > 1 and not algo.distributed:
-        problems.append(
-            FieldProblem(
-                "resource_config.instance_count",
-                f"the built-in {algo.name} trains on one instance only, got {spec.resource_config.instance_count}",
-                "set instance_count: 1",
-            )
-        )
-    for i, channel in enumerate(spec.input_data_config):
-        mode = spec.channel_mode(channel).value
-        if mode not in algo.input_modes:
-            field = (
-                f"input_data_config[{i}].input_mode"
-                if channel.input_mode
-                else "algorithm_specification.training_input_mode"
-            )
-            problems.append(
-                FieldProblem(
-                    field,
-                    f"the built-in {algo.name} reads its channels in {' or '.join(algo.input_modes)} mode, not {mode}",
-                    f"set it to {algo.input_modes[0]}",
-                )
-            )
-    names = [c.channel_name for c in spec.input_data_config]
-    for i, name in enumerate(names):
-        if name not in algo.channels:
-            problems.append(
-                FieldProblem(
-                    f"input_data_config[{i}].channel_name",
-                    f"the built-in {algo.name} reads no channel '{name}'",
-                    suggest(name, algo.channels) or f"use one of: {', '.join(algo.channels)}",
-                )
-            )
-    for required in algo.required_channels:
-        if required not in names:
-            problems.append(
-                FieldProblem(
-                    "input_data_config",
-                    f"the built-in {algo.name} needs a '{required}' channel",
-                    f"add a channel with channel_name: {required}",
-                )
-            )
+    if not name:
+        return []
+    problems = check_registered(BUILTINS[name], spec, label=f"the built-in {name}")
+    if name == IMAGE_CLASSIFICATION.name:  # its own rules say more about a channel than its specification can
+        specific = image_classification.problems(spec)
+        problems = [p for p in problems if p.path not in {s.path for s in specific}] + specific
     return problems
 
 

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dockyard.algorithms import sagemaker_builtin
+from dockyard.algorithm_spec import AlgorithmSpec
+from dockyard.algorithms import ALGORITHMS, metric_definitions_of, sagemaker_builtin
 
 JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 EXPERIMENT_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}$"
@@ -105,8 +106,11 @@ class AlgorithmSpecification(_Model):
 
     @property
     def builtin_name(self) -> str | None:
-        """The built-in this job runs: algorithm_name, or the one a SageMaker algorithm image URI names."""
-        return self.algorithm_name or sagemaker_builtin(self.training_image)
+        """The built-in this job runs: algorithm_name when it names one, or the one a SageMaker
+        algorithm image URI names; None for an image of the user's, or a registered algorithm."""
+        if self.algorithm_name:
+            return self.algorithm_name if self.algorithm_name in ALGORITHMS else None
+        return sagemaker_builtin(self.training_image)
 
     @model_validator(mode="after")
     def _image_or_algorithm(self) -> AlgorithmSpecification:
@@ -338,6 +342,9 @@ class TrainingJobSpec(_Model):
     # dockyard's own, set by dockyard.processing.as_job: this job is that processing job, carried by
     # the same stages; what its container sees differs (dockyard.contract's processing_* functions)
     processing: ProcessingJobSpec | None = None
+    # dockyard's own, set at validation: the registered algorithm algorithm_name names, as it was
+    # then (dockyard.algorithm_spec); the job keeps its copy if the algorithm is deleted
+    registered_algorithm: AlgorithmSpec | None = None
 
     _strings = field_validator("hyperparameters", mode="before")(_wire_strings)
 
@@ -376,6 +383,23 @@ class TrainingJobSpec(_Model):
         if twice:
             raise ValueError(f"input_data_config: channel names must be unique; repeated: {twice}")
         return self
+
+    @property
+    def image(self) -> str:
+        """The image the job runs: its own, its registered algorithm's, or its built-in's."""
+        algo = self.algorithm_specification
+        if self.registered_algorithm is not None:
+            return self.registered_algorithm.training_specification.training_image
+        builtin = algo.builtin_name
+        return ALGORITHMS[builtin].image if builtin else str(algo.training_image or algo.algorithm_name)
+
+    @property
+    def metric_pairs(self) -> list[tuple[str, str]]:
+        """The (name, regex) pairs to scrape: the spec's own, else its algorithm's defaults."""
+        given = [(m.name, m.regex) for m in self.algorithm_specification.metric_definitions]
+        if given or self.registered_algorithm is None:
+            return metric_definitions_of(self.algorithm_specification.builtin_name, given)
+        return [(m.name, m.regex) for m in self.registered_algorithm.training_specification.metric_definitions]
 
     @property
     def kind(self) -> str:

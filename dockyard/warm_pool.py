@@ -74,7 +74,7 @@ def match_key(spec: TrainingJobSpec) -> str:
     algorithm = spec.algorithm_specification
     wanted = {
         "instances": spec.resource_config.model_dump(mode="json", exclude={"keep_alive_period_in_seconds"}),
-        "image": algorithm.builtin_name or str(algorithm.training_image),
+        "image": algorithm.builtin_name or spec.image,
         "inputs": [c.model_dump(mode="json") for c in spec.input_data_config],
         "input_mode": algorithm.training_input_mode.value,
         "network_isolation": spec.enable_network_isolation,

@@ -100,7 +100,7 @@ class CheckpointSync:
             except (FileNotFoundError, NotADirectoryError):
                 return  # gone, or a folder on its way became a link: nothing of the container's to upload
             except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.EINVAL):
+                if exc.errno in (errno.ELOOP, errno.EINVAL, errno.ENXIO):  # a link, or no regular file (a socket)
                     log.warning("%s is no regular file of the folder's (a link?): not uploaded", relative)
                     return
                 raise

@@ -46,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from dockyard.algorithm_spec import AlgorithmSpec
 from dockyard.errors import DockyardError, LeaseHeld, StatusConflict, TransientInfraError
 from dockyard.outcome import StopKind, StopReason
 from dockyard.profiling import SystemSample
@@ -56,6 +57,7 @@ from dockyard.tuning_record import TuningRecord, from_description
 from dockyard.warm_pool import PoolStatus, WarmPool
 from infra.store_schema import (
     MIGRATING,
+    algorithms,
     job_metrics,
     job_tags,
     leases,
@@ -69,7 +71,7 @@ from infra.store_schema import (
 
 S = SecondaryStatus
 # The Alembic revision this code reads and writes (checked against the scripts by a test).
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 WRITE_ATTEMPTS = 50  # optimistic writes retried over concurrent changes of the same record
 
 
@@ -560,6 +562,52 @@ class JobStore:
         t = tuning_tags if tuning else job_tags
         with self.writing() as conn:
             conn.execute(delete(t).where(t.c.job_name == name, t.c.key.in_(keys)))
+
+    # -- algorithms -----------------------------------------------------------
+
+    def create_algorithm(self, algorithm: AlgorithmSpec) -> datetime:
+        """Register an algorithm; returns its creation time.
+
+        Raises:
+            DockyardError: an algorithm of that name is registered.
+        """
+        created = now()
+        if self.algorithm(algorithm.algorithm_name) is not None:
+            raise DockyardError(
+                f"algorithm_name: '{algorithm.algorithm_name}' is registered already — choose another name, "
+                "or delete it first (dockyard algorithms delete)"
+            )
+        try:
+            with self.writing() as conn:
+                conn.execute(insert(algorithms).values(
+                    name=algorithm.algorithm_name, creation_time=created, spec=algorithm.model_dump_json()
+                ))  # fmt: skip
+        except IntegrityError:
+            raise DockyardError(
+                f"algorithm_name: '{algorithm.algorithm_name}' is registered already — choose another name, "
+                "or delete it first (dockyard algorithms delete)"
+            ) from None
+        return created
+
+    def algorithm(self, name: str) -> tuple[AlgorithmSpec, datetime] | None:
+        """A registered algorithm and when it was registered, or None."""
+        with self.engine.connect() as conn:  # names are one whatever their case (an ARN holds them lowered)
+            row = conn.execute(select(algorithms).where(func.lower(algorithms.c.name) == name.lower())).first()
+        return (AlgorithmSpec.model_validate_json(row.spec), row.creation_time) if row else None
+
+    def algorithms(self, name_contains: str | None = None) -> list[tuple[AlgorithmSpec, datetime]]:
+        """The registered algorithms, by name."""
+        query = select(algorithms).order_by(algorithms.c.name)
+        if name_contains:
+            query = query.where(algorithms.c.name.contains(name_contains, autoescape=True))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(AlgorithmSpec.model_validate_json(r.spec), r.creation_time) for r in rows]
+
+    def delete_algorithm(self, name: str) -> bool:
+        """Unregister an algorithm; False when none had the name. Jobs that ran it keep their copy."""
+        with self.writing() as conn:
+            return bool(conn.execute(delete(algorithms).where(func.lower(algorithms.c.name) == name.lower())).rowcount)
 
     # -- tuning jobs ----------------------------------------------------------
 

@@ -205,3 +205,11 @@ warm_pools = Table(
     Column("reused_by", String(63), index=True),
     Column("cleaned", Boolean, nullable=False),  # a Terminated pool's folder is gone from its machine
 )
+
+algorithms = Table(
+    "algorithms",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("creation_time", UTCDateTime, nullable=False),
+    Column("spec", Text, nullable=False),  # dockyard.algorithm_spec.AlgorithmSpec as JSON
+)

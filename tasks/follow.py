@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 from dockyard import contract
-from dockyard.algorithms import metric_definitions_of
 from dockyard.outcome import HostExit
 from dockyard.record import MetricValue
 from dockyard.secrets import mask_text
@@ -36,9 +35,7 @@ LAST_LINES = 20
 
 def compile_definitions(spec: TrainingJobSpec) -> list[tuple[str, re.Pattern[str]]]:
     """The job's metric regexes, or its built-in algorithm's defaults, compiled."""
-    algo = spec.algorithm_specification
-    pairs = metric_definitions_of(algo.builtin_name, [(d.name, d.regex) for d in algo.metric_definitions])
-    return [(name, re.compile(regex)) for name, regex in pairs]
+    return [(name, re.compile(regex)) for name, regex in spec.metric_pairs]
 
 
 def scrape(line: str, definitions: list[tuple[str, re.Pattern[str]]]) -> list[tuple[str, float]]:

@@ -19,7 +19,7 @@ from prefect.exceptions import TerminationSignal
 from sqlalchemy.exc import SQLAlchemyError
 
 from dockyard import clarify, contract
-from dockyard.errors import SpotInterruption, StatusConflict, TransientInfraError
+from dockyard.errors import LeaseLost, SpotInterruption, StatusConflict, TransientInfraError
 from dockyard.fleet import Part
 from dockyard.outcome import Ending, HostExit, Outcome, StopKind, StopReason
 from dockyard.record import JobRecord
@@ -290,22 +290,38 @@ def monitor(
     for follower in followers:
         follower.start()
     # A Clarify job's served model (tasks/run.py plan_shadow): its lines too, until the processors end.
-    shadow_id = docker_engine.job_containers(name).get(clarify.SHADOW_HOST) if spec.processing else None
+    shadow_id = _served_model_container(spec)
     shadow = Follower(clarify.SHADOW_HOST, shadow_id, settings, name, [], logger, since, hidden) if shadow_id else None
     if shadow is not None:
         shadow.start()
     profiler = Profiler(spec, provisioned, containers, settings, scrapes=bool(definitions))
     if profiler.needed:
         profiler.start()
+    handed_on = False  # another orchestrator has the job: what serves it is its to stop
     try:
         outcome = _watch(spec, provisioned, containers, settings, reattached, followers, hidden, parts)
+    except LeaseLost:
+        handed_on = True
+        raise
     finally:
         profiler.halt.set()  # on the way out of a failure too: no sampling of containers that are gone
-        if shadow is not None and shadow_id is not None:
+        if shadow is not None and shadow_id is not None and not handed_on:
             stop_all([shadow_id], 2)
             shadow.join(timeout=10)
     profiler.finish(final=outcome.ending is not Ending.INTERRUPTED)  # an interrupted job comes back
     return outcome
+
+
+def _served_model_container(spec: TrainingJobSpec) -> str | None:
+    """The container serving a Clarify job's model (tasks/run.py plan_shadow), if the job has one
+    and the engine answers."""
+    model = spec.processing.analyzed_model if spec.processing else None
+    if model is None or model.image is None:
+        return None
+    try:
+        return docker_engine.job_containers(spec.training_job_name).get(clarify.SHADOW_HOST)
+    except Exception:  # noqa: BLE001 - its lines are a help, not the job's: the watch goes on without them
+        return None
 
 
 def _watch(

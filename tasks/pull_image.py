@@ -17,7 +17,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard.algorithms import ALGORITHMS
-from dockyard.errors import InfraError
+from dockyard.errors import ClientError, InfraError
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
@@ -60,7 +60,7 @@ def plan_pull_image(spec: TrainingJobSpec, base_image: str | None, images_dir: s
             build_target=algo.build_target,
             build_args={"BASE_IMAGE": base_image} if base_image else {},
         )
-    return plan_image(str(spec.algorithm_specification.training_image))
+    return plan_image(spec.image)
 
 
 def plan_image(image: str) -> PullImagePlan:
@@ -117,6 +117,14 @@ def pull_image(spec: TrainingJobSpec, settings: Settings, as_part: bool = False)
         job_log.report(settings.home, name, message)
 
     digest = obtain(plan, report)
+    registered = spec.registered_algorithm
+    pinned = registered.training_specification.training_image_digest if registered else None
+    here = {digest.split("@")[-1].lower(), (docker_engine.image_id(plan.image) or "").lower()}  # manifest or id
+    if registered and pinned and pinned.lower() not in here:
+        raise ClientError(
+            f"algorithm {registered.algorithm_name} pins its image {plan.image} at {pinned}, but the image here is "
+            f"{digest} — pull the algorithm's own image, or register the algorithm again with this digest"
+        )
     store.update(name, training_image=plan.image, training_image_digest=digest)
     report(f"image {plan.image} is {digest}")
     model = spec.processing.analyzed_model if spec.processing else None

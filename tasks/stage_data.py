@@ -312,6 +312,8 @@ def stage_code(code: script_mode.CodeSource, folder: str, endpoint_url: str | No
         return len(objects)
     archive = folder + ".tar.gz"
     exact = [o for o in objects if o.uri == code.uri] or objects[:1]
+    if not exact:
+        raise JobSpecError(f"{code.field}: {code.uri} holds nothing — check the URI")
     storage.download(exact[0], archive, endpoint_url)
     try:
         with tarfile.open(archive) as tar:

@@ -15,8 +15,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from pydantic import ValidationError
 
-from dockyard.algorithms import metric_definitions_of
-from dockyard.errors import JobSpecError
+from dockyard.algorithm_spec import check_objective
+from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.instances import INSTANCE_TYPES
 from dockyard.loading import build_job, field_problem, from_sagemaker_request, looks_like_sagemaker_request
 from dockyard.record import JobRecord
@@ -38,7 +38,7 @@ from dockyard.tuning_record import TuningRecord, warm_start_problems, warm_start
 from infra import catalog, docker_engine
 from infra import secrets as secret_blocks
 from infra.job_store import JobStore, now, open_store
-from tasks.validate import check_runnable
+from tasks.validate import check_runnable, resolve_algorithm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -100,12 +100,23 @@ def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
         raise JobSpecError(
             [p.__class__(f"training_job_definition.{p.path}", p.problem, p.fix) for p in exc.problems]
         ) from None
-    algo = training.algorithm_specification
-    metrics = [
-        n for n, _ in metric_definitions_of(algo.builtin_name, [(m.name, m.regex) for m in algo.metric_definitions])
-    ]
+    training = resolve_algorithm(training, settings)
+    metrics = [n for n, _ in training.metric_pairs]
     static = spec.training_job_definition.get("static_hyper_parameters") or {}
     check_tuning(spec, metrics, static)
+    if training.registered_algorithm is not None:  # its tuning objectives, and only its tunable hyperparameters
+        objective = config.hyper_parameter_tuning_job_objective
+        problems = check_objective(training.registered_algorithm, objective.metric_name, objective.type.value)
+        for name in config.parameter_ranges.names():
+            hp = training.registered_algorithm.training_specification.hyperparameter(name)
+            if hp is not None and not hp.is_tunable:
+                problems.append(FieldProblem(
+                    "hyper_parameter_tuning_job_config.parameter_ranges",
+                    f"algorithm {training.registered_algorithm.algorithm_name} does not let {name} be tuned",
+                    "give it as a static hyperparameter",
+                ))  # fmt: skip
+        if problems:
+            raise JobSpecError(problems)
     check_runnable(training, settings, literals)
     store = open_store(settings)
     taken = store.tuning(spec.hyper_parameter_tuning_job_name)

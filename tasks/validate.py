@@ -18,6 +18,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard import clarify, debugger, script_mode, secrets
+from dockyard.algorithm_spec import with_defaults
 from dockyard.errors import DockyardError, JobSpecError, LeaseHeld, LeaseLost
 from dockyard.loading import build_job, build_processing_job, parse_document
 from dockyard.processing import as_job
@@ -65,6 +66,9 @@ def plan_validate(spec: TrainingJobSpec, host: HostFacts) -> ValidatePlan:
     writable: tuple[Location, ...] = (
         Location(field="output_data_config.s3_output_path", uri=spec.output_data_config.s3_output_path),
     )
+    model = spec.processing.analyzed_model if spec.processing else None
+    if model is not None:
+        readable += (Location(field="analysis_config.json: predictor.model_name", uri=model.model_data),)
     if spec.processing is not None:
         writable += tuple(
             Location(field=f"processing_output_config.outputs[{i}].s3_output.s3_uri", uri=o.s3_output.s3_uri)
@@ -111,6 +115,23 @@ def same_job(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
         return secrets.as_references(named)[0].model_dump(exclude={"training_job_name"})
 
     return shown(a) == shown(b)
+
+
+def resolve_algorithm(spec: TrainingJobSpec, settings: Settings) -> TrainingJobSpec:
+    """A job that names a registered algorithm (by name or ARN), with the algorithm's specification
+    as it is now and its default hyperparameters for those the job leaves out; any other job as it is.
+    An unknown name is left for the rules to report, with the names there are."""
+    algo = spec.algorithm_specification
+    if spec.registered_algorithm is not None or not algo.algorithm_name or algo.builtin_name:
+        return spec
+    name = algo.algorithm_name.rsplit(":algorithm/", 1)[-1]  # an ARN names it after algorithm/
+    found = open_store(settings).algorithm(name)
+    if found is None:
+        return spec
+    registered = found[0]
+    return spec.model_copy(
+        update={"registered_algorithm": registered, "hyperparameters": with_defaults(registered, spec.hyperparameters)}
+    )
 
 
 def check_runnable(spec: TrainingJobSpec, settings: Settings, pending_secrets: Collection[str] = ()) -> None:
@@ -181,7 +202,7 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
         JobRunning: a live orchestrator is running the job already.
     """
     store = open_store(settings)
-    spec = build_job(doc, home=str(settings.home), now=now())
+    spec = resolve_algorithm(build_job(doc, home=str(settings.home), now=now()), settings)
     if not (doc.get("training_job_name") or doc.get("TrainingJobName")):
         orphans = (r for r in store.unfinished() if not store.lease_live(lease_name(r.name)))
         spec = next((r.spec for r in orphans if same_job(r.spec, spec)), spec)

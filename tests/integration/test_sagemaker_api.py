@@ -494,7 +494,7 @@ def test_mutated_create_requests_get_an_error_naming_the_problem_and_create_noth
     assert len(seen) >= 60
 
 
-def _sdk(api: Api, scenario: str, **args: str) -> tuple[dict[str, Any], str]:
+def _sdk(api: Api, scenario: str, **args: Any) -> tuple[dict[str, Any], str]:
     env = {
         **os.environ,
         "AWS_ENDPOINT_URL_SAGEMAKER": api.url,
@@ -590,6 +590,21 @@ def test_the_sagemaker_sdk_fits_tails_logs_attaches_and_reports_a_failure(
 
     failed, _ = _sdk(api, "fail", **args)
     assert "Failed" in failed["error"] and "the probe was told to fail" in failed["error"]
+
+
+def test_the_sagemaker_sdks_algorithm_estimator_trains_an_algorithm_registered_through_the_api(
+    api: Api, bucket: str, test_images: dict[str, str]
+) -> None:
+    from dockyard.wire import to_pascal
+    from tests.integration.test_algorithms import specification
+
+    name = unique("vendor")
+    request = to_pascal(specification(test_images["probe"], name))
+    args = {"algorithm": request, "train": f"s3://{bucket}/train", "output": f"s3://{bucket}/vendor"}
+    result, _ = _sdk(api, "algorithm", **args)
+    assert result["described"]["mode"] == "branin" and result["described"]["epochs"] == "3"  # the defaults
+    assert name in result["listed"] and name not in result["after_delete"]
+    assert "ml.c5.xlarge" in result["sdk_refused"]
 
 
 def test_the_sagemaker_sdk_tunes_and_boto3_lists_the_trials(api: Api, bucket: str, test_images: dict[str, str]) -> None:

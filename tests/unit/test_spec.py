@@ -146,12 +146,12 @@ def test_dockyard_home_is_expanded() -> None:
         ({"output_data_config": {"s3_output_path": "file://relative/x"}}, "needs an absolute path"),
         (
             {"algorithm_specification": {"algorithm_name": "xgboost", "training_input_mode": "Pipe"}},
-            "algorithm_specification.training_input_mode: the built-in xgboost reads its channels in File mode, "
+            "algorithm_specification.training_input_mode: the built-in xgboost reads channel train in File mode, "
             "not Pipe — set it to File",
         ),
         (
             {"input_data_config": [{"channel_name": "train", "input_mode": "FastFile", **S3_TRAIN}]},
-            "input_data_config[0].input_mode: the built-in xgboost reads its channels in File mode, not FastFile",
+            "input_data_config[0].input_mode: the built-in xgboost reads channel train in File mode, not FastFile",
         ),
     ],
 )

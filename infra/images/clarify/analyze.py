@@ -182,26 +182,35 @@ class Booster:
 
         return np.asarray(self.booster.predict(xgboost.DMatrix(features.values), output_margin=margin))
 
-    def labels(self, features: pd.DataFrame) -> None:  # noqa: ARG002 - an XGBoost model gives scores
-        return None
+    def predicted(self, features: pd.DataFrame, threshold: float) -> list:
+        return [int(s > threshold) for s in self.scores(features)]
 
 
 class Endpoint:
-    """A model served by SageMaker's inference contract: POST /invocations, rows in, answers out."""
+    """A model served by SageMaker's inference contract: POST /invocations, rows in, answers out,
+    read as SageMaker Clarify reads them (predictor's content_type, content_template, accept_type,
+    label, probability, label_headers)."""
 
     tree = False
 
-    def __init__(self, url: str, predictor: dict) -> None:
+    def __init__(self, url: str, predictor: dict, dataset_type: str) -> None:
         self.url = url.rstrip("/")
-        self.content_type = str(predictor.get("content_type", "text/csv")).lower()
-        self.accept_type = str(predictor.get("accept_type", self.content_type)).lower()
+        given = dataset_type if dataset_type in ("text/csv", "application/jsonlines") else "text/csv"
+        self.content_type = str(predictor.get("content_type") or given).lower()  # the SDK's default: the dataset's
+        self.accept_type = str(predictor.get("accept_type") or self.content_type).lower()
         for field, value in (("content_type", self.content_type), ("accept_type", self.accept_type)):
             if value not in ("text/csv", "application/jsonlines"):
                 raise AnalysisError(
                     f"predictor.{field}: '{value}' is not one dockyard's processor speaks to a model — "
                     "use text/csv or application/jsonlines"
                 )
+        self.template = str(predictor.get("content_template") or '{"features":$features}')
+        if self.content_type == "application/jsonlines" and "$features" not in self.template:
+            raise AnalysisError("predictor.content_template: it has no $features placeholder — put one where the "
+                                "row's features go, e.g. {\"features\":$features}")  # fmt: skip
         self.label, self.probability = predictor.get("label"), predictor.get("probability")
+        self.headers = predictor.get("label_headers")
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
 
     def wait(self) -> None:
         """Until the model answers GET /ping, as Clarify waits for its shadow endpoint."""
@@ -209,7 +218,7 @@ class Endpoint:
         last = ""
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=5) as answer:
+                with self.opener.open(f"{self.url}/ping", timeout=5) as answer:
                     if answer.status == 200:
                         return
                     last = f"HTTP {answer.status}"
@@ -230,14 +239,14 @@ class Endpoint:
             if self.content_type == "text/csv":
                 body = batch.to_csv(header=False, index=False)
             else:
-                body = "".join(json.dumps({"features": row}) + "\n" for row in batch.values.tolist())
+                body = "".join(self.template.replace("$features", json.dumps(row)) + "\n" for row in batch.values.tolist())
             request = urllib.request.Request(
                 f"{self.url}/invocations",
                 data=body.encode(),
                 headers={"Content-Type": self.content_type, "Accept": self.accept_type},
             )
             try:
-                with urllib.request.urlopen(request, timeout=60) as answer:
+                with self.opener.open(request, timeout=60) as answer:
                     text = answer.read().decode()
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode(errors="replace")[:300]
@@ -253,13 +262,22 @@ class Endpoint:
                     f"predictor: the model answered {len(lines)} lines for {len(batch)} rows — it must answer "
                     f"one line per row ({self.accept_type})"
                 )
-            if self.accept_type == "text/csv":
-                answers += [line.split(",") for line in lines]
-            else:
-                answers += [json.loads(line) for line in lines]
+            try:
+                answers += [_csv_answer(line) for line in lines] if self.accept_type == "text/csv" else \
+                    [json.loads(line) for line in lines]  # fmt: skip
+            except ValueError:
+                raise AnalysisError(f"predictor.accept_type: the model's answer {lines[0][:200]!r} is not "
+                                    f"{self.accept_type} — set accept_type to what it answers") from None  # fmt: skip
         return answers
 
     def _pick(self, answers: list, key: object, field: str) -> list:
+        if key is None:
+            if any(isinstance(a, dict) for a in answers):
+                raise AnalysisError(
+                    f"predictor: the model answers {str(answers[0])[:200]} — name its score with predictor.probability "
+                    "or its predicted label with predictor.label"
+                )
+            return [a[0] if isinstance(a, list) and len(a) == 1 else a for a in answers]
         picked = []
         for answer in answers:
             try:
@@ -267,40 +285,62 @@ class Endpoint:
             except (KeyError, IndexError, TypeError):
                 raise AnalysisError(
                     f"predictor.{field}: {key!r} is not in the model's answer {str(answer)[:200]} — "
-                    f"name the key{' or index' if self.accept_type == 'text/csv' else ''} that holds it"
+                    "name the key (JSON) or index (CSV) that holds it"
                 ) from None
         return picked
 
     def scores(self, features: pd.DataFrame, margin: bool = False) -> np.ndarray:  # noqa: ARG002
-        answers = self._answers(features)
-        if self.probability is not None:
-            picked = self._pick(answers, self.probability, "probability")
-        elif self.accept_type == "text/csv":
-            picked = [row[0] for row in answers]
-        else:
-            picked = [a if not isinstance(a, dict) else next(iter(a.values()), None) for a in answers]
+        """One score per row (SHAP explains it): predictor.probability's, else the answer itself."""
+        key = self.probability if self.probability is not None else self.label
+        picked = self._pick(self._answers(features), key, "probability")
+        if any(isinstance(p, list) for p in picked):
+            raise AnalysisError(
+                "methods.shap: the model answers several scores a row (one per class); dockyard explains one score — "
+                "serve the positive class's score, and name it with predictor.probability"
+            )
         try:
             return np.asarray(picked, dtype=float)
         except (TypeError, ValueError):
             raise AnalysisError(
                 f"predictor: the model's answers are not scores ({str(picked[:3])[:200]}) — name the score with "
-                "predictor.probability, or the predicted label with predictor.label"
+                "predictor.probability"
             ) from None
 
-    def labels(self, features: pd.DataFrame) -> list | None:
-        """The predicted labels, when predictor.label says where the answer holds them."""
-        if self.label is None:
-            return None
-        return [_number(v) for v in self._pick(self._answers(features), self.label, "label")]
+    def predicted(self, features: pd.DataFrame, threshold: float) -> list:
+        """The predicted label of each row: predictor.label's (a probability there cut at the threshold),
+        else the class of the highest of several scores (named by label_headers), else the score cut at
+        the threshold."""
+        answers = self._answers(features)
+        if self.label is not None:
+            labels = self._pick(answers, self.label, "label")
+            if all(isinstance(v, float) and not v.is_integer() and 0 <= v <= 1 for v in labels):
+                return [int(v > threshold) for v in labels]  # label names a probability, as the SDK documents
+            return labels
+        picked = self._pick(answers, self.probability, "probability")
+        if picked and all(isinstance(p, list) for p in picked):
+            best = [int(np.argmax(p)) for p in picked]
+            headers = self.headers
+            return [headers[i] for i in best] if headers and len(headers) == len(picked[0]) else best
+        try:
+            return [int(float(v) > threshold) for v in picked]
+        except (TypeError, ValueError):
+            return picked  # labels, as the dataset's
+
+
+def _csv_answer(line: str) -> object:
+    """One CSV answer line: a value, or a list of values, each a number where it spells one."""
+    fields = [_number(v) for v in line.split(",")]
+    return fields[0] if len(fields) == 1 else fields
 
 
 def _number(value: object) -> object:
     """A CSV answer's field as the number it spells, else as it is."""
     if isinstance(value, str):
+        value = value.strip()
         try:
             return float(value) if any(c in value for c in ".eE") else int(value)
         except ValueError:
-            return value.strip()
+            return value
     return value
 
 
@@ -310,7 +350,7 @@ def load_model(config: dict) -> Booster | Endpoint | None:
     if path.exists():
         return Booster(path)
     if ENDPOINT:
-        endpoint = Endpoint(ENDPOINT, config.get("predictor") or {})
+        endpoint = Endpoint(ENDPOINT, config.get("predictor") or {}, config.get("dataset_type", "text/csv"))
         endpoint.wait()
         return endpoint
     if MODEL.is_dir() and any(MODEL.iterdir()):
@@ -346,20 +386,15 @@ def features_of(config: dict, df: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def predictions(config: dict, df: pd.DataFrame, label: str, model: Booster | Endpoint | None) -> pd.Series | None:
-    """The predicted labels: a column of the dataset (`predicted_label`), else the model's: its
-    labels (predictor.label), or its scores cut at `probability_threshold` (0.5)."""
+    """The predicted labels: a column of the dataset (`predicted_label`), else the model's (see
+    Endpoint.predicted), scores cut at `probability_threshold` (0.5)."""
     predicted = config.get("predicted_label")
     if isinstance(predicted, str) and predicted in df.columns:
         return df[predicted]
     if model is None:
         return None
-    features = features_of(config, df, label)
-    labels = model.labels(features)
-    if labels is not None:
-        return pd.Series(labels, index=df.index, name="predicted_label")
-    scores = model.scores(features)
     threshold = float(config.get("probability_threshold", 0.5))
-    return pd.Series((scores > threshold).astype(int), index=df.index, name="predicted_label")
+    return pd.Series(model.predicted(features_of(config, df, label), threshold), index=df.index, name="predicted_label")
 
 
 def bias(stage: str, config: dict, df: pd.DataFrame, parts: tuple, predicted: pd.Series | None) -> dict:
@@ -513,8 +548,9 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     analysis: dict = {"version": "1.0"}
     try:
+        found = CONFIG if CONFIG.exists() else next(iter(sorted(CONFIG.parent.glob("*.json"))), CONFIG)
         try:
-            config = json.loads(CONFIG.read_text())
+            config = json.loads(found.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise AnalysisError(f"analysis_config.json: cannot be read ({exc}) — give it as the config input") from None
         methods = config.get("methods") or {}

@@ -132,4 +132,34 @@ elif args["scenario"] == "clarify":
     result["model_job"] = trainer.latest_training_job.name
     result["post_job"] = processor.latest_job.job_name
     result["post_status"] = processor.latest_job.describe()["ProcessingJobStatus"]
+elif args["scenario"] == "algorithm":
+    from sagemaker.algorithm import AlgorithmEstimator
+
+    client = session.sagemaker_client
+    arn = client.create_algorithm(**args["algorithm"])["AlgorithmArn"]
+    vendor = AlgorithmEstimator(
+        algorithm_arn=arn,
+        role="arn:aws:iam::111111111111:role/dockyard",
+        instance_count=1,
+        instance_type="ml.m5.large",
+        output_path=args["output"],
+        sagemaker_session=session,
+        hyperparameters={"x1": 3.14},
+    )
+    vendor.fit({"train": args["train"]}, logs=False)
+    result["job"] = vendor.latest_training_job.name
+    result["described"] = client.describe_training_job(TrainingJobName=result["job"])["HyperParameters"]
+    result["listed"] = [a["AlgorithmName"] for a in client.list_algorithms()["AlgorithmSummaryList"]]
+    try:
+        AlgorithmEstimator(
+            algorithm_arn=arn,
+            role="arn:aws:iam::111111111111:role/dockyard",
+            instance_count=1,
+            instance_type="ml.c5.xlarge",
+            sagemaker_session=session,
+        )
+    except ValueError as exc:  # the SDK's own check, from DescribeAlgorithm's answer
+        result["sdk_refused"] = str(exc)
+    client.delete_algorithm(AlgorithmName=arn)
+    result["after_delete"] = [a["AlgorithmName"] for a in client.list_algorithms()["AlgorithmSummaryList"]]
 print("\nRESULT " + json.dumps(result), flush=True)  # on a line of its own: waits print progress dots
