@@ -51,9 +51,8 @@ def describe(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 def list_algorithms(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     query = {k: v for k, v in params.items() if k not in ("NextToken", "MaxResults")}
     rows = ctx.store.algorithms(params.get("NameContains"))
-    after, before = params.get("CreationTimeAfter"), params.get("CreationTimeBefore")
-    rows = [r for r in rows if (after is None or r[1].timestamp() > float(after))
-            and (before is None or r[1].timestamp() < float(before))]  # fmt: skip
+    after, before = params.get("CreationTimeAfter"), params.get("CreationTimeBefore")  # datetimes, parsed
+    rows = [r for r in rows if (after is None or r[1] > after) and (before is None or r[1] < before)]
     by_name = params.get("SortBy", "CreationTime") == "Name"
     rows.sort(key=lambda r: r[0].algorithm_name if by_name else r[1], reverse=params.get("SortOrder") == "Descending")
     offset, limit = page_offset(params.get("NextToken"), query), int(params.get("MaxResults", 10))

@@ -13,6 +13,7 @@ image, the default hyperparameters and the metric definitions.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -64,13 +65,22 @@ class HyperParameterSpecification(_Model):
 
     @model_validator(mode="after")
     def _range(self) -> HyperParameterSpecification:
+        kinds = {ParameterType.INTEGER: "integer", ParameterType.CONTINUOUS: "continuous",
+                 ParameterType.CATEGORICAL: "categorical"}  # fmt: skip
+        given = [k for k, v in (self.range.model_dump(exclude_none=True) if self.range else {}).items() if v]
+        wanted = f"{kinds[self.type]}_parameter_range_specification" if self.type in kinds else None
+        if any(k != wanted for k in given):
+            raise ValueError(
+                f"{self.name}: a {self.type.value} hyperparameter's range is its {wanted or 'none'}, not {given} — "
+                "give the range that matches its type"
+            )
         low, high = self.bounds()
         if low > high:
-            raise ValueError(f"{self.name}: its range's min_value {low:g} is above its max_value {high:g}")
+            raise ValueError(f"{self.name}: its range's min_value {low:g} is above its max_value {high:g} — swap them")
         if self.default_value is not None:
             wrong = self.check(self.default_value)
             if wrong:
-                raise ValueError(f"{self.name}: default_value '{self.default_value}' {wrong}")
+                raise ValueError(f"{self.name}: default_value '{self.default_value}' {wrong} — fix the default")
         if self.is_tunable and self.type is ParameterType.FREE_TEXT:
             raise ValueError(f"{self.name}: a FreeText hyperparameter cannot be tunable")
         return self
@@ -129,14 +139,27 @@ def _number(text: str, kind: ParameterType, what: str) -> float:
         raise ValueError(
             f"{what} '{text}' is not {'an integer' if kind is ParameterType.INTEGER else 'a number'}"
         ) from None
-    if math.isnan(number):
-        raise ValueError(f"{what} is NaN, not a number")
+    if not math.isfinite(number):
+        raise ValueError(f"{what} '{text}' is not a finite number")
     return number
 
 
 class MetricDefinition(_Model):
     name: str = Field(min_length=1, max_length=255)
     regex: str = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _one_group(self) -> MetricDefinition:
+        try:
+            groups = re.compile(self.regex).groups
+        except re.error as exc:
+            raise ValueError(f"metric {self.name}: regex does not compile ({exc}) — fix the pattern") from None
+        if groups != 1:
+            raise ValueError(
+                f"metric {self.name}: regex must have exactly one capture group (the value), has {groups} — "
+                "wrap the number in (...) and make other groups (?:...)"
+            )
+        return self
 
 
 class ChannelSpecification(_Model):
@@ -245,8 +268,10 @@ def check_job(algorithm: AlgorithmSpec, job: Any, label: str = "") -> list[Field
                 f"{of} reads channel {wanted.name} in {' or '.join(wanted.supported_input_modes)} mode, not {mode}",
                 f"set it to {wanted.supported_input_modes[0]}",
             ))  # fmt: skip
-        media = (channel.content_type or "").split(";")[0].strip()  # text/csv;label_size=1 is text/csv
-        if media and media not in wanted.supported_content_types:
+        stated = (channel.content_type or "").strip().lower()
+        accepted = {t.lower() for t in wanted.supported_content_types}
+        media = stated.split(";")[0].strip()  # text/csv;label_size=1 is text/csv
+        if stated and "*/*" not in accepted and stated not in accepted and media not in accepted:
             problems.append(FieldProblem(
                 f"{at}.content_type", f"{of} reads channel {wanted.name} as "
                 f"{', '.join(wanted.supported_content_types)}, not {channel.content_type}",
@@ -262,7 +287,8 @@ def check_job(algorithm: AlgorithmSpec, job: Any, label: str = "") -> list[Field
     for channel in spec.training_channels:
         if channel.is_required and channel.name not in given:
             problems.append(FieldProblem(
-                "input_data_config", f"{of} needs a '{channel.name}' channel ({channel.description or 'required'})",
+                "input_data_config",
+                f"{of} needs a '{channel.name}' channel" + (f" ({channel.description})" if channel.description else ""),
                 f"add a channel with channel_name: {channel.name}",
             ))  # fmt: skip
     known = [h.name for h in spec.supported_hyper_parameters]
@@ -312,6 +338,10 @@ def describe_algorithm(algorithm: AlgorithmSpec, created: datetime, arn: str) ->
     from dockyard.wire import to_pascal
 
     body = to_pascal(algorithm.model_dump(mode="json", exclude_none=True, exclude={"algorithm_version"}))
+    for hp in body["TrainingSpecification"].get("SupportedHyperParameters", []):
+        ranges = hp.get("Range", {})
+        if any(not {"MinValue", "MaxValue"} <= set(r) for k, r in ranges.items() if "Categorical" not in k):
+            del hp["Range"]  # a built-in's unbounded side: SageMaker's ranges have both (the SDK reads both)
     return {**body, "AlgorithmArn": arn, "CreationTime": created.isoformat(), "AlgorithmStatus": "Completed",
             "AlgorithmStatusDetails": {}, "AlgorithmVersion": algorithm.algorithm_version}  # fmt: skip
 
@@ -325,8 +355,9 @@ def builtin_spec(algorithm: Algorithm) -> AlgorithmSpec:
     hyperparameters = []
     for name, hp in algorithm.hyperparameters.items():
         kind = _TYPES[hp.kind]
+        shown = (lambda v: str(int(v))) if kind is ParameterType.INTEGER else repr  # never 1e+06 for an integer
         bounds = NumericRange(
-            min_value=None if hp.min is None else f"{hp.min:g}", max_value=None if hp.max is None else f"{hp.max:g}"
+            min_value=None if hp.min is None else shown(hp.min), max_value=None if hp.max is None else shown(hp.max)
         )
         if kind is ParameterType.INTEGER:
             ranges: ParameterRange | None = ParameterRange(integer_parameter_range_specification=bounds)

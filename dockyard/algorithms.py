@@ -169,7 +169,7 @@ IMAGE_CLASSIFICATION = Algorithm(
         "train_lst": ("application/x-image", "text/plain"),
         "validation_lst": ("application/x-image", "text/plain"),
         "model": _MODEL,
-        "pretrained": _MODEL,
+        "pretrained": ("*/*",),  # torchvision weights, whatever their type
     },
     hyperparameters={
         "num_classes": HyperparameterSpec(kind=_I, required=True, min=2, description="number of output classes"),

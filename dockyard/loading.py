@@ -214,10 +214,20 @@ def build_algorithm(doc: dict[str, Any]) -> AlgorithmSpec:
     if looks_like_sagemaker_request(doc):
         doc = to_snake(doc)
     doc = {k: v for k, v in doc.items() if k not in ("tags", "inference_specification", "validation_specification")}
+    training = doc.get("training_specification")
+    if isinstance(training, dict):  # accepted, not used: dockyard stages only the job's own channels
+        doc["training_specification"] = {k: v for k, v in training.items() if k != "additional_s3_data_source"}
     try:
         algorithm = AlgorithmSpec.model_validate(doc)
     except ValidationError as exc:
         raise JobSpecError([field_problem(e, AlgorithmSpec) for e in exc.errors()]) from None
+    unbounded = [
+        h.name for h in algorithm.training_specification.supported_hyper_parameters
+        if h.numeric_range is not None and None in (h.numeric_range.min_value, h.numeric_range.max_value)
+    ]  # fmt: skip
+    if unbounded:
+        raise JobSpecError(f"training_specification.supported_hyper_parameters: {unbounded} have a range without "
+                           "both min_value and max_value — give both, as CreateAlgorithm does")  # fmt: skip
     if algorithm.algorithm_name.lower() in {n.lower() for n in BUILTINS}:
         raise JobSpecError(f"algorithm_name: '{algorithm.algorithm_name}' is a built-in's name — choose another name")
     return algorithm

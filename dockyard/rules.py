@@ -90,7 +90,8 @@ def _algorithm(spec: TrainingJobSpec) -> list[FieldProblem]:
     problems = check_registered(BUILTINS[name], spec, label=f"the built-in {name}")
     if name == IMAGE_CLASSIFICATION.name:  # its own rules say more about a channel than its specification can
         specific = image_classification.problems(spec)
-        problems = [p for p in problems if p.path not in {s.path for s in specific}] + specific
+        said = {s.path for s in specific if s.path.endswith(".content_type")}
+        problems = [p for p in problems if p.path not in said] + specific
     return problems
 
 
@@ -278,7 +279,7 @@ def _script(spec: TrainingJobSpec) -> list[FieldProblem]:
         problems.append(
             FieldProblem(
                 "source_dir",
-                "a built-in algorithm runs its own code, not a script",
+                "an algorithm (a built-in or a registered one) runs its own code, not a script",
                 "give training_image (a framework image such as dockyard/pytorch:2.13) instead of algorithm_name",
             )
         )

@@ -109,7 +109,8 @@ class AlgorithmSpecification(_Model):
         """The built-in this job runs: algorithm_name when it names one, or the one a SageMaker
         algorithm image URI names; None for an image of the user's, or a registered algorithm."""
         if self.algorithm_name:
-            return self.algorithm_name if self.algorithm_name in ALGORITHMS else None
+            name = self.algorithm_name.rsplit(":algorithm/", 1)[-1].lower()  # its name, or its ARN
+            return name if name in ALGORITHMS else None
         return sagemaker_builtin(self.training_image)
 
     @model_validator(mode="after")

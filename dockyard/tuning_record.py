@@ -111,10 +111,12 @@ class TuningRecord(BaseModel):
 
 
 def shown_definition(definition: dict[str, Any]) -> dict[str, Any]:
-    """A training job definition as answered: literal secrets masked (references stay)."""
+    """A training job definition as answered: literal secrets masked (references stay), and
+    without the copy of its registered algorithm that dockyard pins its trials to."""
     return {
         k: masked(v) if k in DEFINITION_SECRET_MAPS.values() and isinstance(v, dict) else v
         for k, v in definition.items()
+        if k != "registered_algorithm"
     }
 
 

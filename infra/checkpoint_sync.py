@@ -138,16 +138,17 @@ class CheckpointSync:
                 elif isinstance(event, FileDeletedEvent):
                     sync._safely(sync._delete, sync._relative(event.src_path))
 
+        there = local_files(self.folder)  # before the watch: what the container wrote first (it starts first)
         self.observer = Observer()
         self.observer.schedule(Handler(), self.folder, recursive=True)
         self.observer.start()
-        # What the container wrote before the watch began (it starts first) is uploaded too.
-        threading.Thread(target=self._scan, args=(self.folder,), name="sync-scan", daemon=True).start()
+        threading.Thread(target=self._scan, args=(self.folder, there), name="sync-scan", daemon=True).start()
 
-    def _scan(self, folder: str) -> None:
-        """Upload the files of a new folder that sit still (a file still being
-        written changes between the two looks, and its close uploads it later)."""
-        before = local_files(folder)
+    def _scan(self, folder: str, before: dict[str, Signature] | None = None) -> None:
+        """Upload the files of a new folder (or those `before` lists, found there before the watch
+        began) that sit still: a file still being written changes between the two looks, and its
+        close uploads it later; a file made once the watch is on is the watch's alone."""
+        before = local_files(folder) if before is None else before
         time.sleep(NEW_FOLDER_SCAN_DELAY)
         for relative, signature in local_files(folder).items():
             if before.get(relative) == signature:

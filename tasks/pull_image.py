@@ -17,7 +17,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard.algorithms import ALGORITHMS
-from dockyard.errors import ClientError, InfraError
+from dockyard.errors import InfraError
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
@@ -61,6 +61,12 @@ def plan_pull_image(spec: TrainingJobSpec, base_image: str | None, images_dir: s
             build_args={"BASE_IMAGE": base_image} if base_image else {},
         )
     return plan_image(spec.image)
+
+
+def repository(image: str) -> str:
+    """An image reference without its tag or digest: registry.host:5000/team/name:1 -> registry.host:5000/team/name."""
+    head, _, last = image.split("@", 1)[0].rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
 
 
 def plan_image(image: str) -> PullImagePlan:
@@ -116,15 +122,12 @@ def pull_image(spec: TrainingJobSpec, settings: Settings, as_part: bool = False)
     def report(message: str) -> None:
         job_log.report(settings.home, name, message)
 
-    digest = obtain(plan, report)
     registered = spec.registered_algorithm
     pinned = registered.training_specification.training_image_digest if registered else None
-    here = {digest.split("@")[-1].lower(), (docker_engine.image_id(plan.image) or "").lower()}  # manifest or id
-    if registered and pinned and pinned.lower() not in here:
-        raise ClientError(
-            f"algorithm {registered.algorithm_name} pins its image {plan.image} at {pinned}, but the image here is "
-            f"{digest} — pull the algorithm's own image, or register the algorithm again with this digest"
-        )
+    if registered and pinned:  # its own image, whatever its tag names now: by id here, else by digest from a registry
+        plan = plan_image(pinned if docker_engine.image_id(pinned) else f"{repository(plan.image)}@{pinned}")
+        report(f"algorithm {registered.algorithm_name} pins its image at {pinned}")
+    digest = obtain(plan, report)
     store.update(name, training_image=plan.image, training_image_digest=digest)
     report(f"image {plan.image} is {digest}")
     model = spec.processing.analyzed_model if spec.processing else None

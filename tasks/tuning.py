@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from pydantic import ValidationError
 
-from dockyard.algorithm_spec import check_objective
+from dockyard.algorithm_spec import AlgorithmSpec, check_objective
 from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.instances import INSTANCE_TYPES
 from dockyard.loading import build_job, field_problem, from_sagemaker_request, looks_like_sagemaker_request
@@ -104,19 +104,13 @@ def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
     metrics = [n for n, _ in training.metric_pairs]
     static = spec.training_job_definition.get("static_hyper_parameters") or {}
     check_tuning(spec, metrics, static)
-    if training.registered_algorithm is not None:  # its tuning objectives, and only its tunable hyperparameters
-        objective = config.hyper_parameter_tuning_job_objective
-        problems = check_objective(training.registered_algorithm, objective.metric_name, objective.type.value)
-        for name in config.parameter_ranges.names():
-            hp = training.registered_algorithm.training_specification.hyperparameter(name)
-            if hp is not None and not hp.is_tunable:
-                problems.append(FieldProblem(
-                    "hyper_parameter_tuning_job_config.parameter_ranges",
-                    f"algorithm {training.registered_algorithm.algorithm_name} does not let {name} be tuned",
-                    "give it as a static hyperparameter",
-                ))  # fmt: skip
-        if problems:
-            raise JobSpecError(problems)
+    if training.registered_algorithm is not None:
+        raise_problems(algorithm_problems(training.registered_algorithm, config))
+        # Every trial runs the algorithm as it is now, whatever becomes of the registry meanwhile.
+        pinned = training.registered_algorithm.model_dump(mode="json")
+        spec = spec.model_copy(
+            update={"training_job_definition": {**spec.training_job_definition, "registered_algorithm": pinned}}
+        )
     check_runnable(training, settings, literals)
     store = open_store(settings)
     taken = store.tuning(spec.hyper_parameter_tuning_job_name)
@@ -129,6 +123,48 @@ def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
         raise JobSpecError(problems)
     secret_blocks.save(literals)
     return spec
+
+
+def raise_problems(problems: list[FieldProblem]) -> None:
+    if problems:
+        raise JobSpecError(problems)
+
+
+def algorithm_problems(algorithm: AlgorithmSpec, config: TuningJobConfig) -> list[FieldProblem]:
+    """A tuning job against its registered algorithm: a supported objective, and ranges over its
+    tunable hyperparameters only, of their kind and within their own ranges (SageMaker refuses
+    these at creation, not trial by trial)."""
+    objective = config.hyper_parameter_tuning_job_objective
+    problems = check_objective(algorithm, objective.metric_name, objective.type.value)
+    at = "hyper_parameter_tuning_job_config.parameter_ranges"
+    ranges = config.parameter_ranges
+    kinds: list[tuple[str, list[Any]]] = [
+        ("Integer", ranges.integer_parameter_ranges), ("Continuous", ranges.continuous_parameter_ranges),
+        ("Categorical", ranges.categorical_parameter_ranges),
+    ]  # fmt: skip
+    for kind, given in kinds:
+        for r in given:
+            hp = algorithm.training_specification.hyperparameter(r.name)
+            if hp is None:
+                continue  # the trial's own check names an unknown hyperparameter
+            if not hp.is_tunable:
+                problems.append(FieldProblem(
+                    at, f"algorithm {algorithm.algorithm_name} does not let {r.name} be tuned",
+                    "give it as a static hyperparameter",
+                ))  # fmt: skip
+                continue
+            if hp.type.value != kind:
+                problems.append(FieldProblem(
+                    at, f"{r.name} is {hp.type.value} in algorithm {algorithm.algorithm_name}, not {kind}",
+                    f"give it a {hp.type.value.lower()} range",
+                ))  # fmt: skip
+                continue
+            ends = list(r.values) if kind == "Categorical" else [str(r.min_value), str(r.max_value)]
+            wrong = next((f"'{v}' {w}" for v in ends if (w := hp.check(v))), None)
+            if wrong:
+                problems.append(FieldProblem(at, f"{r.name}: {wrong} in algorithm {algorithm.algorithm_name}",
+                                             "keep the range within the algorithm's"))  # fmt: skip
+    return problems
 
 
 def parents_of(spec: TuningJobSpec, store: JobStore) -> dict[str, TuningRecord | None]:

@@ -18,7 +18,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
 from dockyard import clarify, debugger, script_mode, secrets
-from dockyard.algorithm_spec import with_defaults
+from dockyard.algorithm_spec import AlgorithmSpec, with_defaults
 from dockyard.errors import DockyardError, JobSpecError, LeaseHeld, LeaseLost
 from dockyard.loading import build_job, build_processing_job, parse_document
 from dockyard.processing import as_job
@@ -117,18 +117,25 @@ def same_job(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
     return shown(a) == shown(b)
 
 
-def resolve_algorithm(spec: TrainingJobSpec, settings: Settings) -> TrainingJobSpec:
+def resolve_algorithm(spec: TrainingJobSpec, settings: Settings, kept: AlgorithmSpec | None = None) -> TrainingJobSpec:
     """A job that names a registered algorithm (by name or ARN), with the algorithm's specification
-    as it is now and its default hyperparameters for those the job leaves out; any other job as it is.
-    An unknown name is left for the rules to report, with the names there are."""
+    (`kept`, the copy an unfinished job of this name was checked against, when it is that
+    algorithm's; else the registry's now) and its default hyperparameters for those the job
+    leaves out; any other job as it is. An unknown name is left for the rules to report."""
     algo = spec.algorithm_specification
-    if spec.registered_algorithm is not None or not algo.algorithm_name or algo.builtin_name:
+    if spec.registered_algorithm is not None:  # pinned (a tuning job's trial): its defaults all the same
+        hyperparameters = with_defaults(spec.registered_algorithm, spec.hyperparameters)
+        return spec.model_copy(update={"hyperparameters": hyperparameters})
+    if not algo.algorithm_name or algo.builtin_name:
         return spec
     name = algo.algorithm_name.rsplit(":algorithm/", 1)[-1]  # an ARN names it after algorithm/
-    found = open_store(settings).algorithm(name)
-    if found is None:
-        return spec
-    registered = found[0]
+    if kept is not None and kept.algorithm_name.lower() == name.lower():
+        registered = kept
+    else:
+        found = open_store(settings).algorithm(name)
+        if found is None:
+            return spec
+        registered = found[0]
     return spec.model_copy(
         update={"registered_algorithm": registered, "hyperparameters": with_defaults(registered, spec.hyperparameters)}
     )
@@ -202,8 +209,11 @@ def check_spec(doc: dict[str, Any], settings: Settings) -> tuple[TrainingJobSpec
         JobRunning: a live orchestrator is running the job already.
     """
     store = open_store(settings)
-    spec = resolve_algorithm(build_job(doc, home=str(settings.home), now=now()), settings)
-    if not (doc.get("training_job_name") or doc.get("TrainingJobName")):
+    spec = build_job(doc, home=str(settings.home), now=now())
+    named = doc.get("training_job_name") or doc.get("TrainingJobName")
+    prior = store.find(spec.training_job_name) if named else None  # picked up: the algorithm it was checked with
+    spec = resolve_algorithm(spec, settings, prior.spec.registered_algorithm if prior is not None else None)
+    if not named:
         orphans = (r for r in store.unfinished() if not store.lease_live(lease_name(r.name)))
         spec = next((r.spec for r in orphans if same_job(r.spec, spec)), spec)
     spec, literals = secrets.as_references(spec)
