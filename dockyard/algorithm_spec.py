@@ -18,13 +18,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dockyard.algorithms import ALGORITHMS, Algorithm, HpKind, suggest
 from dockyard.errors import FieldProblem
 from dockyard.instances import INSTANCE_TYPES
 
-NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"  # SageMaker's for jobs and algorithms alike
 DIGEST_PATTERN = r"^[Ss][Hh][Aa]256:[0-9a-fA-F]{64}$"
 
 
@@ -145,21 +145,25 @@ def _number(text: str, kind: ParameterType, what: str) -> float:
 
 
 class MetricDefinition(_Model):
+    """A metric's name and the regex whose one group captures its value from the log (a job's
+    metric_definitions and an algorithm's alike)."""
+
     name: str = Field(min_length=1, max_length=255)
     regex: str = Field(min_length=1, max_length=500)
 
-    @model_validator(mode="after")
-    def _one_group(self) -> MetricDefinition:
+    @field_validator("regex")
+    @classmethod
+    def _one_group(cls, value: str) -> str:
         try:
-            groups = re.compile(self.regex).groups
+            groups = re.compile(value).groups
         except re.error as exc:
-            raise ValueError(f"metric {self.name}: regex does not compile ({exc}) — fix the pattern") from None
+            raise ValueError(f"is not a valid regular expression ({exc})") from None
         if groups != 1:
             raise ValueError(
-                f"metric {self.name}: regex must have exactly one capture group (the value), has {groups} — "
+                f"must have exactly one capture group (the metric value), has {groups}; "
                 "wrap the number in (...) and make other groups (?:...)"
             )
-        return self
+        return value
 
 
 class ChannelSpecification(_Model):

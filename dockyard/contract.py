@@ -260,7 +260,7 @@ def processing_config_files(spec: TrainingJobSpec, current_host: str, hosts: lis
     if spec.processing is None:
         raise ValueError(f"{spec.training_job_name} is not a processing job")
     echoed = spec.processing.model_copy(update={"environment": spec.environment})  # carried on the job's spec
-    request = to_pascal(echoed.model_dump(mode="json"))
+    request = to_pascal(echoed.model_dump(mode="json", exclude={"analyzed_model"}))  # dockyard's own
     request["ProcessingJobArn"] = job_arn(spec.training_job_name, "processing-job")
     for item in request.get("ProcessingInputs", []):
         item["S3Input"]["S3DownloadMode"] = "StartOfJob"

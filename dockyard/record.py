@@ -191,7 +191,7 @@ def describe_processing(record: JobRecord) -> dict[str, Any]:
     if spec is None:
         raise ValueError(f"{record.name} is a training job")
     shown = spec.model_copy(update={"environment": masked(record.spec.environment)})  # carried on the job's spec
-    body: dict[str, Any] = to_pascal(shown.model_dump(mode="json", exclude_none=True))
+    body: dict[str, Any] = to_pascal(shown.model_dump(mode="json", exclude_none=True, exclude={"analyzed_model"}))
     body.pop("Tags", None)  # ListTags answers them
     body.update(
         {

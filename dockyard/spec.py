@@ -14,10 +14,10 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dockyard.algorithm_spec import AlgorithmSpec
+from dockyard.algorithm_spec import NAME_PATTERN, AlgorithmSpec, MetricDefinition
 from dockyard.algorithms import ALGORITHMS, metric_definitions_of, sagemaker_builtin
 
-JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+JOB_NAME_PATTERN = NAME_PATTERN
 EXPERIMENT_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}$"
 CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 ENV_KEY_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$"
@@ -74,25 +74,6 @@ def _check_uri(value: str) -> str:
 
 
 Uri = Annotated[str, Field(min_length=6, max_length=1024), AfterValidator(_check_uri)]
-
-
-class MetricDefinition(_Model):
-    name: str = Field(min_length=1, max_length=255)
-    regex: str = Field(min_length=1, max_length=500)
-
-    @field_validator("regex")
-    @classmethod
-    def _one_group(cls, value: str) -> str:
-        try:
-            groups = re.compile(value).groups
-        except re.error as exc:
-            raise ValueError(f"is not a valid regular expression ({exc})") from None
-        if groups != 1:
-            raise ValueError(
-                f"must have exactly one capture group (the metric value), has {groups}; "
-                "wrap the number in (...) and make other groups (?:...)"
-            )
-        return value
 
 
 class AlgorithmSpecification(_Model):
