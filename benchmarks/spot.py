@@ -46,7 +46,11 @@ def run(work: Path, every: int, notice: float) -> dict[str, float]:
         "training_job_name": name,
         "algorithm_specification": {"algorithm_name": "xgboost"},
         "input_data_config": [
-            {"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": f"file://{work}/data"}}}
+            {
+                "channel_name": "train",
+                "content_type": "text/csv",
+                "data_source": {"s3_data_source": {"s3_uri": f"file://{work}/data"}},
+            }
         ],
         "hyperparameters": {
             "num_round": ROUNDS,
@@ -93,7 +97,7 @@ def run(work: Path, every: int, notice: float) -> dict[str, float]:
 
 def floor() -> float:
     start = time.perf_counter()
-    subprocess.run(["docker", "run", "--rm", "dockyard/xgboost:1.0", "true"], check=True)
+    subprocess.run(["docker", "run", "--rm", "dockyard/xgboost:2.0", "true"], check=True)
     return time.perf_counter() - start
 
 

@@ -307,7 +307,9 @@ def check_job(algorithm: AlgorithmSpec, job: Any, label: str = "") -> list[Field
             continue
         wrong = hp.check(value)
         if wrong:
-            problems.append(FieldProblem(f"hyperparameters.{key}", f"{wrong} — got '{value}'", "fix the value"))
+            problems.append(FieldProblem(
+                f"hyperparameters.{key}", f"{wrong} — got '{value}'", suggest(value, hp.values or []) or "fix the value"
+            ))  # fmt: skip
     for hp in spec.supported_hyper_parameters:
         if hp.is_required and hp.name not in job.hyperparameters:
             problems.append(FieldProblem(

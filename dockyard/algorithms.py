@@ -64,7 +64,9 @@ class Algorithm(BaseModel):
 
 
 def _xgb_metrics() -> tuple[MetricDefinitionDefault, ...]:
-    names = ["auc", "error", "logloss", "rmse", "mae", "merror", "mlogloss", "aucpr", "ndcg", "map"]
+    names = ["auc", "error", "logloss", "rmse", "mae", "merror", "mlogloss", "aucpr", "ndcg", "map", "rmsle", "mape",
+             "mphe", "pre", "poisson-nloglik", "gamma-nloglik", "gamma-deviance", "tweedie-nloglik", "cox-nloglik",
+             "aft-nloglik"]  # fmt: skip
     return tuple(
         MetricDefinitionDefault(
             name=f"{channel}:{metric}",
@@ -77,18 +79,22 @@ def _xgb_metrics() -> tuple[MetricDefinitionDefault, ...]:
 
 _I, _F, _C = HpKind.INT, HpKind.FLOAT, HpKind.CHOICE
 
-_CSV = ("text/csv", "csv")  # the SDK's TrainingInput(content_type="csv") too
+# What XGBoost reads, as SageMaker's names them (the SDK's TrainingInput(content_type="csv") too); the
+# container reads a channel without one as text/libsvm.
+_XGB_DATA = ("text/libsvm", "libsvm", "text/x-libsvm", "text/csv", "csv", "application/x-parquet", "parquet",
+             "application/x-recordio-protobuf", "recordio-protobuf")  # fmt: skip
 
 XGBOOST = Algorithm(
     name="xgboost",
-    description="XGBoost gradient-boosted trees on CSV rows, the label first (dockyard's built-in)",
-    image="dockyard/xgboost:1.0",
+    description="XGBoost gradient-boosted trees on libsvm, CSV, Parquet or RecordIO-protobuf data, on one "
+    "instance or across several (dockyard's built-in)",
+    image="dockyard/xgboost:2.0",
     image_dir="xgboost",
-    distributed=False,
-    input_modes=("File",),
+    distributed=True,
+    input_modes=("File", "Pipe", "FastFile"),  # Pipe for CSV and RecordIO-protobuf (dockyard.xgboost checks)
     channels=("train", "validation"),
     required_channels=("train",),
-    content_types={"train": _CSV, "validation": _CSV},
+    content_types={"train": _XGB_DATA, "validation": _XGB_DATA},
     hyperparameters={
         "num_round": HyperparameterSpec(
             kind=_I, required=True, min=1, max=100000, description="number of boosting rounds"
@@ -111,6 +117,25 @@ XGBOOST = Algorithm(
         "checkpoint_frequency": HyperparameterSpec(
             kind=_I, min=1, description="rounds between checkpoints in /opt/ml/checkpoints"
         ),
+        "csv_weights": HyperparameterSpec(
+            kind=_C, choices=("0", "1"), description="1: CSV's second column is each row's weight"
+        ),
+        "base_score": HyperparameterSpec(kind=_F),
+        "quantile_alpha": HyperparameterSpec(kind=_F, min=0, max=1, description="reg:quantileerror's quantile"),
+        "max_leaves": HyperparameterSpec(kind=_I, min=0),
+        "grow_policy": HyperparameterSpec(kind=_C, choices=("depthwise", "lossguide")),
+        "num_parallel_tree": HyperparameterSpec(kind=_I, min=1),
+        "sketch_eps": HyperparameterSpec(kind=_F, min=0, max=1),
+        "colsample_bynode": HyperparameterSpec(kind=_F, min=0.0001, max=1),
+        "tweedie_variance_power": HyperparameterSpec(kind=_F, min=1, max=2),
+        "sampling_method": HyperparameterSpec(kind=_C, choices=("uniform", "gradient_based")),
+        "monotone_constraints": HyperparameterSpec(kind=HpKind.STRING, description="e.g. (1,0,-1)"),
+        "interaction_constraints": HyperparameterSpec(kind=HpKind.STRING, description="e.g. [[0,1],[2,3]]"),
+        "rate_drop": HyperparameterSpec(kind=_F, min=0, max=1),
+        "skip_drop": HyperparameterSpec(kind=_F, min=0, max=1),
+        "one_drop": HyperparameterSpec(kind=_C, choices=("0", "1")),
+        "sample_type": HyperparameterSpec(kind=_C, choices=("uniform", "weighted")),
+        "normalize_type": HyperparameterSpec(kind=_C, choices=("tree", "forest")),
         "tree_method": HyperparameterSpec(kind=_C, choices=("auto", "exact", "approx", "hist")),
         "booster": HyperparameterSpec(kind=_C, choices=("gbtree", "gblinear", "dart")),
         "objective": HyperparameterSpec(
@@ -124,6 +149,10 @@ XGBOOST = Algorithm(
                 "reg:pseudohubererror",
                 "reg:absoluteerror",
                 "reg:tweedie",
+                "reg:gamma",
+                "reg:squaredlogerror",
+                "reg:quantileerror",
+                "reg:linear",
                 "count:poisson",
                 "multi:softmax",
                 "multi:softprob",
@@ -133,7 +162,9 @@ XGBOOST = Algorithm(
                 "survival:cox",
             ),
         ),
-        "eval_metric": HyperparameterSpec(kind=HpKind.STRING, description="comma-separated xgboost metrics"),
+        "eval_metric": HyperparameterSpec(
+            kind=HpKind.STRING, description="comma-separated XGBoost metrics (dockyard.xgboost checks each)"
+        ),
         "verbosity": HyperparameterSpec(kind=_I, min=0, max=3),
     },
     metric_definitions=_xgb_metrics(),

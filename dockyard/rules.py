@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from dockyard import debugger, image_classification, script_mode
+from dockyard import debugger, image_classification, script_mode, xgboost
 from dockyard.algorithm_spec import BUILTINS
 from dockyard.algorithm_spec import check_job as check_registered
-from dockyard.algorithms import ALGORITHMS, IMAGE_CLASSIFICATION, suggest
+from dockyard.algorithms import ALGORITHMS, IMAGE_CLASSIFICATION, XGBOOST, suggest
 from dockyard.errors import FieldProblem, JobSpecError
 from dockyard.instances import INSTANCE_TYPES, InstanceType
 from dockyard.spec import (
@@ -92,6 +92,8 @@ def _algorithm(spec: TrainingJobSpec) -> list[FieldProblem]:
         specific = image_classification.problems(spec)
         said = {s.path for s in specific if s.path.endswith(".content_type")}
         problems = [p for p in problems if p.path not in said] + specific
+    if name == XGBOOST.name:
+        problems += xgboost.problems(spec)
     return problems
 
 

@@ -73,6 +73,10 @@ def trial_doc(spec: TuningJobSpec, number: int, values: dict[str, str]) -> dict[
     definition = dict(spec.training_job_definition)
     static = {str(k): v for k, v in (definition.pop("static_hyper_parameters", None) or {}).items()}
     definition.pop("hyperparameters", None)
+    if (definition.get("algorithm_specification") or {}).get("algorithm_name"):
+        # As SageMaker tells its algorithms which metric is tuned (the built-in XGBoost evaluates it, last).
+        objective = spec.hyper_parameter_tuning_job_config.hyper_parameter_tuning_job_objective.metric_name
+        static.setdefault("_tuning_objective_metric", objective)
     doc = {
         **definition,
         "training_job_name": trial_name(spec.hyper_parameter_tuning_job_name, number),

@@ -126,7 +126,11 @@ def xgboost_job(home: str, data: Path, rounds: int) -> dict[str, Any]:
         "training_job_name": f"xgb-spot-{uuid.uuid4().hex[:8]}",
         "algorithm_specification": {"algorithm_name": "xgboost"},
         "input_data_config": [
-            {"channel_name": "train", "data_source": {"s3_data_source": {"s3_uri": f"file://{data}"}}}
+            {
+                "channel_name": "train",
+                "content_type": "text/csv",
+                "data_source": {"s3_data_source": {"s3_uri": f"file://{data}"}},
+            }
         ],
         "hyperparameters": {
             "num_round": rounds,
@@ -183,7 +187,7 @@ def test_xgboost_resumes_its_round_count_and_matches_an_uninterrupted_run(
         "print(float(np.abs(p[0]-p[1]).max()))"
     )
     out = subprocess.run(
-        ["docker", "run", "--rm", "-v", f"{tmp_path}:/m:ro", "dockyard/xgboost:1.0", "python3", "-c", script],
+        ["docker", "run", "--rm", "-v", f"{tmp_path}:/m:ro", "dockyard/xgboost:2.0", "python3", "-c", script],
         check=True,
         capture_output=True,
         text=True,

@@ -58,7 +58,7 @@ def test_xgboost_example_completes_and_its_model_predicts(home: str) -> None:
             f"{extract}:/model:ro",
             "-v",
             f"{data}:/data:ro",
-            "dockyard/xgboost:1.0",
+            "dockyard/xgboost:2.0",
             "python3",
             "-c",
             script,

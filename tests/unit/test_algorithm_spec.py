@@ -79,7 +79,7 @@ def test_a_malformed_specification_names_its_problem(change: dict[str, str], exp
 
 def test_the_built_ins_are_specifications_of_the_same_registry() -> None:
     xgboost = BUILTINS["xgboost"].training_specification
-    assert xgboost.training_image == "dockyard/xgboost:1.0" and not xgboost.supports_distributed_training
+    assert xgboost.training_image == "dockyard/xgboost:2.0" and xgboost.supports_distributed_training
     assert xgboost.hyperparameter("num_round") is not None and xgboost.hyperparameter("num_round").is_required  # type: ignore[union-attr]
     assert BUILTINS["image-classification"].training_specification.supports_distributed_training
     with pytest.raises(JobSpecError, match="is a built-in's name"):

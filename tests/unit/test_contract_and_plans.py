@@ -234,7 +234,7 @@ def test_pull_plan() -> None:
     )
     plan = plan_pull_image(builtin, "base:1", images_dir="/imgs")
     assert (plan.image, plan.build_context, plan.build_args) == (
-        "dockyard/xgboost:1.0",
+        "dockyard/xgboost:2.0",
         "/imgs/xgboost",
         {"BASE_IMAGE": "base:1"},
     )

@@ -71,7 +71,22 @@ def test_dockyard_home_is_expanded() -> None:
         ({"hyperparameters": {}}, "hyperparameters.num_round: required by the built-in xgboost"),
         ({"hyperparameters": {"num_round": 5, "objective": "binary:logit"}}, "must be one of"),
         ({"resource_config": {"instance_type": "ml.g5.xlarge"}}, "needs GPUs and this host has none"),
-        ({"resource_config": {"instance_count": 2}}, "trains on one instance only"),
+        (
+            {"hyperparameters": {"num_round": 5, "eval_metric": "auc,aucc"}},
+            "hyperparameters.eval_metric: XGBoost computes no metric 'aucc' — did you mean 'auc'?",
+        ),
+        (
+            {"hyperparameters": {"num_round": 5, "objective": "multi:softmax"}},
+            "hyperparameters.num_class: objective multi:softmax needs the number of classes",
+        ),
+        (
+            {"hyperparameters": {"num_round": 5, "objective": "binary:logisitc"}},
+            "must be one of binary:logistic, binary:logitraw, binary:hinge, reg:squarederror, reg:logistic, "
+            "reg:pseudohubererror, reg:absoluteerror, reg:tweedie, reg:gamma, reg:squaredlogerror, "
+            "reg:quantileerror, reg:linear, count:poisson, multi:softmax, multi:softprob, rank:pairwise, rank:ndcg, "
+            "rank:map, survival:cox "
+            "— got 'binary:logisitc' — did you mean 'binary:logistic'?",
+        ),
         ({"resource_config": {"instance_type": "m5.large"}}, "unknown instance type 'm5.large'"),
         ({"input_data_config": []}, "needs a 'train' channel"),
         (
@@ -146,12 +161,24 @@ def test_dockyard_home_is_expanded() -> None:
         ({"output_data_config": {"s3_output_path": "file://relative/x"}}, "needs an absolute path"),
         (
             {"algorithm_specification": {"algorithm_name": "xgboost", "training_input_mode": "Pipe"}},
-            "algorithm_specification.training_input_mode: the built-in xgboost reads channel train in File mode, "
-            "not Pipe — set it to File",
+            "algorithm_specification.training_input_mode: XGBoost reads text/libsvm from files only, not through a "
+            "Pipe channel (text/libsvm is the default when content_type is not given) — set input_mode: File",
         ),
         (
-            {"input_data_config": [{"channel_name": "train", "input_mode": "FastFile", **S3_TRAIN}]},
-            "input_data_config[0].input_mode: the built-in xgboost reads channel train in File mode, not FastFile",
+            {
+                "input_data_config": [
+                    {"channel_name": "train", "input_mode": "Pipe", "content_type": "parquet", **S3_TRAIN}
+                ]
+            },
+            "input_data_config[0].input_mode: XGBoost reads application/x-parquet from files only",
+        ),
+        (
+            {"input_data_config": [{"channel_name": "train", "content_type": "text/csv;label_size=0", **S3_TRAIN}]},
+            "input_data_config[0].content_type: label_size=0: training reads one label, the first column",
+        ),
+        (
+            {"input_data_config": [{"channel_name": "train", "content_type": "application/json", **S3_TRAIN}]},
+            "input_data_config[0].content_type: the built-in xgboost reads channel train as text/libsvm, libsvm,",
         ),
     ],
 )
@@ -178,7 +205,7 @@ def test_limits_sagemaker_enforces() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    found = problems(doc(hyperparameters={"num_round": 0, "eta": 2}, resource_config={"instance_count": 3}))
+    found = problems(doc(hyperparameters={"num_round": 0, "eta": 2, "eval_metric": "nope"}))
     assert len(found) == 3
 
 

@@ -1,0 +1,90 @@
+"""What the built-in XGBoost can tell about a job before anything runs.
+
+The hyperparameters' names, kinds, ranges and objectives are in
+dockyard.algorithms; this module checks what needs more: each eval_metric
+against the metrics XGBoost computes, what an objective needs (num_class for
+multi:*), and which content types a channel's input mode can carry. What only
+the data can tell (a malformed row, a missing label) the container reports as
+the job's FailureReason.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dockyard.algorithms import suggest
+from dockyard.errors import FieldProblem
+from dockyard.spec import TrainingJobSpec
+
+LIBSVM, CSV, PARQUET, RECORDIO_PROTOBUF = (
+    "text/libsvm", "text/csv", "application/x-parquet", "application/x-recordio-protobuf",
+)  # fmt: skip
+# Every name a channel's content type may have, as SageMaker's XGBoost accepts them; none given is libsvm.
+CONTENT_TYPES = {
+    LIBSVM: LIBSVM, "libsvm": LIBSVM, "text/x-libsvm": LIBSVM,
+    CSV: CSV, "csv": CSV,
+    PARQUET: PARQUET, "parquet": PARQUET,
+    RECORDIO_PROTOBUF: RECORDIO_PROTOBUF, "recordio-protobuf": RECORDIO_PROTOBUF,
+}  # fmt: skip
+PIPE_CONTENT_TYPES = (CSV, RECORDIO_PROTOBUF)
+
+# XGBoost's evaluation metrics (its docs' eval_metric list); `@t` and a trailing `-` where it takes them.
+METRICS = (
+    "rmse", "rmsle", "mae", "mape", "mphe", "logloss", "error", "merror", "mlogloss", "auc", "aucpr", "pre",
+    "ndcg", "map", "poisson-nloglik", "gamma-nloglik", "cox-nloglik", "gamma-deviance", "tweedie-nloglik",
+    "aft-nloglik", "interval-regression-accuracy", "quantile",
+)  # fmt: skip
+_WITH_THRESHOLD = {"error": r"@[0-9.]+", "pre": r"@[0-9]+", "ndcg": r"(?:@[0-9]+)?-?", "map": r"(?:@[0-9]+)?-?",
+                   "tweedie-nloglik": r"@[0-9.]+"}  # fmt: skip
+
+
+def known_metric(metric: str) -> bool:
+    """Whether XGBoost computes `metric`: one of METRICS, `error@0.7`, `ndcg@5-` and the like included."""
+    name = re.split(r"[@]|-$", metric, maxsplit=1)[0]
+    if metric in METRICS:
+        return True
+    tail = _WITH_THRESHOLD.get(name)
+    return tail is not None and re.fullmatch(re.escape(name) + tail, metric) is not None
+
+
+def content_type(given: str | None) -> str | None:
+    """The content type a channel's data is read as (text/libsvm when none is given), or None
+    when XGBoost reads no such type."""
+    media = (given or LIBSVM).split(";")[0].strip().lower()
+    return CONTENT_TYPES.get(media)
+
+
+def problems(spec: TrainingJobSpec) -> list[FieldProblem]:
+    hp = spec.hyperparameters
+    found: list[FieldProblem] = []
+    for metric in [m.strip() for m in hp.get("eval_metric", "").split(",") if m.strip()]:
+        if not known_metric(metric):
+            found.append(FieldProblem(
+                "hyperparameters.eval_metric", f"XGBoost computes no metric '{metric}'",
+                suggest(metric, METRICS) or f"use XGBoost's metrics: {', '.join(METRICS)}",
+            ))  # fmt: skip
+    objective = hp.get("objective", "")
+    if objective.startswith("multi:") and "num_class" not in hp:
+        found.append(FieldProblem(
+            "hyperparameters.num_class", f"objective {objective} needs the number of classes",
+            "add num_class (the labels are 0 .. num_class-1)",
+        ))  # fmt: skip
+    for i, channel in enumerate(spec.input_data_config):
+        read_as = content_type(channel.content_type)
+        at = f"input_data_config[{i}]"
+        if read_as is None:
+            continue  # the algorithm's specification reports a content type it does not read
+        if spec.channel_mode(channel).value == "Pipe" and read_as not in PIPE_CONTENT_TYPES:
+            found.append(FieldProblem(
+                f"{at}.input_mode" if channel.input_mode else "algorithm_specification.training_input_mode",
+                f"XGBoost reads {read_as} from files only, not through a Pipe channel"
+                + ("" if channel.content_type else " (text/libsvm is the default when content_type is not given)"),
+                "set input_mode: File, or give the data as text/csv or application/x-recordio-protobuf",
+            ))  # fmt: skip
+        label_size = re.search(r"label_size\s*=\s*([^;\s]*)", channel.content_type or "")
+        if read_as == CSV and label_size and label_size.group(1) != "1":
+            found.append(FieldProblem(
+                f"{at}.content_type", f"label_size={label_size.group(1)}: training reads one label, the first column",
+                "set text/csv;label_size=1, or plain text/csv",
+            ))  # fmt: skip
+    return found
