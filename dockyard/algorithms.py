@@ -113,6 +113,7 @@ XGBOOST = Algorithm(
         "max_bin": HyperparameterSpec(kind=_I, min=2),
         "num_class": HyperparameterSpec(kind=_I, min=2),
         "seed": HyperparameterSpec(kind=_I),
+        "nthread": HyperparameterSpec(kind=_I, min=1, description="threads per instance (default: its CPUs)"),
         "early_stopping_rounds": HyperparameterSpec(kind=_I, min=1),
         "checkpoint_frequency": HyperparameterSpec(
             kind=_I, min=1, description="rounds between checkpoints in /opt/ml/checkpoints"

@@ -309,7 +309,8 @@ def params_from(hps):
     if ":" in tuned:  # validation:auc -> auc, evaluated last so that early stopping watches it
         metric = tuned.split(":", 1)[1]
         params["eval_metric"] = [m for m in params.get("eval_metric", []) if m != metric] + [metric]
-    params.setdefault("nthread", os.cpu_count() or 1)
+    # The instance's CPUs (SM_NUM_CPUS, as the platform caps them), not every CPU the machine shows.
+    params.setdefault("nthread", int(os.environ.get("SM_NUM_CPUS") or os.cpu_count() or 1))
     return params
 
 
@@ -404,6 +405,9 @@ def main():
     with collective(hosts, rank):
         dtrain = matrix(train)
         evals = [(dtrain, "train")]
+        if agreed(int(validation is not None), xgb.collective.Op.MAX) != int(validation is not None):
+            raise ValueError(f"channel validation: {hosts[rank]} got none of its rows (a ShardedByS3Key channel "
+                             "needs at least a file per instance); give every host some, or make it FullyReplicated")
         if validation is not None:
             evals.append((matrix(validation), "validation"))
 

@@ -1,0 +1,181 @@
+"""Distributed XGBoost: two instances against one, on the same data, in one run.
+
+The built-in XGBoost trains 100 rounds (depth 6, hist) on 200,000 synthetic
+rows of 28 features (CSV), validated on 50,000, as dockyard jobs:
+
+- one instance, then two instances training one model together (the data
+  FullyReplicated, each host taking every other row), then two with the data
+  in two files ShardedByS3Key;
+- each with `nthread` 1 per instance, so two instances have twice the cores
+  of one (as two machines would), and with all of this machine's cores per
+  instance (two instances then share them);
+- beside the floor: the same training in one bare `docker run` of the image,
+  no dockyard around it.
+
+Reports the training time the container took (from its first to its last
+round, read from the job's log) and the validation logloss.
+
+    .venv/bin/python benchmarks/xgboost_distributed.py [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = "dockyard/xgboost:2.0"
+ROWS, VALIDATION, FEATURES, ROUNDS = 200_000, 50_000, 28, 100
+HYPERPARAMETERS = {"num_round": str(ROUNDS), "max_depth": "6", "eta": "0.2", "tree_method": "hist",
+                   "objective": "binary:logistic", "eval_metric": "logloss"}  # fmt: skip
+
+
+def make_data(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(ROWS + VALIDATION, FEATURES))
+    signal = x[:, 0] + x[:, 1] * x[:, 2] - np.abs(x[:, 3]) + np.sin(x[:, 4] * 2)
+    y = (signal + rng.normal(size=len(x)) > 0).astype(float)
+    rows = np.column_stack([y, x])
+    parts = {
+        "train/train.csv": rows[:ROWS],
+        "validation/validation.csv": rows[ROWS:],
+        "shards/part-0.csv": rows[: ROWS // 2],
+        "shards/part-1.csv": rows[ROWS // 2 : ROWS],
+    }
+    for name, part in parts.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        np.savetxt(folder / name, part, delimiter=",", fmt="%.6g")
+
+
+def channel(name: str, folder: Path, distribution: str = "FullyReplicated") -> dict[str, Any]:
+    return {
+        "channel_name": name,
+        "content_type": "text/csv",
+        "data_source": {"s3_data_source": {"s3_uri": folder.as_uri(), "s3_data_distribution_type": distribution}},
+    }
+
+
+def run(work: Path, instances: int, threads: int, sharded: bool = False) -> dict[str, float]:
+    name = f"xgb-dist-{instances}-{threads}-{int(sharded)}-{int(time.time())}"
+    train = (
+        channel("train", work / "data" / "shards", "ShardedByS3Key")
+        if sharded
+        else channel("train", work / "data" / "train")
+    )
+    spec = {
+        "training_job_name": name,
+        "algorithm_specification": {"algorithm_name": "xgboost"},
+        "resource_config": {"instance_type": "local", "instance_count": instances},
+        "input_data_config": [train, channel("validation", work / "data" / "validation")],
+        "hyperparameters": HYPERPARAMETERS | {"nthread": str(threads)},
+        "output_data_config": {"s3_output_path": f"file://{work}/out"},
+    }
+    path = work / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    env = {**os.environ, "DOCKYARD_HOME": str(work / "home")}
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.train", str(path), "--json"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-2000:])
+    body = json.loads(result.stdout)
+    if body["TrainingJobStatus"] != "Completed":
+        raise SystemExit(f"{name}: {body.get('FailureReason')}")
+    log = (work / "home" / "jobs" / name / "job.log").read_text()
+    metric = {m["MetricName"]: m["Value"] for m in body["FinalMetricDataList"]}["validation:logloss"]
+    return {"seconds": round_seconds(log), "logloss": metric, "job": body["TrainingTimeInSeconds"]}
+
+
+def round_seconds(log: str) -> float:
+    """From the first round's line to the last's, by the timestamps the job log gives algo-1's lines."""
+    stamps = re.findall(r"^(\S+) \[algo-1\] \[\d+\]\t", log, flags=re.MULTILINE)
+    from datetime import datetime
+
+    first, last = datetime.fromisoformat(stamps[0]), datetime.fromisoformat(stamps[-1])
+    return (last - first).total_seconds()
+
+
+def floor(work: Path, threads: int) -> dict[str, float]:
+    """The same training in one bare container: load the CSV, train, evaluate."""
+    script = f"""
+import json, time, numpy as np, xgboost as xgb
+t = np.loadtxt('/d/train/train.csv', delimiter=','); v = np.loadtxt('/d/validation/validation.csv', delimiter=',')
+dt, dv = xgb.DMatrix(t[:, 1:], label=t[:, 0]), xgb.DMatrix(v[:, 1:], label=v[:, 0])
+params = {json.dumps({k: v for k, v in HYPERPARAMETERS.items() if k != "num_round"})}
+params['nthread'] = {threads}
+log = {{}}
+start = time.perf_counter()
+xgb.train(params, dt, {ROUNDS}, evals=[(dv, 'validation')], evals_result=log, verbose_eval=False)
+print(json.dumps({{'seconds': time.perf_counter() - start, 'logloss': log['validation']['logloss'][-1]}}))
+"""
+    done = subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{work}/data:/d:ro", IMAGE, "python3", "-c", script],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="write the figures to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dockyard-xgb-bench-"))
+    make_data(work / "data")
+    cores = os.cpu_count() or 1
+    rows = [
+        "| run | threads per instance | training s (first to last round) | job's TrainingTimeInSeconds | "
+        "validation logloss | against one instance |",
+        "|---|---|---|---|---|---|",
+    ]
+    ratios = []
+    try:
+        for threads in sorted({1, cores}):
+            bare = floor(work, threads)
+            rows.append(f"| bare `docker run`, no dockyard (floor) | {threads} | {bare['seconds']:.1f} | – | "
+                        f"{bare['logloss']:.4f} | – |")  # fmt: skip
+            one = run(work, 1, threads)
+            rows.append(
+                f"| one instance | {threads} | {one['seconds']:.1f} | {one['job']:.0f} | {one['logloss']:.4f} | 1 |"
+            )
+            for label, sharded in (("two instances, FullyReplicated", False), ("two instances, ShardedByS3Key", True)):
+                two = run(work, 2, threads, sharded)
+                ratio = one["seconds"] / two["seconds"]
+                ratios.append((threads, label, ratio, two["logloss"] - one["logloss"]))
+                rows.append(f"| {label} | {threads} | {two['seconds']:.1f} | {two['job']:.0f} | {two['logloss']:.4f} | "
+                            f"{ratio:.2f}x faster |")  # fmt: skip
+    finally:
+        subprocess.run(
+            [sys.executable, "-c", f"from infra.prefect_api import stop_server; stop_server('{work}/home')"], cwd=ROOT
+        )
+        shutil.rmtree(work, ignore_errors=True)
+    table = "\n".join(rows)
+    own = [r for r in ratios if r[0] == 1]
+    note = (
+        f"On this machine ({cores} cores, both instances on it). With a core per instance, as two machines would "
+        f"have, two instances train {min(r[2] for r in own):.2f}–{max(r[2] for r in own):.2f}x as fast as one; "
+        "sharing the same cores, they cannot be faster (the communication is the cost). The validation logloss "
+        f"of two instances is within {max(abs(r[3]) for r in ratios):.4f} of one instance's."
+    )
+    print(table + "\n\n" + note)
+    if args.write:
+        from startup import write_section  # the sibling script
+
+        write_section(
+            "xgboost-distributed", "Distributed XGBoost: two instances against one", table, note,
+            "python benchmarks/xgboost_distributed.py --write",
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
