@@ -97,6 +97,34 @@ def repo_digest(ref: str) -> str | None:
     return str(digests[0]) if digests else str(image.id)
 
 
+def image_digests(ref: str) -> list[str]:
+    """The local image's id and its registry digests (`repository@sha256:...`, one for each
+    repository it was pushed to or pulled from); [] when it is not here."""
+    try:
+        image = client().images.get(ref)
+    except docker.errors.ImageNotFound:
+        return []
+    return [str(image.id), *(str(d) for d in image.attrs.get("RepoDigests") or [])]
+
+
+def image_labels(ref: str) -> dict[str, str]:
+    """The local image's labels.
+
+    Raises:
+        InfraError: the image is not here.
+    """
+    try:
+        return dict(client().images.get(ref).labels)
+    except docker.errors.ImageNotFound:
+        raise InfraError(f"image {ref} is not here — pull it first") from None
+
+
+def remove_image(ref: str) -> None:
+    """Untag `ref` (the image goes with its last tag); nothing when it is not here."""
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client().images.remove(ref)
+
+
 def pull(ref: str, auth: dict[str, str] | None, progress: Callable[[str], None]) -> None:
     """Pull `ref`, reporting progress about every two seconds.
 
@@ -104,14 +132,13 @@ def pull(ref: str, auth: dict[str, str] | None, progress: Callable[[str], None])
         InfraError: the image does not exist or access is denied.
         TransientInfraError: the registry or the engine failed on the way.
     """
-    repository, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
     api = client(timeout=600).api
     layers: dict[str, tuple[int, int]] = {}
     last = 0.0
-    try:
-        for event in api.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth):
+    try:  # the SDK splits a tag (default latest) or a digest off `ref`
+        for event in api.pull(ref, stream=True, decode=True, auth_config=auth):
             if "error" in event:
-                raise _pull_error(ref, str(event["error"]))
+                raise _registry_error(ref, str(event["error"]))
             detail = event.get("progressDetail") or {}
             if event.get("id") and detail.get("total"):
                 layers[event["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
@@ -123,18 +150,59 @@ def pull(ref: str, auth: dict[str, str] | None, progress: Callable[[str], None])
     except docker.errors.NotFound as exc:
         raise InfraError(f"image {ref} not found in its registry — check the name and tag") from exc
     except docker.errors.APIError as exc:
-        raise _pull_error(ref, str(exc)) from exc
+        raise _registry_error(ref, str(exc)) from exc
 
 
-def _pull_error(ref: str, text: str) -> Exception:
+def push(ref: str, auth: dict[str, str] | None) -> str:
+    """Push the local image `ref` to its registry; returns the digest the registry gave it.
+
+    Raises:
+        InfraError: access is denied.
+        TransientInfraError: the registry or the engine failed on the way.
+    """
+    digest = None
+    try:
+        for event in client(timeout=600).api.push(ref, stream=True, decode=True, auth_config=auth):
+            if "error" in event:
+                raise _registry_error(ref, str(event["error"]), "push")
+            digest = (event.get("aux") or {}).get("Digest", digest)
+    except docker.errors.APIError as exc:
+        raise _registry_error(ref, str(exc.explanation or exc), "push") from exc
+    if digest is None:
+        raise TransientInfraError(f"pushing {ref} ended without a digest from the registry")
+    return str(digest)
+
+
+def distribution_digest(ref: str, auth: dict[str, str] | None) -> str | None:
+    """The digest the registry serves for `ref` (a tag or a digest), asked through the engine
+    (with Docker's credentials), pulling nothing; None when it has no such image.
+
+    Raises:
+        InfraError: the registry denies access.
+        TransientInfraError: the registry or the engine cannot be reached.
+    """
+    try:
+        return str(client().api.inspect_distribution(ref, auth_config=auth)["Descriptor"]["digest"])
+    except docker.errors.NotFound:
+        return None
+    except docker.errors.APIError as exc:
+        raise _registry_error(ref, str(exc.explanation or exc), "check") from exc
+
+
+def _registry_error(ref: str, text: str, verb: str = "pull") -> Exception:
     lowered = text.lower()
     if any(w in lowered for w in ("not found", "manifest unknown", "unauthorized", "denied")):
-        return InfraError(f"cannot pull {ref}: {text} — check the image name and registry credentials")
-    return TransientInfraError(f"pulling {ref} failed: {text}")
+        return InfraError(f"cannot {verb} {ref}: {text} — check the image name and registry credentials")
+    return TransientInfraError(f"{verb}ing {ref} failed: {text}")
 
 
 def build(
-    context_dir: str, tag: str, buildargs: dict[str, str], progress: Callable[[str], None], target: str | None = None
+    context_dir: str,
+    tag: str,
+    buildargs: dict[str, str],
+    progress: Callable[[str], None],
+    target: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> str:
     """Build an image from `context_dir`, streaming the build's steps.
 
@@ -150,7 +218,7 @@ def build(
         target=target,
         rm=True,
         decode=True,
-        labels={MANAGED_LABEL: "true"},
+        labels={MANAGED_LABEL: "true", **(labels or {})},
     ):
         if "error" in event:
             raise InfraError(f"building {tag} from {context_dir} failed: {event['error'].strip()}")

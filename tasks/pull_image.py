@@ -16,6 +16,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
+from dockyard.algorithm_package import repository
 from dockyard.algorithms import ALGORITHMS
 from dockyard.errors import InfraError
 from dockyard.settings import Settings
@@ -63,18 +64,34 @@ def plan_pull_image(spec: TrainingJobSpec, base_image: str | None, images_dir: s
     return plan_image(spec.image)
 
 
-def repository(image: str) -> str:
-    """An image reference without its tag or digest: registry.host:5000/team/name:1 -> registry.host:5000/team/name."""
-    head, _, last = image.split("@", 1)[0].rpartition("/")
-    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
-
-
 def plan_image(image: str) -> PullImagePlan:
     """Pulling an image of the user's own (or making sure it is here)."""
     registry = registry_of(image)
     match = ECR_HOST.match(registry or "")
     return PullImagePlan(
         image=image, registry=registry, ecr_region=match.group(1) if match else None, build_context=None, build_args={}
+    )
+
+
+def registry_auth(image: str) -> dict[str, str] | None:
+    """Credentials for the image's registry beyond Docker's own config: an ECR token for ECR hosts."""
+    region = plan_image(image).ecr_region
+    return registries.ecr_auth(region) if region else None
+
+
+def check_pinned(algorithm: str, pinned: str, image: str, digests: list[str]) -> None:
+    """That the image obtained as `image` (its id and registry digests: `digests`) is the one the
+    algorithm pins.
+
+    Raises:
+        InfraError: it is another image, or none.
+    """
+    if pinned.lower() in {d.rpartition("@")[2].lower() for d in digests}:
+        return
+    raise InfraError(
+        f"algorithm {algorithm} pins its image at {pinned}, but the image obtained as {image} is "
+        f"{', '.join(digests) or 'not here'} — the registry serves another image under that reference: "
+        "ask the algorithm's publisher for a fresh export, delete the algorithm and import that"
     )
 
 
@@ -93,9 +110,8 @@ def obtain(plan: PullImagePlan, report: Any) -> str:
         )
         docker_engine.build(plan.build_context, plan.image, plan.build_args, report, plan.build_target)
     else:
-        auth = registries.ecr_auth(plan.ecr_region) if plan.ecr_region else None
         report(f"pulling {plan.image}")
-        docker_engine.pull(plan.image, auth, report)
+        docker_engine.pull(plan.image, registry_auth(plan.image), report)
     digest = docker_engine.repo_digest(plan.image)
     if digest is None:
         raise InfraError(f"image {plan.image} is not present after pulling — check the engine")
@@ -128,6 +144,9 @@ def pull_image(spec: TrainingJobSpec, settings: Settings, as_part: bool = False)
         plan = plan_image(pinned if docker_engine.image_id(pinned) else f"{repository(plan.image)}@{pinned}")
         report(f"algorithm {registered.algorithm_name} pins its image at {pinned}")
     digest = obtain(plan, report)
+    if registered and pinned:
+        check_pinned(registered.algorithm_name, pinned, plan.image, docker_engine.image_digests(plan.image))
+        report(f"checked: {plan.image} is the image algorithm {registered.algorithm_name} pins")
     store.update(name, training_image=plan.image, training_image_digest=digest)
     report(f"image {plan.image} is {digest}")
     model = spec.processing.analyzed_model if spec.processing else None
