@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -177,6 +176,14 @@ def import_shared(store: JobStore, source: str) -> int:
         JobSpecError: the document is invalid, pins no digest, or one its registry does not serve.
     """
     algorithm = build_algorithm(read_shared(source))
+    published = artifact_reference(algorithm)
+    if not is_file(source) and source != published:  # one repository's artifact cannot speak for another's image
+        raise JobSpecError([FieldProblem(
+            "algorithm_name", f"{source} holds algorithm {algorithm.algorithm_name} (version "
+            f"{algorithm.algorithm_version}) of the image {algorithm.training_specification.training_image}, "
+            f"which `export --push` publishes as {published}, beside its image, not here",
+            "import the reference `dockyard algorithms export --push` printed",
+        )])  # fmt: skip
     check_image(algorithm, pinned_digest(algorithm))
     store.create_algorithm(algorithm)
     spec = algorithm.training_specification
@@ -185,13 +192,18 @@ def import_shared(store: JobStore, source: str) -> int:
     return 0
 
 
+def is_file(source: str) -> bool:
+    """Whether an import's source is a file (else a registry reference)."""
+    return os.path.exists(source) or source.endswith((".json", ".yaml", ".yml"))
+
+
 def read_shared(source: str) -> dict[str, Any]:
     """The shared algorithm's document, from a file or from the image `export --push` published.
 
     Raises:
         JobSpecError: no such file, no such image, or an image that holds no algorithm.
     """
-    if os.path.exists(source) or source.endswith((".json", ".yaml", ".yml")):
+    if is_file(source):
         return read_job_file(source)
     was_here = docker_engine.image_id(source) is not None
     try:
@@ -211,10 +223,11 @@ def read_shared(source: str) -> dict[str, Any]:
 
 def check_image(algorithm: AlgorithmSpec, digest: str) -> None:
     """That the image's registry serves the pinned digest in its repository (or this engine has
-    it from there already); unchecked, with a warning, when the registry cannot be reached.
+    it from there already).
 
     Raises:
         JobSpecError: the registry has no such image there, or denies access.
+        InfraError: the registry cannot be reached: nothing is imported unchecked.
     """
     image = algorithm.training_specification.training_image
     pinned = f"{repository(image)}@{digest}"
@@ -223,8 +236,10 @@ def check_image(algorithm: AlgorithmSpec, digest: str) -> None:
     try:
         served = docker_engine.distribution_digest(pinned, registry_auth(image))
     except TransientInfraError as exc:
-        print(f"dockyard: could not check {pinned} ({exc}); a job checks it when it pulls the image", file=sys.stderr)
-        return
+        raise InfraError(
+            f"could not ask the registry whether it serves {pinned} ({exc}); nothing was imported — "
+            "import again when the registry answers"
+        ) from None
     except InfraError as exc:
         raise JobSpecError([FieldProblem(IMAGE_FIELD, f"algorithm {algorithm.algorithm_name}: {exc}")]) from None
     if served != digest:

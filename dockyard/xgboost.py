@@ -69,19 +69,28 @@ def problems(spec: TrainingJobSpec) -> list[FieldProblem]:
             "hyperparameters.num_class", f"objective {objective} needs the number of classes",
             "add num_class (the labels are 0 .. num_class-1)",
         ))  # fmt: skip
+    train = next((c for c in spec.input_data_config if c.channel_name == "train"), None)
+    trains_as = content_type(train.content_type if train else None)
     for i, channel in enumerate(spec.input_data_config):
-        read_as = content_type(channel.content_type)
+        # As SageMaker's XGBoost does, a channel that gives no content type is read as train's.
+        read_as = content_type(channel.content_type or (train.content_type if train else None))
         at = f"input_data_config[{i}]"
         if read_as is None:
             continue  # the algorithm's specification reports a content type it does not read
+        if channel is not train and channel.content_type and trains_as and read_as != trains_as:
+            found.append(FieldProblem(
+                f"{at}.content_type", f"channel {channel.channel_name} is {read_as}, channel train {trains_as}: "
+                "XGBoost reads every channel in one content type", "give both the same (or leave this one out)",
+            ))  # fmt: skip
         if spec.channel_mode(channel).value == "Pipe" and read_as not in PIPE_CONTENT_TYPES:
             found.append(FieldProblem(
                 f"{at}.input_mode" if channel.input_mode else "algorithm_specification.training_input_mode",
                 f"XGBoost reads {read_as} from files only, not through a Pipe channel"
-                + ("" if channel.content_type else " (text/libsvm is the default when content_type is not given)"),
+                + ("" if channel.content_type or (train and train.content_type)
+                   else " (text/libsvm is the default when content_type is not given)"),
                 "set input_mode: File, or give the data as text/csv or application/x-recordio-protobuf",
             ))  # fmt: skip
-        label_size = re.search(r"label_size\s*=\s*([^;\s]*)", channel.content_type or "")
+        label_size = re.search(r"label_size\s*=\s*\"?([^;\s\"]*)", channel.content_type or "")
         if read_as == CSV and label_size and label_size.group(1) != "1":
             found.append(FieldProblem(
                 f"{at}.content_type", f"label_size={label_size.group(1)}: training reads one label, the first column",

@@ -73,10 +73,6 @@ def trial_doc(spec: TuningJobSpec, number: int, values: dict[str, str]) -> dict[
     definition = dict(spec.training_job_definition)
     static = {str(k): v for k, v in (definition.pop("static_hyper_parameters", None) or {}).items()}
     definition.pop("hyperparameters", None)
-    if (definition.get("algorithm_specification") or {}).get("algorithm_name"):
-        # As SageMaker tells its algorithms which metric is tuned (the built-in XGBoost evaluates it, last).
-        objective = spec.hyper_parameter_tuning_job_config.hyper_parameter_tuning_job_objective.metric_name
-        static.setdefault("_tuning_objective_metric", objective)
     doc = {
         **definition,
         "training_job_name": trial_name(spec.hyper_parameter_tuning_job_name, number),
@@ -116,6 +112,13 @@ def check_tuning_doc(doc: dict[str, Any], settings: Settings) -> TuningJobSpec:
             update={"training_job_definition": {**spec.training_job_definition, "registered_algorithm": pinned}}
         )
     check_runnable(training, settings, literals)
+    # As SageMaker does, every trial is told the metric tuned (the training toolkit keeps it from scripts;
+    # the built-in XGBoost evaluates it, last), and DescribeHyperParameterTuningJob shows it.
+    static = {**(spec.training_job_definition.get("static_hyper_parameters") or {})}
+    static.setdefault("_tuning_objective_metric", config.hyper_parameter_tuning_job_objective.metric_name)
+    spec = spec.model_copy(
+        update={"training_job_definition": {**spec.training_job_definition, "static_hyper_parameters": static}}
+    )
     store = open_store(settings)
     taken = store.tuning(spec.hyper_parameter_tuning_job_name)
     if taken is not None and not taken.queued:

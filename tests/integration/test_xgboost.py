@@ -1,7 +1,8 @@
 """The built-in XGBoost at SageMaker's level: the same model from libsvm (the default), CSV,
 Parquet and RecordIO-protobuf data, from files and through Pipe channels, weights from CSV's
 second column and libsvm's `label:weight`; two instances training one model together, as good
-as one instance's; the tuned metric evaluated; checkpoints named xgboost-checkpoint.<round>."""
+as one instance's; the tuned metric evaluated; checkpoints named xgboost-checkpoint.<round>; a
+validation channel without a content type read as train's."""
 
 from __future__ import annotations
 
@@ -153,7 +154,7 @@ def test_two_instances_train_one_model_as_good_as_one_instances(home: str, tmp_p
     for part in range(2):  # the same rows as two files, for ShardedByS3Key
         rows = slice(part * 1200, (part + 1) * 1200)
         write_csv(data / "shards" / f"part-{part}.csv", [labels[rows], features[rows]])
-    validation = channel("validation", data / "validation", "text/csv")
+    validation = channel("validation", data / "validation", None)  # read as train's, as SageMaker's XGBoost does
     tuned = {"num_round": "40", "max_depth": "4", "eta": "0.2", "objective": "binary:logistic",
              "eval_metric": "logloss", "_tuning_objective_metric": "validation:auc"}  # fmt: skip
 
@@ -175,7 +176,8 @@ def test_two_instances_train_one_model_as_good_as_one_instances(home: str, tmp_p
     assert abs(final(two)["validation:auc"] - one["validation:auc"]) <= 0.01
     for host in ("algo-1", "algo-2"):  # every host checkpoints the one model, in its own folder
         assert sorted(p.name for p in (checkpoints / host).iterdir()) == [
-            f"xgboost-checkpoint.{r}" for r in (10, 20, 30, 40)
+            f"xgboost-checkpoint.{r}"
+            for r in (19, 29, 39, 9)  # SageMaker's: the 0-based round each ends with
         ]
 
     sharded = train(

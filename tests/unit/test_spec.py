@@ -177,6 +177,16 @@ def test_dockyard_home_is_expanded() -> None:
             "input_data_config[0].content_type: label_size=0: training reads one label, the first column",
         ),
         (
+            {
+                "input_data_config": [
+                    {"channel_name": "train", "content_type": "text/csv", **S3_TRAIN},
+                    {"channel_name": "validation", "content_type": "libsvm", **S3_TRAIN},
+                ]
+            },
+            "input_data_config[1].content_type: channel validation is text/libsvm, channel train text/csv: XGBoost "
+            "reads every channel in one content type",
+        ),
+        (
             {"input_data_config": [{"channel_name": "train", "content_type": "application/json", **S3_TRAIN}]},
             "input_data_config[0].content_type: the built-in xgboost reads channel train as text/libsvm, libsvm,",
         ),

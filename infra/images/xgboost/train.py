@@ -2,7 +2,8 @@
 """dockyard's built-in XGBoost: `train` under SageMaker's container contract.
 
 Reads each channel (train, and validation when given) in its content type from
-inputdataconfig.json, as SageMaker's XGBoost does:
+inputdataconfig.json (a channel that gives none, in the train channel's), as
+SageMaker's XGBoost does:
 
 - text/libsvm, the default when none is given: `label[:weight] index:value ...`,
   indices from 0;
@@ -13,7 +14,8 @@ inputdataconfig.json, as SageMaker's XGBoost does:
   features under features["values"] (dense or sparse), the label under
   label["values"].
 
-File and FastFile channels are read file by file; Pipe channels (CSV and
+File and FastFile channels are read file by file (names starting with . or _
+left out); Pipe channels (CSV and
 RecordIO-protobuf) from their first epoch's FIFO. On several instances the
 hosts train one model together over XGBoost's collective communication, the
 tracker on algo-1: a ShardedByS3Key channel is each host's own share, a
@@ -23,8 +25,8 @@ the hosts together see every row once.
 Prints SageMaker-style evaluation lines ("[3]#011train-auc:0.99#011validation-auc:0.98"
 with real tabs), adds `_tuning_objective_metric` (set by a tuning job) to the
 evaluation metrics, last, so early stopping watches it; writes checkpoints
-`xgboost-checkpoint.<round>` every `checkpoint_frequency` rounds to
-checkpointconfig.json's LocalPath and resumes from the newest one; saves the
+`xgboost-checkpoint.<round>` (SageMaker's name: the 0-based round it ends with)
+every `checkpoint_frequency` rounds to checkpointconfig.json's LocalPath and resumes from the newest one; saves the
 model to /opt/ml/model/xgboost-model. A failure is written to
 /opt/ml/output/failure before exiting non-zero.
 """
@@ -97,9 +99,9 @@ def read_json(path, default):
 # -- reading a channel -------------------------------------------------------
 
 
-def content_type(name, config):
+def content_type(name, given):
     """(format, parameters) of a channel's content type: `text/csv;label_size=1` -> ("csv", {"label_size": "1"})."""
-    given = config.get("ContentType") or "text/libsvm"
+    given = given or "text/libsvm"
     media, *rest = [part.strip() for part in given.split(";")]
     fmt = FORMATS.get(media.lower())
     if fmt is None:
@@ -107,12 +109,12 @@ def content_type(name, config):
             f"channel {name}: XGBoost does not read content type '{given}'; give text/libsvm (the default), "
             "text/csv, application/x-parquet or application/x-recordio-protobuf"
         )
-    return fmt, dict(part.split("=", 1) for part in rest if "=" in part)
+    return fmt, {k.strip(): v.strip().strip('"') for k, _, v in (p.partition("=") for p in rest) if v}
 
 
 def sources(name, config, fmt):
-    """The channel's data: its files (File, FastFile; empty ones and dot-files left out),
-    or its first epoch's FIFO (Pipe)."""
+    """The channel's data: its files (File, FastFile; empty ones, and names starting with . or _ as
+    Spark's _SUCCESS and Parquet's _metadata, left out), or its first epoch's FIFO (Pipe)."""
     if config.get("TrainingInputMode") == "Pipe":
         if fmt not in PIPE_FORMATS:
             raise ValueError(f"channel {name}: Pipe mode reads text/csv and application/x-recordio-protobuf, "
@@ -120,79 +122,73 @@ def sources(name, config, fmt):
         return [f"{DATA}/{name}_0"]
     found = glob.glob(f"{DATA}/{name}/**/*", recursive=True)
     return sorted(
-        p for p in found if os.path.isfile(p) and os.path.getsize(p) > 0 and not os.path.basename(p).startswith(".")
-    )
+        p for p in found
+        if os.path.isfile(p) and os.path.getsize(p) > 0 and not os.path.basename(p).startswith((".", "_"))
+    )  # fmt: skip
 
 
-def read_csv(name, paths, params, weighted):
+def read_csv(path, weighted):
     import numpy as np
 
-    if params.get("label_size", "1") != "1":
-        raise ValueError(f"channel {name}: text/csv;label_size={params['label_size']} — training reads one label, "
-                         "from the first column: set label_size=1 or leave it out")  # fmt: skip
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # an empty Pipe epoch: no rows, said below
-        parts = [np.loadtxt(p, delimiter=",", ndmin=2) for p in paths]
-    data = np.vstack([p for p in parts if p.size]) if any(p.size for p in parts) else None
-    if data is None:
+        warnings.simplefilter("ignore", UserWarning)  # an empty Pipe epoch: no rows
+        data = np.loadtxt(path, delimiter=",", ndmin=2)
+    if not data.size:
         return None
     first = 2 if weighted else 1
     if data.shape[1] <= first:
-        raise ValueError(f"channel {name}: rows of {data.shape[1]} column(s) have no features after the label"
+        raise ValueError(f"rows of {data.shape[1]} column(s) have no features after the label"
                          + (" and the weight (csv_weights=1)" if weighted else ""))  # fmt: skip
     return Rows(data[:, first:], data[:, 0], data[:, 1] if weighted else None)
 
 
-def read_libsvm(name, paths):
+def read_libsvm(path, weighted):  # noqa: ARG001 - libsvm gives weights as label:weight
     """`label[:weight] [qid:Q] index:value ...` lines, indices from 0, `#` starting a comment. Parsed
     here rather than by XGBoost's text reader, which rounds some values differently from CSV's."""
     import numpy as np
     import scipy.sparse
 
     labels, weights, queries, rows, cols, values = [], [], [], [], [], []
-    for path in paths:
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                fields = line.split("#", 1)[0].split()
-                if not fields:
-                    continue
-                try:
-                    label, _, weight = fields[0].partition(":")
-                    labels.append(float(label))
-                    weights.append(float(weight) if weight else 1.0)
-                    for field in fields[1:]:
-                        key, _, value = field.partition(":")
-                        if key == "qid":
-                            queries.append(int(value))
-                            continue
-                        rows.append(len(labels) - 1)
-                        cols.append(int(key))
-                        values.append(float(value))
-                except ValueError:
-                    looks = " — it looks like CSV: set the channel's content_type to text/csv" if "," in line else ""
-                    raise ValueError(
-                        f"channel {name}: {os.path.basename(path)} line {number} is not libsvm "
-                        f"(label[:weight] index:value ...), read as text/libsvm, the content type given or, "
-                        f"when none is, XGBoost's default{looks}"
-                    ) from None
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split("#", 1)[0].split()
+            if not fields:
+                continue
+            try:
+                label, _, weight = fields[0].partition(":")
+                labels.append(float(label))
+                weights.append(float(weight) if weight else 1.0)
+                for field in fields[1:]:
+                    key, _, value = field.partition(":")
+                    if key == "qid":
+                        queries.append(int(value))
+                        continue
+                    rows.append(len(labels) - 1)
+                    cols.append(int(key))
+                    values.append(float(value))
+            except ValueError:
+                looks = "; it looks like CSV: set the channel's content_type to text/csv" if "," in line else ""
+                raise ValueError(f"line {number} is not `label[:weight] index:value ...`{looks}") from None
     if not labels:
         return None
     if queries and len(queries) != len(labels):
-        raise ValueError(f"channel {name}: some rows have qid:, some not; give every row its query id")
+        raise ValueError("some rows have qid:, some not; give every row its query id")
     matrix = scipy.sparse.csr_matrix((values, (rows, cols)), shape=(len(labels), max(cols, default=-1) + 1))
     weighted = any(w != 1.0 for w in weights)
     return Rows(matrix, np.asarray(labels), np.asarray(weights) if weighted else None,
-                np.asarray(queries) if queries else None)
+                np.asarray(queries) if queries else None)  # fmt: skip
 
 
-def read_parquet(name, paths):
+def read_parquet(path, weighted):  # noqa: ARG001 - weights are CSV's
     import numpy as np
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(p) for p in paths]
-    data = np.vstack([np.column_stack([c.to_numpy() for c in t.columns]).astype(np.float64) for t in tables])
+    table = pq.read_table(path)
+    if not table.num_rows:
+        return None
+    data = np.column_stack([c.to_numpy() for c in table.columns]).astype(np.float64)
     if data.shape[1] < 2:
-        raise ValueError(f"channel {name}: Parquet rows need the label in the first column and features after it")
+        raise ValueError("rows need the label in the first column and features after it")
     return Rows(data[:, 1:], data[:, 0])
 
 
@@ -202,13 +198,13 @@ def recordio_payloads(stream):
     had the magic word where the parts join."""
     part = b""
     while header := stream.read(8):
-        if len(header) < 8:
-            raise ValueError("the RecordIO stream ends inside a record header")
-        magic, word = struct.unpack("<II", header)
+        magic, word = struct.unpack("<II", header) if len(header) == 8 else (None, 0)
         if magic != RECORDIO_MAGIC:
             raise ValueError("not RecordIO: a record does not start with RecordIO's magic number")
         flag, length = word >> 29, word & ((1 << 29) - 1)
         data = stream.read(length)
+        if len(data) < length:
+            raise ValueError("the RecordIO stream ends inside a record")
         stream.read(-length % 4)
         if flag == 0:
             yield data
@@ -228,51 +224,95 @@ def tensor_of(values, what):
     raise ValueError(f"{what} holds no float32, float64 or int32 tensor")
 
 
-def read_recordio(name, paths):
+def read_recordio(path, weighted):  # noqa: ARG001 - weights are CSV's
     import numpy as np
     import scipy.sparse
     from record_pb2 import Record
 
     rows, cols, values, labels, width = [], [], [], [], 0
-    for path in paths:
-        with open(path, "rb") as stream:
-            for payload in recordio_payloads(stream):
-                record = Record()
-                record.ParseFromString(payload)
-                if "values" not in record.features or "values" not in record.label:
-                    raise ValueError(f"channel {name}: record {len(labels)} has no features['values'] "
-                                     "or label['values']")  # fmt: skip
-                features = tensor_of(record.features["values"], f"channel {name}: record {len(labels)}'s features")
-                keys = list(features.keys) or range(len(features.values))
-                rows.extend([len(labels)] * len(features.values))
-                cols.extend(keys)
-                values.extend(features.values)
-                width = max(width, features.shape[0] if features.shape else max(keys, default=-1) + 1)
-                labels.append(tensor_of(record.label["values"], f"channel {name}: record {len(labels)}'s label").values[0])
+    with open(path, "rb") as stream:
+        for payload in recordio_payloads(stream):
+            record = Record()
+            record.ParseFromString(payload)
+            at = f"record {len(labels)}"
+            if "values" not in record.features or "values" not in record.label:
+                raise ValueError(f"{at} has no features['values'] or no label['values']")
+            features = tensor_of(record.features["values"], f"{at}'s features")
+            keys = list(features.keys) or range(len(features.values))
+            rows.extend([len(labels)] * len(features.values))
+            cols.extend(keys)
+            values.extend(features.values)
+            width = max(width, features.shape[0] if features.shape else max(keys, default=-1) + 1)
+            labels.append(tensor_of(record.label["values"], f"{at}'s label").values[0])
     if not labels:
         return None
     matrix = scipy.sparse.csr_matrix((values, (rows, cols)), shape=(len(labels), width), dtype=np.float32)
     return Rows(matrix, np.asarray(labels, dtype=np.float32))
 
 
+READERS = {"csv": read_csv, "libsvm": read_libsvm, "parquet": read_parquet, "recordio-protobuf": read_recordio}
+WHAT = {"csv": "text/csv: numbers only, the label first, no header row",
+        "libsvm": "text/libsvm, the channel's content type or, when it gives none, XGBoost's default",
+        "parquet": "application/x-parquet: numeric columns, the label first",
+        "recordio-protobuf": "application/x-recordio-protobuf: SageMaker's RecordIO-protobuf records"}  # fmt: skip
+
+
+def combined(parts):
+    """One channel's rows from its files' (sparse when any file's are, as wide as the widest)."""
+    import numpy as np
+    import scipy.sparse
+
+    if len(parts) == 1:
+        return parts[0]
+    width = max(p.features.shape[1] for p in parts)
+    if any(scipy.sparse.issparse(p.features) for p in parts):
+        widened = [scipy.sparse.csr_matrix(p.features) for p in parts]
+        for m in widened:
+            m.resize((m.shape[0], width))
+        features = scipy.sparse.vstack(widened).tocsr()
+    else:
+        if len({p.features.shape[1] for p in parts}) > 1:
+            raise ValueError(f"its files have rows of different widths: {sorted({p.features.shape[1] for p in parts})}")
+        features = np.vstack([p.features for p in parts])
+
+    def joined(field, fill):
+        if all(getattr(p, field) is None for p in parts):
+            return None
+        return np.concatenate([fill(p) if getattr(p, field) is None else getattr(p, field) for p in parts])
+
+    weights = joined("weights", lambda p: np.ones(len(p.labels)))
+    if any(p.queries is None for p in parts) and not all(p.queries is None for p in parts):
+        raise ValueError("some files have qid:, some not; give every row its query id")
+    return Rows(features, np.concatenate([p.labels for p in parts]), weights, joined("queries", None))
+
+
 def load_channel(name, hps, hosts, rank):
-    """(features, labels, weights) of this host's rows of a channel, or None when it has none."""
-    config = read_json(f"{CONFIG}/inputdataconfig.json", {}).get(name)
+    """This host's rows of a channel, or None when it has none. Every channel is read in the train
+    channel's content type when it gives none of its own (as SageMaker's XGBoost reads them)."""
+    configs = read_json(f"{CONFIG}/inputdataconfig.json", {})
+    config = configs.get(name)
     if config is None:
         return None
-    fmt, params = content_type(name, config)
-    paths = sources(name, config, fmt)
-    if not paths:
+    fmt, params = content_type(name, config.get("ContentType") or configs.get("train", {}).get("ContentType"))
+    if fmt == "csv" and params.get("label_size", "1") != "1":
+        raise ValueError(f"channel {name}: text/csv;label_size={params['label_size']} — training reads one label, "
+                         "from the first column: set label_size=1 or leave it out")  # fmt: skip
+    parts = []
+    for path in sources(name, config, fmt):
+        try:
+            part = READERS[fmt](path, hps.get("csv_weights", "0") == "1")
+        except Exception as exc:  # noqa: BLE001 - numpy's, pyarrow's and protobuf's errors alike
+            shown = os.path.relpath(path, f"{DATA}/{name}") if not path.endswith(f"{name}_0") else "its Pipe stream"
+            raise ValueError(f"channel {name}: {shown} is not {WHAT[fmt]} ({exc})") from None
+        if part is not None:
+            parts.append(part)
+    if not parts:
         return None
-    if fmt == "csv":
-        loaded = read_csv(name, paths, params, hps.get("csv_weights", "0") == "1")
-    elif fmt == "libsvm":
-        loaded = read_libsvm(name, paths)
-    elif fmt == "parquet":
-        loaded = read_parquet(name, paths)
-    else:
-        loaded = read_recordio(name, paths)
-    if loaded is None or len(hosts) == 1 or config.get("S3DistributionType") == "ShardedByS3Key":
+    try:
+        loaded = combined(parts)
+    except ValueError as exc:
+        raise ValueError(f"channel {name}: {exc}") from None
+    if len(hosts) == 1 or config.get("S3DistributionType") == "ShardedByS3Key":
         return loaded
     if loaded.queries is not None:
         raise ValueError(f"channel {name}: ranking data (qid:) on several instances must be sharded by query: "
@@ -281,13 +321,32 @@ def load_channel(name, hps, hosts, rank):
     return Rows(loaded.features[share], loaded.labels[share], None if loaded.weights is None else loaded.weights[share])
 
 
+def hosts_without(rows, hosts, rank):
+    """The hosts that have no rows of a channel, as every host counts them."""
+    import numpy as np
+    import xgboost as xgb
+
+    lacking = np.zeros(len(hosts), dtype=np.int64)
+    lacking[rank] = int(rows is None)
+    if xgb.collective.is_distributed():
+        lacking = xgb.collective.allreduce(lacking, xgb.collective.Op.SUM)
+    return [host for host, lacks in zip(hosts, lacking) if lacks]
+
+
 # -- training -----------------------------------------------------------------
 
 
 def matrix(rows):
+    """A DMatrix of the rows; query ids as groups, each run of one id a group (XGBoost's qid= needs
+    them sorted, files need not be)."""
+    import numpy as np
     import xgboost as xgb
 
-    return xgb.DMatrix(rows.features, label=rows.labels, weight=rows.weights, qid=rows.queries)
+    group = None
+    if rows.queries is not None:
+        starts = np.flatnonzero(np.diff(rows.queries)) + 1
+        group = np.diff(np.concatenate([[0], starts, [len(rows.queries)]]))
+    return xgb.DMatrix(rows.features, label=rows.labels, weight=rows.weights, group=group)
 
 
 def params_from(hps):
@@ -334,16 +393,22 @@ def agreed(value, op):
 
 
 def resume_point():
-    """(round, path) of the newest checkpoint every host has, or (0, None)."""
+    """(rounds done, path) of the newest checkpoint every host has, or (0, None). Newer ones, which
+    not every host has, are removed, so that none is later taken for one of this run's."""
     import xgboost as xgb
 
-    rounds = checkpoint_rounds()
-    newest = agreed(max(rounds, default=0), xgb.collective.Op.MIN)
-    if newest and agreed(int(newest in rounds), xgb.collective.Op.MIN):
-        return newest, rounds[newest]
-    if rounds:
-        print("checkpoints differ between hosts: starting from round 0", flush=True)
-    return 0, None
+    found = checkpoint_rounds()
+    newest = agreed(max(found, default=-1), xgb.collective.Op.MIN)
+    while newest >= 0 and not agreed(int(newest in found), xgb.collective.Op.MIN):
+        newest = agreed(max((i for i in found if i < newest), default=-1), xgb.collective.Op.MIN)
+    for index, path in found.items():
+        if index > newest:
+            os.remove(path)
+    if newest < 0:
+        if found:
+            print("no checkpoint that every host has: starting from round 0", flush=True)
+        return 0, None
+    return newest + 1, found[newest]
 
 
 def address_of(host, seconds=300):
@@ -399,15 +464,17 @@ def main():
     every = int(hps.get("checkpoint_frequency", "5"))
     params = params_from(hps)
     train = load_channel("train", hps, hosts, rank)
-    if train is None:
-        raise ValueError("channel 'train' has no data")
     validation = load_channel("validation", hps, hosts, rank)
     with collective(hosts, rank):
+        # Every host decides alike: a host without rows would leave the others waiting on it.
+        for name, rows in (("train", train), ("validation", validation)):
+            lacking = hosts_without(rows, hosts, rank)
+            if lacking and (name == "train" or len(lacking) < len(hosts)):
+                shard = " (a ShardedByS3Key channel needs a file per instance at least)" if len(hosts) > 1 else ""
+                raise ValueError(f"channel {name}: no rows for {', '.join(lacking)}{shard}; give it data"
+                                 + (", or make it FullyReplicated" if len(hosts) > 1 else ""))  # fmt: skip
         dtrain = matrix(train)
         evals = [(dtrain, "train")]
-        if agreed(int(validation is not None), xgb.collective.Op.MAX) != int(validation is not None):
-            raise ValueError(f"channel validation: {hosts[rank]} got none of its rows (a ShardedByS3Key channel "
-                             "needs at least a file per instance); give every host some, or make it FullyReplicated")
         if validation is not None:
             evals.append((matrix(validation), "validation"))
 
@@ -419,14 +486,15 @@ def main():
 
         class Checkpoint(xgb.callback.TrainingCallback):
             def after_iteration(self, model, epoch, evals_log):
-                rounds = done + epoch + 1
+                index = done + epoch  # SageMaker's name: the 0-based round the checkpoint ends with
+                rounds = index + 1
                 stopping = bool(agreed(int(bool(SIGTERM_SEEN)), xgb.collective.Op.MAX))  # every host stops alike
                 if os.path.isdir(CHECKPOINTS) and (rounds % every == 0 or rounds == num_round or stopping):
                     # Written whole under a temporary name (.ubj picks the format), then renamed,
                     # so a checkpoint sync never sees half a file.
-                    tmp = f"{CHECKPOINTS}/.xgboost-checkpoint.{rounds}.ubj"
+                    tmp = f"{CHECKPOINTS}/.xgboost-checkpoint.{index}.ubj"
                     model.save_model(tmp)
-                    os.replace(tmp, f"{CHECKPOINTS}/xgboost-checkpoint.{rounds}")
+                    os.replace(tmp, f"{CHECKPOINTS}/xgboost-checkpoint.{index}")
                     for old in sorted(checkpoint_rounds().items())[:-KEEP_CHECKPOINTS]:
                         os.remove(old[1])
                 if stopping:
@@ -453,7 +521,7 @@ def main():
         os.makedirs(f"{ML}/model", exist_ok=True)
         booster.save_model(f"{ML}/model/xgboost-model.ubj")
         os.replace(f"{ML}/model/xgboost-model.ubj", f"{ML}/model/xgboost-model")
-        print(f"saved model after {num_round} rounds to {ML}/model/xgboost-model", flush=True)
+        print(f"saved model after {booster.num_boosted_rounds()} rounds to {ML}/model/xgboost-model", flush=True)
 
 
 if __name__ == "__main__":
