@@ -136,5 +136,12 @@ def _of_job(name: str, record: JobRecord | None) -> AnalyzedModel:
             f"dockyard neither loads nor serves for Clarify — models of {', '.join(LOADED_ALGORITHMS)} and of your "
             "own images (with a `serve` command) are"
         )
-    image = record.training_image or record.spec.algorithm_specification.training_image
+    # The very image the model was trained in: by its registry digest where it has one (an image only
+    # this engine knows has only its tag, which another host may resolve by building or pulling it).
+    digest = record.training_image_digest
+    image = (
+        digest
+        if digest and "@" in digest
+        else record.training_image or record.spec.algorithm_specification.training_image
+    )
     return AnalyzedModel(model_data=record.model_artifacts, image=image, training_job_name=name)

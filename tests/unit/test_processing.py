@@ -193,6 +193,9 @@ def test_a_clarify_job_names_its_model_by_training_job_or_uri_and_bad_names_are_
         "broken": _trained("broken", "Failed", training_image="me/scorer:1"),
         "images": _trained("images", "Completed", algorithm_name="image-classification"),
     }
+    pinned = "registry.example:5000/me/scorer@sha256:" + "a" * 64
+    jobs["pulled"] = jobs["mine"].model_copy(update={"training_image_digest": pinned})
+    jobs["built"] = jobs["mine"].model_copy(update={"training_image_digest": "sha256:" + "b" * 64})
     spec = build_processing_job(request(), home="/h", now=NOW)
     config_input = {"InputName": "analysis_config", "S3Input": {"S3Uri": "s3://b/config/analysis_config.json",
                     "LocalPath": "/opt/ml/processing/input/config"}}  # fmt: skip
@@ -210,6 +213,8 @@ def test_a_clarify_job_names_its_model_by_training_job_or_uri_and_bad_names_are_
     assert (loaded.image, loaded.training_job_name, loaded.model_data) == (
         None, "xgb", "s3://b/out/xgb/output/model.tar.gz")  # fmt: skip
     assert resolve({"model_name": "mine"}).image == "me/scorer:1"  # served from its own image
+    assert resolve({"model_name": "pulled"}).image == pinned  # the very image it trained in
+    assert resolve({"model_name": "built"}).image == "me/scorer:1"  # an id only this engine knows: its tag
     assert resolve({"model_name": "s3://b/m/model.tar.gz"}).model_data == "s3://b/m/model.tar.gz"
     assert clarify.analyzed_model(spec, b'{"methods": {}}', "f", jobs.get) is None
     for predictor, expected in (

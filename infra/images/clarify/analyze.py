@@ -22,9 +22,10 @@ Writes to /opt/ml/processing/output/:
   failure                       why the analysis stopped, when it did (exit code 1; also in
                                 /opt/ml/output/message when run as a processing job)
 
-Bias metrics are smclarify's (AWS's library behind Clarify); SHAP values are the
-shap package's: exact tree SHAP for XGBoost models (the model's margin, log-odds
-for binary:logistic), Kernel SHAP otherwise (of the served model's score) or when
+Bias metrics are smclarify's (AWS's library behind Clarify); SHAP values are exact
+tree SHAP for XGBoost models, from XGBoost itself (`pred_contribs`, which shap's
+TreeExplainer calls for them: the model's margin, log-odds for binary:logistic), and
+the shap package's Kernel SHAP otherwise (of the served model's score) or when
 `methods.shap.algorithm` is "kernel" (dockyard's own key).
 """
 
@@ -452,14 +453,20 @@ def shap_values(
     config: dict, df: pd.DataFrame, label: str, model: Booster | Endpoint
 ) -> tuple[pd.DataFrame, float, str]:
     """Per-row SHAP values, the expected value, and which algorithm made them."""
-    import shap
-
     settings = (config.get("methods") or {}).get("shap") or {}
     features = features_of(config, df, label)
     if model.tree and settings.get("algorithm") != "kernel":
-        explainer = shap.TreeExplainer(model.booster)
-        values = explainer.shap_values(features.values)
-        return pd.DataFrame(values, columns=features.columns), float(np.ravel(explainer.expected_value)[0]), "tree"
+        import xgboost
+
+        # XGBoost's own tree SHAP: the values shap's TreeExplainer gives for an XGBoost model (it asks
+        # XGBoost for them), the expected value last, without importing shap (a second of the run).
+        contributions = model.booster.predict(xgboost.DMatrix(features.values), pred_contribs=True)
+        if contributions.ndim != 2:
+            raise AnalysisError("methods.shap: the model scores several classes; SHAP values of a multiclass "
+                                "model are not built — explain a binary or regression model")  # fmt: skip
+        expected = float(contributions[0, -1]) if len(contributions) else 0.0
+        return pd.DataFrame(contributions[:, :-1], columns=features.columns), expected, "tree"
+    import shap
     baseline = settings.get("baseline")
     background = (
         pd.DataFrame(baseline, columns=features.columns).astype(float)
