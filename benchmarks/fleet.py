@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prefect.context import refresh_global_settings_context
 from startup import build_image  # the sibling script (this folder is on sys.path)
 from tuning import IMAGE, floor_run, tuning_doc
 
@@ -156,6 +157,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-fleet-"))
     home = str(work / "home")
     os.environ["PREFECT_API_URL"] = prefect_api.ensure_api(home, print)
+    refresh_global_settings_context()  # Prefect read its settings at import: this process's client must see it
     env = {**os.environ, "DOCKYARD_HOME": home, "DOCKYARD_WORK_POOL": POOL}
     settings = Settings.from_env(env)
     workers = [start_worker(h, env, work / f"{h}.log") for h in HOSTS]
