@@ -29,12 +29,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from startup import run_as_user, write_section  # the sibling script (this folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "dockyard/xgboost:2.0"
@@ -83,17 +85,9 @@ def run(work: Path, instances: int, threads: int, sharded: bool = False) -> dict
         "hyperparameters": HYPERPARAMETERS | {"nthread": str(threads)},
         "output_data_config": {"s3_output_path": f"file://{work}/out"},
     }
-    path = work / f"{name}.json"
-    path.write_text(json.dumps(spec))
-    env = {**os.environ, "DOCKYARD_HOME": str(work / "home")}
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.train", str(path), "--json"], cwd=ROOT, env=env, capture_output=True, text=True
+    _, body = run_as_user(
+        "flows.train", spec, work / f"{name}.json", {**os.environ, "DOCKYARD_HOME": str(work / "home")}
     )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-2000:])
-    body = json.loads(result.stdout)
-    if body["TrainingJobStatus"] != "Completed":
-        raise SystemExit(f"{name}: {body.get('FailureReason')}")
     log = (work / "home" / "jobs" / name / "job.log").read_text()
     metric = {m["MetricName"]: m["Value"] for m in body["FinalMetricDataList"]}["validation:logloss"]
     return {"seconds": round_seconds(log), "logloss": metric, "job": body["TrainingTimeInSeconds"]}
@@ -102,8 +96,6 @@ def run(work: Path, instances: int, threads: int, sharded: bool = False) -> dict
 def round_seconds(log: str) -> float:
     """From the first round's line to the last's, by the timestamps the job log gives algo-1's lines."""
     stamps = re.findall(r"^(\S+) \[algo-1\] \[\d+\]\t", log, flags=re.MULTILINE)
-    from datetime import datetime
-
     first, last = datetime.fromisoformat(stamps[0]), datetime.fromisoformat(stamps[-1])
     return (last - first).total_seconds()
 
@@ -186,8 +178,6 @@ def main() -> None:
     )  # fmt: skip
     print(table + "\n\n" + note)
     if args.write:
-        from startup import write_section  # the sibling script
-
         write_section(
             "xgboost-distributed", "Distributed XGBoost: two instances against one", table, note,
             "python benchmarks/xgboost_distributed.py --write",

@@ -63,26 +63,40 @@ class Algorithm(BaseModel):
     description: str = ""
 
 
+# XGBoost's evaluation metrics (its docs' eval_metric list; dockyard.xgboost also takes `@t` and a
+# trailing `-` where XGBoost does). An algorithm's MetricDefinitions hold 40 at most: the built-in
+# scrapes the first 20 on both channels.
+XGBOOST_METRICS = (
+    "auc", "error", "logloss", "rmse", "mae", "merror", "mlogloss", "aucpr", "ndcg", "map", "rmsle", "mape", "mphe",
+    "pre", "poisson-nloglik", "gamma-nloglik", "gamma-deviance", "tweedie-nloglik", "cox-nloglik", "aft-nloglik",
+    "interval-regression-accuracy", "quantile",
+)  # fmt: skip
+
+
 def _xgb_metrics() -> tuple[MetricDefinitionDefault, ...]:
-    names = ["auc", "error", "logloss", "rmse", "mae", "merror", "mlogloss", "aucpr", "ndcg", "map", "rmsle", "mape",
-             "mphe", "pre", "poisson-nloglik", "gamma-nloglik", "gamma-deviance", "tweedie-nloglik", "cox-nloglik",
-             "aft-nloglik"]  # fmt: skip
     return tuple(
         MetricDefinitionDefault(
             name=f"{channel}:{metric}",
             regex=rf".*\[[0-9]+\].*(?:\t|#011){channel}-{metric}:{_NUM}",
         )
         for channel in ("train", "validation")
-        for metric in names
+        for metric in XGBOOST_METRICS[:20]
     )
 
 
 _I, _F, _C = HpKind.INT, HpKind.FLOAT, HpKind.CHOICE
 
-# What XGBoost reads, as SageMaker's names them (the SDK's TrainingInput(content_type="csv") too); the
-# container reads a channel without one as text/libsvm.
-_XGB_DATA = ("text/libsvm", "libsvm", "text/x-libsvm", "text/csv", "csv", "application/x-parquet", "parquet",
-             "application/x-recordio-protobuf", "recordio-protobuf")  # fmt: skip
+LIBSVM, CSV, PARQUET, RECORDIO_PROTOBUF = (
+    "text/libsvm", "text/csv", "application/x-parquet", "application/x-recordio-protobuf",
+)  # fmt: skip
+# What XGBoost reads: every name SageMaker's accepts for each type (the SDK's TrainingInput(content_type="csv")
+# too), to the type it names. The container reads a channel without one as train's, text/libsvm when train has none.
+XGBOOST_CONTENT_TYPES = {
+    LIBSVM: LIBSVM, "libsvm": LIBSVM, "text/x-libsvm": LIBSVM,
+    CSV: CSV, "csv": CSV,
+    PARQUET: PARQUET, "parquet": PARQUET,
+    RECORDIO_PROTOBUF: RECORDIO_PROTOBUF, "recordio-protobuf": RECORDIO_PROTOBUF,
+}  # fmt: skip
 
 XGBOOST = Algorithm(
     name="xgboost",
@@ -94,7 +108,7 @@ XGBOOST = Algorithm(
     input_modes=("File", "Pipe", "FastFile"),  # Pipe for CSV and RecordIO-protobuf (dockyard.xgboost checks)
     channels=("train", "validation"),
     required_channels=("train",),
-    content_types={"train": _XGB_DATA, "validation": _XGB_DATA},
+    content_types={"train": tuple(XGBOOST_CONTENT_TYPES), "validation": tuple(XGBOOST_CONTENT_TYPES)},
     hyperparameters={
         "num_round": HyperparameterSpec(
             kind=_I, required=True, min=1, max=100000, description="number of boosting rounds"

@@ -12,36 +12,19 @@ from __future__ import annotations
 
 import re
 
-from dockyard.algorithms import suggest
+from dockyard.algorithms import CSV, LIBSVM, RECORDIO_PROTOBUF, XGBOOST_CONTENT_TYPES, XGBOOST_METRICS, suggest
 from dockyard.errors import FieldProblem
 from dockyard.spec import TrainingJobSpec
 
-LIBSVM, CSV, PARQUET, RECORDIO_PROTOBUF = (
-    "text/libsvm", "text/csv", "application/x-parquet", "application/x-recordio-protobuf",
-)  # fmt: skip
-# Every name a channel's content type may have, as SageMaker's XGBoost accepts them; none given is libsvm.
-CONTENT_TYPES = {
-    LIBSVM: LIBSVM, "libsvm": LIBSVM, "text/x-libsvm": LIBSVM,
-    CSV: CSV, "csv": CSV,
-    PARQUET: PARQUET, "parquet": PARQUET,
-    RECORDIO_PROTOBUF: RECORDIO_PROTOBUF, "recordio-protobuf": RECORDIO_PROTOBUF,
-}  # fmt: skip
 PIPE_CONTENT_TYPES = (CSV, RECORDIO_PROTOBUF)
-
-# XGBoost's evaluation metrics (its docs' eval_metric list); `@t` and a trailing `-` where it takes them.
-METRICS = (
-    "rmse", "rmsle", "mae", "mape", "mphe", "logloss", "error", "merror", "mlogloss", "auc", "aucpr", "pre",
-    "ndcg", "map", "poisson-nloglik", "gamma-nloglik", "cox-nloglik", "gamma-deviance", "tweedie-nloglik",
-    "aft-nloglik", "interval-regression-accuracy", "quantile",
-)  # fmt: skip
 _WITH_THRESHOLD = {"error": r"@[0-9.]+", "pre": r"@[0-9]+", "ndcg": r"(?:@[0-9]+)?-?", "map": r"(?:@[0-9]+)?-?",
                    "tweedie-nloglik": r"@[0-9.]+"}  # fmt: skip
 
 
 def known_metric(metric: str) -> bool:
-    """Whether XGBoost computes `metric`: one of METRICS, `error@0.7`, `ndcg@5-` and the like included."""
+    """Whether XGBoost computes `metric`: one of XGBOOST_METRICS, `error@0.7`, `ndcg@5-` and the like included."""
     name = re.split(r"[@]|-$", metric, maxsplit=1)[0]
-    if metric in METRICS:
+    if metric in XGBOOST_METRICS:
         return True
     tail = _WITH_THRESHOLD.get(name)
     return tail is not None and re.fullmatch(re.escape(name) + tail, metric) is not None
@@ -51,7 +34,7 @@ def content_type(given: str | None) -> str | None:
     """The content type a channel's data is read as (text/libsvm when none is given), or None
     when XGBoost reads no such type."""
     media = (given or LIBSVM).split(";")[0].strip().lower()
-    return CONTENT_TYPES.get(media)
+    return XGBOOST_CONTENT_TYPES.get(media)
 
 
 def problems(spec: TrainingJobSpec) -> list[FieldProblem]:
@@ -61,7 +44,7 @@ def problems(spec: TrainingJobSpec) -> list[FieldProblem]:
         if not known_metric(metric):
             found.append(FieldProblem(
                 "hyperparameters.eval_metric", f"XGBoost computes no metric '{metric}'",
-                suggest(metric, METRICS) or f"use XGBoost's metrics: {', '.join(METRICS)}",
+                suggest(metric, XGBOOST_METRICS) or f"use XGBoost's metrics: {', '.join(XGBOOST_METRICS)}",
             ))  # fmt: skip
     objective = hp.get("objective", "")
     if objective.startswith("multi:") and "num_class" not in hp:
