@@ -168,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = open_store(settings)
         fleet = Fleet(store)
-        labels = _labels(args.label)
-        host = fleet.register(this_machine(_name(args.name), _address(args.address), labels, settings.scratch_root()))
+        machine = this_machine(_name(args.name), _address(args.address), _labels(args.label), settings.scratch_root())
+        use_prefect(str(settings.home))
+        prefect_api.ensure_deployments(settings.work_pool, say)
+        prefect_api.ensure_work_queue(settings.work_pool, machine.name)
+        host = fleet.register(machine)  # last: a host in the fleet can be handed work at once
         say(_registered(host))
         if not host.reachable():
             say(
@@ -181,9 +184,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"the fleet's records are in this home's SQLite ({redacted(store.url)}): only this machine sees "
                 "them — set DOCKYARD_DATABASE_URL to the fleet's PostgreSQL on every machine"
             )
-        use_prefect(str(settings.home))
-        prefect_api.ensure_deployments(settings.work_pool, say)
-        prefect_api.ensure_work_queue(settings.work_pool, host.name)
     except DockyardError as exc:
         say(str(exc))
         return 1

@@ -27,6 +27,7 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import TerminationSignal
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from dockyard import secrets
 from dockyard.charts import objective_over_trials
@@ -77,6 +78,14 @@ CHECK_SECONDS = 1.0  # how often running trials' metric streams are read
 SLOT_PATIENCE = 300.0  # a busy Prefect server (its SQLite locked under load) answers 503: ask again this long
 
 
+def trial_heartbeats_off() -> contextlib.AbstractContextManager[Any]:
+    """Prefect settings without flow-run heartbeats, for a trial's subflow: it runs in the tuning
+    flow's process, whose own heartbeats say whether that process lives, and the job store's lease
+    says whether its orchestrator does. Prefect ends a flow run by joining its heartbeat thread,
+    which looks at its stop flag once a second: half a second a trial, on average, of waiting."""
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
 @dataclass
 class Trial:
     """A trial while it runs: what was asked, and what its metric stream has told the study so far."""
@@ -110,7 +119,8 @@ def _run_trial(doc: dict[str, Any], slots: int, settings: Settings) -> JobRecord
             "server's log; a busy local server does better on PostgreSQL (README, Prefect)"
         )
     try:
-        state = train(doc, return_state=True)
+        with trial_heartbeats_off():
+            state = train(doc, return_state=True)
     finally:
         try:
             held.close()
