@@ -2,7 +2,8 @@
 
 Groups /aws/sagemaker/TrainingJobs and /aws/sagemaker/ProcessingJobs; one stream per instance, named
 `<job>/algo-<n>-<epoch of the job's creation>` as SageMaker names them; the
-events are the container lines of the job's log on this machine. Tokens are
+events are the lines the job's containers printed, every host's, as the job
+store holds them (a job from before it kept them: this machine's log file). Tokens are
 positions in a stream: GetLogEvents always answers a nextForwardToken, and
 the same token again (with no events) once it has caught up, which is how
 clients know to wait.
@@ -16,6 +17,7 @@ from typing import Any
 
 from api.protocol import ApiError
 from api.training import Context
+from dockyard.record import HostLine
 from infra import job_log
 
 GROUP = "/aws/sagemaker/TrainingJobs"
@@ -35,19 +37,20 @@ def _check_group(name: str) -> None:
         )
 
 
-def _streams(ctx: Context, job: str) -> dict[str, list[job_log.HostLine]]:
+def _streams(ctx: Context, job: str) -> dict[str, list[HostLine]]:
     """The job's streams by name, each with its lines; an unknown job has none."""
     record = ctx.store.find(job)
     if record is None:
         return {}
     epoch = int(record.creation_time.timestamp())
-    streams: dict[str, list[job_log.HostLine]] = {}
-    for line in job_log.host_lines(ctx.settings.home, job):
+    streams: dict[str, list[HostLine]] = {}
+    lines = [line for _, line in ctx.store.log_lines(job)] or job_log.host_lines(ctx.settings.home, job)
+    for line in (x for x in lines if x.host.startswith("algo-")):  # not a Clarify job's shadow model
         streams.setdefault(f"{job}/{line.host}-{epoch}", []).append(line)
     return dict(sorted(streams.items()))
 
 
-def _stream_lines(ctx: Context, stream: str) -> list[job_log.HostLine]:
+def _stream_lines(ctx: Context, stream: str) -> list[HostLine]:
     match = _STREAM.fullmatch(stream)
     found = _streams(ctx, match["job"]).get(stream) if match else None
     if found is None:
@@ -89,7 +92,7 @@ def _position(token: str | None, size: int) -> int:
         raise ApiError("InvalidParameterException", f"nextToken '{token}' is not one this endpoint gave") from None
 
 
-def _event(line: job_log.HostLine) -> dict[str, Any]:
+def _event(line: HostLine) -> dict[str, Any]:
     return {"timestamp": _ms(line.at), "message": line.text, "ingestionTime": _ms(line.at)}
 
 
@@ -114,7 +117,7 @@ def get_log_events(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return _page(lines, first, min(first + limit, len(lines)))
 
 
-def _page(lines: list[job_log.HostLine], first: int, last: int) -> dict[str, Any]:
+def _page(lines: list[HostLine], first: int, last: int) -> dict[str, Any]:
     return {
         "events": [_event(line) for line in lines[first:last]],
         "nextForwardToken": f"f/{last}",

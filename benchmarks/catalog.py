@@ -100,7 +100,7 @@ def populate(home: Path, jobs: int) -> tuple[float, int]:
         store.add_metrics(record.name, values)
         job_log.append(home, record.name, "trained")
         began = time.perf_counter()
-        catalog.record_job(str(home), uri, describe(record), values, job_log.path(home, record.name))
+        catalog.record_job(str(home), uri, describe(record), values, job_log.whole(home, record.name, []))
         writing += time.perf_counter() - began
         if i % 1000 == 999:
             print(f"{i + 1} jobs recorded", file=sys.stderr)

@@ -123,18 +123,24 @@ def keep_alive(store: JobStore, settings: Settings, name: str, seconds: int) -> 
 
 
 def follow_log(store: JobStore, settings: Settings, name: str) -> None:
-    """Print the log, then what is appended, until the job reaches a final status."""
+    """Print the log, then what is added, until the job reaches a final status: this machine's
+    lines from its log file, every host's container lines from the job store."""
     path = job_log.path(settings.home, name)
-    offset = 0
+    offset, shown = 0, 0
     while True:
         final = is_final(store.get(name).status.secondary)
+        chunk = b""
         if path.exists():
             with path.open("rb") as log:
                 log.seek(offset)
                 chunk = log.read()
+            chunk = chunk[: chunk.rfind(b"\n") + 1]  # whole lines only: the rest comes next time
             offset += len(chunk)
-            sys.stdout.write(chunk.decode(errors="replace"))
-            sys.stdout.flush()
+        stored = store.log_lines(name, after=shown)
+        shown = stored[-1][0] if stored else shown
+        platform = job_log.platform_lines(chunk.decode(errors="replace"))
+        sys.stdout.write("".join(f"{line}\n" for line in job_log.interleave(platform, [x for _, x in stored])))
+        sys.stdout.flush()
         if final:
             return
         time.sleep(FOLLOW_POLL_SECONDS)
@@ -220,15 +226,16 @@ def jobs(args: argparse.Namespace, settings: Settings) -> int:
             plot_metrics(values, f"{args.name} ({record.status.primary.value})", path)
             print(f"chart: {path}")
     elif args.verb == "logs":
-        if args.follow:
+        if args.follow and not is_final(record.status.secondary):
             follow_log(store, settings, args.name)
-        elif job_log.path(settings.home, args.name).exists():
-            print(job_log.path(settings.home, args.name).read_text(), end="")
         else:
-            raise DockyardError(
-                f"{args.name}'s log is not on this machine ({job_log.path(settings.home, args.name)}): "
-                "read it where the job was orchestrated"
-            )
+            stored = [line for _, line in store.log_lines(args.name)]
+            if not stored and not job_log.path(settings.home, args.name).exists():
+                raise DockyardError(
+                    f"{args.name} has no log lines yet, and its log file is not on this machine "
+                    f"({job_log.path(settings.home, args.name)}): read it where the job was orchestrated"
+                )
+            print(job_log.whole(settings.home, args.name, stored), end="")
     elif args.verb == "keep-alive":
         keep_alive(store, settings, args.name, args.seconds)
     elif args.verb == "stop":

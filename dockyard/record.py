@@ -7,6 +7,7 @@ job.json and `dockyard jobs describe`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -32,6 +33,15 @@ class MetricValue(BaseModel):
     value: float
     timestamp: datetime
     host: str = "algo-1"
+
+
+@dataclass(frozen=True)
+class HostLine:
+    """One line a job's container printed."""
+
+    host: str  # algo-1, algo-2, ... (and `model`, a Clarify job's shadow model)
+    at: datetime
+    text: str
 
 
 class RuleKind(StrEnum):

@@ -173,13 +173,13 @@ def record_job(
     uri: str,
     body: dict[str, Any],
     metrics: list[MetricValue],
-    log_file: Path | None = None,
+    log: str | None = None,
     kind: str = "training-job",
     explains: str | None = None,
 ) -> str:
     """Write (or rewrite, for a job picked up again) the job's run; returns its run id. A job that
     `explains` a training job's model (a Clarify job) becomes a child of that job's run, in its
-    experiment unless it names its own."""
+    experiment unless it names its own. `log` is the job's log, kept as the artifact job.log."""
     from mlflow.entities import Param, RunTag
 
     mlflow = client(uri)
@@ -214,8 +214,9 @@ def record_job(
         record = Path(tmp) / "job.json"
         record.write_text(json.dumps(body, indent=2))
         mlflow.log_artifact(run_id, str(record))
-        if log_file is not None and log_file.exists():
-            mlflow.log_artifact(run_id, str(log_file))
+        if log:
+            (Path(tmp) / "job.log").write_text(log)
+            mlflow.log_artifact(run_id, str(Path(tmp) / "job.log"))
     mlflow.set_terminated(
         run_id, RUN_STATUS.get(body["TrainingJobStatus"], "FAILED"), _millis(body.get("TrainingEndTime"))
     )

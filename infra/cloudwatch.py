@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import re
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from dockyard.record import MetricValue
@@ -25,11 +24,11 @@ METRICS_PER_CALL = 20
 _LINE = re.compile(r"^(?P<time>\S+) (?:\[(?P<host>algo-\d+)\] )?(?P<text>.*)$")
 
 
-def streams_of(job: str, created: datetime, log_file: Path) -> dict[str, list[dict[str, Any]]]:
-    """The job log's lines as CloudWatch events, by stream."""
+def streams_of(job: str, created: datetime, log: str) -> dict[str, list[dict[str, Any]]]:
+    """The job log's lines (its text) as CloudWatch events, by stream."""
     streams: dict[str, list[dict[str, Any]]] = {}
     epoch = int(created.timestamp())
-    for line in log_file.read_text(errors="replace").splitlines() if log_file.exists() else []:
+    for line in log.splitlines():
         found = _LINE.match(line)
         if not found:
             continue
@@ -48,13 +47,13 @@ def _client(service: str, region: str | None) -> Any:
     return boto3.client(service, region_name=region or boto3.session.Session().region_name or "us-east-1")
 
 
-def ship_logs(job: str, created: datetime, log_file: Path, region: str | None = None) -> int:
+def ship_logs(job: str, created: datetime, log: str, region: str | None = None) -> int:
     """Put the job's log into CloudWatch Logs; returns the events sent."""
     logs = _client("logs", region)
     with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
         logs.create_log_group(logGroupName=GROUP)
     sent = 0
-    for stream, events in streams_of(job, created, log_file).items():
+    for stream, events in streams_of(job, created, log).items():
         with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
             logs.create_log_stream(logGroupName=GROUP, logStreamName=stream)
         batch: list[dict[str, Any]] = []

@@ -50,7 +50,7 @@ from dockyard.algorithm_spec import AlgorithmSpec
 from dockyard.errors import DockyardError, LeaseHeld, StatusConflict, TransientInfraError
 from dockyard.outcome import StopKind, StopReason
 from dockyard.profiling import SystemSample
-from dockyard.record import JobRecord, MetricValue
+from dockyard.record import HostLine, JobRecord, MetricValue
 from dockyard.settings import Settings
 from dockyard.status import JobStatus, PrimaryStatus, SecondaryStatus, StatusTransition, is_final
 from dockyard.tuning_record import TuningRecord, from_description
@@ -61,6 +61,7 @@ from infra.store_schema import (
     job_metrics,
     job_tags,
     leases,
+    log_lines,
     status_transitions,
     system_samples,
     training_jobs,
@@ -71,7 +72,7 @@ from infra.store_schema import (
 
 S = SecondaryStatus
 # The Alembic revision this code reads and writes (checked against the scripts by a test).
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 WRITE_ATTEMPTS = 50  # optimistic writes retried over concurrent changes of the same record
 
 
@@ -531,6 +532,23 @@ class JobStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.c.sample).where(t.c.job_name == name).order_by(t.c.id))
             return [SystemSample.model_validate_json(r.sample) for r in rows]
+
+    def add_log_lines(self, name: str, lines: list[HostLine]) -> None:
+        if not lines:
+            return
+        with self.writing() as conn:
+            conn.execute(
+                insert(log_lines),
+                [{"job_name": name, "host": x.host, "timestamp": x.at, "text": x.text} for x in lines],
+            )
+
+    def log_lines(self, name: str, after: int = 0) -> list[tuple[int, HostLine]]:
+        """The lines the job's containers printed, every host's, in the order they were recorded,
+        each with its position; those after position `after` only."""
+        t = log_lines
+        query = select(t.c.id, t.c.host, t.c.timestamp, t.c.text).where(t.c.job_name == name, t.c.id > after)
+        with self.engine.connect() as conn:
+            return [(r.id, HostLine(r.host, r.timestamp, r.text)) for r in conn.execute(query.order_by(t.c.id))]
 
     def tags(self, name: str, tuning: bool = False) -> dict[str, str]:
         """The tags of a training job (or, with `tuning`, of a tuning job)."""

@@ -107,6 +107,16 @@ system_samples = Table(
     Column("sample", Text, nullable=False),  # the SystemSample, as JSON
 )
 
+log_lines = Table(
+    "training_job_log_lines",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_name", String(63), nullable=False, index=True),
+    Column("host", String(32), nullable=False),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("text", Text, nullable=False),
+)
+
 tuning_jobs = Table(
     "tuning_jobs",
     metadata,

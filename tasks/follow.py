@@ -20,7 +20,7 @@ from typing import Any
 
 from dockyard import contract
 from dockyard.outcome import HostExit
-from dockyard.record import MetricValue
+from dockyard.record import HostLine, MetricValue
 from dockyard.secrets import mask_text
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec, UploadMode
@@ -31,6 +31,7 @@ from infra.retry import with_backoff
 from tasks.provision import ProvisionPlan
 
 LAST_LINES = 20
+SHIP_SECONDS = 0.5  # how often a host's new lines go to the job store
 
 
 def compile_definitions(spec: TrainingJobSpec) -> list[tuple[str, re.Pattern[str]]]:
@@ -90,11 +91,35 @@ class Follower(threading.Thread):
         self.store = open_store(settings)
         self.definitions, self.logger = definitions, logger
         self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
+        self.unshipped: list[HostLine] = []  # lines not yet in the job store
+        self.unshipped_lock = threading.Lock()
         # Prefect's settings and run context live in context variables.
         self.context = contextvars.copy_context()
 
     def run(self) -> None:
-        self.context.run(self.follow)
+        followed = threading.Event()
+        shipper = threading.Thread(target=self.ship, args=(followed,), name=f"log-lines-{self.host}", daemon=True)
+        shipper.start()
+        try:
+            self.context.run(self.follow)
+        finally:
+            followed.set()
+            shipper.join()
+
+    def ship(self, followed: threading.Event) -> None:
+        """The new lines into the job store every SHIP_SECONDS, and the last when the stream ends:
+        every machine of a fleet reads a job's lines there, whichever host printed them."""
+        while not followed.wait(SHIP_SECONDS):
+            self.ship_now()
+        self.ship_now()
+
+    def ship_now(self) -> None:
+        with self.unshipped_lock:
+            lines, self.unshipped = self.unshipped, []
+        try:
+            self.store.add_log_lines(self.job, lines)
+        except Exception as exc:  # noqa: BLE001 - they stay in this machine's log file
+            self.logger.warning(f"[{self.host}] {len(lines)} log line(s) not recorded in the job store: {exc}")
 
     def follow(self) -> None:
         buffer = b""
@@ -116,10 +141,12 @@ class Follower(threading.Thread):
         text = mask_text(raw, self.masked)
         self.last_lines.append(text)
         self.logger.info(f"[{self.host}] {text}")
-        job_log.append(self.home, self.job, f"[{self.host}] {text}")
+        at = now()
+        job_log.append(self.home, self.job, f"[{self.host}] {text}", at)
+        with self.unshipped_lock:
+            self.unshipped.append(HostLine(self.host, at, text))
         values = scrape(raw, self.definitions)  # a metric's value is read as printed
         if values:
-            at = now()
             try:
                 self.store.add_metrics(
                     self.job, [MetricValue(metric_name=n, value=v, timestamp=at, host=self.host) for n, v in values]

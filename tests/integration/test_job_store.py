@@ -17,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from dockyard.errors import DockyardError, LeaseHeld, StatusConflict, StatusTransitionError
-from dockyard.record import JobRecord, MetricValue
+from dockyard.record import HostLine, JobRecord, MetricValue
 from dockyard.settings import Settings
 from dockyard.spec import TrainingJobSpec
 from dockyard.status import SecondaryStatus
@@ -183,6 +183,21 @@ def test_concurrent_updates_lose_nothing(store: JobStore) -> None:
     assert len(store.get(name).attempts) == 20
     with pytest.raises(ValueError, match="transition"):
         store.update(name, status=store.get(name).status)
+
+
+def test_log_lines_of_every_host_come_back_in_the_order_they_were_recorded(store: JobStore) -> None:
+    name, other = unique("logged"), unique("other")
+    first = [HostLine("algo-2", T0 + timedelta(seconds=1), "b1"), HostLine("algo-1", T0, "a1 ünïcode")]
+    store.add_log_lines(name, first)
+    store.add_log_lines(other, [HostLine("algo-1", T0, "not mine")])
+    store.add_log_lines(name, [HostLine("model", T0 + timedelta(seconds=2), "")])
+    store.add_log_lines(name, [])
+    recorded = store.log_lines(name)
+    assert [line for _, line in recorded] == [*first, HostLine("model", T0 + timedelta(seconds=2), "")]
+    positions = [position for position, _ in recorded]
+    assert positions == sorted(positions)
+    assert [line.text for _, line in store.log_lines(name, after=positions[0])] == ["a1 ünïcode", ""]
+    assert store.log_lines(name, after=positions[-1]) == []
 
 
 def test_metrics_stop_requests_listings_and_tuning_records(store: JobStore) -> None:

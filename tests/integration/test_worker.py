@@ -349,8 +349,12 @@ def test_a_two_instance_job_runs_an_instance_on_each_host_whose_containers_reach
     assert addresses["host-b"].startswith("10.77.")  # the second engine's own, as --address gave it
     staged = [f for me in ("algo-1", "algo-2") for f in reports[f"contract-{me}.json"]["staged"]]
     assert sorted(staged) == [f"train/part-{i}.txt" for i in range(4)]
-    # Metrics from both hosts reach the one job record.
+    # Metrics and log lines from both hosts reach the one job record: any machine reads them.
     assert sorted({m.host for m in store.metrics(name, "host")}) == ["algo-1", "algo-2"]
+    assert sorted({line.host for _, line in store.log_lines(name)}) == ["algo-1", "algo-2"]
+    elsewhere = dockyard("jobs", "logs", name, env={**shared, "DOCKYARD_HOME": str(tmp_path)})  # orchestrated none
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "[algo-1] " in elsewhere.stdout and "[algo-2] " in elsewhere.stdout, elsewhere.stdout[-3000:]
     assert stopped_record.status.primary == "Stopped", stopped_record.failure_reason
     (part,) = fleet.parts(stopped["training_job_name"])
     assert part.stop_grace is not None and [e.exit_code for e in part.exits or ()] == [143]  # SIGTERM, saved
