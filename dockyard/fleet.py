@@ -102,6 +102,9 @@ class Demand(BaseModel):
     instance_type: InstanceType
     instances: tuple[str, ...]  # algo-1 .. algo-N
     spreads: bool = True  # its instances may land on different hosts
+    # Containers beside algo-1, on its host, with one instance's vCPUs and memory each and no GPUs
+    # (a Clarify job's shadow model): algo-1's grant holds theirs too.
+    beside: int = 0
 
     def may_spread(self) -> bool:
         """Whether its instances may go to different hosts: several, not isolated, of a real type."""
@@ -117,14 +120,24 @@ class Demand(BaseModel):
     def shares_on(self, host: Host, capped: bool = True) -> list[tuple[int, int, int]]:
         """Each instance's (vCPUs, memory, GPUs) on `host` with all of them there. `capped`: vCPUs and
         memory are capped at the host's for the job as a whole (as provisioning caps each container)
-        and split evenly; GPUs are the type's, exactly (`local_gpu`: the host's, split evenly)."""
+        and split evenly; GPUs are the type's, exactly (`local_gpu`: the host's, split evenly). The
+        containers `beside` algo-1 add their vCPUs and memory to its share."""
         itype, count = self.instance_type, len(self.instances)
+        containers = count + self.beside
         if not capped and itype.gpus >= 0:
-            return [self.in_full()] * count
-        vcpus = 0 if itype.vcpus is None else min(itype.vcpus * count, host.vcpus)
-        memory = 0 if itype.memory_gib is None else min(int(itype.memory_gib * 1024**3) * count, host.memory_bytes)
+            vcpus, memory, gpus = self.in_full()
+            return [(vcpus * (1 + self.beside), memory * (1 + self.beside), gpus)] + [self.in_full()] * (count - 1)
+        vcpus = 0 if itype.vcpus is None else min(itype.vcpus * containers, host.vcpus)
+        memory = 0 if itype.memory_gib is None else min(int(itype.memory_gib * 1024**3) * containers, host.memory_bytes)
         gpus = host.gpus // count if itype.gpus < 0 else itype.gpus
-        return [(_part(vcpus, count, i), _part(memory, count, i), gpus) for i in range(count)]
+        shares = [(_part(vcpus, containers, i), _part(memory, containers, i), gpus) for i in range(count)]
+        beside = range(count, containers)  # the containers beside algo-1: on its grant
+        extra_vcpus, extra_memory = (
+            sum(_part(vcpus, containers, i) for i in beside),
+            sum(_part(memory, containers, i) for i in beside),
+        )
+        shares[0] = (shares[0][0] + extra_vcpus, shares[0][1] + extra_memory, shares[0][2])
+        return shares
 
 
 def _part(total: int, count: int, index: int) -> int:
@@ -140,6 +153,7 @@ def demand_of(spec: TrainingJobSpec) -> Demand:
         instances=tuple(contract.host_names(resources.instance_count)),
         # isolated instances share one host's own network; a processing job's outputs are gathered on one host
         spreads=not spec.enable_network_isolation and spec.processing is None,
+        beside=int(spec.processing is not None and spec.processing.served_model_image is not None),
     )
 
 

@@ -521,6 +521,11 @@ class ProcessingJobSpec(_Model):
 
     _env_strings = field_validator("environment", mode="before")(_wire_strings)
 
+    @property
+    def served_model_image(self) -> str | None:
+        """The image that serves a Clarify job's model beside its processor, if it has one."""
+        return self.analyzed_model.image if self.analyzed_model is not None else None
+
     @field_validator("environment")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:

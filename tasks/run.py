@@ -66,9 +66,7 @@ def plan_run(
 
 
 def _served_model(spec: TrainingJobSpec) -> str | None:
-    """The image that serves a Clarify job's model beside its processor, if it has one."""
-    model = spec.processing.analyzed_model if spec.processing else None
-    return model.image if model is not None else None
+    return spec.processing.served_model_image if spec.processing else None
 
 
 def plan_shadow(spec: TrainingJobSpec, provisioned: ProvisionPlan) -> ContainerSpec | None:

@@ -129,3 +129,23 @@ def test_grants_of_hosts_no_longer_listed_are_ignored() -> None:
 def test_among_equals_the_preferred_host_takes_the_job() -> None:
     fleet = [host("a"), host("b"), host("c")]
     assert [g.host for g in place(demand("j", "ml.m5.large"), fleet, [], AT, prefer="b")] == ["b"]  # type: ignore[union-attr]
+
+
+def test_a_clarify_jobs_shadow_model_beside_algo_1_holds_an_instances_vcpus_and_memory_on_its_grant() -> None:
+    shadowed = demand("clarify", "ml.m5.xlarge", 2).model_copy(update={"spreads": False, "beside": 1})  # 4 vCPUs 16 GiB
+    fleet = [host("a", vcpus=12, gib=48)]
+    grants = place(shadowed, fleet, [], AT)
+    assert isinstance(grants, list)
+    assert [(g.instance, g.vcpus, g.memory_bytes, g.gpu_ids) for g in grants] == [
+        ("algo-1", 8, 32 * GIB, ()),  # the processor's and the shadow model's
+        ("algo-2", 4, 16 * GIB, ()),
+    ]
+    # A host with room for the instances but not the shadow beside them waits for it.
+    busy = place(demand("other", "ml.m5.xlarge"), fleet, [], AT)
+    assert isinstance(busy, list)
+    waiting = place(shadowed, fleet, busy, AT)
+    assert isinstance(waiting, Shortfall) and not waiting.never
+    # Where the fleet could never hold the three containers in full, they share a host, capped.
+    capped = place(shadowed, [host("small", vcpus=6, gib=24)], [], AT)
+    assert isinstance(capped, list)
+    assert [(g.vcpus, g.memory_bytes) for g in capped] == [(4, 16 * GIB), (2, 8 * GIB)]
