@@ -17,13 +17,18 @@ from typing import Any
 
 from api.protocol import ApiError
 from api.training import Context
-from dockyard.record import HostLine
+from dockyard.record import HostLine, JobRecord
 from infra import job_log
 
 GROUP = "/aws/sagemaker/TrainingJobs"
 GROUPS = (GROUP, "/aws/sagemaker/ProcessingJobs")  # a processing job's streams are named as a training job's
 MAX_EVENTS = 10_000  # CloudWatch's page size for GetLogEvents
 _STREAM = re.compile(r"(?P<job>[^/]+)/(?P<host>algo-\d+)-\d+")
+
+
+def _epoch(record: JobRecord) -> int:
+    """The suffix of the job's stream names: the epoch second of its creation."""
+    return int(record.creation_time.timestamp())
 
 
 def _ms(moment: datetime) -> int:
@@ -42,18 +47,28 @@ def _streams(ctx: Context, job: str) -> dict[str, list[HostLine]]:
     record = ctx.store.find(job)
     if record is None:
         return {}
-    epoch = int(record.creation_time.timestamp())
+    epoch = _epoch(record)
     streams: dict[str, list[HostLine]] = {}
-    lines = [line for _, line in ctx.store.log_lines(job)] or job_log.host_lines(ctx.settings.home, job)
-    for line in (x for x in lines if x.host.startswith("algo-")):  # not a Clarify job's shadow model
+    for line in _lines(ctx, job):
         streams.setdefault(f"{job}/{line.host}-{epoch}", []).append(line)
     return dict(sorted(streams.items()))
 
 
+def _lines(ctx: Context, job: str, host: str | None = None) -> list[HostLine]:
+    """The instances' lines (`host`'s only, if given): the job store's, else this machine's log file's."""
+    lines = ctx.store.log_lines(job, host) or [
+        x for x in job_log.host_lines(ctx.settings.home, job) if host is None or x.host == host
+    ]
+    return [x for x in lines if x.host.startswith("algo-")]  # not a Clarify job's shadow model
+
+
 def _stream_lines(ctx: Context, stream: str) -> list[HostLine]:
     match = _STREAM.fullmatch(stream)
-    found = _streams(ctx, match["job"]).get(stream) if match else None
-    if found is None:
+    record = ctx.store.find(match["job"]) if match else None
+    if match is None or record is None or stream != f"{match['job']}/{match['host']}-{_epoch(record)}":
+        raise ApiError("ResourceNotFoundException", f"The specified log stream does not exist: {stream}")
+    found = _lines(ctx, match["job"], match["host"])
+    if not found:
         raise ApiError("ResourceNotFoundException", f"The specified log stream does not exist: {stream}")
     return found
 

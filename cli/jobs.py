@@ -26,6 +26,7 @@ from infra.job_store import JobFilter, JobStore, now, open_store
 from tasks.warm_pool import set_keep_alive, sweep
 
 FOLLOW_POLL_SECONDS = 0.5
+FOLLOW_WINDOW = 5000  # log positions below the highest seen that `--follow` reads again
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -126,7 +127,8 @@ def follow_log(store: JobStore, settings: Settings, name: str) -> None:
     """Print the log, then what is added, until the job reaches a final status: this machine's
     lines from its log file, every host's container lines from the job store."""
     path = job_log.path(settings.home, name)
-    offset, shown = 0, 0
+    merge = job_log.Merge()
+    offset, low, seen = 0, 0, set[int]()
     while True:
         final = is_final(store.get(name).status.secondary)
         chunk = b""
@@ -136,10 +138,13 @@ def follow_log(store: JobStore, settings: Settings, name: str) -> None:
                 chunk = log.read()
             chunk = chunk[: chunk.rfind(b"\n") + 1]  # whole lines only: the rest comes next time
             offset += len(chunk)
-        stored = store.log_lines(name, after=shown)
-        shown = stored[-1][0] if stored else shown
-        platform = job_log.platform_lines(chunk.decode(errors="replace"))
-        sys.stdout.write("".join(f"{line}\n" for line in job_log.interleave(platform, [x for _, x in stored])))
+        stored = [(i, line) for i, line in store.log_lines_after(name, low) if i not in seen]
+        seen.update(i for i, _ in stored)
+        if seen:  # positions a little below the highest are read again: another host's write may commit late
+            low = max(low, max(seen) - FOLLOW_WINDOW)
+            seen = {i for i in seen if i > low}
+        lines = merge.lines(job_log.entries(chunk.decode(errors="replace")), [line for _, line in stored])
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
         sys.stdout.flush()
         if final:
             return
@@ -229,7 +234,7 @@ def jobs(args: argparse.Namespace, settings: Settings) -> int:
         if args.follow and not is_final(record.status.secondary):
             follow_log(store, settings, args.name)
         else:
-            stored = [line for _, line in store.log_lines(args.name)]
+            stored = store.log_lines(args.name)
             if not stored and not job_log.path(settings.home, args.name).exists():
                 raise DockyardError(
                     f"{args.name} has no log lines yet, and its log file is not on this machine "

@@ -107,9 +107,11 @@ class Demand(BaseModel):
     beside: int = 0
 
     def may_spread(self) -> bool:
-        """Whether its instances may go to different hosts: several, not isolated, of a real type."""
+        """Whether its instances may go to different hosts: several, not isolated, nothing beside them,
+        of a real type."""
         itype = self.instance_type
-        return self.spreads and len(self.instances) > 1 and itype.vcpus is not None and itype.gpus >= 0
+        several = len(self.instances) > 1 and not self.beside
+        return self.spreads and several and itype.vcpus is not None and itype.gpus >= 0
 
     def in_full(self) -> tuple[int, int, int]:
         """One instance's (vCPUs, memory, GPUs) as its type has them (`local` types: none)."""

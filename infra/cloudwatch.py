@@ -28,7 +28,7 @@ def streams_of(job: str, created: datetime, log: str) -> dict[str, list[dict[str
     """The job log's lines (its text) as CloudWatch events, by stream."""
     streams: dict[str, list[dict[str, Any]]] = {}
     epoch = int(created.timestamp())
-    for line in log.splitlines():
+    for line in log.split("\n"):  # newlines only: a container's carriage returns stay in its line
         found = _LINE.match(line)
         if not found:
             continue

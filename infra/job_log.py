@@ -8,9 +8,10 @@ instances on other machines): `whole` puts the two together.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,8 +42,8 @@ def report(home: str | Path, name: str, message: str, level: int = logging.INFO)
     append(home, name, message if level < logging.WARNING else f"{logging.getLevelName(level).lower()}: {message}")
 
 
-_HOST_LINE = re.compile(r"(?P<at>\S+) \[(?P<host>algo-\d+)\] (?P<text>.*)")
-_CONTAINER_LINE = re.compile(r"\S+ \[(algo-\d+|model)\] ")  # a container's line, the shadow model's included
+_STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00"  # what `stamped` writes
+_LINE = re.compile(rf"(?P<at>{_STAMP}) (?:\[(?P<host>algo-\d+|model)\] )?(?P<text>.*)", re.DOTALL)
 
 
 def stamped(at: datetime, text: str) -> str:
@@ -54,56 +55,78 @@ def container_line(line: HostLine) -> str:
     return stamped(line.at, f"[{line.host}] {line.text}")
 
 
-def platform_lines(text: str) -> list[tuple[datetime | None, str]]:
-    """The lines of a log file's text that are not a container's, each with its time (None for a
-    line without one: a continuation of the one before)."""
-    found: list[tuple[datetime | None, str]] = []
-    for line in text.splitlines():
-        if _CONTAINER_LINE.match(line):
+@dataclass(frozen=True)
+class Entry:
+    """One line of a log file."""
+
+    at: datetime  # a line without a stamp (a message's second line): the stamp of the line before
+    line: str
+    host_line: HostLine | None  # a container's line (the shadow model's included)
+
+
+def entries(text: str) -> list[Entry]:
+    """A log file's lines, split at newlines only: a container's carriage returns stay in its line."""
+    found: list[Entry] = []
+    last = datetime.min.replace(tzinfo=UTC)
+    for line in text.split("\n")[: -1 if text.endswith("\n") else None] if text else []:
+        match = _LINE.fullmatch(line)
+        if match is None:
+            found.append(Entry(last, line, None))
             continue
-        try:
-            at: datetime | None = datetime.fromisoformat(line.split(" ", 1)[0])
-        except ValueError:
-            at = None
-        found.append((at, line))
+        last = datetime.fromisoformat(match["at"])
+        host = match["host"]
+        found.append(Entry(last, line, HostLine(host, last, match["text"]) if host else None))
     return found
 
 
-def interleave(platform: list[tuple[datetime | None, str]], containers: list[HostLine]) -> list[str]:
-    """Platform lines and container lines in time order (a platform line without a time stays
-    with the one before it)."""
-    keyed: list[tuple[datetime, int, str]] = []
-    last = datetime.min.replace(tzinfo=UTC)
-    for order, (at, line) in enumerate(platform):
-        last = at or last
-        keyed.append((last, order, line))
-    keyed += [(x.at, len(platform) + i, container_line(x)) for i, x in enumerate(containers)]
-    return [line for _, _, line in sorted(keyed, key=lambda k: (k[0], k[1]))]
+def _key(line: HostLine) -> tuple[str, datetime, str]:
+    """A container line as both the file (to the millisecond) and the job store hold it."""
+    return line.host, line.at.replace(microsecond=line.at.microsecond // 1000 * 1000), line.text
+
+
+class Merge:
+    """A job's log lines from this machine's file and its container lines from the job store, put
+    together in time order, each container line once: one both hold (the same host, millisecond and
+    text) is shown from whichever gave it first, also across calls (following a log)."""
+
+    def __init__(self) -> None:
+        self.from_file: Counter[tuple[str, datetime, str]] = Counter()
+        self.from_store: Counter[tuple[str, datetime, str]] = Counter()
+
+    def lines(self, file: list[Entry], stored: list[HostLine]) -> list[str]:
+        keyed: list[tuple[datetime, int, str]] = []
+        for order, line in enumerate(stored):
+            key = _key(line)
+            if self.from_file[key]:
+                self.from_file[key] -= 1
+                continue
+            self.from_store[key] += 1
+            keyed.append((line.at, order, container_line(line)))
+        for order, entry in enumerate(file, start=len(stored)):
+            if entry.host_line is not None:
+                key = _key(entry.host_line)
+                if self.from_store[key]:  # shipped to the store: shown from there
+                    self.from_store[key] -= 1
+                    continue
+                self.from_file[key] += 1  # not in the store (yet): shown from the file
+            keyed.append((entry.at, order, entry.line))
+        return [line for _, _, line in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
 def whole(home: str | Path, name: str, stored: list[HostLine]) -> str:
     """The job's whole log: this machine's file, with every host's container lines from the job
-    store (`stored`) in place of its own; the file as it is when the store has none (a job from
-    before the store kept them)."""
+    store (`stored`); a line the store lacks (a job from before it kept them) from the file."""
     try:
         text = path(home, name).read_text(errors="replace")
     except OSError:
         text = ""
-    if not stored:
-        return text
-    return "".join(f"{line}\n" for line in interleave(platform_lines(text), stored))
+    return "".join(f"{line}\n" for line in Merge().lines(entries(text), stored))
 
 
 def host_lines(home: str | Path, name: str) -> list[HostLine]:
-    """The container lines of a job's log, in order (the platform's own lines left out)."""
+    """The container lines of this machine's log file, in order (the platform's own left out)."""
     try:
         raw = path(home, name).read_text(errors="replace")
     except OSError:
         return []
-    lines = []
-    for line in raw.splitlines():
-        match = _HOST_LINE.fullmatch(line)
-        if match is not None:
-            with contextlib.suppress(ValueError):
-                lines.append(HostLine(match["host"], datetime.fromisoformat(match["at"]), match["text"]))
-    return lines
+    return [e.host_line for e in entries(raw) if e.host_line is not None]

@@ -542,9 +542,19 @@ class JobStore:
                 [{"job_name": name, "host": x.host, "timestamp": x.at, "text": x.text} for x in lines],
             )
 
-    def log_lines(self, name: str, after: int = 0) -> list[tuple[int, HostLine]]:
-        """The lines the job's containers printed, every host's, in the order they were recorded,
-        each with its position; those after position `after` only."""
+    def log_lines(self, name: str, host: str | None = None) -> list[HostLine]:
+        """The lines the job's containers printed (`host`'s only, if given), in the order they were recorded."""
+        t = log_lines
+        query = select(t.c.host, t.c.timestamp, t.c.text).where(t.c.job_name == name)
+        if host is not None:
+            query = query.where(t.c.host == host)
+        with self.engine.connect() as conn:
+            return [HostLine(r.host, r.timestamp, r.text) for r in conn.execute(query.order_by(t.c.id))]
+
+    def log_lines_after(self, name: str, after: int) -> list[tuple[int, HostLine]]:
+        """The job's lines recorded at positions after `after`, each with its position. Positions
+        are given out as lines are written, not as writes commit: one may appear below another that
+        is already seen."""
         t = log_lines
         query = select(t.c.id, t.c.host, t.c.timestamp, t.c.text).where(t.c.job_name == name, t.c.id > after)
         with self.engine.connect() as conn:

@@ -161,7 +161,7 @@ def record_in_catalog(record: JobRecord, settings: Settings) -> tuple[str, str |
     store = open_store(settings)
     values = store.metrics(name) + profiling.as_metric_values(store.samples(name))  # MLflow's system/ metrics too
     kind = f"{record.kind}-job"
-    log = job_log.whole(settings.home, name, [line for _, line in store.log_lines(name)])
+    log = job_log.whole(settings.home, name, store.log_lines(name))
     run_id = catalog.record_job(str(settings.home), uri, body, values, log, kind, explains=record.explains)
     message = f"catalogued as MLflow run {run_id} ({redacted(uri)})"
     version = None
@@ -178,8 +178,7 @@ def publish_to_cloudwatch(record: JobRecord, settings: Settings) -> None:
     """Send the job's log and metrics to CloudWatch, named as SageMaker names them."""
     name = record.name
     store = open_store(settings)
-    log = job_log.whole(settings.home, name, [line for _, line in store.log_lines(name)])
-    events = cloudwatch.ship_logs(name, record.creation_time, log)
+    events = cloudwatch.ship_logs(name, record.creation_time, job_log.whole(settings.home, name, store.log_lines(name)))
     values = cloudwatch.ship_metrics(name, store.metrics(name))
     job_log.report(
         settings.home,

@@ -1,6 +1,7 @@
 """Following a job's containers, for the monitor (tasks/monitor.py) and for a
 part of a job on another machine (tasks/part.py): their output into the job
-log, Prefect and the metric series, their checkpoints synced, stopping them,
+log, the job store (every host's lines, read from any machine), Prefect and the
+metric series, their checkpoints synced, stopping them,
 and how each ended.
 """
 
@@ -13,6 +14,7 @@ import os
 import re
 import stat
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
@@ -32,6 +34,7 @@ from tasks.provision import ProvisionPlan
 
 LAST_LINES = 20
 SHIP_SECONDS = 0.5  # how often a host's new lines go to the job store
+SHIP_PATIENCE = 30.0  # how long the last lines are offered to a store that does not take them
 
 
 def compile_definitions(spec: TrainingJobSpec) -> list[tuple[str, re.Pattern[str]]]:
@@ -93,33 +96,60 @@ class Follower(threading.Thread):
         self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
         self.unshipped: list[HostLine] = []  # lines not yet in the job store
         self.unshipped_lock = threading.Lock()
+        self.shipping_failed = False
         # Prefect's settings and run context live in context variables.
         self.context = contextvars.copy_context()
 
     def run(self) -> None:
         followed = threading.Event()
-        shipper = threading.Thread(target=self.ship, args=(followed,), name=f"log-lines-{self.host}", daemon=True)
+        shipper = threading.Thread(  # in a context of its own: one context runs in one thread at a time
+            target=self.context.copy().run, args=(self.ship, followed), name=f"log-lines-{self.host}", daemon=True
+        )
         shipper.start()
         try:
             self.context.run(self.follow)
         finally:
             followed.set()
-            shipper.join()
+            shipper.join(SHIP_PATIENCE + SHIP_SECONDS)
 
     def ship(self, followed: threading.Event) -> None:
         """The new lines into the job store every SHIP_SECONDS, and the last when the stream ends:
-        every machine of a fleet reads a job's lines there, whichever host printed them."""
+        every machine of a fleet reads a job's lines there, whichever host printed them. Lines the
+        store does not take are offered again, at the end for SHIP_PATIENCE; those it never takes
+        are in this machine's job log, which `dockyard jobs logs` reads beside the store."""
         while not followed.wait(SHIP_SECONDS):
             self.ship_now()
-        self.ship_now()
+        deadline = time.monotonic() + SHIP_PATIENCE
+        while not self.ship_now() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        if self.unshipped:
+            self.logger.warning(
+                f"[{self.host}] {len(self.unshipped)} log line(s) are not in the job store, which did not take "
+                f"them: they are in the job log of this machine ({job_log.path(self.home, self.job)})"
+            )
 
-    def ship_now(self) -> None:
+    def ship_now(self) -> bool:
+        """Offer the store the lines it does not have yet; True once it has them all."""
         with self.unshipped_lock:
-            lines, self.unshipped = self.unshipped, []
+            lines = list(self.unshipped)
+        if not lines:
+            return True
         try:
             self.store.add_log_lines(self.job, lines)
-        except Exception as exc:  # noqa: BLE001 - they stay in this machine's log file
-            self.logger.warning(f"[{self.host}] {len(lines)} log line(s) not recorded in the job store: {exc}")
+        except Exception as exc:  # noqa: BLE001 - offered again at the next beat
+            if not self.shipping_failed:
+                self.logger.warning(
+                    f"[{self.host}] the job store did not take {len(lines)} log line(s) ({type(exc).__name__}); "
+                    "offering them again"
+                )
+            self.shipping_failed = True
+            return False
+        with self.unshipped_lock:
+            del self.unshipped[: len(lines)]
+        if self.shipping_failed:
+            self.logger.info(f"[{self.host}] the job store takes log lines again")
+            self.shipping_failed = False
+        return True
 
     def follow(self) -> None:
         buffer = b""
@@ -138,7 +168,7 @@ class Follower(threading.Thread):
         if self.served_at != credentials.changes():  # new credentials were served: mask those too
             self.served_at = credentials.changes()
             self.masked = self.hidden | credentials.secret_values(self.job)
-        text = mask_text(raw, self.masked)
+        text = mask_text(raw, self.masked).replace("\x00", "\ufffd")  # PostgreSQL's text takes no NUL
         self.last_lines.append(text)
         self.logger.info(f"[{self.host}] {text}")
         at = now()

@@ -315,8 +315,7 @@ def monitor(
 def _served_model_container(spec: TrainingJobSpec) -> str | None:
     """The container serving a Clarify job's model (tasks/run.py plan_shadow), if the job has one
     and the engine answers."""
-    model = spec.processing.analyzed_model if spec.processing else None
-    if model is None or model.image is None:
+    if spec.processing is None or spec.processing.served_model_image is None:
         return None
     try:
         return docker_engine.job_containers(spec.training_job_name).get(clarify.SHADOW_HOST)

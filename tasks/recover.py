@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from prefect import task
@@ -69,11 +70,15 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
     Raises:
         NoRoom: no host could ever hold them.
         StoppedWhilePending: a stop came first.
+        MaxWaitExceeded: a spot job's max_wait_time_in_seconds ran out first (as on SageMaker,
+            waiting for capacity counts against it).
     """
     store = open_store(settings)
     name = spec.training_job_name
     said = ""
     demand = demand_of(spec)
+    max_wait = spec.stopping_condition.max_wait_time_in_seconds if spec.enable_managed_spot_training else None
+    waits_until = None if max_wait is None else store.get(name).creation_time + timedelta(seconds=max_wait)
 
     # A restart stays on this host, unless its engine is gone: then anywhere else. Judged once per
     # wait, on two pings 2 s apart, so one slow answer neither moves a job nor flips the choice.
@@ -103,7 +108,13 @@ def _wait_for_the_fleet(spec: TrainingJobSpec, settings: Settings, host: str, an
             else:
                 move(settings, name, record.secondary, S.PENDING, answer.message[:1].upper() + answer.message[1:])
             said = answer.message
-        time.sleep(FLEET_POLL_SECONDS)
+        left = float("inf") if waits_until is None else (waits_until - now()).total_seconds()
+        if left <= 0:
+            raise MaxWaitExceeded(
+                f"no room in the fleet within MaxWaitTimeInSeconds ({max_wait} s): {said} — raise "
+                "stopping_condition.max_wait_time_in_seconds, or free room (`dockyard hosts` shows what runs where)"
+            )
+        time.sleep(min(FLEET_POLL_SECONDS, left))
     for grant in answer:
         gpus = f", GPUs {','.join(map(str, grant.gpu_ids))}" if grant.gpu_ids else ""
         job_log.report(

@@ -187,17 +187,20 @@ def test_concurrent_updates_lose_nothing(store: JobStore) -> None:
 
 def test_log_lines_of_every_host_come_back_in_the_order_they_were_recorded(store: JobStore) -> None:
     name, other = unique("logged"), unique("other")
-    first = [HostLine("algo-2", T0 + timedelta(seconds=1), "b1"), HostLine("algo-1", T0, "a1 ünïcode")]
+    first = [HostLine("algo-2", T0 + timedelta(seconds=1), "b1\r b2"), HostLine("algo-1", T0, "a1 ünïcode")]
     store.add_log_lines(name, first)
     store.add_log_lines(other, [HostLine("algo-1", T0, "not mine")])
-    store.add_log_lines(name, [HostLine("model", T0 + timedelta(seconds=2), "")])
+    store.add_log_lines(name, [HostLine("model", T0 + timedelta(seconds=2, microseconds=1234), "")])
     store.add_log_lines(name, [])
-    recorded = store.log_lines(name)
-    assert [line for _, line in recorded] == [*first, HostLine("model", T0 + timedelta(seconds=2), "")]
+    lines = [*first, HostLine("model", T0 + timedelta(seconds=2, microseconds=1234), "")]
+    assert store.log_lines(name) == lines
+    assert store.log_lines(name, host="algo-1") == [lines[1]]
+    recorded = store.log_lines_after(name, 0)
+    assert [line for _, line in recorded] == lines
     positions = [position for position, _ in recorded]
     assert positions == sorted(positions)
-    assert [line.text for _, line in store.log_lines(name, after=positions[0])] == ["a1 ünïcode", ""]
-    assert store.log_lines(name, after=positions[-1]) == []
+    assert [line.text for _, line in store.log_lines_after(name, positions[0])] == ["a1 ünïcode", ""]
+    assert store.log_lines_after(name, positions[-1]) == []
 
 
 def test_metrics_stop_requests_listings_and_tuning_records(store: JobStore) -> None:

@@ -26,7 +26,7 @@ from botocore.config import Config
 
 from dockyard.record import JobRecord
 from dockyard.settings import Settings
-from dockyard.status import SecondaryStatus
+from dockyard.status import SecondaryStatus, is_final
 from infra import catalog, docker_engine, prefect_api, volumes
 from infra.fleet import Fleet
 from infra.job_store import Lease, open_store
@@ -147,6 +147,20 @@ def test_a_worker_registers_its_host_and_its_jobs_wait_their_turn_for_its_vcpus(
         wait_until(lambda: (r := store.find(names[1])) is not None and r.status.secondary is S.PENDING, log)
         pending = store.get(names[1]).status.transitions[-1]
         assert pending.status_message == "Waiting for 1 x ml.m5.4xlarge: 0 GPUs, 0 vCPUs and 0 GiB free in the fleet"
+        # A spot job waits as well, within its MaxWaitTimeInSeconds: waiting for room counts against it.
+        spot = second | {
+            "training_job_name": f"{names[1]}-spot",
+            "enable_managed_spot_training": True,
+            "stopping_condition": {"max_runtime_in_seconds": 5, "max_wait_time_in_seconds": 8},
+        }
+        spot_name = spot["training_job_name"]
+        submit("train", pool, spot, spot_name)
+        wait_until(lambda: (r := store.find(spot_name)) is not None and is_final(r.status.secondary), log)
+        ran_out = store.get(spot_name).status
+        assert (ran_out.primary, ran_out.secondary) == ("Stopped", S.MAX_WAIT_TIME_EXCEEDED), ran_out
+        assert ran_out.transitions[-1].status_message.startswith(
+            "no room in the fleet within MaxWaitTimeInSeconds (8 s): waiting for 1 x ml.m5.4xlarge"
+        ), ran_out.transitions[-1]
         stopped = dockyard("jobs", "stop", names[0], env=env)
         assert stopped.returncode == 0, stopped.stderr
         wait_until(
@@ -351,7 +365,7 @@ def test_a_two_instance_job_runs_an_instance_on_each_host_whose_containers_reach
     assert sorted(staged) == [f"train/part-{i}.txt" for i in range(4)]
     # Metrics and log lines from both hosts reach the one job record: any machine reads them.
     assert sorted({m.host for m in store.metrics(name, "host")}) == ["algo-1", "algo-2"]
-    assert sorted({line.host for _, line in store.log_lines(name)}) == ["algo-1", "algo-2"]
+    assert sorted({line.host for line in store.log_lines(name)}) == ["algo-1", "algo-2"]
     elsewhere = dockyard("jobs", "logs", name, env={**shared, "DOCKYARD_HOME": str(tmp_path)})  # orchestrated none
     assert elsewhere.returncode == 0, elsewhere.stderr
     assert "[algo-1] " in elsewhere.stdout and "[algo-2] " in elsewhere.stdout, elsewhere.stdout[-3000:]
