@@ -190,6 +190,8 @@ def train(job: Job) -> None:
     amp = cfg.float16 and device.type == "cuda"
     if cfg.float16 and not amp:
         print("note: precision_dtype=float16 needs a GPU; this CPU host trains in float32")
+    named = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    print(f"training on {device}{named} in {'float16, mixed precision' if amp else 'float32'}")
     world = distributed.setup(job, device)
     try:
         _run(job, cfg, net.to(device), train_data, val_data, world, amp)
